@@ -1,0 +1,435 @@
+//! # locus-agent
+//!
+//! The node daemon's core: it turns a data dir and a [`Config`] into a
+//! running [`Node`] — identity, store, host inventory, metrics — and keeps
+//! them current with background loops.
+//!
+//! Owns: the data dir layout (`node.key`, `locus.db`, `lock`), the start and
+//! stop sequence, and the loops that refresh what the node knows of itself.
+//!
+//! Must never: speak HTTP (that is `locus-api`), parse command lines (that is
+//! the `locus` binary), or replace a key or database it cannot read.
+
+pub mod capacity;
+pub mod identity;
+pub mod inventory;
+pub mod metrics;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use locus_core::cluster::NodeInfo;
+use locus_core::inventory::Inventory;
+use locus_core::{Config, Health, HealthStatus, NodeId, NodeStatus};
+use locus_fabric::udp::{FabricConfig, FabricError, FabricHandle};
+use locus_fabric::{ClusterKey, Member, Tuning};
+use locus_store::{Boot, Store, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use identity::IdentityError;
+pub use inventory::HostPaths;
+pub use metrics::Metrics;
+
+/// Name of the lock file that keeps two agents off one data dir.
+pub const LOCK_FILE: &str = "lock";
+
+/// How long a health check waits for the store.
+const HEALTH_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a node needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the node keeps its key, database and artifacts.
+    pub data_dir: PathBuf,
+    /// Validated configuration.
+    pub config: Config,
+    /// Where host facts are read from (`/proc`, `/sys`).
+    pub host_paths: HostPaths,
+    /// The address the API actually listens on (known once bound).
+    pub api_addr: SocketAddr,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot use the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the data dir {path} is in use by another locus agent{holder}")]
+    Locked { path: PathBuf, holder: String },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("invalid gossip configuration: {0}")]
+    Gossip(String),
+    #[error("cannot read the cluster key {path}: {reason}")]
+    ClusterKey { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Fabric(#[from] FabricError),
+}
+
+/// A running node.
+pub struct Node {
+    id: NodeId,
+    key: SigningKey,
+    /// What this node publishes about itself (name, key, site, labels…).
+    info: NodeInfo,
+    settings: Settings,
+    store: Store,
+    boot: Boot,
+    started: Instant,
+    inventory: watch::Receiver<Arc<Inventory>>,
+    metrics: Metrics,
+    fabric: FabricHandle,
+    refresh: JoinHandle<()>,
+    _lock: File,
+}
+
+impl Node {
+    /// Open the data dir, load or create the identity, open the store,
+    /// record this start, take a first inventory and start the refresh loop.
+    pub async fn start(settings: Settings) -> Result<Node, AgentError> {
+        let started = Instant::now();
+        let started_at_unix_ms = unix_ms();
+        let data_dir = settings.data_dir.clone();
+        let dir_err = |source| AgentError::DataDir {
+            path: data_dir.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&data_dir)
+            .map_err(dir_err)?;
+        let lock = lock_data_dir(&data_dir)?;
+        // Everything that can be refused is checked before the store is touched.
+        let cluster_key = load_cluster_key(&settings.config)?;
+        let advertise = settings
+            .config
+            .gossip_advertise_addr()
+            .map_err(AgentError::Gossip)?;
+
+        let (key, origin) = identity::load_or_create(&data_dir)?;
+        let id = NodeId::from_public_key(&key.verifying_key());
+        let store = Store::open(&data_dir)?;
+        store.bind_node(id).await?;
+        let boot = store
+            .begin_boot(locus_core::VERSION, started_at_unix_ms)
+            .await?;
+        match boot.previous_clean {
+            Some(false) => tracing::warn!(
+                generation = boot.generation,
+                "previous run did not stop cleanly; recovering"
+            ),
+            _ => tracing::debug!(generation = boot.generation, "boot recorded"),
+        }
+
+        let metrics = Metrics::new(locus_core::VERSION)?;
+        metrics.generation.set(boot.generation as i64);
+
+        let name = settings
+            .config
+            .name
+            .as_ref()
+            .map(|n| n.get().clone())
+            .unwrap_or_else(|| default_name(id));
+
+        let fabric = locus_fabric::udp::start(FabricConfig {
+            me: Member {
+                id,
+                addr: advertise,
+                generation: boot.generation,
+                bump: 0,
+            },
+            bind: settings.config.gossip_addr(),
+            seeds: settings
+                .config
+                .seeds
+                .iter()
+                .map(|s| s.get().clone())
+                .collect(),
+            key: cluster_key,
+            tuning: Tuning::default(),
+        })
+        .await?;
+        let info = NodeInfo {
+            id,
+            public_key: hex(key.verifying_key().as_bytes()),
+            name: name.clone(),
+            site: settings.config.site.clone(),
+            api_addr: settings.api_addr.to_string(),
+            gossip_addr: advertise.to_string(),
+            labels: settings
+                .config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.get().clone(), v.get().clone()))
+                .collect(),
+            version: locus_core::VERSION.to_owned(),
+            generation: boot.generation,
+            started_at_unix_ms,
+            energy: settings.config.energy.clone(),
+        };
+        fabric
+            .publish_json(locus_fabric::fabric::KEY_INFO, &info)
+            .await
+            .map_err(|e| {
+                AgentError::Gossip(format!(
+                    "cannot publish the node info ({e}); use fewer or shorter labels"
+                ))
+            })?;
+
+        let first = collect_inventory(&settings.host_paths, &data_dir).await;
+        metrics.inventory_refreshes.inc();
+        capacity::publish(&fabric, &first).await;
+        let (tx, inventory) = watch::channel(Arc::new(first));
+        let refresh = tokio::spawn(refresh_inventory(
+            tx,
+            settings.host_paths.clone(),
+            data_dir.clone(),
+            Duration::from_secs(*settings.config.inventory.refresh_secs.get()),
+            metrics.inventory_refreshes.clone(),
+            fabric.clone(),
+        ));
+        tracing::info!(
+            node = %id,
+            %name,
+            generation = boot.generation,
+            key = if origin == identity::KeyOrigin::Created { "created" } else { "loaded" },
+            data_dir = %data_dir.display(),
+            "node started"
+        );
+        Ok(Node {
+            id,
+            key,
+            info,
+            settings,
+            store,
+            boot,
+            started,
+            inventory,
+            metrics,
+            fabric,
+            refresh,
+            _lock: lock,
+        })
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The node's signing key.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// This start's generation.
+    pub fn generation(&self) -> u64 {
+        self.boot.generation
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The node's fabric.
+    pub fn fabric(&self) -> &FabricHandle {
+        &self.fabric
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The latest host inventory.
+    pub fn inventory(&self) -> Arc<Inventory> {
+        self.inventory.borrow().clone()
+    }
+
+    /// Everything the node says about itself.
+    pub fn status(&self) -> NodeStatus {
+        let info = &self.info;
+        NodeStatus {
+            id: self.id,
+            public_key: info.public_key.clone(),
+            name: info.name.clone(),
+            version: info.version.clone(),
+            generation: info.generation,
+            site: info.site.clone(),
+            labels: info.labels.clone(),
+            api_addr: info.api_addr.clone(),
+            gossip_addr: self.fabric.local_addr().to_string(),
+            seeds: self
+                .settings
+                .config
+                .seeds
+                .iter()
+                .map(|s| s.get().clone())
+                .collect(),
+            energy: info.energy.clone(),
+            started_at_unix_ms: info.started_at_unix_ms,
+            uptime_secs: self.uptime().as_secs(),
+            inventory: (*self.inventory()).clone(),
+        }
+    }
+
+    /// Whether the node's parts answer.
+    pub async fn health(&self) -> Health {
+        let store_ok = matches!(
+            tokio::time::timeout(HEALTH_STORE_TIMEOUT, self.store.schema_version()).await,
+            Ok(Ok(_))
+        );
+        Health {
+            status: if store_ok {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
+            node: self.id,
+            uptime_secs: self.uptime().as_secs(),
+        }
+    }
+
+    /// Announce the leave to the cluster, stop the loops, record a clean
+    /// stop and close the store.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.refresh.abort();
+        self.fabric.leave().await;
+        self.store.end_boot(self.boot.generation, unix_ms()).await?;
+        self.store.close().await?;
+        tracing::info!(node = %self.id, "node stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Take the data dir's lock, or say who holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<File, AgentError> {
+    let path = data_dir.join(LOCK_FILE);
+    let io_err = |source| AgentError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(AgentError::Locked {
+                path: data_dir.to_owned(),
+                holder: if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    file.set_len(0).map_err(io_err)?;
+    file.rewind().map_err(io_err)?;
+    write!(file, "{}", std::process::id()).map_err(io_err)?;
+    Ok(file)
+}
+
+async fn collect_inventory(paths: &HostPaths, data_dir: &Path) -> Inventory {
+    let paths = paths.clone();
+    let dir = data_dir.to_owned();
+    let fallback = (paths.clone(), dir.clone());
+    match tokio::task::spawn_blocking(move || inventory::collect(&paths, &dir)).await {
+        Ok(inv) => inv,
+        // The blocking pool is gone (runtime shutting down): read inline.
+        Err(_) => inventory::collect(&fallback.0, &fallback.1),
+    }
+}
+
+async fn refresh_inventory(
+    tx: watch::Sender<Arc<Inventory>>,
+    paths: HostPaths,
+    data_dir: PathBuf,
+    every: Duration,
+    refreshes: prometheus::IntCounter,
+    fabric: FabricHandle,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let inv = collect_inventory(&paths, &data_dir).await;
+        refreshes.inc();
+        if capacity::of(&inv) != capacity::of(&tx.borrow()) {
+            capacity::publish(&fabric, &inv).await;
+        }
+        if tx.send(Arc::new(inv)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Host name if it is a valid node name, else `node-<id prefix>`.
+fn default_name(id: NodeId) -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .and_then(|h| locus_core::config::NodeName::try_from(h).ok())
+        .map(|n| n.get().clone())
+        .unwrap_or_else(|| format!("node-{}", &id.to_string()[..8]))
+}
+
+/// Read the cluster key named by the configuration, if any.
+fn load_cluster_key(config: &Config) -> Result<Option<ClusterKey>, AgentError> {
+    let Some(path) = &config.cluster_key_file else {
+        if !config.gossip_addr().ip().is_loopback() {
+            tracing::warn!(
+                "gossip is not on loopback and has no cluster key: anyone who reaches the port can join; see `locus keygen`"
+            );
+        }
+        return Ok(None);
+    };
+    let err = |reason: String| AgentError::ClusterKey {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    ClusterKey::parse(&text).map(Some).map_err(err)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,120 @@
+//! # locus-api
+//!
+//! The HTTP face of a node: REST under `/api/v1`, `/healthz`, Prometheus
+//! `/metrics`, the OpenAPI document generated from these handlers at
+//! `/api/v1/openapi.json`, and a Swagger UI at `/api/v1/docs`.
+//!
+//! Owns: routes, request/response shapes, the error envelope, HTTP metrics.
+//! Must never: hold state of its own or decide anything about the cluster —
+//! every handler reads from or asks the [`Node`]; a handler that needs a
+//! rule calls a function of `locus-core` or `locus-agent`.
+
+mod error;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use locus_agent::Node;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// Path of the OpenAPI document.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// Path of the Swagger UI.
+pub const DOCS_PATH: &str = "/api/v1/docs";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "locus node API",
+        description = "REST API of one locus node. Every node serves the same API; \
+                       errors always have the shape {\"error\": {\"code\", \"message\", \"details\"}}.",
+        license(name = "Apache-2.0"),
+    ),
+    tags(
+        (name = "node", description = "The node itself: identity, inventory, health"),
+        (name = "observability", description = "Health and metrics"),
+        (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<Arc<Node>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(utoipa_axum::routes!(routes::healthz))
+        .routes(utoipa_axum::routes!(routes::metrics))
+        .routes(utoipa_axum::routes!(routes::node))
+        .routes(utoipa_axum::routes!(routes::devices))
+        .routes(utoipa_axum::routes!(routes::nodes))
+        .routes(utoipa_axum::routes!(routes::node_by_id))
+        .routes(utoipa_axum::routes!(routes::rtt))
+        .routes(utoipa_axum::routes!(routes::sites))
+}
+
+/// The OpenAPI document of this API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut api) = api_router().split_for_parts();
+    api.info.version = locus_core::VERSION.to_owned();
+    api
+}
+
+/// The complete HTTP application of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    let (routes, mut api) = api_router().split_for_parts();
+    api.info.version = locus_core::VERSION.to_owned();
+    routes
+        .merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(node.clone(), record_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(node)
+}
+
+async fn fallback(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Count and time every request by its route template (never the raw path,
+/// so that ids in paths cannot blow up the label set).
+async fn record_metrics(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let metrics = node.metrics();
+    metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .inc();
+    response.into_response()
+}

@@ -1,0 +1,512 @@
+//! Node configuration: what an operator may write in `locus.toml`.
+//!
+//! Every key is optional; an empty file (or no file) gives the embedded
+//! defaults. Unknown keys and bad values are rejected with the dotted key
+//! path and the line and column where they stand. Values are validated while
+//! they are read (newtypes with `try_from`), so a [`Config`] that exists is a
+//! valid one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Default address of the HTTP API: loopback only, so a fresh node exposes
+/// nothing to the network until its operator says so.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:7400";
+/// Default address of the gossip endpoint (used by the fabric).
+pub const DEFAULT_GOSSIP_ADDR: &str = "127.0.0.1:7401";
+/// Default period of the host inventory refresh.
+pub const DEFAULT_INVENTORY_REFRESH_SECS: u64 = 30;
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Human name of the node; defaults to the host name.
+    #[serde(default)]
+    pub name: Option<NodeName>,
+    /// Where the node stands.
+    #[serde(default)]
+    pub site: SiteConfig,
+    /// Free-form labels used by placement (`key = "value"`).
+    #[serde(default)]
+    pub labels: BTreeMap<LabelKey, LabelValue>,
+    /// Addresses the node listens on.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Gossip addresses (`HOST:PORT`) of nodes to join through.
+    #[serde(default)]
+    pub seeds: Vec<Seed>,
+    /// File holding the cluster key (64 hex digits, from `locus keygen`);
+    /// without one, gossip is neither encrypted nor authenticated.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub cluster_key_file: Option<std::path::PathBuf>,
+    /// What powers the node.
+    #[serde(default)]
+    pub energy: EnergyProfile,
+    /// Host inventory settings.
+    #[serde(default)]
+    pub inventory: InventoryConfig,
+}
+
+/// A configuration error, located in the source text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Dotted path of the offending key (`site.latitude`), empty for a
+    /// syntax error outside any key.
+    pub path: String,
+    /// 1-based line of the offending text, when known.
+    pub line: Option<usize>,
+    /// 1-based column of the offending text, when known.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: ")?,
+            (Some(l), None) => write!(f, "line {l}: ")?,
+            _ => {}
+        }
+        if !self.path.is_empty() && self.path != "." {
+            write!(f, "key `{}`: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl Config {
+    /// Parse and validate a TOML document.
+    pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
+        let locate = |span: Option<std::ops::Range<usize>>| match span {
+            Some(span) => {
+                let (line, column) = line_column(src, span.start);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        let de = toml::de::Deserializer::parse(src).map_err(|e| {
+            let (line, column) = locate(e.span());
+            ConfigError {
+                path: String::new(),
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = locate(inner.span());
+            ConfigError {
+                path,
+                line,
+                column,
+                message: inner.message().trim().to_owned(),
+            }
+        })
+    }
+
+    /// The API listen address, or the default.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.listen.api.unwrap_or_else(default_api_addr)
+    }
+
+    /// The gossip listen address, or the default.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.listen.gossip.unwrap_or_else(default_gossip_addr)
+    }
+
+    /// The gossip address peers reach this node at: `gossip_advertise`, or
+    /// the listen address when it is a concrete one.
+    pub fn gossip_advertise_addr(&self) -> Result<SocketAddr, String> {
+        match (self.listen.gossip_advertise, self.gossip_addr()) {
+            (Some(a), _) => Ok(a),
+            (None, l) if l.ip().is_unspecified() => Err(format!(
+                "gossip listens on the wildcard address {l}; set `[listen] gossip_advertise` to the address peers should use"
+            )),
+            (None, l) => Ok(l),
+        }
+    }
+}
+
+fn default_api_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+
+fn default_gossip_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7401))
+}
+
+/// 1-based line and column of byte `offset` in `src`.
+fn line_column(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where a node stands: the unit of locality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site name (a PoP, a lab, a field); nodes with the same site name are
+    /// one site.
+    #[serde(default = "SiteName::default_site")]
+    pub name: SiteName,
+    /// Latitude in degrees, -90..=90.
+    #[serde(default)]
+    pub latitude: Option<Latitude>,
+    /// Longitude in degrees, -180..=180.
+    #[serde(default)]
+    pub longitude: Option<Longitude>,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            name: SiteName::default_site(),
+            latitude: None,
+            longitude: None,
+        }
+    }
+}
+
+/// Listen addresses.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// HTTP API address (`IP:PORT`), default `127.0.0.1:7400`.
+    #[schema(value_type = Option<String>, example = "127.0.0.1:7400")]
+    pub api: Option<SocketAddr>,
+    /// Gossip address (`IP:PORT`), default `127.0.0.1:7401`.
+    #[schema(value_type = Option<String>, example = "127.0.0.1:7401")]
+    pub gossip: Option<SocketAddr>,
+    /// Gossip address peers should use, when `gossip` binds a wildcard
+    /// address (`0.0.0.0:7401`) or sits behind NAT.
+    #[schema(value_type = Option<String>, example = "192.0.2.7:7401")]
+    pub gossip_advertise: Option<SocketAddr>,
+}
+
+/// What powers the node. A placeholder until energy-aware placement lands:
+/// it is published but does not yet change any decision.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyProfile {
+    /// The main power source.
+    #[serde(default)]
+    pub source: PowerSource,
+    /// Peak power of the solar panel, in watts.
+    #[serde(default)]
+    pub panel_peak_watts: Option<NonNegative>,
+    /// Usable battery capacity, in watt-hours.
+    #[serde(default)]
+    pub battery_capacity_wh: Option<NonNegative>,
+}
+
+/// Main power source of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerSource {
+    /// The mains grid.
+    #[default]
+    Grid,
+    /// Solar panel without storage.
+    Solar,
+    /// Solar panel with a battery.
+    SolarBattery,
+    /// Battery only.
+    Battery,
+}
+
+/// Host inventory settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// Seconds between two inventory refreshes (1..=86400).
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: RefreshSecs,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        InventoryConfig {
+            refresh_secs: default_refresh(),
+        }
+    }
+}
+
+fn default_refresh() -> RefreshSecs {
+    RefreshSecs(DEFAULT_INVENTORY_REFRESH_SECS)
+}
+
+/// Declares a newtype over `$raw` whose values pass `$check`; serde reads
+/// it through `try_from`, so an invalid value fails where it stands.
+macro_rules! validated {
+    ($(#[$meta:meta])* $name:ident($raw:ty, $raw_lit:literal), schema = $schema:ty, check = $check:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[serde(try_from = $raw_lit, into = $raw_lit)]
+        #[schema(value_type = $schema)]
+        pub struct $name($raw);
+
+        impl TryFrom<$raw> for $name {
+            type Error = String;
+            fn try_from(v: $raw) -> Result<Self, String> {
+                let check: fn(&$raw) -> Result<(), String> = $check;
+                check(&v).map(|()| $name(v))
+            }
+        }
+
+        impl From<$name> for $raw {
+            fn from(v: $name) -> $raw {
+                v.0
+            }
+        }
+
+        impl $name {
+            /// The validated value.
+            pub fn get(&self) -> &$raw {
+                &self.0
+            }
+        }
+    };
+}
+
+/// Checks a name made of letters, digits, `.`, `_` and `-`, 1 to `max` long.
+fn check_name(what: &str, v: &str, max: usize) -> Result<(), String> {
+    if v.is_empty() || v.len() > max {
+        return Err(format!("{what} {v:?} must be 1 to {max} characters long"));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} {v:?} contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(what: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{what} {v} is out of range {lo}..={hi}"))
+    }
+}
+
+validated!(
+    /// Name of a node: 1–63 letters, digits, `.`, `_` or `-`.
+    NodeName(String, "String"), schema = String,
+    check = |v| check_name("node name", v, 63)
+);
+
+validated!(
+    /// Name of a site: 1–63 letters, digits, `.`, `_` or `-`.
+    SiteName(String, "String"), schema = String,
+    check = |v| check_name("site name", v, 63)
+);
+
+impl SiteName {
+    fn default_site() -> SiteName {
+        SiteName("default".to_owned())
+    }
+}
+
+validated!(
+    /// Label key: 1–63 letters, digits, `.`, `_` or `-` (a `/` may separate a
+    /// prefix, as in `locus.io/arch`).
+    #[derive(Eq, PartialOrd, Ord, Hash)]
+    LabelKey(String, "String"), schema = String,
+    check = |v| match v.split_once('/') {
+        Some((prefix, name)) => check_name("label prefix", prefix, 63).and(check_name("label key", name, 63)),
+        None => check_name("label key", v, 63),
+    }
+);
+
+validated!(
+    /// Label value: at most 253 characters, no control characters.
+    LabelValue(String, "String"), schema = String,
+    check = |v| {
+        if v.len() > 253 {
+            Err(format!("label value is {} characters long; the limit is 253", v.len()))
+        } else if v.chars().any(char::is_control) {
+            Err(format!("label value {v:?} contains a control character"))
+        } else {
+            Ok(())
+        }
+    }
+);
+
+validated!(
+    /// A seed: the gossip address of a node to join through, `HOST:PORT`.
+    Seed(String, "String"), schema = String,
+    check = |v| {
+        let Some((host, port)) = v.rsplit_once(':') else {
+            return Err(format!("seed {v:?} must be HOST:PORT"));
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("seed {v:?} has no valid host"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(()),
+            _ => Err(format!("seed {v:?} has an invalid port {port:?} (1..=65535)")),
+        }
+    }
+);
+
+validated!(
+    /// Latitude in degrees.
+    Latitude(f64, "f64"), schema = f64,
+    check = |v| check_range("latitude", *v, -90.0, 90.0)
+);
+
+validated!(
+    /// Longitude in degrees.
+    Longitude(f64, "f64"), schema = f64,
+    check = |v| check_range("longitude", *v, -180.0, 180.0)
+);
+
+validated!(
+    /// A finite, non-negative quantity.
+    NonNegative(f64, "f64"), schema = f64,
+    check = |v| check_range("value", *v, 0.0, f64::MAX)
+);
+
+validated!(
+    /// Seconds between two refreshes, 1..=86400.
+    RefreshSecs(u64, "u64"), schema = u64,
+    check = |v| if (1..=86_400).contains(v) { Ok(()) } else { Err(format!("refresh_secs {v} is out of range 1..=86400")) }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml_str("").expect("empty config");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.api_addr().to_string(), DEFAULT_API_ADDR);
+        assert_eq!(c.gossip_addr().to_string(), DEFAULT_GOSSIP_ADDR);
+        assert_eq!(c.site.name.get(), "default");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let src = r#"
+name = "pi-garden"
+seeds = ["192.0.2.10:7401", "seed.example:7401", "[2001:db8::1]:7401"]
+
+[site]
+name = "garden"
+latitude = 48.11
+longitude = -1.68
+
+[labels]
+arch = "arm64"
+"locus.io/solar" = "yes"
+
+[listen]
+api = "0.0.0.0:7400"
+gossip = "0.0.0.0:7401"
+
+[energy]
+source = "solar_battery"
+panel_peak_watts = 20
+battery_capacity_wh = 50.5
+
+[inventory]
+refresh_secs = 10
+"#;
+        let c = Config::from_toml_str(src).expect("valid config");
+        assert_eq!(c.name.as_ref().map(|n| n.get().as_str()), Some("pi-garden"));
+        assert_eq!(c.seeds.len(), 3);
+        assert_eq!(c.site.latitude.as_ref().map(|l| *l.get()), Some(48.11));
+        assert_eq!(c.energy.source, PowerSource::SolarBattery);
+        assert_eq!(*c.inventory.refresh_secs.get(), 10);
+        assert_eq!(c.labels.len(), 2);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let c = Config::from_toml_str(include_str!("../../../examples/locus.toml"))
+            .expect("examples/locus.toml must parse");
+        assert_eq!(c.site.name.get(), "garden");
+        assert_eq!(c.api_addr().to_string(), DEFAULT_API_ADDR);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml_str("name = \"a\"\n[site]\nname = \"x\"\naltitude = 3\n")
+            .expect_err("unknown key");
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.message.contains("unknown field `altitude`"), "{err}");
+        assert!(err.path.starts_with("site"), "{err:?}");
+    }
+
+    #[test]
+    fn bad_value_is_named_with_its_path_and_line() {
+        let err = Config::from_toml_str("[site]\nname = \"x\"\nlatitude = 95.0\n")
+            .expect_err("bad latitude");
+        assert_eq!(err.path, "site.latitude");
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("latitude 95 is out of range"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "line 3, column 12: key `site.latitude`: latitude 95 is out of range -90..=90"
+        );
+    }
+
+    #[test]
+    fn bad_listen_address_and_seed_are_rejected() {
+        let err = Config::from_toml_str("[listen]\napi = \"localhost\"\n").expect_err("bad addr");
+        assert_eq!(err.path, "listen.api");
+        assert_eq!(err.line, Some(2));
+        let err = Config::from_toml_str("seeds = [\"a:1\", \"nope\"]\n").expect_err("bad seed");
+        assert_eq!(err.path, "seeds[1]");
+        assert!(err.message.contains("HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let err = Config::from_toml_str("name = \"a\"\n[site\n").expect_err("syntax");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let err =
+            Config::from_toml_str("[inventory]\nrefresh_secs = \"soon\"\n").expect_err("type");
+        assert_eq!(err.path, "inventory.refresh_secs");
+        assert_eq!(err.line, Some(2));
+        let err = Config::from_toml_str("[inventory]\nrefresh_secs = 0\n").expect_err("range");
+        assert!(err.message.contains("1..=86400"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(src in "\\PC{0,200}") {
+            let _ = Config::from_toml_str(&src);
+        }
+
+        #[test]
+        fn errors_point_inside_the_source(key in "[a-z]{1,8}", n in 0u32..1000) {
+            let src = format!("[site]\nname = \"s\"\n{key} = {n}\n");
+            match Config::from_toml_str(&src) {
+                Ok(_) => prop_assert!(key == "latitude" || key == "longitude"),
+                Err(e) => prop_assert!(e.line.is_some_and(|l| l <= 3)),
+            }
+        }
+    }
+}

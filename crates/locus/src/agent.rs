@@ -1,0 +1,150 @@
+//! `locus agent`: load the configuration, bind the API, start the node,
+//! serve until SIGINT/SIGTERM, then stop in order.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use locus_agent::{HostPaths, Node, Settings};
+use locus_core::Config;
+use locus_core::config::{NodeName, Seed, SiteName};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::Failure;
+use crate::cli::AgentArgs;
+
+/// How long in-flight requests may take to finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Read the config file (if any) and apply command-line overrides.
+pub fn load_config(args: &AgentArgs) -> Result<Config, Failure> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let src = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))
+                .map_err(Failure::Usage)?;
+            Config::from_toml_str(&src).map_err(|e| {
+                Failure::Usage(anyhow::anyhow!(
+                    "invalid config file {}: {e}",
+                    path.display()
+                ))
+            })?
+        }
+        None => Config::default(),
+    };
+    let flag = |name: &str, e: String| Failure::Usage(anyhow::anyhow!("invalid --{name}: {e}"));
+    if let Some(name) = &args.name {
+        config.name = Some(NodeName::try_from(name.clone()).map_err(|e| flag("name", e))?);
+    }
+    if let Some(site) = &args.site {
+        config.site.name = SiteName::try_from(site.clone()).map_err(|e| flag("site", e))?;
+    }
+    for seed in &args.seeds {
+        config
+            .seeds
+            .push(Seed::try_from(seed.clone()).map_err(|e| flag("seed", e))?);
+    }
+    if let Some(addr) = args.listen {
+        config.listen.api = Some(addr);
+    }
+    if let Some(addr) = args.gossip {
+        config.listen.gossip = Some(addr);
+    }
+    if let Some(path) = &args.cluster_key_file {
+        config.cluster_key_file = Some(path.clone());
+    }
+    Ok(config)
+}
+
+pub fn run(args: AgentArgs) -> Result<(), Failure> {
+    let config = load_config(&args)?;
+    crate::init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .thread_name("locus-agent")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::Failed)?;
+    runtime
+        .block_on(serve(config, &args.data_dir))
+        .map_err(Failure::Failed)
+}
+
+async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
+    let addr = config.api_addr();
+    let listener = bind(addr).await?;
+    let api_addr = listener.local_addr().unwrap_or(addr);
+    let node = Node::start(Settings {
+        data_dir: data_dir.to_owned(),
+        config,
+        host_paths: HostPaths::default(),
+        api_addr,
+    })
+    .await?;
+    let node = Arc::new(node);
+    tracing::info!(node = %node.id(), api = %format!("http://{api_addr}"), "serving the API");
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let signal = wait_for_signal().await;
+        tracing::info!(
+            signal,
+            "stopping: no new connections, finishing requests in flight"
+        );
+        let _ = stop_tx.send(true);
+    });
+
+    let app = locus_api::router(node.clone());
+    let mut graceful = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.context("the API server failed")?,
+        () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight after the grace period; closing anyway"),
+    }
+    node.shutdown()
+        .await
+        .context("cannot close the store cleanly")?;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "the API address {addr} is already in use (another locus agent?); \
+             choose another with --listen or `[listen] api` in the config"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            anyhow::anyhow!("the API address {addr} is not an address of this machine")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            anyhow::anyhow!("no permission to listen on {addr} (ports below 1024 need privileges)")
+        }
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {addr}")),
+    })
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

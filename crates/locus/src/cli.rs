@@ -1,0 +1,204 @@
+//! The command line: one binary, `locus agent` runs a node, every other
+//! subcommand is a client of a node's API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default API URL of the local node.
+pub const DEFAULT_API: &str = "http://127.0.0.1:7400";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "locus",
+    version,
+    about = "locus: one decentralised cloud from scattered edge machines",
+    long_about = "locus turns scattered edge machines into one cloud with no central controller.\n\
+                  `locus agent` runs a node; every other command talks to a node's API.",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage or configuration error."
+)]
+pub struct Cli {
+    /// API of the node to talk to.
+    #[arg(long, global = true, env = "LOCUS_API", default_value = DEFAULT_API, value_name = "URL")]
+    pub api: String,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node agent (the daemon) in the foreground.
+    Agent(AgentArgs),
+    /// This node: identity, inventory, uptime.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Host devices (USB, PCI accelerators) that workloads can attach.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Nodes of the cluster, as the selected node sees them.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+    /// Sites of the cluster and their nodes.
+    #[command(subcommand)]
+    Sites(SitesCommand),
+    /// Make a cluster key for `--cluster-key-file` (every node of a cluster
+    /// needs the same file).
+    Keygen(KeygenArgs),
+    /// Print the version of this binary.
+    Version,
+    /// Measure locus itself; prints JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Directory for the node key, database and artifacts.
+    #[arg(
+        long,
+        env = "LOCUS_DATA_DIR",
+        default_value = ".locus",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// TOML configuration file (every key optional; see README).
+    #[arg(long, short = 'c', env = "LOCUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// API listen address; overrides `[listen] api` (default 127.0.0.1:7400).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Node name; overrides `name` (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Site name; overrides `[site] name`.
+    #[arg(long)]
+    pub site: Option<String>,
+
+    /// Gossip (UDP) listen address; overrides `[listen] gossip` (default 127.0.0.1:7401).
+    #[arg(long, value_name = "IP:PORT")]
+    pub gossip: Option<SocketAddr>,
+
+    /// File with the cluster key (from `locus keygen`); overrides `cluster_key_file`.
+    #[arg(long, env = "LOCUS_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Gossip address of a node to join through (repeatable); added to `seeds`.
+    #[arg(long = "seed", value_name = "HOST:PORT")]
+    pub seeds: Vec<String>,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOCUS_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Identity, site, resources and uptime of the node.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List known nodes with their liveness.
+    Ls(NodesLsArgs),
+    /// One node in full (by id, unique id prefix or name).
+    Show { node: String },
+    /// Estimated round-trip time between two nodes (network coordinates).
+    Rtt { a: String, b: String },
+}
+
+#[derive(Debug, Args)]
+pub struct NodesLsArgs {
+    /// Only nodes of this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only nodes in this state: alive, suspect, dead, left.
+    #[arg(long, value_parser = ["alive", "suspect", "dead", "left"])]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// List sites with their nodes.
+    Ls,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (mode 0600); `-` prints it.
+    #[arg(long, short = 'o', default_value = "cluster.key", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// List attachable host devices.
+    Ls,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Agent start-up time, idle memory and CPU, binary size.
+    Footprint(FootprintArgs),
+    /// Failure detection, join convergence, false verdicts and gossip
+    /// bandwidth, in the deterministic simulator.
+    Fabric(FabricBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FabricBenchArgs {
+    /// Cluster sizes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 100, 1000])]
+    pub nodes: Vec<usize>,
+    /// Packet loss rates (comma-separated, 0..1).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0f64, 0.1])]
+    pub loss: Vec<f64>,
+    /// Runs (seeds) per size and loss.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// First seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Cluster size of the false-verdict run.
+    #[arg(long, default_value_t = 100)]
+    pub false_nodes: usize,
+    /// Virtual seconds of the false-verdict run at 10% loss.
+    #[arg(long, default_value_t = 600)]
+    pub false_secs: u64,
+    /// Override the SWIM probe period (ms) to explore tunings.
+    #[arg(long)]
+    pub probe_period_ms: Option<u64>,
+    /// Override the suspicion multiplier to explore tunings.
+    #[arg(long)]
+    pub suspicion: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FootprintArgs {
+    /// Cold starts to time (each on a fresh data dir).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+
+    /// Seconds to leave the agent idle before reading its memory and CPU.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_secs: u64,
+}

@@ -1,0 +1,418 @@
+//! `locus`: the one binary. `locus agent` runs a node; every other
+//! subcommand is a client of a node's API.
+
+mod agent;
+mod bench;
+mod bench_fabric;
+mod cli;
+mod client;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use locus_core::NodeStatus;
+use locus_core::inventory::Device;
+
+use cli::{
+    BenchCommand, Cli, Command, DevicesCommand, LogFormat, NodeCommand, NodesCommand, SitesCommand,
+};
+use locus_core::cluster::{ClusterNode, RttEstimate, Site};
+
+/// A failed command, with the exit code it deserves.
+pub enum Failure {
+    /// Bad command line or configuration: exit 2.
+    Usage(anyhow::Error),
+    /// The command could not do its work: exit 1.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Failed(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(args) => agent::run(args),
+        Command::Keygen(args) => keygen(&args),
+        Command::Bench(BenchCommand::Fabric(args)) => {
+            bench_fabric::fabric(&args).map_err(Failure::from)
+        }
+        Command::Bench(BenchCommand::Footprint(args)) => {
+            bench::footprint(&args).map_err(Failure::from)
+        }
+        other => client_command(&cli.api, cli.json, other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `LOCUS_LOG` filters them (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn client_command(api: &str, json: bool, command: Command) -> Result<(), Failure> {
+    if let Command::Version = command {
+        if json {
+            println!("{}", serde_json::json!({ "version": locus_core::VERSION }));
+        } else {
+            println!("locus {}", locus_core::VERSION);
+        }
+        return Ok(());
+    }
+    let client = client::Client::new(api).map_err(Failure::Usage)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match command {
+            Command::Node(NodeCommand::Status) => {
+                let node: NodeStatus = client.get("/api/v1/node").await?;
+                print(json, &node, render_node)
+            }
+            Command::Devices(DevicesCommand::Ls) => {
+                let devices: Vec<Device> = client.get("/api/v1/devices").await?;
+                print(json, &devices, |d| render_devices(d))
+            }
+            Command::Nodes(NodesCommand::Ls(args)) => {
+                let mut query = Vec::new();
+                if let Some(site) = &args.site {
+                    query.push(format!("site={}", url_escape(site)));
+                }
+                if let Some(state) = &args.state {
+                    query.push(format!("liveness={state}"));
+                }
+                let path = if query.is_empty() {
+                    "/api/v1/nodes".to_owned()
+                } else {
+                    format!("/api/v1/nodes?{}", query.join("&"))
+                };
+                let nodes: Vec<ClusterNode> = client.get(&path).await?;
+                print(json, &nodes, |n| render_nodes(n))
+            }
+            Command::Nodes(NodesCommand::Show { node }) => {
+                let n: ClusterNode = client
+                    .get(&format!("/api/v1/nodes/{}", url_escape(&node)))
+                    .await?;
+                print(json, &n, render_cluster_node)
+            }
+            Command::Nodes(NodesCommand::Rtt { a, b }) => {
+                let e: RttEstimate = client
+                    .get(&format!(
+                        "/api/v1/nodes/{}/rtt/{}",
+                        url_escape(&a),
+                        url_escape(&b)
+                    ))
+                    .await?;
+                print(json, &e, |e| {
+                    format!(
+                        "{} → {}: {:.2} ms (coordinate error {:.2})\n",
+                        e.from, e.to, e.rtt_ms, e.error
+                    )
+                })
+            }
+            Command::Sites(SitesCommand::Ls) => {
+                let sites: Vec<Site> = client.get("/api/v1/sites").await?;
+                print(json, &sites, |s| render_sites(s))
+            }
+            Command::Agent(_) | Command::Bench(_) | Command::Keygen(_) | Command::Version => Ok(()),
+        }
+    })?;
+    Ok(())
+}
+
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    human: fn(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(())
+}
+
+fn render_node(n: &NodeStatus) -> String {
+    let inv = &n.inventory;
+    let site = match (&n.site.latitude, &n.site.longitude) {
+        (Some(lat), Some(lon)) => format!("{} ({}, {})", n.site.name.get(), lat.get(), lon.get()),
+        _ => n.site.name.get().clone(),
+    };
+    let cpu = format!(
+        "{}, {}, {} cores",
+        inv.cpu.arch,
+        inv.cpu.model.as_deref().unwrap_or("unknown model"),
+        inv.cpu.online_cores
+    );
+    let memory = format!(
+        "{} available of {}",
+        output::bytes(inv.memory.available_bytes),
+        output::bytes(inv.memory.total_bytes)
+    );
+    let disk = format!(
+        "{} available of {} ({})",
+        output::bytes(inv.disk.available_bytes),
+        output::bytes(inv.disk.total_bytes),
+        inv.disk.path
+    );
+    let interfaces = inv
+        .interfaces
+        .iter()
+        .map(|i| match i.addresses.first() {
+            Some(a) => format!("{} ({a})", i.name),
+            None => i.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let power = if inv.power.is_empty() {
+        "none reported".to_owned()
+    } else {
+        inv.power
+            .iter()
+            .map(|p| match p.capacity_percent {
+                Some(c) => format!("{} {} {c}%", p.name, p.kind),
+                None => format!("{} {}", p.name, p.kind),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let labels = if n.labels.is_empty() {
+        "-".to_owned()
+    } else {
+        n.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    output::pairs(&[
+        ("id", n.id.to_string()),
+        ("name", n.name.clone()),
+        ("version", n.version.clone()),
+        ("generation", n.generation.to_string()),
+        ("site", site),
+        ("labels", labels),
+        ("api", n.api_addr.clone()),
+        ("uptime", output::duration(n.uptime_secs)),
+        ("cpu", cpu),
+        ("memory", memory),
+        ("disk", disk),
+        ("interfaces", interfaces),
+        ("power", power),
+        (
+            "devices",
+            format!("{} USB, {} PCI", inv.usb.len(), inv.pci.len()),
+        ),
+    ])
+}
+
+fn render_devices(devices: &[Device]) -> String {
+    if devices.is_empty() {
+        return "no attachable devices on this node\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                format!("{:?}", d.bus).to_lowercase(),
+                format!("{}:{}", d.vendor_id, d.product_id),
+                d.name.clone().unwrap_or_default(),
+                d.detail.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "BUS", "VENDOR:PRODUCT", "NAME", "DETAIL"], &rows)
+}
+
+/// Percent-encode a path or query component.
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn keygen(args: &cli::KeygenArgs) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = locus_fabric::ClusterKey::generate()
+        .map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    if args.output.as_os_str() == "-" {
+        println!("{}", key.to_hex());
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    if args.force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(&args.output).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::Failed(anyhow::anyhow!(
+                "{} already exists; it may be the key of a running cluster (use --force to replace it)",
+                args.output.display()
+            ))
+        } else {
+            Failure::Failed(anyhow::Error::new(e).context(format!("cannot write {}", args.output.display())))
+        }
+    })?;
+    writeln!(file, "{}", key.to_hex())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!(
+        "cluster key written to {}; copy it to every node and start each with --cluster-key-file {}",
+        args.output.display(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn ago(now_ms: u64, at_ms: u64) -> String {
+    format!(
+        "{} ago",
+        output::duration(now_ms.saturating_sub(at_ms) / 1000)
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn render_nodes(nodes: &[ClusterNode]) -> String {
+    if nodes.is_empty() {
+        return "no nodes match\n".to_owned();
+    }
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let info = n.info.as_ref();
+            vec![
+                format!("{}{}", n.id, if n.is_self { " *" } else { "" }),
+                info.map_or("?".into(), |i| i.name.clone()),
+                info.map_or("?".into(), |i| i.site.name.get().clone()),
+                n.liveness.as_str().to_owned(),
+                ago(now, n.since_unix_ms),
+                n.generation.to_string(),
+                info.map_or("?".into(), |i| i.api_addr.clone()),
+                n.capacity.as_ref().map_or("?".into(), |c| {
+                    format!("{:.1}", c.cpu_millicores as f64 / 1000.0)
+                }),
+                n.capacity
+                    .as_ref()
+                    .map_or("?".into(), |c| output::bytes(c.memory_bytes)),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID", "NAME", "SITE", "STATE", "SINCE", "GEN", "API", "CPUS", "MEMORY",
+        ],
+        &rows,
+    )
+}
+
+fn render_cluster_node(n: &ClusterNode) -> String {
+    let now = now_ms();
+    let info = n.info.as_ref();
+    let transitions = n
+        .transitions
+        .iter()
+        .map(|t| format!("{} {}", t.to.as_str(), ago(now, t.at_unix_ms)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    output::pairs(&[
+        ("id", n.id.to_string()),
+        ("name", info.map_or("?".into(), |i| i.name.clone())),
+        (
+            "site",
+            info.map_or("?".into(), |i| i.site.name.get().clone()),
+        ),
+        (
+            "state",
+            format!(
+                "{} since {}",
+                n.liveness.as_str(),
+                ago(now, n.since_unix_ms)
+            ),
+        ),
+        ("transitions", transitions),
+        ("generation", n.generation.to_string()),
+        ("gossip", n.gossip_addr.clone()),
+        ("api", info.map_or("?".into(), |i| i.api_addr.clone())),
+        ("version", info.map_or("?".into(), |i| i.version.clone())),
+        (
+            "capacity",
+            n.capacity.as_ref().map_or("?".into(), |c| {
+                format!(
+                    "{:.1} cpus, {} memory, {} storage",
+                    c.cpu_millicores as f64 / 1000.0,
+                    output::bytes(c.memory_bytes),
+                    output::bytes(c.storage_bytes)
+                )
+            }),
+        ),
+        (
+            "coordinate",
+            n.coordinate.as_ref().map_or("?".into(), |c| {
+                format!("error {:.2}, height {:.2} ms", c.error, c.height * 1000.0)
+            }),
+        ),
+    ])
+}
+
+fn render_sites(sites: &[Site]) -> String {
+    if sites.is_empty() {
+        return "no sites known yet\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = sites
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.nodes.len().to_string(),
+                s.alive.to_string(),
+                match (s.latitude, s.longitude) {
+                    (Some(a), Some(o)) => format!("{a}, {o}"),
+                    _ => "-".into(),
+                },
+            ]
+        })
+        .collect();
+    output::table(&["SITE", "NODES", "ALIVE", "LOCATION"], &rows)
+}

@@ -1,0 +1,199 @@
+//! Test harness: start the real `locus` binary as an agent on a free
+//! loopback port and a fresh data dir, and drive it with a real HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_locus");
+
+/// A free TCP port on loopback address `ip` (bound then released; the
+/// agent binds it next).
+pub fn free_addr_on(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind(format!("{ip}:0")).expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    free_addr_on("127.0.0.1")
+}
+
+/// A free UDP port on loopback address `ip`, for gossip.
+pub fn free_udp_on(ip: &str) -> SocketAddr {
+    let s = std::net::UdpSocket::bind(format!("{ip}:0")).expect("bind udp");
+    s.local_addr().expect("local addr")
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_addr() -> SocketAddr {
+    free_udp_on("127.0.0.1")
+}
+
+/// A running agent, killed on drop. Its stderr goes to a file in the test
+/// dir so that a failing test can show it.
+pub struct Agent {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Start an agent on `data_dir` and wait until `/healthz` is 200.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Agent {
+        let agent = Agent::spawn(data_dir, free_addr(), extra);
+        agent.wait_healthy();
+        agent
+    }
+
+    /// Start an agent without waiting.
+    pub fn spawn(data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Agent {
+        let log = data_dir.with_extension(format!("{}.log", addr.port()));
+        let stderr = std::fs::File::create(&log).expect("create log file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir);
+        if !extra.contains(&"--gossip") {
+            cmd.args(["--gossip", &free_udp_addr().to_string()]);
+        }
+        let child = cmd
+            .args(extra)
+            .env("LOCUS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn locus agent");
+        Agent {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = http();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.url("/healthz")).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "agent on {} never became healthy; log:\n{}",
+            self.addr,
+            self.logs()
+        );
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
+    }
+
+    /// Wait for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(15))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+pub fn get_json(agent: &Agent, path: &str) -> serde_json::Value {
+    let r = http().get(agent.url(path)).send().expect("GET");
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().expect("JSON body")
+}
+
+/// Run the CLI to completion.
+pub fn locus(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("LOCUS_API")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run locus")
+}
+
+/// Run `locus agent` expecting it to fail at start; returns (exit code, stderr).
+pub fn agent_fails(data_dir: &Path, extra: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["agent", "--data-dir"]).arg(data_dir);
+    if !extra.contains(&"--gossip") {
+        cmd.args(["--gossip", &free_udp_addr().to_string()]);
+    }
+    cmd.args(extra);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn locus agent");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("agent kept running although it should have failed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

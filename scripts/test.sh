@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole locus test suite, from a fresh clone: installs what the tests
+# need, checks formatting and lints, runs the API conformance run against a
+# live agent, then every unit, property and integration test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "python tools for the conformance run (venv in target/pyenv)"
+if [ ! -x target/pyenv/bin/schemathesis ] || ! cmp -s scripts/requirements-test.txt target/pyenv/.requirements; then
+    mkdir -p target
+    python3 -m venv target/pyenv
+    target/pyenv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    cp scripts/requirements-test.txt target/pyenv/.requirements
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets
+
+step "API conformance (OpenAPI validation + schemathesis against a live agent)"
+scripts/api-conformance.sh target/debug/locus
+
+step "cargo test"
+log=target/cargo-test.log
+set +e
+cargo test --workspace --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
