@@ -31,6 +31,7 @@ step "API conformance (OpenAPI validation + schemathesis against a live agent)"
 scripts/api-conformance.sh target/debug/locus
 
 step "cargo test"
+scripts/test-images.sh  # busybox + image tarball for the runtime driver tests
 log=target/cargo-test.log
 set +e
 cargo test --workspace --all-targets 2>&1 | tee "$log"

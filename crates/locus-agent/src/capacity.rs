@@ -1,8 +1,11 @@
 //! The node's resources as published to the cluster (the R' model), derived
 //! from the host inventory.
 
+use std::sync::Mutex;
+
 use locus_core::cluster::{Allocation, Capacity};
 use locus_core::inventory::Inventory;
+use locus_core::workload::Kind;
 use locus_fabric::udp::FabricHandle;
 
 const GIB: u64 = 1 << 30;
@@ -41,16 +44,70 @@ pub fn of(inv: &Inventory) -> Capacity {
             .find(|p| p.kind.eq_ignore_ascii_case("battery"))
             .and_then(|p| p.capacity_percent),
         allocated: Allocation::default(),
+        drivers: Vec::new(),
     }
 }
 
-/// Publish the capacity record; a failure is logged, never fatal.
-pub async fn publish(fabric: &FabricHandle, inv: &Inventory) {
-    let capacity = of(inv);
-    if let Err(e) = fabric
-        .publish_json(locus_fabric::fabric::KEY_CAPACITY, &capacity)
-        .await
-    {
-        tracing::warn!(error = %e, "cannot publish the node capacity");
+/// Publishes the node's capacity whenever the inventory, the allocation or
+/// the set of drivers changes (and only then: the record should not churn).
+pub struct CapacityPublisher {
+    fabric: FabricHandle,
+    inner: Mutex<Published>,
+}
+
+#[derive(Default)]
+struct Published {
+    allocated: Allocation,
+    drivers: Vec<Kind>,
+    last: Option<Capacity>,
+}
+
+impl CapacityPublisher {
+    /// A publisher writing to `fabric`.
+    pub fn new(fabric: FabricHandle) -> CapacityPublisher {
+        CapacityPublisher {
+            fabric,
+            inner: Mutex::new(Published::default()),
+        }
+    }
+
+    /// Set what workloads hold and which drivers answer.
+    pub fn set_usage(&self, allocated: Allocation, drivers: Vec<Kind>) {
+        let mut p = self.lock();
+        p.allocated = allocated;
+        p.drivers = drivers;
+    }
+
+    /// The capacity as it would be published now.
+    pub fn current(&self, inv: &Inventory) -> Capacity {
+        let p = self.lock();
+        let mut c = of(inv);
+        c.allocated = p.allocated.clone();
+        c.drivers = p.drivers.clone();
+        c
+    }
+
+    /// Publish if anything changed; a failure is logged, never fatal.
+    pub async fn publish(&self, inv: &Inventory) {
+        let capacity = self.current(inv);
+        {
+            let mut p = self.lock();
+            if p.last.as_ref() == Some(&capacity) {
+                return;
+            }
+            p.last = Some(capacity.clone());
+        }
+        if let Err(e) = self
+            .fabric
+            .publish_json(locus_fabric::fabric::KEY_CAPACITY, &capacity)
+            .await
+        {
+            self.lock().last = None;
+            tracing::warn!(error = %e, "cannot publish the node capacity");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

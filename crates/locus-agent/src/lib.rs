@@ -14,6 +14,7 @@ pub mod capacity;
 pub mod identity;
 pub mod inventory;
 pub mod metrics;
+pub mod workloads;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 pub use identity::IdentityError;
 pub use inventory::HostPaths;
 pub use metrics::Metrics;
+pub use workloads::Workloads;
 
 /// Name of the lock file that keeps two agents off one data dir.
 pub const LOCK_FILE: &str = "lock";
@@ -79,6 +81,8 @@ pub enum AgentError {
     ClusterKey { path: PathBuf, reason: String },
     #[error(transparent)]
     Fabric(#[from] FabricError),
+    #[error("cannot load the workloads: {0}")]
+    Workloads(String),
 }
 
 /// A running node.
@@ -92,9 +96,12 @@ pub struct Node {
     boot: Boot,
     started: Instant,
     inventory: watch::Receiver<Arc<Inventory>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     fabric: FabricHandle,
+    capacity: Arc<capacity::CapacityPublisher>,
+    workloads: Workloads,
     refresh: JoinHandle<()>,
+    reconcile: JoinHandle<()>,
     _lock: File,
 }
 
@@ -137,7 +144,7 @@ impl Node {
             _ => tracing::debug!(generation = boot.generation, "boot recorded"),
         }
 
-        let metrics = Metrics::new(locus_core::VERSION)?;
+        let metrics = Arc::new(Metrics::new(locus_core::VERSION)?);
         metrics.generation.set(boot.generation as i64);
 
         let name = settings
@@ -194,7 +201,13 @@ impl Node {
 
         let first = collect_inventory(&settings.host_paths, &data_dir).await;
         metrics.inventory_refreshes.inc();
-        capacity::publish(&fabric, &first).await;
+        let capacity = Arc::new(capacity::CapacityPublisher::new(fabric.clone()));
+        let drivers = drivers().await;
+        capacity.set_usage(
+            Default::default(),
+            drivers.iter().map(|d| d.kind()).collect(),
+        );
+        capacity.publish(&first).await;
         let (tx, inventory) = watch::channel(Arc::new(first));
         let refresh = tokio::spawn(refresh_inventory(
             tx,
@@ -202,8 +215,26 @@ impl Node {
             data_dir.clone(),
             Duration::from_secs(*settings.config.inventory.refresh_secs.get()),
             metrics.inventory_refreshes.clone(),
-            fabric.clone(),
+            capacity.clone(),
         ));
+        let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
+            me: id,
+            data_dir: data_dir.clone(),
+            store: store.clone(),
+            fabric: fabric.clone(),
+            capacity: capacity.clone(),
+            inventory: inventory.clone(),
+            metrics: metrics.clone(),
+            drivers,
+            // After a restart, first learn whether the workloads moved.
+            hold: if boot.generation > 1 {
+                Duration::from_secs(3)
+            } else {
+                Duration::ZERO
+            },
+        })
+        .await
+        .map_err(|e| AgentError::Workloads(e.to_string()))?;
         tracing::info!(
             node = %id,
             %name,
@@ -223,7 +254,10 @@ impl Node {
             inventory,
             metrics,
             fabric,
+            capacity,
+            workloads,
             refresh,
+            reconcile,
             _lock: lock,
         })
     }
@@ -251,6 +285,16 @@ impl Node {
     /// The node's fabric.
     pub fn fabric(&self) -> &FabricHandle {
         &self.fabric
+    }
+
+    /// The workloads this node owns, and the cluster's.
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
+    }
+
+    /// The capacity as published.
+    pub fn capacity(&self) -> locus_core::cluster::Capacity {
+        self.capacity.current(&self.inventory())
     }
 
     /// The node's metrics.
@@ -316,6 +360,8 @@ impl Node {
     /// stop and close the store.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         self.refresh.abort();
+        self.reconcile.abort();
+        self.workloads.shutdown().await;
         self.fabric.leave().await;
         self.store.end_boot(self.boot.generation, unix_ms()).await?;
         self.store.close().await?;
@@ -378,7 +424,7 @@ async fn refresh_inventory(
     data_dir: PathBuf,
     every: Duration,
     refreshes: prometheus::IntCounter,
-    fabric: FabricHandle,
+    capacity: Arc<capacity::CapacityPublisher>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,13 +433,30 @@ async fn refresh_inventory(
         tick.tick().await;
         let inv = collect_inventory(&paths, &data_dir).await;
         refreshes.inc();
-        if capacity::of(&inv) != capacity::of(&tx.borrow()) {
-            capacity::publish(&fabric, &inv).await;
-        }
+        capacity.publish(&inv).await;
         if tx.send(Arc::new(inv)).is_err() {
             return;
         }
     }
+}
+
+/// The drivers that answer their probe on this host.
+async fn drivers() -> Vec<Arc<dyn locus_runtime::Driver>> {
+    use locus_runtime::Driver;
+    let mut out: Vec<Arc<dyn Driver>> = Vec::new();
+    match locus_runtime::wasm::WasmDriver::new() {
+        Ok(d) => out.push(Arc::new(d)),
+        Err(e) => tracing::warn!(error = %e, "the wasm driver is not available"),
+    }
+    out.push(Arc::new(locus_runtime::process::ProcessDriver::new()));
+    match locus_runtime::container::ContainerDriver::connect() {
+        Ok(d) => match d.probe().await {
+            Ok(()) => out.push(Arc::new(d)),
+            Err(e) => tracing::info!(error = %e, "no container driver"),
+        },
+        Err(e) => tracing::info!(error = %e, "no container driver"),
+    }
+    out
 }
 
 /// Host name if it is a valid node name, else `node-<id prefix>`.
@@ -424,7 +487,7 @@ fn load_cluster_key(config: &Config) -> Result<Option<ClusterKey>, AgentError> {
     ClusterKey::parse(&text).map(Some).map_err(err)
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -19,6 +19,12 @@ pub struct Metrics {
     pub uptime_seconds: IntGauge,
     /// Start counter of this data dir.
     pub generation: IntGauge,
+    /// Owned workloads by state.
+    pub workloads: IntGaugeVec,
+    /// Workloads adopted from gone nodes.
+    pub workload_adoptions: IntCounter,
+    /// Stale copies stopped because a newer epoch exists.
+    pub workload_yields: IntCounter,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -94,8 +100,27 @@ impl Metrics {
         )?;
         registry.register(Box::new(fabric_coordinate_error.clone()))?;
 
+        let workloads = IntGaugeVec::new(
+            Opts::new("locus_workloads", "Workloads this node owns, by state."),
+            &["state"],
+        )?;
+        registry.register(Box::new(workloads.clone()))?;
+        let workload_adoptions = IntCounter::new(
+            "locus_workload_adoptions_total",
+            "Workloads adopted from nodes that died or left.",
+        )?;
+        registry.register(Box::new(workload_adoptions.clone()))?;
+        let workload_yields = IntCounter::new(
+            "locus_workload_yields_total",
+            "Copies stopped because another node holds a newer epoch.",
+        )?;
+        registry.register(Box::new(workload_yields.clone()))?;
+
         Ok(Metrics {
             registry,
+            workloads,
+            workload_adoptions,
+            workload_yields,
             fabric_members,
             fabric_counters,
             fabric_coordinate_error,

@@ -11,6 +11,7 @@
 
 mod error;
 mod routes;
+mod workloads;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "node", description = "The node itself: identity, inventory, health"),
         (name = "observability", description = "Health and metrics"),
         (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
+        (name = "workloads", description = "Workloads: submit, place, run, stop, destroy, logs; any node forwards to the owner"),
     )
 )]
 struct ApiDoc;
@@ -58,6 +60,17 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(routes::node_by_id))
         .routes(utoipa_axum::routes!(routes::rtt))
         .routes(utoipa_axum::routes!(routes::sites))
+        .routes(utoipa_axum::routes!(workloads::submit, workloads::list))
+        .routes(utoipa_axum::routes!(workloads::handover))
+        .routes(utoipa_axum::routes!(
+            workloads::inspect,
+            workloads::update,
+            workloads::remove
+        ))
+        .routes(utoipa_axum::routes!(workloads::start))
+        .routes(utoipa_axum::routes!(workloads::stop))
+        .routes(utoipa_axum::routes!(workloads::kill))
+        .routes(utoipa_axum::routes!(workloads::logs))
 }
 
 /// The OpenAPI document of this API.

@@ -57,6 +57,9 @@ pub struct Capacity {
     pub battery_percent: Option<u8>,
     /// Allocated to workloads so far.
     pub allocated: Allocation,
+    /// Workload kinds this node can run (drivers that answered their probe).
+    #[serde(default)]
+    pub drivers: Vec<crate::workload::Kind>,
 }
 
 /// Resources allocated to workloads.

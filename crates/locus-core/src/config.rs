@@ -145,7 +145,7 @@ fn default_gossip_addr() -> SocketAddr {
 }
 
 /// 1-based line and column of byte `offset` in `src`.
-fn line_column(src: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -279,8 +279,10 @@ macro_rules! validated {
     };
 }
 
+pub(crate) use validated;
+
 /// Checks a name made of letters, digits, `.`, `_` and `-`, 1 to `max` long.
-fn check_name(what: &str, v: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_name(what: &str, v: &str, max: usize) -> Result<(), String> {
     if v.is_empty() || v.len() > max {
         return Err(format!("{what} {v:?} must be 1 to {max} characters long"));
     }

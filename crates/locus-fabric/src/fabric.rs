@@ -363,14 +363,11 @@ impl Fabric {
                     self.ask_sync(owner, generation, since, now);
                 }
             }
-            Frame::SyncResponse(updates) => {
+            Frame::SyncResponse { after, updates } => {
                 let me = self.me().id;
                 let mut records = self.records.lock();
-                for u in updates.into_iter().filter(|u| u.owner != me) {
-                    if records.apply(u, now.unix_ms) {
-                        self.stats.records_pulled += 1;
-                    }
-                }
+                let updates: Vec<Update> = updates.into_iter().filter(|u| u.owner != me).collect();
+                self.stats.records_pulled += records.apply_range(after, updates, now.unix_ms);
             }
         }
         self.pump(now);
@@ -735,11 +732,17 @@ impl Fabric {
         let mut frames = 0;
         let mut batch: Vec<Update> = Vec::new();
         let mut size = 0;
+        let mut after = since;
         for u in updates {
             let len = postcard::to_allocvec(&u).map_or(budget, |b| b.len());
             if !batch.is_empty() && size + len > budget {
-                let envelope =
-                    self.envelope(to, Frame::SyncResponse(std::mem::take(&mut batch)), now);
+                let last = batch.last().map_or(after, |u| u.version);
+                let frame = Frame::SyncResponse {
+                    after,
+                    updates: std::mem::take(&mut batch),
+                };
+                after = last;
+                let envelope = self.envelope(to, frame, now);
                 self.send(to, envelope);
                 size = 0;
                 frames += 1;
@@ -751,7 +754,14 @@ impl Fabric {
             batch.push(u);
         }
         if !batch.is_empty() {
-            let envelope = self.envelope(to, Frame::SyncResponse(batch), now);
+            let envelope = self.envelope(
+                to,
+                Frame::SyncResponse {
+                    after,
+                    updates: batch,
+                },
+                now,
+            );
             self.send(to, envelope);
         }
     }

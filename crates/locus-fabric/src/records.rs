@@ -102,7 +102,9 @@ pub struct RecordEvent {
 #[derive(Debug, Default)]
 struct Owner {
     generation: u64,
-    /// Highest version applied.
+    /// Watermark: every live record with a version up to this one is held.
+    /// It moves with contiguous updates and with complete sync ranges, never
+    /// past a gap (an update may arrive before an older one it skipped).
     applied: u64,
     /// Highest version the owner has announced (from summaries).
     head: u64,
@@ -160,7 +162,9 @@ impl Records {
         {
             return false;
         }
-        owner.applied = owner.applied.max(u.version);
+        if u.version == owner.applied + 1 {
+            owner.applied = u.version;
+        }
         owner.head = owner.head.max(u.version);
         owner.records.insert(
             u.key.clone(),
@@ -181,6 +185,36 @@ impl Records {
             value: u.value,
         });
         true
+    }
+
+    /// Apply the updates of one sync response, which hold every record of
+    /// their owner with a version in `(after, highest]`: when that range
+    /// starts at or below the watermark, the watermark moves to its end.
+    /// Returns how many updates were new.
+    pub fn apply_range(&mut self, after: u64, updates: Vec<Update>, now_ms: u64) -> u64 {
+        let Some(first) = updates.first() else {
+            return 0;
+        };
+        let (owner, generation) = (first.owner, first.generation);
+        let highest = updates.iter().map(|u| u.version).max().unwrap_or(0);
+        let coherent = updates
+            .iter()
+            .all(|u| u.owner == owner && u.generation == generation && u.version > after);
+        let mut new = 0;
+        for u in updates {
+            if self.apply(u, now_ms) {
+                new += 1;
+            }
+        }
+        if coherent
+            && let Some(o) = self.owners.get_mut(&owner)
+            && o.generation == generation
+            && after <= o.applied
+        {
+            o.applied = o.applied.max(highest);
+            o.head = o.head.max(highest);
+        }
+        new
     }
 
     /// Take note of an owner's head.
@@ -216,10 +250,11 @@ impl Records {
         if o.generation != generation {
             return Vec::new();
         }
+        // Only up to the watermark: what is sent must be complete.
         let mut out: Vec<Update> = o
             .records
             .iter()
-            .filter(|(_, r)| r.version > since)
+            .filter(|(_, r)| r.version > since && r.version <= o.applied)
             .map(|(k, r)| Update {
                 owner,
                 generation,
@@ -380,6 +415,7 @@ mod tests {
     #[test]
     fn versions_only_move_forward_and_tombstones_delete() {
         let mut r = Records::default();
+        assert!(r.apply(up(1, 1, "a", 1, Some("one")), 0));
         assert!(r.apply(up(1, 1, "a", 2, Some("two")), 0));
         assert!(
             !r.apply(up(1, 1, "a", 1, Some("one")), 0),
@@ -399,6 +435,41 @@ mod tests {
         );
         r.expire_tombstones(TOMBSTONE_TTL_MS + 1);
         assert!(r.since(id(1), 1, 0).is_empty());
+    }
+
+    #[test]
+    fn an_update_past_a_gap_does_not_hide_the_gap() {
+        let mut r = Records::default();
+        // Version 5 arrives first (a broadcast overtook versions 1..=4).
+        assert!(r.apply(up(1, 1, "w", 5, Some("late")), 0));
+        assert_eq!(r.head(id(1)), Some((1, 0)));
+        let digest = Summary {
+            owner: id(1),
+            generation: 1,
+            version: 5,
+        };
+        assert_eq!(
+            r.note_summary(&digest),
+            Applied::Behind {
+                owner: id(1),
+                generation: 1,
+                since: 0
+            }
+        );
+        // A replica serves only below its watermark: nothing yet.
+        assert!(r.since(id(1), 1, 0).is_empty());
+        // A complete range from the owner fills the gap.
+        let range = vec![
+            up(1, 1, "info", 1, Some("i")),
+            up(1, 1, "w", 5, Some("late")),
+        ];
+        assert_eq!(r.apply_range(0, range, 0), 1);
+        assert_eq!(r.head(id(1)), Some((1, 5)));
+        assert_eq!(r.note_summary(&digest), Applied::UpToDate);
+        // A range that starts above the watermark does not move it.
+        let mut r2 = Records::default();
+        r2.apply_range(3, vec![up(1, 1, "x", 4, Some("x"))], 0);
+        assert_eq!(r2.head(id(1)), Some((1, 0)));
     }
 
     #[test]

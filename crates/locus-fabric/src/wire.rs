@@ -84,8 +84,10 @@ pub enum Frame {
         generation: u64,
         since: u64,
     },
-    /// Records answering a sync request.
-    SyncResponse(Vec<Update>),
+    /// Records answering a sync request: every record of the owner with a
+    /// version in `(after, highest version in updates]`, so the receiver
+    /// knows it misses nothing below.
+    SyncResponse { after: u64, updates: Vec<Update> },
     /// Heads of owners the sender holds (a bounded sample), so the
     /// receiver can tell what it misses.
     Digest(Vec<Summary>),

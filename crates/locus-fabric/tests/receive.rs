@@ -74,8 +74,10 @@ fn frame() -> impl Strategy<Value = Frame> {
             ),
             0..8
         )
-        .prop_map(|v| Frame::SyncResponse(
-            v.into_iter()
+        .prop_map(|v| Frame::SyncResponse {
+            after: v.len() as u64,
+            updates: v
+                .into_iter()
                 .map(|(id, generation, key, version, value)| Update {
                     owner: NodeId::from_bytes(id),
                     generation,
@@ -84,7 +86,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     value
                 })
                 .collect()
-        )),
+        }),
     ]
 }
 

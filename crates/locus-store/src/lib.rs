@@ -77,6 +77,14 @@ pub struct Boot {
     pub previous_clean: Option<bool>,
 }
 
+/// An owned workload as stored: JSON the agent wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWorkload {
+    pub id: String,
+    pub body: String,
+    pub instance: Option<String>,
+}
+
 /// Handle to the node's database. Cheap to clone; every clone talks to the
 /// same writer thread.
 #[derive(Clone)]
@@ -173,6 +181,55 @@ impl Store {
                     params![generation as i64, now_ms as i64],
                 )?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Write (insert or replace) an owned workload: its body and the
+    /// driver handle of its instance, both as JSON. Acknowledged once
+    /// committed.
+    pub async fn put_workload(
+        &self,
+        id: String,
+        body: String,
+        instance: Option<String>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO workloads (id, body, instance, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET body = ?2, instance = ?3, updated_at_ms = ?4",
+                    params![id, body, instance, now_ms as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Forget an owned workload (destroyed, or handed to another node).
+    pub async fn delete_workload(&self, id: String) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute("DELETE FROM workloads WHERE id = ?1", params![id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every owned workload: `(id, body, instance)`.
+    pub async fn workloads(&self) -> Result<Vec<StoredWorkload>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT id, body, instance FROM workloads ORDER BY id")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(StoredWorkload {
+                        id: r.get(0)?,
+                        body: r.get(1)?,
+                        instance: r.get(2)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
     }

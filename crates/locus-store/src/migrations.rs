@@ -21,6 +21,13 @@ const MIGRATIONS: &[&str] = &[
         stopped_at_ms INTEGER,
         version       TEXT NOT NULL
     ) STRICT;",
+    // 2: workloads this node owns, with the driver handle of their instance.
+    "CREATE TABLE workloads (
+        id            TEXT PRIMARY KEY,
+        body          TEXT NOT NULL,
+        instance      TEXT,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -145,3 +145,30 @@ async fn a_file_that_is_not_a_database_is_reported() {
         "a broken store is never overwritten"
     );
 }
+
+#[tokio::test]
+async fn owned_workloads_survive_a_reopen_and_can_be_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .put_workload("a".into(), "{\"v\":1}".into(), None, 1)
+        .await
+        .unwrap();
+    store
+        .put_workload("a".into(), "{\"v\":2}".into(), Some("h".into()), 2)
+        .await
+        .unwrap();
+    store
+        .put_workload("b".into(), "{}".into(), None, 3)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let all = store.workloads().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].body, "{\"v\":2}");
+    assert_eq!(all[0].instance.as_deref(), Some("h"));
+    store.delete_workload("a".into()).await.unwrap();
+    assert_eq!(store.workloads().await.unwrap().len(), 1);
+    store.close().await.unwrap();
+}

@@ -47,6 +47,24 @@ pub enum Command {
     /// Sites of the cluster and their nodes.
     #[command(subcommand)]
     Sites(SitesCommand),
+    /// Submit a workload from a spec file (TOML, or JSON for `.json`).
+    Run(RunArgs),
+    /// List the workloads of the cluster.
+    Ps(PsArgs),
+    /// One workload in full, with the history of its states.
+    Inspect { workload: String },
+    /// A workload's output (stdout and stderr).
+    Logs(LogsArgs),
+    /// Power on a stopped or failed workload.
+    Start { workload: String },
+    /// Power off a workload gracefully (killed after its stop timeout).
+    Stop { workload: String },
+    /// Force off: kill a workload at once.
+    Kill { workload: String },
+    /// Change a workload's resources or environment (it restarts).
+    Update(UpdateArgs),
+    /// Destroy a workload (it must be stopped unless --force).
+    Rm(RmArgs),
     /// Make a cluster key for `--cluster-key-file` (every node of a cluster
     /// needs the same file).
     Keygen(KeygenArgs),
@@ -131,6 +149,67 @@ pub struct NodesLsArgs {
     /// Only nodes in this state: alive, suspect, dead, left.
     #[arg(long, value_parser = ["alive", "suspect", "dead", "left"])]
     pub state: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workload spec (see examples/workloads/).
+    pub file: PathBuf,
+    /// Only compute placement; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print every node's verdict and score.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Only workloads on this node (id, prefix or name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only workloads on nodes of this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only workloads in this state.
+    #[arg(long, value_parser = ["pending", "scheduled", "starting", "running", "stopping", "stopped", "failed"])]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Workload id, prefix or name.
+    pub workload: String,
+    /// Keep printing new output.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Last bytes to print.
+    #[arg(long, default_value_t = 65536)]
+    pub tail: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Workload id, prefix or name.
+    pub workload: String,
+    /// New CPU share, in millicores.
+    #[arg(long)]
+    pub cpu: Option<u64>,
+    /// New memory limit, in MiB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Set an environment variable (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Workload id, prefix or name.
+    pub workload: String,
+    /// Kill it first if it runs.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

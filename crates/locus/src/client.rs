@@ -31,37 +31,104 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// A call with an optional body `(content type, bytes)`; `T = ()`
+    /// accepts an empty answer (204).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<T> {
+        let body = self.send(method.clone(), path, body).await?;
+        let body = if body.is_empty() {
+            &b"null"[..]
+        } else {
+            &body[..]
+        };
+        serde_json::from_slice(body)
+            .with_context(|| format!("unexpected answer from {method} {}{path}", self.base))
+    }
+
+    /// Stream a response body to stdout as it arrives (for `logs -f`).
+    pub async fn stream_to_stdout(&self, path: &str) -> anyhow::Result<()> {
+        use std::io::Write;
         let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await.map_err(|e| {
-            let why = if e.is_connect() {
-                "connection refused or unreachable"
-            } else if e.is_timeout() {
-                "timed out"
-            } else {
-                "request failed"
-            };
-            anyhow!(
-                "cannot reach the locus agent at {}: {why} (is `locus agent` running? set --api or LOCUS_API)",
-                self.base
-            )
-        })?;
+        let client = reqwest::Client::new();
+        let mut response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(self.refusal(status, "GET", path, &body));
+        }
+        let mut out = std::io::stdout();
+        while let Some(chunk) = response.chunk().await.context("the log stream broke")? {
+            out.write_all(&chunk)?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The raw answer of a call, or the agent's error.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes);
+        }
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
             .with_context(|| format!("reading the answer of {url}"))?;
         if !status.is_success() {
-            return Err(
-                match serde_json::from_slice::<locus_api::ErrorBody>(&body) {
-                    Ok(e) => anyhow!(
-                        "the agent answered {status}: {} ({})",
-                        e.error.message,
-                        e.error.code
-                    ),
-                    Err(_) => anyhow!("the agent answered {status} to GET {path}"),
-                },
-            );
+            return Err(self.refusal(status, method.as_str(), path, &body));
         }
-        serde_json::from_slice(&body).with_context(|| format!("unexpected answer from GET {url}"))
+        Ok(body.to_vec())
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        let why = if e.is_connect() {
+            "connection refused or unreachable"
+        } else if e.is_timeout() {
+            "timed out"
+        } else {
+            "request failed"
+        };
+        anyhow!(
+            "cannot reach the locus agent at {}: {why} (is `locus agent` running? set --api or LOCUS_API)",
+            self.base
+        )
+    }
+
+    fn refusal(
+        &self,
+        status: reqwest::StatusCode,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Error {
+        match serde_json::from_slice::<locus_api::ErrorBody>(body) {
+            Ok(e) => anyhow!(
+                "the agent answered {status}: {} ({})",
+                e.error.message,
+                e.error.code
+            ),
+            Err(_) => anyhow!("the agent answered {status} to {method} {path}"),
+        }
     }
 }

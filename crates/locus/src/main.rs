@@ -7,6 +7,7 @@ mod bench_fabric;
 mod cli;
 mod client;
 mod output;
+mod workload_cli;
 
 use std::process::ExitCode;
 
@@ -88,6 +89,9 @@ fn client_command(api: &str, json: bool, command: Command) -> Result<(), Failure
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if let Some(result) = runtime.block_on(workload_command(&client, json, &command)) {
+        return result;
+    }
     runtime.block_on(async {
         match command {
             Command::Node(NodeCommand::Status) => {
@@ -139,13 +143,33 @@ fn client_command(api: &str, json: bool, command: Command) -> Result<(), Failure
                 let sites: Vec<Site> = client.get("/api/v1/sites").await?;
                 print(json, &sites, |s| render_sites(s))
             }
-            Command::Agent(_) | Command::Bench(_) | Command::Keygen(_) | Command::Version => Ok(()),
+            _ => Ok(()),
         }
     })?;
     Ok(())
 }
 
-fn print<T: serde::Serialize>(
+/// The workload commands, or `None` for another command.
+async fn workload_command(
+    client: &client::Client,
+    json: bool,
+    command: &Command,
+) -> Option<Result<(), Failure>> {
+    Some(match command {
+        Command::Run(args) => workload_cli::run(client, json, args).await,
+        Command::Ps(args) => workload_cli::ps(client, json, args).await,
+        Command::Inspect { workload } => workload_cli::inspect(client, json, workload).await,
+        Command::Logs(args) => workload_cli::logs(client, args).await,
+        Command::Start { workload } => workload_cli::verb(client, json, workload, "start").await,
+        Command::Stop { workload } => workload_cli::verb(client, json, workload, "stop").await,
+        Command::Kill { workload } => workload_cli::verb(client, json, workload, "kill").await,
+        Command::Update(args) => workload_cli::update(client, json, args).await,
+        Command::Rm(args) => workload_cli::rm(client, json, args).await,
+        _ => return None,
+    })
+}
+
+pub(crate) fn print<T: serde::Serialize>(
     json: bool,
     value: &T,
     human: fn(&T) -> String,
@@ -252,7 +276,7 @@ fn render_devices(devices: &[Device]) -> String {
 }
 
 /// Percent-encode a path or query component.
-fn url_escape(s: &str) -> String {
+pub(crate) fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

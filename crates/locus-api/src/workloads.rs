@@ -1,0 +1,505 @@
+//! Handlers of `/api/v1/workloads`. Any node accepts every call: a call on
+//! a workload another node owns is forwarded to that node's API (once: a
+//! forwarded call that misses is answered, never forwarded again).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use locus_agent::Node;
+use locus_agent::workloads::{
+    Located, Submitted, Verb, WorkloadError, WorkloadUpdate, WorkloadView,
+};
+use locus_core::workload::{SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ErrorBody};
+
+/// Header set on a call forwarded to the owner.
+const FORWARDED: &str = "x-locus-forwarded";
+/// Most bytes of log returned by one call.
+const MAX_LOG_BYTES: u64 = 1 << 20;
+/// How often a followed log is polled.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+fn api_error(e: WorkloadError) -> ApiError {
+    match e {
+        WorkloadError::NotFound(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        WorkloadError::Conflict(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        WorkloadError::Invalid(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", e.to_string())
+        }
+        WorkloadError::Unreachable { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "owner_unreachable", e.to_string())
+        }
+        WorkloadError::Store(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+        }
+    }
+}
+
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+}
+
+/// Options of a submission.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SubmitQuery {
+    /// Only compute placement; run nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Submit a workload. The body is a workload spec in JSON, or in TOML with
+/// `Content-Type: application/toml`. The node places it over the cluster
+/// and hands it to the chosen node; with no fitting node it stays pending
+/// and starts as soon as one fits.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads",
+    tag = "workloads",
+    params(SubmitQuery),
+    request_body(content = WorkloadSpec, description = "The spec (JSON, or TOML with Content-Type application/toml)"),
+    responses(
+        (status = 201, description = "Accepted: scheduled on a node, or pending with the reason", body = Submitted),
+        (status = 200, description = "Dry run: every node's verdict and score", body = Submitted),
+        (status = 400, description = "Invalid spec; `details` names the field, line and column", body = ErrorBody),
+        (status = 409, description = "A workload with that name exists", body = ErrorBody),
+    )
+)]
+pub(crate) async fn submit(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<SubmitQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid", "the spec is not UTF-8"))?;
+    let format = match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct) if ct.contains("toml") => SpecFormat::Toml,
+        _ => SpecFormat::Json,
+    };
+    let spec = WorkloadSpec::parse(text, format).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_spec", e.to_string())
+            .with_details(serde_json::json!({ "path": e.path, "line": e.line, "column": e.column }))
+    })?;
+    let submitted = node
+        .workloads()
+        .submit(spec, q.dry_run)
+        .await
+        .map_err(api_error)?;
+    let status = if q.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(submitted)).into_response())
+}
+
+/// Filters of the workload list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only workloads owned by this node (id, prefix or name).
+    node: Option<String>,
+    /// Only workloads on nodes of this site.
+    site: Option<String>,
+    /// Only workloads in this state.
+    state: Option<WState>,
+}
+
+/// Every workload of the cluster, as this node sees it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads",
+    tag = "workloads",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Workloads", body = Vec<WorkloadView>),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<WorkloadView>>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let mut all = node.workloads().list().await;
+    all.retain(|v| {
+        q.state.is_none_or(|s| v.summary.state == s)
+            && q.site.as_ref().is_none_or(|s| v.site == *s)
+            && q.node.as_ref().is_none_or(|n| {
+                v.node_name == *n
+                    || (n.len() >= 4 && v.summary.owner.to_string().starts_with(n.as_str()))
+            })
+    });
+    Ok(Json(all))
+}
+
+/// Find the workload; `Err(response)` when the call went to its owner.
+async fn local_or_forward(
+    node: &Node,
+    query: &str,
+    method: Method,
+    rest: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Result<WorkloadId, Response>, ApiError> {
+    match node.workloads().locate(query).await.map_err(api_error)? {
+        Located::Local(w) => Ok(Ok(w.id)),
+        Located::Remote {
+            id,
+            owner,
+            api_addr,
+        } => {
+            if headers.contains_key(FORWARDED) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "moved",
+                    format!(
+                        "workload {id} moved to node {owner} while the call was forwarded; retry"
+                    ),
+                ));
+            }
+            let url = format!("http://{api_addr}/api/v1/workloads/{id}{rest}");
+            forward(method, &url, headers, body).await.map(Err)
+        }
+    }
+}
+
+async fn forward(
+    method: Method,
+    url: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(method, url)
+        .header(FORWARDED, "1")
+        .body(body);
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let resp = req.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "owner_unreachable",
+            format!("the node that owns the workload did not answer: {e}"),
+        )
+    })?;
+    let status = resp.status();
+    let mut out = Response::builder().status(status.as_u16());
+    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
+        out = out.header(header::CONTENT_TYPE, ct.as_bytes());
+    }
+    out.body(Body::from_stream(resp.bytes_stream()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "owner_unreachable", e.to_string()))
+}
+
+/// One workload, by id, unique id prefix or name, with its state history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads/{workload}",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, unique id prefix (4+ hex digits) or name")),
+    responses(
+        (status = 200, description = "The workload", body = Workload),
+        (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
+    )
+)]
+pub(crate) async fn inspect(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match local_or_forward(&node, &query, Method::GET, "", &headers, Bytes::new()).await? {
+        Ok(id) => Ok(Json(node.workloads().get(id).await.map_err(api_error)?).into_response()),
+        Err(forwarded) => Ok(forwarded),
+    }
+}
+
+async fn verb(
+    node: Arc<Node>,
+    query: String,
+    headers: HeaderMap,
+    verb: Verb,
+    rest: &str,
+) -> Result<Response, ApiError> {
+    match local_or_forward(&node, &query, Method::POST, rest, &headers, Bytes::new()).await? {
+        Ok(id) => {
+            Ok(Json(node.workloads().act(id, verb).await.map_err(api_error)?).into_response())
+        }
+        Err(forwarded) => Ok(forwarded),
+    }
+}
+
+/// Power on a stopped or failed workload.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/{workload}/start",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, prefix or name")),
+    responses(
+        (status = 200, description = "Accepted; the workload starts", body = Workload),
+        (status = 404, description = "No such workload", body = ErrorBody),
+    )
+)]
+pub(crate) async fn start(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    verb(node, query, headers, Verb::Start, "/start").await
+}
+
+/// Power off gracefully: the workload is asked to stop and killed after its
+/// `stop_timeout_secs`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/{workload}/stop",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, prefix or name")),
+    responses(
+        (status = 200, description = "Accepted; the workload stops", body = Workload),
+        (status = 404, description = "No such workload", body = ErrorBody),
+    )
+)]
+pub(crate) async fn stop(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    verb(node, query, headers, Verb::Stop, "/stop").await
+}
+
+/// Force off: kill at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/{workload}/kill",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, prefix or name")),
+    responses(
+        (status = 200, description = "Killed", body = Workload),
+        (status = 404, description = "No such workload", body = ErrorBody),
+    )
+)]
+pub(crate) async fn kill(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    verb(node, query, headers, Verb::Kill, "/kill").await
+}
+
+/// Change resources or environment; a running workload restarts with them.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/workloads/{workload}",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, prefix or name")),
+    request_body = WorkloadUpdate,
+    responses(
+        (status = 200, description = "Updated", body = Workload),
+        (status = 400, description = "Invalid update", body = ErrorBody),
+        (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 409, description = "It no longer fits on its node", body = ErrorBody),
+    )
+)]
+pub(crate) async fn update(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let parsed: WorkloadUpdate = {
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_update",
+                format!("{path}: {}", e.inner()),
+            )
+            .with_details(serde_json::json!({ "path": path }))
+        })?
+    };
+    match local_or_forward(&node, &query, Method::PATCH, "", &headers, body).await? {
+        Ok(id) => Ok(Json(
+            node.workloads()
+                .update(id, parsed)
+                .await
+                .map_err(api_error)?,
+        )
+        .into_response()),
+        Err(forwarded) => Ok(forwarded),
+    }
+}
+
+/// Options of a destroy.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RemoveQuery {
+    /// Kill it first if it runs (Epfiot's force destroy).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Destroy a workload. Refused while it runs unless `force`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/workloads/{workload}",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, prefix or name"), RemoveQuery),
+    responses(
+        (status = 204, description = "Destroyed"),
+        (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 409, description = "It runs; stop it first or force", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    q: Result<Query<RemoveQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(query_error)?;
+    let rest = if q.force { "?force=true" } else { "" };
+    match local_or_forward(&node, &query, Method::DELETE, rest, &headers, Bytes::new()).await? {
+        Ok(id) => {
+            node.workloads()
+                .remove(id, q.force)
+                .await
+                .map_err(api_error)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(forwarded) => Ok(forwarded),
+    }
+}
+
+/// Options of a log read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogQuery {
+    /// Last bytes to return (default 64 KiB, at most 1 MiB).
+    tail: Option<u64>,
+    /// Keep the response open and stream new output.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A workload's output (stdout and stderr, interleaved), as plain text.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workloads/{workload}/logs",
+    tag = "workloads",
+    params(("workload" = String, Path, description = "Workload id, prefix or name"), LogQuery),
+    responses(
+        (status = 200, description = "The log", content_type = "text/plain", body = String),
+        (status = 404, description = "No such workload", body = ErrorBody),
+    )
+)]
+pub(crate) async fn logs(
+    State(node): State<Arc<Node>>,
+    Path(query): Path<String>,
+    q: Result<Query<LogQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(query_error)?;
+    let mut rest = format!("/logs?follow={}", q.follow);
+    if let Some(t) = q.tail {
+        rest.push_str(&format!("&tail={t}"));
+    }
+    let id =
+        match local_or_forward(&node, &query, Method::GET, &rest, &headers, Bytes::new()).await? {
+            Ok(id) => id,
+            Err(forwarded) => return Ok(forwarded),
+        };
+    let dir = node.workloads().dir_of(id);
+    let tail = q.tail.unwrap_or(64 * 1024).min(MAX_LOG_BYTES);
+    let (text, offset) = locus_runtime::read_log(&dir, tail).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "log",
+            format!("cannot read the log: {e}"),
+        )
+    })?;
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow {
+        return Ok((text_plain, text).into_response());
+    }
+    let workloads = node.workloads().clone();
+    let first =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let more = futures_util::stream::unfold(
+        (offset, workloads, dir),
+        move |(offset, w, dir)| async move {
+            loop {
+                if w.get(id).await.is_err() {
+                    return None;
+                }
+                match locus_runtime::logs::read_from(&dir, offset, MAX_LOG_BYTES) {
+                    Ok((bytes, next)) if !bytes.is_empty() => {
+                        return Some((Ok(Bytes::from(bytes)), (next, w, dir)));
+                    }
+                    Ok((_, next)) if next < offset => {
+                        return Some((Ok(Bytes::new()), (next, w, dir)));
+                    }
+                    Ok(_) => tokio::time::sleep(FOLLOW_POLL).await,
+                    Err(e) => return Some((Err(e), (offset, w, dir))),
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    Ok((text_plain, Body::from_stream(first.chain(more))).into_response())
+}
+
+/// Node to node: take ownership of a workload placed here by another node
+/// (a submission there, or a pending workload it held).
+#[utoipa::path(
+    post,
+    path = "/api/v1/workloads/handover",
+    tag = "workloads",
+    request_body = Workload,
+    responses(
+        (status = 201, description = "This node owns it now", body = Workload),
+        (status = 400, description = "Not addressed to this node, or invalid", body = ErrorBody),
+        (status = 409, description = "It does not fit here", body = ErrorBody),
+    )
+)]
+pub(crate) async fn handover(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let w: Workload = {
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("{path}: {}", e.inner()),
+            )
+            .with_details(serde_json::json!({ "path": path }))
+        })?
+    };
+    let w = node.workloads().accept(w).await.map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(w)).into_response())
+}

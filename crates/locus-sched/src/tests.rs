@@ -1,0 +1,245 @@
+use super::*;
+use locus_core::cluster::{Capacity, Coordinate, NodeInfo};
+use locus_core::workload::{Kind, SpecFormat};
+use proptest::prelude::*;
+
+pub(crate) fn node(i: u8, site: &str, liveness: Liveness, cpu: u64, used: u64) -> ClusterNode {
+    let id = NodeId::from_bytes([i; 10]);
+    let info: NodeInfo = serde_json::from_value(serde_json::json!({
+        "id": id.to_string(), "public_key": "00", "name": format!("n{i}"),
+        "site": {"name": site}, "api_addr": "127.0.0.1:1", "gossip_addr": "127.0.0.1:2",
+        "labels": {"arch": if i.is_multiple_of(2) { "arm64" } else { "x86_64" }},
+        "version": "0", "generation": 1, "started_at_unix_ms": 0, "energy": {}
+    }))
+    .unwrap();
+    let mut cap = Capacity {
+        cpu_millicores: cpu,
+        memory_bytes: 4 << 30,
+        drivers: Kind::ALL.to_vec(),
+        ..Capacity::default()
+    };
+    cap.allocated.cpu_millicores = used;
+    ClusterNode {
+        id,
+        liveness,
+        since_unix_ms: 0,
+        transitions: Vec::new(),
+        generation: 1,
+        gossip_addr: String::new(),
+        info: Some(info),
+        capacity: Some(cap),
+        coordinate: None,
+        is_self: false,
+    }
+}
+
+fn coord(x: f64) -> Coordinate {
+    let mut c = Coordinate::default();
+    c.vec[0] = x;
+    c
+}
+
+fn spec(extra: &str) -> WorkloadSpec {
+    WorkloadSpec::parse(
+        &format!("name = \"w\"\nsource = \"m.wasm\"\n{extra}"),
+        SpecFormat::Toml,
+    )
+    .unwrap()
+}
+
+const ID: WorkloadId = WorkloadId([7; 8]);
+
+#[test]
+fn filters_name_every_reason() {
+    let mut nodes = vec![
+        node(1, "lab", Liveness::Alive, 2000, 1950),
+        node(2, "pop", Liveness::Alive, 2000, 0),
+        node(3, "lab", Liveness::Dead, 2000, 0),
+        node(4, "lab", Liveness::Alive, 2000, 0),
+    ];
+    nodes[3].capacity.as_mut().unwrap().drivers = vec![Kind::Process];
+    let s = spec(
+        "[resources]\ncpu_millicores = 500\n[placement]\nsite = \"lab\"\nlabels = { arch = \"arm64\" }\n",
+    );
+    let d = place(ID, &s, &nodes);
+    assert_eq!(d.chosen, None);
+    let why = |i: u8| {
+        d.verdicts
+            .iter()
+            .find(|v| v.node == NodeId::from_bytes([i; 10]))
+            .unwrap()
+            .reasons
+            .join(" | ")
+    };
+    assert!(why(1).contains("cpu: 500m asked, 50m free"), "{}", why(1));
+    assert!(why(2).contains("site: wants lab"), "{}", why(2));
+    assert!(why(3).contains("not alive"), "{}", why(3));
+    assert!(why(4).contains("no driver"), "{}", why(4));
+    assert!(d.why_none().starts_with("no node fits"), "{}", d.why_none());
+}
+
+#[test]
+fn spread_and_pack_pick_opposite_ends() {
+    let nodes = vec![
+        node(1, "lab", Liveness::Alive, 4000, 3000),
+        node(2, "lab", Liveness::Alive, 4000, 0),
+    ];
+    let spread = place(ID, &spec(""), &nodes);
+    assert_eq!(spread.chosen, Some(nodes[1].id));
+    let pack = place(ID, &spec("[placement]\nstrategy = \"pack\"\n"), &nodes);
+    assert_eq!(pack.chosen, Some(nodes[0].id));
+    assert!(pack.verdicts[0].score > pack.verdicts[1].score);
+}
+
+#[test]
+fn within_n_ms_of_a_site_uses_coordinates() {
+    let mut nodes = vec![
+        node(1, "pop", Liveness::Alive, 1000, 0),
+        node(2, "lab", Liveness::Alive, 1000, 0),
+        node(3, "far", Liveness::Alive, 1000, 0),
+        node(4, "nocoord", Liveness::Alive, 1000, 0),
+    ];
+    nodes[0].coordinate = Some(coord(0.0));
+    nodes[1].coordinate = Some(coord(0.005)); // 5 ms
+    nodes[2].coordinate = Some(coord(0.080)); // 80 ms
+    let s = spec("[placement]\nnear = { site = \"pop\", within_ms = 20 }\n");
+    let d = place(ID, &s, &nodes);
+    let fitting: Vec<NodeId> = d
+        .verdicts
+        .iter()
+        .filter(|v| v.fits)
+        .map(|v| v.node)
+        .collect();
+    assert_eq!(fitting, vec![nodes[0].id, nodes[1].id], "{d:#?}");
+    let far = d.verdicts.iter().find(|v| v.node == nodes[2].id).unwrap();
+    assert!(far.reasons[0].contains("about 80.0 ms"), "{far:?}");
+    let none = d.verdicts.iter().find(|v| v.node == nodes[3].id).unwrap();
+    assert!(none.reasons[0].contains("no estimate"), "{none:?}");
+    let lab = d.verdicts.iter().find(|v| v.node == nodes[1].id).unwrap();
+    assert!((lab.terms.as_ref().unwrap().rtt_ms.unwrap() - 5.0).abs() < 0.1);
+}
+
+#[test]
+fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
+    let nodes: Vec<ClusterNode> = (1..=5)
+        .map(|i| {
+            node(
+                i,
+                "lab",
+                if i == 1 {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                },
+                2000,
+                0,
+            )
+        })
+        .collect();
+    let s = spec("");
+    let summary = |owner: u8, epoch: u64| WorkloadSummary {
+        id: ID,
+        name: "w".into(),
+        kind: Kind::Wasm,
+        owner: NodeId::from_bytes([owner; 10]),
+        epoch,
+        desired: Desired::Running,
+        state: State::Running,
+        reason: String::new(),
+        since_unix_ms: 0,
+        failover: Failover::Reschedule,
+        cpu_millicores: 100,
+        memory_mb: 64,
+        restarts: 0,
+        exit_code: None,
+        spec_digest: s.digest(),
+        spec_chunks: 1,
+    };
+    let copies = vec![summary(1, 1)];
+    let adopters: Vec<NodeId> = nodes[1..]
+        .iter()
+        .filter(|n| !plan(n.id, &nodes, &copies, |_| Some(&s)).is_empty())
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(adopters.len(), 1);
+    let adopter = adopters[0];
+    assert_eq!(
+        plan(adopter, &nodes, &copies, |_| Some(&s)),
+        vec![Action::Adopt {
+            id: ID,
+            from: nodes[0].id,
+            epoch: 2
+        }]
+    );
+    // The old owner returns with its stale copy: it yields, nobody adopts.
+    let mut back = nodes.clone();
+    back[0].liveness = Liveness::Alive;
+    let mut copies = vec![summary(1, 1)];
+    copies.push(WorkloadSummary {
+        owner: adopter,
+        epoch: 2,
+        ..copies[0].clone()
+    });
+    assert_eq!(
+        plan(nodes[0].id, &back, &copies, |_| Some(&s)),
+        vec![Action::Yield {
+            id: ID,
+            by: adopter,
+            epoch: 2
+        }]
+    );
+    for n in &back[1..] {
+        assert!(plan(n.id, &back, &copies, |_| Some(&s)).is_empty());
+    }
+    // A node alone in a minority adopts nothing.
+    let mut alone = nodes.clone();
+    for n in &mut alone[2..] {
+        n.liveness = Liveness::Dead;
+    }
+    assert!(!has_majority(&alone));
+    assert!(plan(alone[1].id, &alone, &[summary(1, 1)], |_| Some(&s)).is_empty());
+    // `stay` workloads are not adopted.
+    let stay = vec![WorkloadSummary {
+        failover: Failover::Stay,
+        ..summary(1, 1)
+    }];
+    assert!(
+        nodes[1..]
+            .iter()
+            .all(|n| plan(n.id, &nodes, &stay, |_| Some(&s)).is_empty())
+    );
+}
+
+proptest! {
+    /// Placement does not depend on the order of the snapshot, and what it
+    /// chooses passes every filter.
+    #[test]
+    fn placement_is_order_independent(
+        used in prop::collection::vec(0u64..2000, 1..12),
+        dead in prop::collection::vec(any::<bool>(), 12),
+        rotate in 0usize..12,
+        pack in any::<bool>(),
+        id in any::<[u8; 8]>(),
+    ) {
+        let nodes: Vec<ClusterNode> = used.iter().enumerate().map(|(i, u)| {
+            let l = if dead[i] { Liveness::Dead } else { Liveness::Alive };
+            node(i as u8 + 1, if i % 3 == 0 { "a" } else { "b" }, l, 2000, *u)
+        }).collect();
+        let s = spec(if pack { "[resources]\ncpu_millicores = 300\n[placement]\nstrategy = \"pack\"\n" } else { "[resources]\ncpu_millicores = 300\n" });
+        let id = WorkloadId(id);
+        let a = place(id, &s, &nodes);
+        let mut shuffled = nodes.clone();
+        let r = rotate % shuffled.len();
+        shuffled.rotate_left(r);
+        shuffled.reverse();
+        let b = place(id, &s, &shuffled);
+        prop_assert_eq!(a.chosen, b.chosen);
+        if let Some(c) = a.chosen {
+            let n = nodes.iter().find(|n| n.id == c).unwrap();
+            prop_assert!(assess(&s, n, &nodes).is_ok());
+        } else {
+            prop_assert!(nodes.iter().all(|n| assess(&s, n, &nodes).is_err()));
+        }
+        prop_assert_eq!(successor(id, &s, &nodes, &[]), successor(id, &s, &shuffled, &[]));
+    }
+}
