@@ -122,7 +122,6 @@ pub struct WorkloadUpdate {
     pub resources: Option<locus_core::workload::Resources>,
     /// Environment variables to set.
     #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub env: Option<BTreeMap<locus_core::workload::EnvName, locus_core::workload::Text>>,
 }
 
@@ -569,14 +568,14 @@ impl Workloads {
     /// submission on another node). Refused when it does not fit here.
     pub async fn accept(&self, mut w: Workload) -> Result<Workload, WorkloadError> {
         if w.owner != self.inner.me {
-            return Err(WorkloadError::Invalid(format!(
+            return Err(WorkloadError::Conflict(format!(
                 "the workload is addressed to node {}, this is node {}",
                 w.owner, self.inner.me
             )));
         }
         w.spec
             .check()
-            .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
+            .map_err(|e| WorkloadError::Conflict(e.to_string()))?;
         let mut owned = self.inner.owned.lock().await;
         if let Some(e) = owned.entries.get(&w.id)
             && e.w.epoch >= w.epoch

@@ -48,6 +48,33 @@ fn api_error(e: WorkloadError) -> ApiError {
     }
 }
 
+/// Read a JSON body into `T`, naming the field path of an error; floats
+/// without a fraction count as integers (as JSON Schema says).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], code: &str) -> Result<T, ApiError> {
+    let strict = {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize::<_, T>(&mut de)
+    };
+    match strict {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body)
+                && locus_core::workload::integral_floats_to_integers(&mut v)
+                && let Ok(t) = serde_json::from_value::<T>(v)
+            {
+                return Ok(t);
+            }
+            let path = e.path().to_string();
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                code,
+                format!("{path}: {}", e.inner()),
+            )
+            .with_details(serde_json::json!({ "path": path })))
+        }
+    }
+}
+
 fn query_error(e: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
 }
@@ -75,7 +102,7 @@ pub(crate) struct SubmitQuery {
         (status = 201, description = "Accepted: scheduled on a node, or pending with the reason", body = Submitted),
         (status = 200, description = "Dry run: every node's verdict and score", body = Submitted),
         (status = 400, description = "Invalid spec; `details` names the field, line and column", body = ErrorBody),
-        (status = 409, description = "A workload with that name exists", body = ErrorBody),
+        (status = 409, description = "A workload with that name exists, or two fields conflict (a host port published twice)", body = ErrorBody),
     )
 )]
 pub(crate) async fn submit(
@@ -94,9 +121,14 @@ pub(crate) async fn submit(
         Some(ct) if ct.contains("toml") => SpecFormat::Toml,
         _ => SpecFormat::Json,
     };
-    let spec = WorkloadSpec::parse(text, format).map_err(|e| {
+    let spec = WorkloadSpec::parse_fields(text, format).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_spec", e.to_string())
             .with_details(serde_json::json!({ "path": e.path, "line": e.line, "column": e.column }))
+    })?;
+    // Fields that are each valid but contradict each other.
+    spec.check().map_err(|e| {
+        ApiError::new(StatusCode::CONFLICT, "conflicting_fields", e.to_string())
+            .with_details(serde_json::json!({ "path": e.path }))
     })?;
     let submitted = node
         .workloads()
@@ -259,6 +291,7 @@ async fn verb(
     responses(
         (status = 200, description = "Accepted; the workload starts", body = Workload),
         (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
     )
 )]
 pub(crate) async fn start(
@@ -279,6 +312,7 @@ pub(crate) async fn start(
     responses(
         (status = 200, description = "Accepted; the workload stops", body = Workload),
         (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
     )
 )]
 pub(crate) async fn stop(
@@ -298,6 +332,7 @@ pub(crate) async fn stop(
     responses(
         (status = 200, description = "Killed", body = Workload),
         (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
     )
 )]
 pub(crate) async fn kill(
@@ -319,6 +354,7 @@ pub(crate) async fn kill(
         (status = 200, description = "Updated", body = Workload),
         (status = 400, description = "Invalid update", body = ErrorBody),
         (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
         (status = 409, description = "It no longer fits on its node", body = ErrorBody),
     )
 )]
@@ -328,18 +364,7 @@ pub(crate) async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let parsed: WorkloadUpdate = {
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_update",
-                format!("{path}: {}", e.inner()),
-            )
-            .with_details(serde_json::json!({ "path": path }))
-        })?
-    };
+    let parsed: WorkloadUpdate = json_body(&body, "invalid_update")?;
     match local_or_forward(&node, &query, Method::PATCH, "", &headers, body).await? {
         Ok(id) => Ok(Json(
             node.workloads()
@@ -370,6 +395,8 @@ pub(crate) struct RemoveQuery {
     responses(
         (status = 204, description = "Destroyed"),
         (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
+        (status = 400, description = "Bad query", body = ErrorBody),
         (status = 409, description = "It runs; stop it first or force", body = ErrorBody),
     )
 )]
@@ -399,7 +426,8 @@ pub(crate) async fn remove(
 pub(crate) struct LogQuery {
     /// Last bytes to return (default 64 KiB, at most 1 MiB).
     tail: Option<u64>,
-    /// Keep the response open and stream new output.
+    /// Keep the response open and stream new output while the workload
+    /// runs; the response ends once it has stopped.
     #[serde(default)]
     follow: bool,
 }
@@ -413,6 +441,8 @@ pub(crate) struct LogQuery {
     responses(
         (status = 200, description = "The log", content_type = "text/plain", body = String),
         (status = 404, description = "No such workload", body = ErrorBody),
+        (status = 502, description = "Its owner did not answer", body = ErrorBody),
+        (status = 400, description = "Bad query", body = ErrorBody),
     )
 )]
 pub(crate) async fn logs(
@@ -451,9 +481,15 @@ pub(crate) async fn logs(
         (offset, workloads, dir),
         move |(offset, w, dir)| async move {
             loop {
-                if w.get(id).await.is_err() {
-                    return None;
-                }
+                // Follow while it runs (like `docker logs -f`): once it
+                // has ended, drain what is left and close.
+                let running = match w.get(id).await {
+                    Ok(wl) => matches!(
+                        wl.state,
+                        WState::Starting | WState::Running | WState::Stopping
+                    ),
+                    Err(_) => false,
+                };
                 match locus_runtime::logs::read_from(&dir, offset, MAX_LOG_BYTES) {
                     Ok((bytes, next)) if !bytes.is_empty() => {
                         return Some((Ok(Bytes::from(bytes)), (next, w, dir)));
@@ -461,6 +497,7 @@ pub(crate) async fn logs(
                     Ok((_, next)) if next < offset => {
                         return Some((Ok(Bytes::new()), (next, w, dir)));
                     }
+                    Ok(_) if !running => return None,
                     Ok(_) => tokio::time::sleep(FOLLOW_POLL).await,
                     Err(e) => return Some((Err(e), (offset, w, dir))),
                 }
@@ -480,26 +517,15 @@ pub(crate) async fn logs(
     request_body = Workload,
     responses(
         (status = 201, description = "This node owns it now", body = Workload),
-        (status = 400, description = "Not addressed to this node, or invalid", body = ErrorBody),
-        (status = 409, description = "It does not fit here", body = ErrorBody),
+        (status = 400, description = "Not a workload", body = ErrorBody),
+        (status = 409, description = "Not addressed to this node, or it does not fit here", body = ErrorBody),
     )
 )]
 pub(crate) async fn handover(
     State(node): State<Arc<Node>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let w: Workload = {
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("{path}: {}", e.inner()),
-            )
-            .with_details(serde_json::json!({ "path": path }))
-        })?
-    };
+    let w: Workload = json_body(&body, "invalid")?;
     let w = node.workloads().accept(w).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(w)).into_response())
 }

@@ -249,6 +249,51 @@ fn default_refresh() -> RefreshSecs {
 /// Declares a newtype over `$raw` whose values pass `$check`; serde reads
 /// it through `try_from`, so an invalid value fails where it stands.
 macro_rules! validated {
+    // With schema constraints, so that the OpenAPI document says what the
+    // check accepts (clients and fuzzers then generate valid values).
+    ($(#[$meta:meta])* $name:ident($raw:ty, $raw_lit:literal), schema = $schema:ty, check = $check:expr, constrain = $constrain:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(try_from = $raw_lit, into = $raw_lit)]
+        pub struct $name($raw);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let mut schema = <$schema as utoipa::PartialSchema>::schema();
+                if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o)) = &mut schema {
+                    let constrain: fn(&mut utoipa::openapi::schema::Object) = $constrain;
+                    constrain(o);
+                }
+                schema
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
+        $crate::config::validated!(@impls $name, $raw, $check);
+    };
+    (@impls $name:ident, $raw:ty, $check:expr) => {
+        impl TryFrom<$raw> for $name {
+            type Error = String;
+            fn try_from(v: $raw) -> Result<Self, String> {
+                let check: fn(&$raw) -> Result<(), String> = $check;
+                check(&v).map(|()| $name(v))
+            }
+        }
+
+        impl From<$name> for $raw {
+            fn from(v: $name) -> $raw {
+                v.0
+            }
+        }
+
+        impl $name {
+            /// The validated value.
+            pub fn get(&self) -> &$raw {
+                &self.0
+            }
+        }
+    };
     ($(#[$meta:meta])* $name:ident($raw:ty, $raw_lit:literal), schema = $schema:ty, check = $check:expr) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -314,7 +359,8 @@ validated!(
 validated!(
     /// Name of a site: 1–63 letters, digits, `.`, `_` or `-`.
     SiteName(String, "String"), schema = String,
-    check = |v| check_name("site name", v, 63)
+    check = |v| check_name("site name", v, 63),
+    constrain = |o| o.pattern = Some("^[A-Za-z0-9._-]{1,63}$".into())
 );
 
 impl SiteName {
@@ -331,20 +377,25 @@ validated!(
     check = |v| match v.split_once('/') {
         Some((prefix, name)) => check_name("label prefix", prefix, 63).and(check_name("label key", name, 63)),
         None => check_name("label key", v, 63),
-    }
+    },
+    constrain = |o| o.pattern = Some("^([A-Za-z0-9._-]{1,63}/)?[A-Za-z0-9._-]{1,63}$".into())
 );
 
 validated!(
     /// Label value: at most 253 characters, no control characters.
     LabelValue(String, "String"), schema = String,
     check = |v| {
-        if v.len() > 253 {
-            Err(format!("label value is {} characters long; the limit is 253", v.len()))
+        if v.chars().count() > 253 {
+            Err(format!("label value is {} characters long; the limit is 253", v.chars().count()))
         } else if v.chars().any(char::is_control) {
             Err(format!("label value {v:?} contains a control character"))
         } else {
             Ok(())
         }
+    },
+    constrain = |o| {
+        o.max_length = Some(253);
+        o.pattern = Some("^[^\\x00-\\x1f\\x7f-\\x9f]*$".into());
     }
 );
 

@@ -106,7 +106,8 @@ validated!(
     /// Name of a workload: 1–63 letters, digits, `.`, `_` or `-`.
     #[derive(Eq, PartialOrd, Ord, Hash)]
     WorkloadName(String, "String"), schema = String,
-    check = |v| check_name("workload name", v, 63)
+    check = |v| check_name("workload name", v, 63),
+    constrain = |o| o.pattern = Some("^[A-Za-z0-9._-]{1,63}$".into())
 );
 
 validated!(
@@ -117,32 +118,45 @@ validated!(
     check = |v| {
         if v.trim().is_empty() {
             Err("source must not be empty".to_owned())
-        } else if v.len() > 1024 {
-            Err(format!("source is {} characters long; the limit is 1024", v.len()))
+        } else if v.chars().count() > 1024 {
+            Err(format!("source is {} characters long; the limit is 1024", v.chars().count()))
         } else if v.chars().any(char::is_control) {
             Err("source contains a control character".to_owned())
         } else {
             Ok(())
         }
+    },
+    constrain = |o| {
+        o.max_length = Some(1024);
+        o.pattern = Some("^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$".into());
     }
 );
 
 validated!(
     /// CPU share in millicores (1000 = one core): 1 to 1 000 000.
     Millicores(u64, "u64"), schema = u64,
-    check = |v| if (1..=1_000_000).contains(v) { Ok(()) } else { Err(format!("cpu_millicores {v} is out of range 1..=1000000")) }
+    check = |v| if (1..=1_000_000).contains(v) { Ok(()) } else { Err(format!("cpu_millicores {v} is out of range 1..=1000000")) },
+    constrain = |o| {
+        o.minimum = Some(1.into());
+        o.maximum = Some(1_000_000.into());
+    }
 );
 
 validated!(
     /// Memory in MiB: 1 to 1 048 576 (1 TiB).
     MemoryMb(u64, "u64"), schema = u64,
-    check = |v| if (1..=1_048_576).contains(v) { Ok(()) } else { Err(format!("memory_mb {v} is out of range 1..=1048576")) }
+    check = |v| if (1..=1_048_576).contains(v) { Ok(()) } else { Err(format!("memory_mb {v} is out of range 1..=1048576")) },
+    constrain = |o| {
+        o.minimum = Some(1.into());
+        o.maximum = Some(1_048_576.into());
+    }
 );
 
 validated!(
     /// Graceful stop timeout in seconds: 0 to 3600.
     StopTimeout(u32, "u32"), schema = u32,
-    check = |v| if *v <= 3600 { Ok(()) } else { Err(format!("stop_timeout_secs {v} is out of range 0..=3600")) }
+    check = |v| if *v <= 3600 { Ok(()) } else { Err(format!("stop_timeout_secs {v} is out of range 0..=3600")) },
+    constrain = |o| o.maximum = Some(3600.into())
 );
 
 validated!(
@@ -156,27 +170,37 @@ validated!(
             && !v.starts_with(|c: char| c.is_ascii_digit())
             && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if ok { Ok(()) } else { Err(format!("environment variable name {v:?} must be letters, digits and '_', not starting with a digit")) }
-    }
+    },
+    constrain = |o| o.pattern = Some("^[A-Za-z_][A-Za-z0-9_]{0,254}$".into())
 );
 
 validated!(
-    /// A program argument or environment value: at most 4096 bytes, no NUL.
+    /// A program argument or environment value: at most 1024 characters,
+    /// no NUL.
     Text(String, "String"), schema = String,
     check = |v| {
-        if v.len() > 4096 {
-            Err(format!("value is {} bytes long; the limit is 4096", v.len()))
+        if v.chars().count() > 1024 {
+            Err(format!("value is {} characters long; the limit is 1024", v.chars().count()))
         } else if v.contains('\0') {
             Err("value contains a NUL byte".to_owned())
         } else {
             Ok(())
         }
+    },
+    constrain = |o| {
+        o.max_length = Some(1024);
+        o.pattern = Some("^[^\\x00]*$".into());
     }
 );
 
 validated!(
     /// Latency bound in milliseconds: 1 to 60 000.
     WithinMs(u32, "u32"), schema = u32,
-    check = |v| if (1..=60_000).contains(v) { Ok(()) } else { Err(format!("within_ms {v} is out of range 1..=60000")) }
+    check = |v| if (1..=60_000).contains(v) { Ok(()) } else { Err(format!("within_ms {v} is out of range 1..=60000")) },
+    constrain = |o| {
+        o.minimum = Some(1.into());
+        o.maximum = Some(60_000.into());
+    }
 );
 
 validated!(
@@ -185,12 +209,13 @@ validated!(
     /// containers, a path under `/dev`.
     DeviceRef(String, "String"), schema = String,
     check = |v| {
-        if v.is_empty() || v.len() > 255 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if v.is_empty() || v.chars().count() > 255 || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
             Err(format!("device {v:?} must be 1 to 255 characters without spaces"))
         } else {
             Ok(())
         }
-    }
+    },
+    constrain = |o| o.pattern = Some("^[^\\s\\x00-\\x1f\\x7f-\\x9f]{1,255}$".into())
 );
 
 /// What a workload reserves on its node.
@@ -248,9 +273,11 @@ pub enum Protocol {
 pub struct Port {
     /// Port inside the workload (containers); for processes and Wasm the
     /// workload binds `host` itself.
+    #[schema(minimum = 1, maximum = 65535)]
     pub container: u16,
     /// Port on the node; defaults to `container`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub host: Option<u16>,
     /// `tcp` (default) or `udp`.
     #[serde(default)]
@@ -305,6 +332,7 @@ pub struct WorkloadSpec {
     pub source: Source,
     /// Arguments (for containers: the command).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub args: Vec<Text>,
     /// Environment variables.
     #[serde(default)]
@@ -314,10 +342,12 @@ pub struct WorkloadSpec {
     pub resources: Resources,
     /// Ports published on the node.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub ports: Vec<Port>,
     /// Host devices the workload needs (placement only picks nodes that have
     /// them free).
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub devices: Vec<DeviceRef>,
     /// `never`, `on-failure` (default) or `always`.
     #[serde(default)]
@@ -359,6 +389,14 @@ impl WorkloadSpec {
     /// Parse and validate a spec document; errors carry the field path and
     /// the line and column.
     pub fn parse(src: &str, format: SpecFormat) -> Result<WorkloadSpec, ConfigError> {
+        let spec = Self::parse_fields(src, format)?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Parse a spec document and validate each field, but not the rules
+    /// that span fields ([`WorkloadSpec::check`]).
+    pub fn parse_fields(src: &str, format: SpecFormat) -> Result<WorkloadSpec, ConfigError> {
         let spec: WorkloadSpec = match format {
             SpecFormat::Toml => {
                 let locate = |span: Option<std::ops::Range<usize>>| match span {
@@ -390,6 +428,14 @@ impl WorkloadSpec {
                 })?
             }
             SpecFormat::Json => {
+                // `3.0` is an integer to JSON Schema (and to many clients);
+                // accept it where an integer is expected.
+                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(src)
+                    && integral_floats_to_integers(&mut v)
+                    && let Ok(spec) = serde_json::from_value::<WorkloadSpec>(v)
+                {
+                    return Ok(spec);
+                }
                 let mut de = serde_json::Deserializer::from_str(src);
                 let spec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                     let path = e.path().to_string();
@@ -410,7 +456,6 @@ impl WorkloadSpec {
                 spec
             }
         };
-        spec.check()?;
         Ok(spec)
     }
 
@@ -427,6 +472,7 @@ impl WorkloadSpec {
             ("env", self.env.len()),
             ("ports", self.ports.len()),
             ("devices", self.devices.len()),
+            ("placement.labels", self.placement.labels.len()),
         ] {
             if len > LIST_LIMIT {
                 return Err(err(
@@ -462,6 +508,33 @@ impl WorkloadSpec {
     /// A short digest of the canonical JSON, to tell spec versions apart.
     pub fn digest(&self) -> String {
         blake3::hash(&self.to_json()).to_hex()[..16].to_owned()
+    }
+}
+
+/// Turn every float without a fractional part (`3.0`) into an integer, as
+/// JSON Schema counts them; true if anything changed.
+pub fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                *v = Value::from(f as u64);
+                true
+            } else if f.fract() == 0.0 && f < 0.0 && f > i64::MIN as f64 {
+                *v = Value::from(f as i64);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |c, x| integral_floats_to_integers(x) | c),
+        Value::Object(o) => o
+            .values_mut()
+            .fold(false, |c, x| integral_floats_to_integers(x) | c),
+        _ => false,
     }
 }
 
