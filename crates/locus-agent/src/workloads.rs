@@ -389,7 +389,8 @@ impl Workloads {
                 specs.insert(c.id, spec);
             }
         }
-        let actions = locus_sched::plan(self.inner.me, nodes, copies, |id| specs.get(&id));
+        let actions =
+            locus_sched::plan(self.inner.me, nodes, copies, |id| specs.get(&id), now_ms());
         for action in actions {
             match action {
                 Action::Yield { id, by, epoch } => {

@@ -284,16 +284,26 @@ pub fn successor(
         .map(|n| n.id)
 }
 
-/// Whether the part of the cluster this node sees is a majority of the
-/// nodes that did not leave: only then may it adopt others' workloads, so
-/// that a node cut off alone does not start copies of everything.
+/// How long an owner must have been gone before its workloads are
+/// adopted: while a partition is being detected, the view is in motion (some
+/// peers dead, others not yet), and a node on the small side could briefly
+/// believe it is on the large one.
+pub const ADOPT_GRACE_MS: u64 = 1000;
+
+/// Whether this node sees a strict majority of the nodes that did not leave
+/// as alive (suspects do not count): only then may it adopt others'
+/// workloads, so that a node or site cut off does not start copies of
+/// everything.
 pub fn has_majority(nodes: &[ClusterNode]) -> bool {
-    let up = nodes.iter().filter(|n| is_up(n.liveness)).count();
-    let dead = nodes
+    let alive = nodes
         .iter()
-        .filter(|n| n.liveness == Liveness::Dead)
+        .filter(|n| n.liveness == Liveness::Alive)
         .count();
-    up * 2 > up + dead
+    let known = nodes
+        .iter()
+        .filter(|n| n.liveness != Liveness::Left)
+        .count();
+    alive * 2 > known
 }
 
 /// What a node must do about the workloads it knows of.
@@ -328,19 +338,24 @@ fn wants_a_node(c: &WorkloadSummary) -> bool {
         && !matches!(c.state, State::Stopped | State::Failed)
 }
 
-/// Decide adoptions and yields for node `me`, given every copy of every
-/// workload it knows (its own included) and the specs it holds.
+/// Decide adoptions and yields for node `me` at `now_ms` (the clock of
+/// `nodes`' liveness times), given every copy of every workload it knows
+/// (its own included) and the specs it holds.
 pub fn plan<'a>(
     me: NodeId,
     nodes: &[ClusterNode],
     copies: &'a [WorkloadSummary],
     spec_of: impl Fn(WorkloadId) -> Option<&'a WorkloadSpec>,
+    now_ms: u64,
 ) -> Vec<Action> {
     let mut by_id: BTreeMap<WorkloadId, Vec<&WorkloadSummary>> = BTreeMap::new();
     for c in copies {
         by_id.entry(c.id).or_default().push(c);
     }
-    let liveness: BTreeMap<NodeId, Liveness> = nodes.iter().map(|n| (n.id, n.liveness)).collect();
+    let liveness: BTreeMap<NodeId, (Liveness, u64)> = nodes
+        .iter()
+        .map(|n| (n.id, (n.liveness, n.since_unix_ms)))
+        .collect();
     let majority = has_majority(nodes);
     let mut actions = Vec::new();
     for (id, copies) in by_id {
@@ -359,7 +374,8 @@ pub fn plan<'a>(
         }
         let gone = matches!(
             liveness.get(&best.owner),
-            Some(Liveness::Dead | Liveness::Left)
+            Some((Liveness::Dead | Liveness::Left, since))
+                if now_ms.saturating_sub(*since) >= ADOPT_GRACE_MS
         );
         if !gone || best.owner == me || !majority || !wants_a_node(best) {
             continue;

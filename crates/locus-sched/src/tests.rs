@@ -158,13 +158,13 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
     let copies = vec![summary(1, 1)];
     let adopters: Vec<NodeId> = nodes[1..]
         .iter()
-        .filter(|n| !plan(n.id, &nodes, &copies, |_| Some(&s)).is_empty())
+        .filter(|n| !plan(n.id, &nodes, &copies, |_| Some(&s), 10_000).is_empty())
         .map(|n| n.id)
         .collect();
     assert_eq!(adopters.len(), 1);
     let adopter = adopters[0];
     assert_eq!(
-        plan(adopter, &nodes, &copies, |_| Some(&s)),
+        plan(adopter, &nodes, &copies, |_| Some(&s), 10_000),
         vec![Action::Adopt {
             id: ID,
             from: nodes[0].id,
@@ -181,7 +181,7 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
         ..copies[0].clone()
     });
     assert_eq!(
-        plan(nodes[0].id, &back, &copies, |_| Some(&s)),
+        plan(nodes[0].id, &back, &copies, |_| Some(&s), 10_000),
         vec![Action::Yield {
             id: ID,
             by: adopter,
@@ -189,7 +189,7 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
         }]
     );
     for n in &back[1..] {
-        assert!(plan(n.id, &back, &copies, |_| Some(&s)).is_empty());
+        assert!(plan(n.id, &back, &copies, |_| Some(&s), 10_000).is_empty());
     }
     // A node alone in a minority adopts nothing.
     let mut alone = nodes.clone();
@@ -197,7 +197,7 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
         n.liveness = Liveness::Dead;
     }
     assert!(!has_majority(&alone));
-    assert!(plan(alone[1].id, &alone, &[summary(1, 1)], |_| Some(&s)).is_empty());
+    assert!(plan(alone[1].id, &alone, &[summary(1, 1)], |_| Some(&s), 10_000).is_empty());
     // `stay` workloads are not adopted.
     let stay = vec![WorkloadSummary {
         failover: Failover::Stay,
@@ -206,7 +206,7 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
     assert!(
         nodes[1..]
             .iter()
-            .all(|n| plan(n.id, &nodes, &stay, |_| Some(&s)).is_empty())
+            .all(|n| plan(n.id, &nodes, &stay, |_| Some(&s), 10_000).is_empty())
     );
 }
 
