@@ -48,6 +48,9 @@ pub const MAX_OWNED: usize = 256;
 pub const LOG_LIMIT_BYTES: u64 = 1 << 20;
 /// Longest wait between two automatic restarts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a destroyed workload's marker stays (see
+/// [`Workload::destroyed_unix_ms`]).
+pub const DESTROYED_RETENTION_MS: u64 = 24 * 3600 * 1000;
 /// Timeout of a handover call to another node.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -149,6 +152,16 @@ struct Entry {
     published: Option<WorkloadSummary>,
     /// The spec changed while it ran: restart it.
     restart: bool,
+}
+
+impl Owned {
+    /// Owned workloads that are not destroyed markers.
+    fn live(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.w.destroyed_unix_ms.is_none())
+            .count()
+    }
 }
 
 struct Owned {
@@ -607,9 +620,7 @@ impl Workloads {
                 spec.kind
             )));
         }
-        if owned.entries.len() >= MAX_OWNED
-            && except.is_none_or(|id| !owned.entries.contains_key(&id))
-        {
+        if owned.live() >= MAX_OWNED && except.is_none_or(|id| !owned.entries.contains_key(&id)) {
             return Err(WorkloadError::Conflict(format!(
                 "this node already owns {MAX_OWNED} workloads"
             )));
@@ -653,7 +664,10 @@ impl Workloads {
             .map(|s| s.nodes)
             .unwrap_or_default();
         let copies = self.copies(&nodes).await;
-        if let Some(c) = copies.iter().find(|c| c.name == *spec.name.get()) {
+        if let Some(c) = copies
+            .iter()
+            .find(|c| c.name == *spec.name.get() && !c.destroyed)
+        {
             return Err(WorkloadError::Conflict(format!(
                 "a workload named {:?} exists already ({} on node {})",
                 c.name, c.id, c.owner
@@ -719,7 +733,7 @@ impl Workloads {
 
     async fn keep_pending(&self, w: Workload) -> Result<(), WorkloadError> {
         let mut owned = self.inner.owned.lock().await;
-        if owned.entries.len() >= MAX_OWNED {
+        if owned.live() >= MAX_OWNED {
             return Err(WorkloadError::Conflict(format!(
                 "this node already holds {MAX_OWNED} workloads"
             )));
@@ -755,6 +769,7 @@ impl Workloads {
             best.entry(e.w.id).or_insert_with(|| e.w.summary(0));
         }
         best.into_values()
+            .filter(|s| !s.destroyed)
             .map(|s| {
                 let node = nodes.iter().find(|n| n.id == s.owner);
                 let info = node.and_then(|n| n.info.as_ref());
@@ -831,6 +846,7 @@ impl Workloads {
             .await
             .entries
             .get(&id)
+            .filter(|e| e.w.destroyed_unix_ms.is_none())
             .map(|e| e.w.clone())
             .ok_or_else(|| WorkloadError::NotFound(id.to_string()))
     }
@@ -842,6 +858,7 @@ impl Workloads {
         let e = owned
             .entries
             .get_mut(&id)
+            .filter(|e| e.w.destroyed_unix_ms.is_none())
             .ok_or_else(|| WorkloadError::NotFound(id.to_string()))?;
         match verb {
             Verb::Start => {
@@ -898,6 +915,7 @@ impl Workloads {
         let e = owned
             .entries
             .get(&id)
+            .filter(|e| e.w.destroyed_unix_ms.is_none())
             .ok_or_else(|| WorkloadError::NotFound(id.to_string()))?;
         let mut spec = e.w.spec.clone();
         if let Some(r) = update.resources {
@@ -912,6 +930,7 @@ impl Workloads {
         let e = owned
             .entries
             .get_mut(&id)
+            .filter(|e| e.w.destroyed_unix_ms.is_none())
             .ok_or_else(|| WorkloadError::NotFound(id.to_string()))?;
         e.w.spec = spec;
         e.restart = e.w.state.is_active();
@@ -931,6 +950,7 @@ impl Workloads {
             let e = owned
                 .entries
                 .get(&id)
+                .filter(|e| e.w.destroyed_unix_ms.is_none())
                 .ok_or_else(|| WorkloadError::NotFound(id.to_string()))?;
             if (e.w.state.is_active() || e.busy) && !force {
                 return Err(WorkloadError::Conflict(format!(
@@ -950,7 +970,20 @@ impl Workloads {
                 .await
                 .map_err(|e| WorkloadError::Conflict(format!("cannot remove the instance: {e}")))?;
         }
-        self.drop_owned(id).await?;
+        // Keep a marker one epoch above every copy: a stale copy on a node
+        // that was away yields to it instead of coming back.
+        {
+            let mut owned = self.inner.owned.lock().await;
+            if let Some(e) = owned.entries.get_mut(&id) {
+                let now = now_ms();
+                e.instance = None;
+                e.w.desired = Desired::Stopped;
+                e.w.epoch += 1;
+                e.w.destroyed_unix_ms = Some(now);
+                force_state(&mut e.w, State::Stopped, "destroyed", now);
+                self.persist(e).await?;
+            }
+        }
         let _ = std::fs::remove_dir_all(self.dir_of(id));
         self.wake();
         Ok(())
@@ -959,6 +992,7 @@ impl Workloads {
     /// Start the driver operations the owned workloads need.
     async fn drive(&self) -> Result<(), WorkloadError> {
         let held = Instant::now() < self.inner.hold_until;
+        let mut expired = Vec::new();
         let mut owned = self.inner.owned.lock().await;
         let ids: Vec<WorkloadId> = owned.entries.keys().copied().collect();
         for id in ids {
@@ -966,6 +1000,12 @@ impl Workloads {
                 continue;
             };
             if e.busy {
+                continue;
+            }
+            if let Some(at) = e.w.destroyed_unix_ms {
+                if now_ms().saturating_sub(at) > DESTROYED_RETENTION_MS {
+                    expired.push(id);
+                }
                 continue;
             }
             let Some(driver) = self.inner.drivers.get(&e.w.spec.kind).cloned() else {
@@ -1059,6 +1099,9 @@ impl Workloads {
         // Allocation follows what is held.
         let alloc = allocation(owned.entries.values());
         drop(owned);
+        for id in expired {
+            self.drop_owned(id).await?;
+        }
         self.inner.capacity.set_usage(alloc, self.kinds());
         let inv = self.inner.inventory.borrow().clone();
         self.inner.capacity.publish(&inv).await;
@@ -1177,12 +1220,19 @@ impl Workloads {
             let mut changes = Vec::new();
             for e in owned.entries.values_mut() {
                 let json = e.w.spec.to_json();
-                let chunks: Vec<Vec<u8>> = json
-                    .chunks(SPEC_CHUNK)
-                    .map(<[u8]>::to_vec)
-                    .take(MAX_SPEC_CHUNKS)
-                    .collect();
-                let digest = e.w.spec.digest();
+                let chunks: Vec<Vec<u8>> = if e.w.destroyed_unix_ms.is_some() {
+                    Vec::new()
+                } else {
+                    json.chunks(SPEC_CHUNK)
+                        .map(<[u8]>::to_vec)
+                        .take(MAX_SPEC_CHUNKS)
+                        .collect()
+                };
+                let digest = if e.w.destroyed_unix_ms.is_some() {
+                    "destroyed".to_owned()
+                } else {
+                    e.w.spec.digest()
+                };
                 let spec_changed = e.published_spec.as_ref().is_none_or(|(d, _)| *d != digest);
                 let old_chunks = e.published_spec.as_ref().map_or(0, |(_, n)| *n);
                 let summary = e.w.summary(chunks.len() as u32);

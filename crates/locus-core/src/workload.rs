@@ -762,6 +762,11 @@ pub struct Workload {
     pub restarts: u32,
     /// The last changes, oldest first.
     pub history: Vec<StateChange>,
+    /// When it was destroyed. A destroyed workload stays a while as a
+    /// marker at a higher epoch, so that a stale copy on a node that was
+    /// away yields instead of coming back to life.
+    #[serde(default)]
+    pub destroyed_unix_ms: Option<u64>,
 }
 
 impl Workload {
@@ -780,6 +785,7 @@ impl Workload {
             exit_code: None,
             restarts: 0,
             history: Vec::new(),
+            destroyed_unix_ms: None,
         }
     }
 
@@ -848,6 +854,9 @@ pub struct WorkloadSummary {
     pub spec_digest: String,
     /// Number of spec chunks published.
     pub spec_chunks: u32,
+    /// A marker of a destroyed workload (see [`Workload::destroyed_unix_ms`]).
+    #[serde(default)]
+    pub destroyed: bool,
 }
 
 impl Workload {
@@ -870,6 +879,7 @@ impl Workload {
             exit_code: self.exit_code,
             spec_digest: self.spec.digest(),
             spec_chunks,
+            destroyed: self.destroyed_unix_ms.is_some(),
         }
     }
 }

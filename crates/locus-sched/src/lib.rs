@@ -334,6 +334,7 @@ pub fn winner<'a>(
 /// stopped does not move; a failed one with no restart does not either).
 fn wants_a_node(c: &WorkloadSummary) -> bool {
     c.failover == Failover::Reschedule
+        && !c.destroyed
         && c.desired == Desired::Running
         && !matches!(c.state, State::Stopped | State::Failed)
 }

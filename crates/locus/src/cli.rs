@@ -241,6 +241,31 @@ pub enum BenchCommand {
     /// Failure detection, join convergence, false verdicts and gossip
     /// bandwidth, in the deterministic simulator.
     Fabric(FabricBenchArgs),
+    /// Deploy latency per driver (local and remote), failover time after
+    /// SIGKILL, and agent memory with ten Wasm workloads, on real agents.
+    Workloads(WorkloadsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadsBenchArgs {
+    /// Agents to start on loopback.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=20))]
+    pub agents: u16,
+    /// Deploy runs per driver and per target (local, remote).
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Drivers to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = ["wasm".to_owned(), "process".to_owned(), "container".to_owned()])]
+    pub drivers: Vec<String>,
+    /// `docker save` tarball for the container driver (scripts/test-images.sh makes one).
+    #[arg(long, default_value = "target/test-assets/busybox-image.tar")]
+    pub image: PathBuf,
+    /// SIGKILL → running elsewhere measurements.
+    #[arg(long, default_value_t = 20)]
+    pub failover_runs: usize,
+    /// Wasm workloads to run for the memory reading (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    pub memory_workloads: usize,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod bench_fabric;
+mod bench_workloads;
 mod cli;
 mod client;
 mod output;
@@ -42,6 +43,9 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(&args),
         Command::Bench(BenchCommand::Fabric(args)) => {
             bench_fabric::fabric(&args).map_err(Failure::from)
+        }
+        Command::Bench(BenchCommand::Workloads(args)) => {
+            bench_workloads::workloads(&args).map_err(Failure::from)
         }
         Command::Bench(BenchCommand::Footprint(args)) => {
             bench::footprint(&args).map_err(Failure::from)
