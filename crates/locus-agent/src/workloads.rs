@@ -37,7 +37,7 @@ use crate::capacity::CapacityPublisher;
 use crate::metrics::Metrics;
 
 /// Period of the reconcile loop when nothing wakes it.
-pub const TICK: Duration = Duration::from_millis(500);
+pub const TICK: Duration = Duration::from_millis(250);
 /// Bytes of spec per fabric record (a record must fit in one datagram).
 pub const SPEC_CHUNK: usize = 768;
 /// Most spec chunks: a spec is at most 24 KiB of JSON.

@@ -972,6 +972,31 @@ near = { site = "pop", within_ms = 20 }
     }
 
     #[test]
+    fn the_documented_examples_parse() {
+        for (name, src, format) in [
+            (
+                "wasm.toml",
+                include_str!("../../../examples/workloads/wasm.toml"),
+                SpecFormat::Toml,
+            ),
+            (
+                "process.toml",
+                include_str!("../../../examples/workloads/process.toml"),
+                SpecFormat::Toml,
+            ),
+            (
+                "container.json",
+                include_str!("../../../examples/workloads/container.json"),
+                SpecFormat::Json,
+            ),
+        ] {
+            if let Err(e) = WorkloadSpec::parse(src, format) {
+                panic!("examples/workloads/{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn workload_ids_round_trip() {
         let id = WorkloadId([0xab, 1, 2, 3, 4, 5, 6, 0xff]);
         assert_eq!(id.to_string().parse::<WorkloadId>().unwrap(), id);

@@ -363,11 +363,16 @@ impl Fabric {
                     self.ask_sync(owner, generation, since, now);
                 }
             }
-            Frame::SyncResponse { after, updates } => {
+            Frame::SyncResponse {
+                after,
+                complete_to,
+                updates,
+            } => {
                 let me = self.me().id;
                 let mut records = self.records.lock();
                 let updates: Vec<Update> = updates.into_iter().filter(|u| u.owner != me).collect();
-                self.stats.records_pulled += records.apply_range(after, updates, now.unix_ms);
+                self.stats.records_pulled +=
+                    records.apply_range(after, complete_to, updates, now.unix_ms);
             }
         }
         self.pump(now);
@@ -484,6 +489,12 @@ impl Fabric {
         match n {
             OwnedNotification::MemberUp(m) => {
                 self.view.set(&m, Liveness::Alive, now.unix_ms);
+                // A node that (re)joins knows nothing yet: tell it at once
+                // what we hold, so it can pull what it misses without
+                // waiting for the periodic digest.
+                if m.id != self.me().id {
+                    self.send_digest_to(m.addr, now);
+                }
             }
             OwnedNotification::MemberDown(m) => {
                 self.stats.members_down += 1;
@@ -595,10 +606,14 @@ impl Fabric {
     /// A bounded random sample of the heads this node holds (its own
     /// always first), to one random live peer.
     fn send_digest(&mut self, now: Now) {
-        let me = self.me().id;
         let Some(to) = self.random_alive_peer() else {
             return;
         };
+        self.send_digest_to(to, now);
+    }
+
+    fn send_digest_to(&mut self, to: SocketAddr, now: Now) {
+        let me = self.me().id;
         let mut all = self.records.lock().summaries();
         let own = all
             .iter()
@@ -727,7 +742,7 @@ impl Fabric {
         since: u64,
         now: Now,
     ) {
-        let updates = self.records.lock().since(owner, generation, since);
+        let (updates, complete_to) = self.records.lock().since(owner, generation, since);
         let budget = MAX_DATAGRAM - SEAL_OVERHEAD - ENVELOPE_OVERHEAD;
         let mut frames = 0;
         let mut batch: Vec<Update> = Vec::new();
@@ -739,6 +754,7 @@ impl Fabric {
                 let last = batch.last().map_or(after, |u| u.version);
                 let frame = Frame::SyncResponse {
                     after,
+                    complete_to,
                     updates: std::mem::take(&mut batch),
                 };
                 after = last;
@@ -758,6 +774,7 @@ impl Fabric {
                 to,
                 Frame::SyncResponse {
                     after,
+                    complete_to,
                     updates: batch,
                 },
                 now,

@@ -188,15 +188,22 @@ impl Records {
     }
 
     /// Apply the updates of one sync response, which hold every record of
-    /// their owner with a version in `(after, highest]`: when that range
-    /// starts at or below the watermark, the watermark moves to its end.
-    /// Returns how many updates were new.
-    pub fn apply_range(&mut self, after: u64, updates: Vec<Update>, now_ms: u64) -> u64 {
+    /// their owner with a version in `(after, min(highest, complete_to)]`:
+    /// when that range starts at or below the watermark, the watermark moves
+    /// to its end. Returns how many updates were new.
+    pub fn apply_range(
+        &mut self,
+        after: u64,
+        complete_to: u64,
+        updates: Vec<Update>,
+        now_ms: u64,
+    ) -> u64 {
         let Some(first) = updates.first() else {
             return 0;
         };
         let (owner, generation) = (first.owner, first.generation);
         let highest = updates.iter().map(|u| u.version).max().unwrap_or(0);
+        let complete = highest.min(complete_to);
         let coherent = updates
             .iter()
             .all(|u| u.owner == owner && u.generation == generation && u.version > after);
@@ -211,7 +218,7 @@ impl Records {
             && o.generation == generation
             && after <= o.applied
         {
-            o.applied = o.applied.max(highest);
+            o.applied = o.applied.max(complete);
             o.head = o.head.max(highest);
         }
         new
@@ -242,19 +249,20 @@ impl Records {
     }
 
     /// Updates of `owner` newer than `since`, in version order (what a
-    /// replica that is behind asks for).
-    pub fn since(&self, owner: NodeId, generation: u64, since: u64) -> Vec<Update> {
+    /// replica that is behind asks for), and this node's watermark for that
+    /// owner: the answer is complete up to it, and holds whatever else this
+    /// node has (a replica with a gap still passes on what it holds).
+    pub fn since(&self, owner: NodeId, generation: u64, since: u64) -> (Vec<Update>, u64) {
         let Some(o) = self.owners.get(&owner) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         if o.generation != generation {
-            return Vec::new();
+            return (Vec::new(), 0);
         }
-        // Only up to the watermark: what is sent must be complete.
         let mut out: Vec<Update> = o
             .records
             .iter()
-            .filter(|(_, r)| r.version > since && r.version <= o.applied)
+            .filter(|(_, r)| r.version > since)
             .map(|(k, r)| Update {
                 owner,
                 generation,
@@ -264,7 +272,7 @@ impl Records {
             })
             .collect();
         out.sort_by_key(|u| u.version);
-        out
+        (out, o.applied)
     }
 
     /// The live value of a record.
@@ -429,12 +437,12 @@ mod tests {
         assert!(r.apply(up(1, 1, "a", 3, None), 0));
         assert_eq!(r.get(id(1), "a"), None);
         assert_eq!(
-            r.since(id(1), 1, 2).len(),
+            r.since(id(1), 1, 2).0.len(),
             1,
             "the tombstone is served to late replicas"
         );
         r.expire_tombstones(TOMBSTONE_TTL_MS + 1);
-        assert!(r.since(id(1), 1, 0).is_empty());
+        assert!(r.since(id(1), 1, 0).0.is_empty());
     }
 
     #[test]
@@ -456,20 +464,28 @@ mod tests {
                 since: 0
             }
         );
-        // A replica serves only below its watermark: nothing yet.
-        assert!(r.since(id(1), 1, 0).is_empty());
+        // A replica serves what it holds, with its watermark.
+        let (held, watermark) = r.since(id(1), 1, 0);
+        assert_eq!((held.len(), watermark), (1, 0));
         // A complete range from the owner fills the gap.
         let range = vec![
             up(1, 1, "info", 1, Some("i")),
             up(1, 1, "w", 5, Some("late")),
         ];
-        assert_eq!(r.apply_range(0, range, 0), 1);
+        assert_eq!(r.apply_range(0, 5, range, 0), 1);
         assert_eq!(r.head(id(1)), Some((1, 5)));
         assert_eq!(r.note_summary(&digest), Applied::UpToDate);
         // A range that starts above the watermark does not move it.
         let mut r2 = Records::default();
-        r2.apply_range(3, vec![up(1, 1, "x", 4, Some("x"))], 0);
+        r2.apply_range(3, 9, vec![up(1, 1, "x", 4, Some("x"))], 0);
         assert_eq!(r2.head(id(1)), Some((1, 0)));
+        // A replica with a gap passes on what it holds and says how far it
+        // is complete: the receiver gets the records, not a false watermark.
+        let mut r3 = Records::default();
+        let partial = vec![up(1, 1, "a", 1, Some("a")), up(1, 1, "w", 5, Some("late"))];
+        assert_eq!(r3.apply_range(0, 1, partial, 0), 2);
+        assert_eq!(r3.get(id(1), "w"), Some(&b"late"[..]));
+        assert_eq!(r3.head(id(1)), Some((1, 1)));
     }
 
     #[test]

@@ -87,7 +87,12 @@ pub enum Frame {
     /// Records answering a sync request: every record of the owner with a
     /// version in `(after, highest version in updates]`, so the receiver
     /// knows it misses nothing below.
-    SyncResponse { after: u64, updates: Vec<Update> },
+    SyncResponse {
+        after: u64,
+        /// The sender holds every record of the owner up to this version.
+        complete_to: u64,
+        updates: Vec<Update>,
+    },
     /// Heads of owners the sender holds (a bounded sample), so the
     /// receiver can tell what it misses.
     Digest(Vec<Summary>),

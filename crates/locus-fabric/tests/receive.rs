@@ -76,6 +76,7 @@ fn frame() -> impl Strategy<Value = Frame> {
         )
         .prop_map(|v| Frame::SyncResponse {
             after: v.len() as u64,
+            complete_to: 2 * v.len() as u64,
             updates: v
                 .into_iter()
                 .map(|(id, generation, key, version, value)| Update {

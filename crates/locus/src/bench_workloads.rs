@@ -142,7 +142,7 @@ impl Cluster {
             cmd.args(["--seed", &s.to_string()]);
         }
         let child = cmd
-            .env("LOCUS_LOG", "warn")
+            .env("LOCUS_LOG", "warn,locus_agent::workloads=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -567,3 +567,85 @@ fn a_killed_node_s_workload_runs_elsewhere_and_once_after_it_returns() {
         assert_ne!(list[0]["node_name"], owner.as_str());
     }
 }
+
+/// The `docker save` tarball scripts/test-images.sh builds (run here when
+/// missing).
+fn image_tarball() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tar = root.join("target/test-assets/busybox-image.tar");
+    if !tar.exists() {
+        let status = std::process::Command::new(root.join("scripts/test-images.sh"))
+            .status()
+            .expect("run scripts/test-images.sh");
+        assert!(status.success());
+    }
+    assert!(
+        tar.exists(),
+        "scripts/test-images.sh did not build {}",
+        tar.display()
+    );
+    tar
+}
+
+fn containers_of(id: &str, all: bool) -> usize {
+    let mut args = vec!["ps", "-q", "--filter"];
+    let filter = format!("label=locus.workload={id}");
+    args.push(&filter);
+    if all {
+        args.push("-a");
+    }
+    let out = std::process::Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_container_from_a_tarball_outlives_an_agent_crash_and_is_destroyed() {
+    let tar = image_tarball();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n");
+    let mut agent = Agent::start(&data, &[]);
+    let spec = write(
+        dir.path(),
+        "c.toml",
+        &format!(
+            "name = \"box\"\nkind = \"container\"\nsource = \"{}\"\nargs = [\"sh\", \"-c\", \"echo hello from a container; exec sleep 3600\"]\nfailover = \"stay\"\nstop_timeout_secs = 1\n[resources]\nmemory_mb = 32\ncpu_millicores = 250\n",
+            tar.display()
+        ),
+    );
+    ok(&cli(&agent, &["run", spec.to_str().unwrap()]));
+    let w = wait_state(&agent, "box", "running");
+    let id = w["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the container's output is in the log",
+        Duration::from_secs(15),
+        || ok(&cli(&agent, &["logs", "box"])).contains("hello from a container"),
+    );
+    assert_eq!(containers_of(&id, false), 1);
+
+    // The agent dies; the container does not, and the next agent adopts it.
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(containers_of(&id, false), 1);
+    let addr = agent.addr;
+    drop(agent);
+    let agent = Agent::spawn(&data, addr, &[]);
+    agent.wait_healthy();
+    let w = wait_state(&agent, "box", "running");
+    assert!(w["reason"].as_str().unwrap().contains("re-adopted"), "{w}");
+    assert_eq!(containers_of(&id, false), 1);
+
+    // Graceful stop, start again, then force destroy: nothing is left.
+    ok(&cli(&agent, &["stop", "box"]));
+    wait_state(&agent, "box", "stopped");
+    assert_eq!(containers_of(&id, false), 0);
+    ok(&cli(&agent, &["start", "box"]));
+    wait_state(&agent, "box", "running");
+    ok(&cli(&agent, &["rm", "--force", "box"]));
+    wait_until("the container is removed", Duration::from_secs(20), || {
+        containers_of(&id, true) == 0
+    });
+    assert!(workloads(&agent).is_empty());
+}
