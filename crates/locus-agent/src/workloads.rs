@@ -91,6 +91,9 @@ pub struct WorkloadView {
     pub site: String,
     /// Liveness of the owning node.
     pub node_liveness: Liveness,
+    /// Whether the node answering holds the whole spec: until some node
+    /// other than the owner does, the workload cannot fail over.
+    pub spec_replicated: bool,
 }
 
 /// Where a workload is owned.
@@ -393,13 +396,29 @@ impl Workloads {
         let mut specs: BTreeMap<WorkloadId, WorkloadSpec> = BTreeMap::new();
         for c in copies {
             if c.failover == Failover::Reschedule
+                && !c.destroyed
                 && matches!(
                     liveness.get(&c.owner),
                     Some(Liveness::Dead | Liveness::Left)
                 )
-                && let Some(spec) = self.spec_from_fabric(c).await
             {
-                specs.insert(c.id, spec);
+                match self.spec_from_fabric(c).await {
+                    Some(spec) => {
+                        tracing::debug!(
+                            workload = %c.id,
+                            owner = %c.owner,
+                            successor = ?locus_sched::successor(c.id, &spec, nodes, &[c.owner]),
+                            majority = locus_sched::has_majority(nodes),
+                            "a gone node's workload"
+                        );
+                        specs.insert(c.id, spec);
+                    }
+                    None => tracing::debug!(
+                        workload = %c.id,
+                        owner = %c.owner,
+                        "a gone node's workload whose spec has not fully arrived"
+                    ),
+                }
             }
         }
         let actions =
@@ -768,19 +787,20 @@ impl Workloads {
         for e in self.inner.owned.lock().await.entries.values() {
             best.entry(e.w.id).or_insert_with(|| e.w.summary(0));
         }
-        best.into_values()
-            .filter(|s| !s.destroyed)
-            .map(|s| {
-                let node = nodes.iter().find(|n| n.id == s.owner);
-                let info = node.and_then(|n| n.info.as_ref());
-                WorkloadView {
-                    node_name: info.map(|i| i.name.clone()).unwrap_or_default(),
-                    site: info.map(|i| i.site.name.get().clone()).unwrap_or_default(),
-                    node_liveness: node.map_or(Liveness::Dead, |n| n.liveness),
-                    summary: s,
-                }
-            })
-            .collect()
+        let mut out = Vec::new();
+        for s in best.into_values().filter(|s| !s.destroyed) {
+            let node = nodes.iter().find(|n| n.id == s.owner);
+            let info = node.and_then(|n| n.info.as_ref());
+            let spec_replicated = s.spec_chunks > 0 && self.spec_from_fabric(&s).await.is_some();
+            out.push(WorkloadView {
+                node_name: info.map(|i| i.name.clone()).unwrap_or_default(),
+                site: info.map(|i| i.site.name.get().clone()).unwrap_or_default(),
+                node_liveness: node.map_or(Liveness::Dead, |n| n.liveness),
+                spec_replicated,
+                summary: s,
+            });
+        }
+        out
     }
 
     /// Find a workload by id, id prefix or name.

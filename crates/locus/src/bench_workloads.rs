@@ -142,7 +142,7 @@ impl Cluster {
             cmd.args(["--seed", &s.to_string()]);
         }
         let child = cmd
-            .env("LOCUS_LOG", "warn,locus_agent::workloads=info")
+            .env("LOCUS_LOG", "warn,locus_agent::workloads=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -301,6 +301,8 @@ struct Report {
     deploy: serde_json::Map<String, Value>,
     failover: Option<Stats>,
     failover_samples_ms: Vec<f64>,
+    /// Running on its node → its spec held by another node.
+    spec_replication: Option<Stats>,
     memory: Option<Memory>,
 }
 
@@ -379,6 +381,7 @@ fn run(args: &WorkloadsBenchArgs, root: &Path) -> anyhow::Result<()> {
     }
 
     let mut failover_samples = Vec::new();
+    let mut replication_samples = Vec::new();
     for k in 0..args.failover_runs {
         let spec = json!({ "name": format!("fo-{k}"), "source": ticker, "failover": "reschedule" });
         let body = c.submit(0, &spec)?;
@@ -402,14 +405,17 @@ fn run(args: &WorkloadsBenchArgs, root: &Path) -> anyhow::Result<()> {
             std::thread::sleep(POLL);
         }
         let witness = (victim + 1) % c.members.len();
-        // The cluster must know the workload before its node dies (a node
-        // that dies before its records spread takes them along until it
-        // returns).
+        // The cluster must hold the workload's spec before its node dies (a
+        // node that dies before its records spread takes them along until it
+        // returns); how long that takes is reported too.
         let seen = Instant::now();
         while !c.get(witness, "/api/v1/workloads").is_ok_and(|l| {
             l.as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|w| w["id"] == id.as_str() && w["state"] == "running")
+                a.iter().any(|w| {
+                    w["id"] == id.as_str()
+                        && w["state"] == "running"
+                        && w["spec_replicated"] == true
+                })
             })
         }) {
             if seen.elapsed() > RUN_TIMEOUT {
@@ -417,6 +423,7 @@ fn run(args: &WorkloadsBenchArgs, root: &Path) -> anyhow::Result<()> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        replication_samples.push(seen.elapsed().as_secs_f64() * 1000.0);
         let pid = c.members[victim]
             .child
             .as_ref()
@@ -521,6 +528,7 @@ fn run(args: &WorkloadsBenchArgs, root: &Path) -> anyhow::Result<()> {
         deploy,
         failover: (!failover_samples.is_empty()).then(|| stats(failover_samples.clone())),
         failover_samples_ms: failover_samples,
+        spec_replication: (!replication_samples.is_empty()).then(|| stats(replication_samples)),
         memory,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
