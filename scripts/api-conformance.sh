@@ -12,9 +12,19 @@ py=target/pyenv/bin
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 gossip=$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" agent --data-dir "$data/node" --listen "127.0.0.1:$port" --gossip "127.0.0.1:$gossip" >"$data/agent.log" 2>&1 &
+bin=$(realpath "$bin")
+# From a scratch directory, so that a generated relative `source` cannot name
+# a file of the repository.
+(cd "$data" && exec "$bin" agent --data-dir "$data/node" --listen "127.0.0.1:$port" --gossip "127.0.0.1:$gossip") >"$data/agent.log" 2>&1 &
 pid=$!
 cleanup() {
+    status=$?
+    if [ "$status" -ne 0 ]; then
+        echo "--- agent log (last 40 lines) ---" >&2
+        tail -40 "$data/agent.log" >&2 || true
+        echo "--- workloads ---" >&2
+        curl -fsS "http://127.0.0.1:$port/api/v1/workloads" >&2 || true
+    fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     rm -rf "$data"

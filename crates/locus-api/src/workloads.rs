@@ -27,6 +27,8 @@ const FORWARDED: &str = "x-locus-forwarded";
 const MAX_LOG_BYTES: u64 = 1 << 20;
 /// How often a followed log is polled.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Longest a followed log stays open; the response then ends.
+const FOLLOW_MAX: Duration = Duration::from_secs(3600);
 
 fn api_error(e: WorkloadError) -> ApiError {
     match e {
@@ -477,6 +479,7 @@ pub(crate) async fn logs(
     let workloads = node.workloads().clone();
     let first =
         futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(text)) });
+    let until = tokio::time::Instant::now() + FOLLOW_MAX;
     let more = futures_util::stream::unfold(
         (offset, workloads, dir),
         move |(offset, w, dir)| async move {
@@ -497,7 +500,7 @@ pub(crate) async fn logs(
                     Ok((_, next)) if next < offset => {
                         return Some((Ok(Bytes::new()), (next, w, dir)));
                     }
-                    Ok(_) if !running => return None,
+                    Ok(_) if !running || tokio::time::Instant::now() >= until => return None,
                     Ok(_) => tokio::time::sleep(FOLLOW_POLL).await,
                     Err(e) => return Some((Err(e), (offset, w, dir))),
                 }
