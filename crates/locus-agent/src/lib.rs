@@ -202,7 +202,7 @@ impl Node {
         let first = collect_inventory(&settings.host_paths, &data_dir).await;
         metrics.inventory_refreshes.inc();
         let capacity = Arc::new(capacity::CapacityPublisher::new(fabric.clone()));
-        let drivers = drivers().await;
+        let drivers = drivers(id).await;
         capacity.set_usage(
             Default::default(),
             drivers.iter().map(|d| d.kind()).collect(),
@@ -441,7 +441,7 @@ async fn refresh_inventory(
 }
 
 /// The drivers that answer their probe on this host.
-async fn drivers() -> Vec<Arc<dyn locus_runtime::Driver>> {
+async fn drivers(node: NodeId) -> Vec<Arc<dyn locus_runtime::Driver>> {
     use locus_runtime::Driver;
     let mut out: Vec<Arc<dyn Driver>> = Vec::new();
     match locus_runtime::wasm::WasmDriver::new() {
@@ -450,8 +450,8 @@ async fn drivers() -> Vec<Arc<dyn locus_runtime::Driver>> {
     }
     out.push(Arc::new(locus_runtime::process::ProcessDriver::new()));
     match locus_runtime::container::ContainerDriver::connect() {
-        Ok(d) => match d.probe().await {
-            Ok(()) => out.push(Arc::new(d)),
+        Ok(d) => match d.probe().await.map(|()| d.for_node(node.to_string())) {
+            Ok(d) => out.push(Arc::new(d)),
             Err(e) => tracing::info!(error = %e, "no container driver"),
         },
         Err(e) => tracing::info!(error = %e, "no container driver"),

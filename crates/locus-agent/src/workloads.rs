@@ -599,16 +599,47 @@ impl Workloads {
 
     /// Accept a workload handed over by another node (or placed here by a
     /// submission on another node). Refused when it does not fit here.
-    pub async fn accept(&self, mut w: Workload) -> Result<Workload, WorkloadError> {
-        if w.owner != self.inner.me {
+    pub async fn accept(&self, handed: Workload) -> Result<Workload, WorkloadError> {
+        if handed.owner != self.inner.me {
             return Err(WorkloadError::Conflict(format!(
                 "the workload is addressed to node {}, this is node {}",
-                w.owner, self.inner.me
+                handed.owner, self.inner.me
             )));
         }
-        w.spec
+        if handed.destroyed_unix_ms.is_some() || handed.desired != Desired::Running {
+            return Err(WorkloadError::Conflict(
+                "only a workload that should run can be handed over".to_owned(),
+            ));
+        }
+        handed
+            .spec
             .check()
             .map_err(|e| WorkloadError::Conflict(e.to_string()))?;
+        // Whatever state the sender claims, it starts here from scratch: only
+        // the id, the spec, the epoch and the creation time carry over.
+        let now = now_ms();
+        let mut w = Workload::new(handed.id, handed.spec, self.inner.me, now);
+        w.epoch = handed.epoch.max(1);
+        w.created_unix_ms = handed.created_unix_ms.min(now);
+        let _ = w.transition(State::Scheduled, handed_reason(&handed.reason), now);
+        let nodes = self
+            .inner
+            .fabric
+            .snapshot()
+            .await
+            .map(|s| s.nodes)
+            .unwrap_or_default();
+        if let Some(c) = self
+            .copies(&nodes)
+            .await
+            .iter()
+            .find(|c| c.name == *w.spec.name.get() && c.id != w.id && !c.destroyed)
+        {
+            return Err(WorkloadError::Conflict(format!(
+                "a workload named {:?} exists already ({} on node {})",
+                c.name, c.id, c.owner
+            )));
+        }
         let mut owned = self.inner.owned.lock().await;
         if let Some(e) = owned.entries.get(&w.id)
             && e.w.epoch >= w.epoch
@@ -616,9 +647,6 @@ impl Workloads {
             return Ok(e.w.clone());
         }
         self.check_fits(&owned, &w.spec, Some(w.id))?;
-        if w.state != State::Scheduled {
-            let _ = w.transition(State::Scheduled, "handed over", now_ms());
-        }
         let e = Entry::new(w.clone(), None);
         self.persist(&e).await?;
         owned.entries.insert(w.id, e);
@@ -1055,6 +1083,9 @@ impl Workloads {
                     (again && due && !held).then_some(Op::Start)
                 }
                 (Desired::Stopped, State::Running | State::Starting) => Some(Op::Stop),
+                // In motion with no operation under way (a crash between the
+                // two): look at what the driver holds.
+                (_, State::Starting | State::Stopping) => Some(Op::Observe),
                 _ => None,
             };
             let Some(op) = op else { continue };
@@ -1065,7 +1096,13 @@ impl Workloads {
                     None => Observed::Gone,
                 };
                 let exit = match observed {
-                    Observed::Running => continue,
+                    Observed::Running => {
+                        if e.w.state != State::Running {
+                            force_state(&mut e.w, State::Running, "running", now_ms());
+                            self.persist(e).await?;
+                        }
+                        continue;
+                    }
                     Observed::Exited(exit) => exit,
                     Observed::Gone => Exit {
                         code: None,
@@ -1343,6 +1380,22 @@ impl Entry {
             published: None,
             restart: false,
         }
+    }
+}
+
+/// The reason a handed-over workload is scheduled with: the sender's, when
+/// it says where the workload was placed from (bounded, no control
+/// characters).
+fn handed_reason(sender: &str) -> String {
+    let clean: String = sender
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if clean.starts_with("placed") {
+        clean
+    } else {
+        "handed over".to_owned()
     }
 }
 

@@ -62,6 +62,8 @@ pub const LABEL_NAME: &str = "locus.name";
 pub const LABEL_LOG_DIR: &str = "locus.log-dir";
 /// Label carrying the run's log limit in bytes.
 pub const LABEL_LOG_LIMIT: &str = "locus.log-limit";
+/// Label carrying the id of the node that runs the container.
+pub const LABEL_NODE: &str = "locus.node";
 
 /// Chunk size when streaming an image tarball to the engine.
 const LOAD_CHUNK: usize = 256 * 1024;
@@ -80,6 +82,9 @@ pub struct ContainerDriver {
     negotiated: OnceCell<()>,
     publish_address: IpAddr,
     pumps: Arc<Mutex<HashMap<String, Pump>>>,
+    /// The node whose containers these are (label `locus.node`): several
+    /// agents may share one engine, and each must only ever clean up its own.
+    node: Option<String>,
 }
 
 impl Drop for ContainerDriver {
@@ -147,7 +152,15 @@ impl ContainerDriver {
             negotiated: OnceCell::new(),
             publish_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             pumps: Arc::new(Mutex::new(HashMap::new())),
+            node: None,
         })
+    }
+
+    /// Label every container with this node's id, and find only this
+    /// node's containers among the leftovers.
+    pub fn for_node(mut self, node: impl Into<String>) -> ContainerDriver {
+        self.node = Some(node.into());
+        self
     }
 
     /// Publish ports on `address` instead of `127.0.0.1` (`0.0.0.0`: on
@@ -561,6 +574,10 @@ impl Driver for ContainerDriver {
             (LABEL_LOG_DIR.to_owned(), run.dir.display().to_string()),
             (LABEL_LOG_LIMIT.to_owned(), run.log_limit_bytes.to_string()),
         ]);
+        let mut labels = labels;
+        if let Some(node) = &self.node {
+            labels.insert(LABEL_NODE.to_owned(), node.clone());
+        }
         let mut exposed = Vec::new();
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for port in &spec.ports {
@@ -747,7 +764,10 @@ impl Driver for ContainerDriver {
             all: true,
             filters: Some(HashMap::from([(
                 "label".to_owned(),
-                vec![LABEL_WORKLOAD.to_owned()],
+                match &self.node {
+                    Some(node) => vec![LABEL_WORKLOAD.to_owned(), format!("{LABEL_NODE}={node}")],
+                    None => vec![LABEL_WORKLOAD.to_owned()],
+                },
             )])),
             ..Default::default()
         };
