@@ -66,8 +66,9 @@ const TABLE_ELEMENTS_LIMIT: usize = 1_000_000;
 /// The `wasm` driver: one wasmtime engine shared by every instance, and the
 /// instances started by this agent run.
 pub struct WasmDriver {
-    engine: Engine,
-    linker: Linker<Guest>,
+    /// Made at the first start: a node that runs no Wasm pays nothing for
+    /// the engine.
+    runtime: Mutex<Option<Arc<Runtime>>>,
     instances: Mutex<HashMap<String, Arc<Slot>>>,
     /// Makes handles unique across agent runs, so that a handle stored by a
     /// previous run never names an instance of this one.
@@ -78,6 +79,13 @@ pub struct WasmDriver {
     live: Arc<AtomicUsize>,
     /// Set when the driver is dropped.
     closing: Arc<AtomicBool>,
+}
+
+/// The engine, the WASI linker, and the thread that advances the epoch.
+struct Runtime {
+    engine: Engine,
+    linker: Linker<Guest>,
+    ticker: std::thread::Thread,
 }
 
 impl std::fmt::Debug for WasmDriver {
@@ -93,43 +101,14 @@ impl WasmDriver {
     /// A driver with its engine (async, epoch interruption) and the thread
     /// that advances the epoch every [`EPOCH_TICK`].
     pub fn new() -> Result<WasmDriver, DriverError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config)
-            .map_err(|e| DriverError::Runtime(format!("cannot create the wasm engine: {e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        p1::add_to_linker_async(&mut linker, |guest: &mut Guest| &mut guest.wasi).map_err(|e| {
-            DriverError::Runtime(format!("cannot add WASI to the wasm linker: {e:#}"))
-        })?;
-
         let live = Arc::new(AtomicUsize::new(0));
         let closing = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let live = live.clone();
-            let closing = closing.clone();
-            // Runs until the driver is dropped and every instance has ended:
-            // an instance only notices an interruption at an epoch tick.
-            std::thread::Builder::new()
-                .name("locus-wasm-epoch".to_owned())
-                .spawn(move || {
-                    while !(closing.load(Ordering::Acquire) && live.load(Ordering::Acquire) == 0) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| {
-                    DriverError::Runtime(format!("cannot start the wasm epoch thread: {e}"))
-                })?;
-        }
-
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
         Ok(WasmDriver {
-            engine,
-            linker,
+            runtime: Mutex::new(None),
             instances: Mutex::new(HashMap::new()),
             handle_prefix: format!("wasm-{:x}-{since_epoch:x}", std::process::id()),
             next_handle: AtomicU64::new(1),
@@ -175,7 +154,7 @@ impl WasmDriver {
             }
             Err(e) => return Err(invalid(format!("cannot read the file: {e}"))),
         }
-        let engine = self.engine.clone();
+        let engine = self.runtime()?.engine.clone();
         let module = tokio::task::spawn_blocking(move || Module::from_file(&engine, &path))
             .await
             .map_err(|e| DriverError::Runtime(format!("the wasm compile task failed: {e}")))?
@@ -221,12 +200,75 @@ impl WasmDriver {
     }
 }
 
+impl WasmDriver {
+    /// The engine and linker, made on first use with the epoch thread.
+    fn runtime(&self) -> Result<Arc<Runtime>, DriverError> {
+        let mut slot = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)
+            .map_err(|e| DriverError::Runtime(format!("cannot create the wasm engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        p1::add_to_linker_async(&mut linker, |guest: &mut Guest| &mut guest.wasi).map_err(|e| {
+            DriverError::Runtime(format!("cannot add WASI to the wasm linker: {e:#}"))
+        })?;
+        let ticker = {
+            let engine = engine.clone();
+            let live = self.live.clone();
+            let closing = self.closing.clone();
+            // Ticks while an instance holds a store; sleeps otherwise (a
+            // start wakes it). Ends once the driver is dropped and every
+            // instance has ended: an instance only notices an interruption
+            // at an epoch tick.
+            std::thread::Builder::new()
+                .name("locus-wasm-epoch".to_owned())
+                .spawn(move || {
+                    loop {
+                        let running = live.load(Ordering::Acquire);
+                        if running == 0 {
+                            if closing.load(Ordering::Acquire) {
+                                return;
+                            }
+                            std::thread::park_timeout(Duration::from_secs(1));
+                            continue;
+                        }
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| {
+                    DriverError::Runtime(format!("cannot start the wasm epoch thread: {e}"))
+                })?
+                .thread()
+                .clone()
+        };
+        let r = Arc::new(Runtime {
+            engine,
+            linker,
+            ticker,
+        });
+        *slot = Some(r.clone());
+        Ok(r)
+    }
+}
+
 impl Drop for WasmDriver {
     fn drop(&mut self) {
         for slot in self.map().values() {
             slot.request(Interrupt::Kill);
         }
         self.closing.store(true, Ordering::Release);
+        if let Some(r) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            r.ticker.unpark();
+        }
     }
 }
 
@@ -243,7 +285,8 @@ impl Driver for WasmDriver {
     async fn start(&self, run: &Run) -> Result<Instance, DriverError> {
         let source = run.spec.source.get().as_str();
         let module = self.compile(source).await?;
-        let pre = self
+        let runtime = self.runtime()?;
+        let pre = runtime
             .linker
             .instantiate_pre(&module)
             .map_err(|e| DriverError::Source {
@@ -276,7 +319,7 @@ impl Driver for WasmDriver {
         });
 
         let mut store = Store::new(
-            &self.engine,
+            &runtime.engine,
             Guest {
                 wasi,
                 limiter: Limiter {
@@ -309,6 +352,7 @@ impl Driver for WasmDriver {
         let handle = format!("{}-{n}", self.handle_prefix);
         let (ready_tx, ready_rx) = oneshot::channel();
         let guard = TaskGuard::new(slot.clone(), self.live.clone());
+        runtime.ticker.unpark();
         let guest = Metered {
             inner: Box::pin(run_guest(pre, store, ready_tx, slot.clone(), memory_mb)),
             meter,

@@ -27,6 +27,11 @@ struct Footprint {
     idle_secs: u64,
     idle_rss_bytes: u64,
     idle_rss_mb: f64,
+    /// Anonymous resident memory (heap, stacks): what the agent itself holds.
+    idle_rss_anon_mb: f64,
+    /// File-backed resident pages (the binary's code, shared and
+    /// reclaimable).
+    idle_rss_file_mb: f64,
     idle_cpu_percent: f64,
     /// One clock tick over the idle window: the smallest non-zero reading.
     idle_cpu_resolution_percent: f64,
@@ -80,6 +85,7 @@ pub fn footprint(args: &FootprintArgs) -> anyhow::Result<()> {
         .unwrap_or(100) as f64;
     let percent = |ticks: f64| (ticks / hz / wall * 100.0 * 10_000.0).round() / 10_000.0;
     let (rss, threads) = rss_and_threads(pid)?;
+    let (anon, file) = rss_split(pid)?;
 
     let mut sorted = samples.clone();
     sorted.sort_by(f64::total_cmp);
@@ -98,6 +104,8 @@ pub fn footprint(args: &FootprintArgs) -> anyhow::Result<()> {
         idle_secs: args.idle_secs,
         idle_rss_bytes: rss,
         idle_rss_mb: (rss as f64 / 1e6 * 10.0).round() / 10.0,
+        idle_rss_anon_mb: (anon as f64 / 1e6 * 10.0).round() / 10.0,
+        idle_rss_file_mb: (file as f64 / 1e6 * 10.0).round() / 10.0,
         idle_cpu_percent: percent(ticks as f64),
         idle_cpu_resolution_percent: percent(1.0),
         idle_cpu_ms: ticks as f64 / hz * 1000.0,
@@ -187,6 +195,21 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     };
     // utime and stime are fields 14 and 15 of stat: indices 11 and 12 after ')'.
     Ok(field(11)? + field(12)?)
+}
+
+/// RssAnon and RssFile of `pid`, in bytes.
+fn rss_split(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading /proc/PID/status")?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((kib("RssAnon:") * 1024, kib("RssFile:") * 1024))
 }
 
 fn rss_and_threads(pid: u32) -> anyhow::Result<(u64, u64)> {
