@@ -427,7 +427,7 @@ pub(crate) async fn remove(
 #[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
     /// Last bytes to return (default 64 KiB, at most 1 MiB).
-    tail: Option<u64>,
+    tail: Option<u32>,
     /// Keep the response open and stream new output while the workload
     /// runs; the response ends once it has stopped.
     #[serde(default)]
@@ -464,7 +464,7 @@ pub(crate) async fn logs(
             Err(forwarded) => return Ok(forwarded),
         };
     let dir = node.workloads().dir_of(id);
-    let tail = q.tail.unwrap_or(64 * 1024).min(MAX_LOG_BYTES);
+    let tail = q.tail.map_or(64 * 1024, u64::from).min(MAX_LOG_BYTES);
     let (text, offset) = locus_runtime::read_log(&dir, tail).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
