@@ -131,6 +131,39 @@ pub struct WorkloadUpdate {
     pub env: Option<BTreeMap<locus_core::workload::EnvName, locus_core::workload::Text>>,
 }
 
+/// Largest epoch a handover may carry (2^53 - 1: exact in every JSON
+/// implementation).
+pub const MAX_EPOCH: u64 = (1 << 53) - 1;
+
+/// What one node sends another to make it the owner of a workload.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Handover {
+    pub id: WorkloadId,
+    /// The node that is to own it.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{20}$")]
+    pub owner: NodeId,
+    #[schema(minimum = 1, maximum = 9007199254740991_f64)]
+    pub epoch: u64,
+    pub spec: WorkloadSpec,
+    /// Why (kept when it says where the workload was placed from).
+    #[schema(max_length = 200)]
+    pub reason: String,
+}
+
+impl Handover {
+    /// The handover of `w` to `w.owner`.
+    pub fn of(w: &Workload) -> Handover {
+        Handover {
+            id: w.id,
+            owner: w.owner,
+            epoch: w.epoch,
+            spec: w.spec.clone(),
+            reason: w.reason.clone(),
+        }
+    }
+}
+
 /// A lifecycle verb on one workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -585,7 +618,7 @@ impl Workloads {
             .inner
             .http
             .post(format!("http://{api}/api/v1/workloads/handover"))
-            .json(w)
+            .json(&Handover::of(w))
             .send()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -599,28 +632,28 @@ impl Workloads {
 
     /// Accept a workload handed over by another node (or placed here by a
     /// submission on another node). Refused when it does not fit here.
-    pub async fn accept(&self, handed: Workload) -> Result<Workload, WorkloadError> {
+    pub async fn accept(&self, handed: Handover) -> Result<Workload, WorkloadError> {
         if handed.owner != self.inner.me {
             return Err(WorkloadError::Conflict(format!(
                 "the workload is addressed to node {}, this is node {}",
                 handed.owner, self.inner.me
             )));
         }
-        if handed.destroyed_unix_ms.is_some() || handed.desired != Desired::Running {
-            return Err(WorkloadError::Conflict(
-                "only a workload that should run can be handed over".to_owned(),
-            ));
+        if handed.epoch == 0 || handed.epoch > MAX_EPOCH {
+            return Err(WorkloadError::Invalid(format!(
+                "epoch {} is out of range 1..={MAX_EPOCH}",
+                handed.epoch
+            )));
         }
         handed
             .spec
             .check()
             .map_err(|e| WorkloadError::Conflict(e.to_string()))?;
-        // Whatever state the sender claims, it starts here from scratch: only
-        // the id, the spec, the epoch and the creation time carry over.
+        // It starts here from scratch: only the id, the spec and the epoch
+        // come from the sender.
         let now = now_ms();
         let mut w = Workload::new(handed.id, handed.spec, self.inner.me, now);
-        w.epoch = handed.epoch.max(1);
-        w.created_unix_ms = handed.created_unix_ms.min(now);
+        w.epoch = handed.epoch;
         let _ = w.transition(State::Scheduled, handed_reason(&handed.reason), now);
         let nodes = self
             .inner
@@ -734,7 +767,7 @@ impl Workloads {
         match placement.chosen {
             Some(node) if node == self.inner.me => {
                 let _ = w.transition(State::Scheduled, "placed on this node", now);
-                let w = self.accept(w).await?;
+                let w = self.accept(Handover::of(&w)).await?;
                 Ok(Submitted {
                     workload: Some(w),
                     placement,

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
 use locus_agent::workloads::{
-    Located, Submitted, Verb, WorkloadError, WorkloadUpdate, WorkloadView,
+    Handover, Located, Submitted, Verb, WorkloadError, WorkloadUpdate, WorkloadView,
 };
 use locus_core::workload::{SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
 use serde::Deserialize;
@@ -427,6 +427,7 @@ pub(crate) async fn remove(
 #[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
     /// Last bytes to return (default 64 KiB, at most 1 MiB).
+    #[param(minimum = 0, maximum = 1048576)]
     tail: Option<u32>,
     /// Keep the response open and stream new output while the workload
     /// runs; the response ends once it has stopped.
@@ -454,6 +455,14 @@ pub(crate) async fn logs(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_error)?;
+    if q.tail.is_some_and(|t| u64::from(t) > MAX_LOG_BYTES) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("tail is at most {MAX_LOG_BYTES} bytes"),
+        )
+        .with_details(serde_json::json!({ "path": "tail" })));
+    }
     let mut rest = format!("/logs?follow={}", q.follow);
     if let Some(t) = q.tail {
         rest.push_str(&format!("&tail={t}"));
@@ -517,7 +526,7 @@ pub(crate) async fn logs(
     post,
     path = "/api/v1/workloads/handover",
     tag = "workloads",
-    request_body = Workload,
+    request_body = Handover,
     responses(
         (status = 201, description = "This node owns it now", body = Workload),
         (status = 400, description = "Not a workload", body = ErrorBody),
@@ -528,7 +537,7 @@ pub(crate) async fn handover(
     State(node): State<Arc<Node>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let w: Workload = json_body(&body, "invalid")?;
-    let w = node.workloads().accept(w).await.map_err(api_error)?;
+    let h: Handover = json_body(&body, "invalid")?;
+    let w = node.workloads().accept(h).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(w)).into_response())
 }
