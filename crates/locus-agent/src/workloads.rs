@@ -366,15 +366,19 @@ impl Workloads {
         }
     }
 
-    /// One pass of the loop. Public for tests and benchmarks.
-    pub async fn reconcile(&self) -> Result<(), WorkloadError> {
-        let nodes = self
-            .inner
+    /// The cluster as the fabric sees it now (empty if the fabric stopped).
+    async fn cluster(&self) -> Vec<ClusterNode> {
+        self.inner
             .fabric
             .snapshot()
             .await
             .map(|s| s.nodes)
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// One pass of the loop. Public for tests and benchmarks.
+    pub async fn reconcile(&self) -> Result<(), WorkloadError> {
+        let nodes = self.cluster().await;
         let copies = self.copies(&nodes).await;
         self.fence_and_adopt(&nodes, &copies).await?;
         self.place_pending(&nodes).await?;
@@ -655,13 +659,7 @@ impl Workloads {
         let mut w = Workload::new(handed.id, handed.spec, self.inner.me, now);
         w.epoch = handed.epoch;
         let _ = w.transition(State::Scheduled, handed_reason(&handed.reason), now);
-        let nodes = self
-            .inner
-            .fabric
-            .snapshot()
-            .await
-            .map(|s| s.nodes)
-            .unwrap_or_default();
+        let nodes = self.cluster().await;
         if let Some(c) = self
             .copies(&nodes)
             .await
@@ -736,13 +734,7 @@ impl Workloads {
     ) -> Result<Submitted, WorkloadError> {
         spec.check()
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
-        let nodes = self
-            .inner
-            .fabric
-            .snapshot()
-            .await
-            .map(|s| s.nodes)
-            .unwrap_or_default();
+        let nodes = self.cluster().await;
         let copies = self.copies(&nodes).await;
         if let Some(c) = copies
             .iter()
@@ -827,13 +819,7 @@ impl Workloads {
     /// Every workload of the cluster (the winning copy of each), with the
     /// node that owns it.
     pub async fn list(&self) -> Vec<WorkloadView> {
-        let nodes = self
-            .inner
-            .fabric
-            .snapshot()
-            .await
-            .map(|s| s.nodes)
-            .unwrap_or_default();
+        let nodes = self.cluster().await;
         let copies = self.copies(&nodes).await;
         let mut best: BTreeMap<WorkloadId, WorkloadSummary> = BTreeMap::new();
         for c in copies {
@@ -896,13 +882,7 @@ impl Workloads {
         if let Some(e) = self.inner.owned.lock().await.entries.get(&id) {
             return Ok(Located::Local(Box::new(e.w.clone())));
         }
-        let nodes = self
-            .inner
-            .fabric
-            .snapshot()
-            .await
-            .map(|s| s.nodes)
-            .unwrap_or_default();
+        let nodes = self.cluster().await;
         let api_addr = nodes
             .iter()
             .find(|n| n.id == v.summary.owner)

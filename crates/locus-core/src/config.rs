@@ -84,33 +84,7 @@ impl fmt::Display for ConfigError {
 impl Config {
     /// Parse and validate a TOML document.
     pub fn from_toml_str(src: &str) -> Result<Config, ConfigError> {
-        let locate = |span: Option<std::ops::Range<usize>>| match span {
-            Some(span) => {
-                let (line, column) = line_column(src, span.start);
-                (Some(line), Some(column))
-            }
-            None => (None, None),
-        };
-        let de = toml::de::Deserializer::parse(src).map_err(|e| {
-            let (line, column) = locate(e.span());
-            ConfigError {
-                path: String::new(),
-                line,
-                column,
-                message: e.message().trim().to_owned(),
-            }
-        })?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, column) = locate(inner.span());
-            ConfigError {
-                path,
-                line,
-                column,
-                message: inner.message().trim().to_owned(),
-            }
-        })
+        parse_toml(src)
     }
 
     /// The API listen address, or the default.
@@ -145,7 +119,39 @@ fn default_gossip_addr() -> SocketAddr {
 }
 
 /// 1-based line and column of byte `offset` in `src`.
-pub(crate) fn line_column(src: &str, offset: usize) -> (usize, usize) {
+/// Deserialize a TOML document into `T`, locating any error: the dotted key
+/// path, and the line and column where it stands.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(src: &str) -> Result<T, ConfigError> {
+    let locate = |span: Option<std::ops::Range<usize>>| match span {
+        Some(span) => {
+            let (line, column) = line_column(src, span.start);
+            (Some(line), Some(column))
+        }
+        None => (None, None),
+    };
+    let de = toml::de::Deserializer::parse(src).map_err(|e| {
+        let (line, column) = locate(e.span());
+        ConfigError {
+            path: String::new(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = locate(inner.span());
+        ConfigError {
+            path,
+            line,
+            column,
+            message: inner.message().trim().to_owned(),
+        }
+    })
+}
+
+fn line_column(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::NodeId;
-use crate::config::{ConfigError, check_name, line_column, validated};
+use crate::config::{ConfigError, check_name, parse_toml, validated};
 
 /// Most transitions kept in a workload's history.
 pub const HISTORY_LIMIT: usize = 16;
@@ -398,35 +398,7 @@ impl WorkloadSpec {
     /// that span fields ([`WorkloadSpec::check`]).
     pub fn parse_fields(src: &str, format: SpecFormat) -> Result<WorkloadSpec, ConfigError> {
         let spec: WorkloadSpec = match format {
-            SpecFormat::Toml => {
-                let locate = |span: Option<std::ops::Range<usize>>| match span {
-                    Some(span) => {
-                        let (line, column) = line_column(src, span.start);
-                        (Some(line), Some(column))
-                    }
-                    None => (None, None),
-                };
-                let de = toml::de::Deserializer::parse(src).map_err(|e| {
-                    let (line, column) = locate(e.span());
-                    ConfigError {
-                        path: String::new(),
-                        line,
-                        column,
-                        message: e.message().trim().to_owned(),
-                    }
-                })?;
-                serde_path_to_error::deserialize(de).map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    let (line, column) = locate(inner.span());
-                    ConfigError {
-                        path,
-                        line,
-                        column,
-                        message: inner.message().trim().to_owned(),
-                    }
-                })?
-            }
+            SpecFormat::Toml => parse_toml(src)?,
             SpecFormat::Json => {
                 // `3.0` is an integer to JSON Schema (and to many clients);
                 // accept it where an integer is expected.
