@@ -53,6 +53,14 @@ fn api_error(e: WorkloadError) -> ApiError {
 /// Read a JSON body into `T`, naming the field path of an error; floats
 /// without a fraction count as integers (as JSON Schema says).
 fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], code: &str) -> Result<T, ApiError> {
+    // serde would also read a struct from an array of its fields.
+    if serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| !v.is_object()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            "the body must be a JSON object",
+        ));
+    }
     let strict = {
         let mut de = serde_json::Deserializer::from_slice(body);
         serde_path_to_error::deserialize::<_, T>(&mut de)

@@ -400,6 +400,17 @@ impl WorkloadSpec {
         let spec: WorkloadSpec = match format {
             SpecFormat::Toml => parse_toml(src)?,
             SpecFormat::Json => {
+                // serde would also read a struct from an array of its fields.
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(src)
+                    && !v.is_object()
+                {
+                    return Err(ConfigError {
+                        path: String::new(),
+                        line: Some(1),
+                        column: Some(1),
+                        message: "a workload spec must be a JSON object".to_owned(),
+                    });
+                }
                 // `3.0` is an integer to JSON Schema (and to many clients);
                 // accept it where an integer is expected.
                 if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(src)
@@ -909,6 +920,9 @@ near = { site = "pop", within_ms = 20 }
         .unwrap_err();
         assert_eq!(e.path, "kind");
         assert_eq!(e.line, Some(1));
+
+        let e = WorkloadSpec::parse(r#"["x","a"]"#, SpecFormat::Json).unwrap_err();
+        assert!(e.message.contains("JSON object"), "{e}");
 
         let e = WorkloadSpec::parse(r#"{"name":"x","source":"a","colour":1}"#, SpecFormat::Json)
             .unwrap_err();
