@@ -379,53 +379,31 @@ impl Workloads {
     /// One pass of the loop. Public for tests and benchmarks.
     pub async fn reconcile(&self) -> Result<(), WorkloadError> {
         let nodes = self.cluster().await;
-        let copies = self.copies(&nodes).await;
-        self.fence_and_adopt(&nodes, &copies).await?;
+        let replicas = self.replicas(&nodes).await;
+        let copies = replicas.copies();
+        self.fence_and_adopt(&nodes, &copies, &replicas).await?;
         self.place_pending(&nodes).await?;
         self.drive().await?;
         self.publish().await;
         Ok(())
     }
 
-    /// Every copy of every workload this node knows, from every owner's
-    /// records (its own included).
-    async fn copies(&self, nodes: &[ClusterNode]) -> Vec<WorkloadSummary> {
-        let mut out = Vec::new();
+    /// The records of every known node, fetched once per pass.
+    async fn replicas(&self, nodes: &[ClusterNode]) -> Replicas {
+        let mut by_owner = BTreeMap::new();
         for n in nodes {
-            let Ok(records) = self.inner.fabric.records_of(n.id).await else {
-                continue;
-            };
-            for (key, _, value) in records {
-                if key.starts_with("wl/")
-                    && !key.contains("/spec/")
-                    && let Ok(s) = serde_json::from_slice::<WorkloadSummary>(&value)
-                    && s.owner == n.id
-                {
-                    out.push(s);
-                }
+            if let Ok(records) = self.inner.fabric.records_of(n.id).await {
+                by_owner.insert(n.id, records.into_iter().map(|(k, _, v)| (k, v)).collect());
             }
         }
-        out
-    }
-
-    /// Read a spec from its owner's chunks; `None` unless every chunk is
-    /// there and the digest matches.
-    async fn spec_from_fabric(&self, s: &WorkloadSummary) -> Option<WorkloadSpec> {
-        let records = self.inner.fabric.records_of(s.owner).await.ok()?;
-        let by_key: BTreeMap<String, Vec<u8>> =
-            records.into_iter().map(|(k, _, v)| (k, v)).collect();
-        let mut json = Vec::new();
-        for i in 0..s.spec_chunks as usize {
-            json.extend_from_slice(by_key.get(&chunk_key(s.id, i))?);
-        }
-        let spec: WorkloadSpec = serde_json::from_slice(&json).ok()?;
-        (spec.digest() == s.spec_digest).then_some(spec)
+        Replicas { by_owner }
     }
 
     async fn fence_and_adopt(
         &self,
         nodes: &[ClusterNode],
         copies: &[WorkloadSummary],
+        replicas: &Replicas,
     ) -> Result<(), WorkloadError> {
         // Specs of copies whose owner is gone: the candidates for adoption.
         let liveness: BTreeMap<NodeId, Liveness> =
@@ -439,7 +417,7 @@ impl Workloads {
                     Some(Liveness::Dead | Liveness::Left)
                 )
             {
-                match self.spec_from_fabric(c).await {
+                match replicas.spec(c) {
                     Some(spec) => {
                         tracing::debug!(
                             workload = %c.id,
@@ -661,8 +639,9 @@ impl Workloads {
         let _ = w.transition(State::Scheduled, handed_reason(&handed.reason), now);
         let nodes = self.cluster().await;
         if let Some(c) = self
-            .copies(&nodes)
+            .replicas(&nodes)
             .await
+            .copies()
             .iter()
             .find(|c| c.name == *w.spec.name.get() && c.id != w.id && !c.destroyed)
         {
@@ -735,7 +714,7 @@ impl Workloads {
         spec.check()
             .map_err(|e| WorkloadError::Invalid(e.to_string()))?;
         let nodes = self.cluster().await;
-        let copies = self.copies(&nodes).await;
+        let copies = self.replicas(&nodes).await.copies();
         if let Some(c) = copies
             .iter()
             .find(|c| c.name == *spec.name.get() && !c.destroyed)
@@ -820,7 +799,8 @@ impl Workloads {
     /// node that owns it.
     pub async fn list(&self) -> Vec<WorkloadView> {
         let nodes = self.cluster().await;
-        let copies = self.copies(&nodes).await;
+        let replicas = self.replicas(&nodes).await;
+        let copies = replicas.copies();
         let mut best: BTreeMap<WorkloadId, WorkloadSummary> = BTreeMap::new();
         for c in copies {
             match best.get(&c.id) {
@@ -838,7 +818,7 @@ impl Workloads {
         for s in best.into_values().filter(|s| !s.destroyed) {
             let node = nodes.iter().find(|n| n.id == s.owner);
             let info = node.and_then(|n| n.info.as_ref());
-            let spec_replicated = s.spec_chunks > 0 && self.spec_from_fabric(&s).await.is_some();
+            let spec_replicated = s.spec_chunks > 0 && replicas.spec(&s).is_some();
             out.push(WorkloadView {
                 node_name: info.map(|i| i.name.clone()).unwrap_or_default(),
                 site: info.map(|i| i.site.name.get().clone()).unwrap_or_default(),
@@ -1366,6 +1346,43 @@ impl Workloads {
                 let _ = d.kill(inst).await;
             }
         }
+    }
+}
+
+/// Every known node's records, as fetched for one pass: the copies of
+/// every workload and the specs behind them come from here.
+struct Replicas {
+    by_owner: BTreeMap<NodeId, BTreeMap<String, Vec<u8>>>,
+}
+
+impl Replicas {
+    /// Every copy of every workload (each owner's summaries).
+    fn copies(&self) -> Vec<WorkloadSummary> {
+        let mut out = Vec::new();
+        for (owner, records) in &self.by_owner {
+            for (key, value) in records {
+                if key.starts_with("wl/")
+                    && !key.contains("/spec/")
+                    && let Ok(s) = serde_json::from_slice::<WorkloadSummary>(value)
+                    && s.owner == *owner
+                {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// A copy's spec from its owner's chunks; `None` unless every chunk is
+    /// there and the digest matches.
+    fn spec(&self, s: &WorkloadSummary) -> Option<WorkloadSpec> {
+        let records = self.by_owner.get(&s.owner)?;
+        let mut json = Vec::new();
+        for i in 0..s.spec_chunks as usize {
+            json.extend_from_slice(records.get(&chunk_key(s.id, i))?);
+        }
+        let spec: WorkloadSpec = serde_json::from_slice(&json).ok()?;
+        (spec.digest() == s.spec_digest).then_some(spec)
     }
 }
 
