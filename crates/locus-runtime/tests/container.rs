@@ -5,21 +5,20 @@
 //! carries the test's own random workload id and is removed at the end,
 //! even when the test fails.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::wait_exit;
+
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::RemoveImageOptions;
 use locus_core::workload::{SpecFormat, WorkloadId, WorkloadSpec};
 use locus_runtime::container::ContainerDriver;
-use locus_runtime::{Driver, DriverError, Exit, Instance, Observed, Run};
+use locus_runtime::{Driver, DriverError, Exit, Observed, Run};
 use tokio::sync::OnceCell;
 
 const IMAGE: &str = "locus-test-busybox:1";
-
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-assets")
-}
 
 /// The image tarball, built if missing, then loaded through the driver
 /// once per test run after removing the image from the engine — so the
@@ -28,20 +27,7 @@ async fn tarball() -> String {
     static LOADED: OnceCell<String> = OnceCell::const_new();
     LOADED
         .get_or_init(|| async {
-            let tar = assets().join("busybox-image.tar");
-            if !tar.exists() {
-                let script =
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-images.sh");
-                let status = std::process::Command::new(&script)
-                    .status()
-                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                assert!(status.success(), "{} failed: {status}", script.display());
-            }
-            assert!(
-                tar.exists(),
-                "{} is missing (is a Docker engine reachable?)",
-                tar.display()
-            );
+            let tar = common::asset("busybox-image.tar");
             let docker = Docker::connect_with_unix_defaults()
                 .unwrap()
                 .negotiate_version()
@@ -94,9 +80,8 @@ struct Workload {
 
 impl Workload {
     fn new() -> Workload {
-        use std::hash::{BuildHasher, RandomState};
         Workload {
-            id: WorkloadId(RandomState::new().hash_one(Instant::now()).to_le_bytes()),
+            id: common::random_id(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -140,23 +125,6 @@ impl Drop for Workload {
                     .output();
             }
         }
-    }
-}
-
-async fn wait_exit(driver: &ContainerDriver, instance: &Instance, limit: Duration) -> Exit {
-    let deadline = Instant::now() + limit;
-    loop {
-        match driver.observe(instance).await {
-            Observed::Exited(e) => return e,
-            Observed::Gone => panic!("container {} is gone", instance.handle),
-            Observed::Running => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} still running after {limit:?}",
-            instance.handle
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -2,45 +2,20 @@
 //! (built into `target/test-assets/` by `scripts/test-images.sh`, which these
 //! tests run themselves when the asset is missing).
 
+mod common;
+
+use common::{random_id, wait_exit};
+
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use locus_core::workload::{SpecFormat, WorkloadId, WorkloadSpec};
+use locus_core::workload::{SpecFormat, WorkloadSpec};
 use locus_runtime::process::ProcessDriver;
 use locus_runtime::{Driver, DriverError, Exit, Instance, Observed, Run};
 
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-assets")
-}
-
-/// The static busybox executable, built on first use.
+/// The static busybox executable.
 fn busybox() -> PathBuf {
-    static READY: OnceLock<PathBuf> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            let path = assets().join("busybox");
-            if !path.exists() {
-                let script =
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/test-images.sh");
-                let status = std::process::Command::new(&script)
-                    .status()
-                    .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-                assert!(status.success(), "{} failed: {status}", script.display());
-            }
-            assert!(
-                path.exists(),
-                "{} is missing after scripts/test-images.sh",
-                path.display()
-            );
-            path
-        })
-        .clone()
-}
-
-fn random_id() -> WorkloadId {
-    use std::hash::{BuildHasher, RandomState};
-    WorkloadId(RandomState::new().hash_one(Instant::now()).to_le_bytes())
+    common::asset("busybox")
 }
 
 /// A run of busybox with `args`, in a fresh directory.
@@ -59,22 +34,6 @@ fn run(dir: &Path, args: &[&str], memory_mb: u64, log_limit_bytes: u64) -> Run {
         spec: WorkloadSpec::parse(&spec.to_string(), SpecFormat::Json).expect("valid spec"),
         dir: dir.to_owned(),
         log_limit_bytes,
-    }
-}
-
-async fn wait_exit(driver: &ProcessDriver, instance: &Instance, limit: Duration) -> Exit {
-    let deadline = Instant::now() + limit;
-    loop {
-        match driver.observe(instance).await {
-            Observed::Exited(e) => return e,
-            Observed::Gone => panic!("instance {instance:?} is gone"),
-            Observed::Running => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{instance:?} still running after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
