@@ -1,13 +1,14 @@
 //! # locus-core
 //!
 //! The vocabulary of locus as plain data: node identity, configuration,
-//! host inventory, workloads and their lifecycle, and the rules that make each of them valid.
+//! host inventory, artifact names, workloads and their lifecycle, and the rules that make each of them valid.
 //!
 //! This crate owns the *meaning* of things. It must never do I/O, spawn
 //! tasks or depend on a runtime: every function here is a pure function of
 //! its arguments, so the rules can be tested in isolation and shared by the
 //! agent, the API and the CLI without dragging the world along.
 
+pub mod artifact;
 pub mod cluster;
 pub mod config;
 pub mod identity;
@@ -15,6 +16,7 @@ pub mod inventory;
 pub mod node;
 pub mod workload;
 
+pub use artifact::ArtifactId;
 pub use config::{Config, ConfigError};
 pub use identity::NodeId;
 pub use node::{Health, HealthStatus, NodeStatus};

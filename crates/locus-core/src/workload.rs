@@ -111,7 +111,8 @@ validated!(
 );
 
 validated!(
-    /// Where the code comes from: a file path on the node (a `.wasm`/`.wat`
+    /// Where the code comes from: an artifact (`cid:<cid>`, fetched and
+    /// verified before start), a file path on the node (a `.wasm`/`.wat`
     /// module, an executable, a `docker save` tarball) or a container image
     /// reference already in the node's engine. 1–1024 characters.
     Source(String, "String"), schema = String,
@@ -122,6 +123,8 @@ validated!(
             Err(format!("source is {} characters long; the limit is 1024", v.chars().count()))
         } else if v.chars().any(char::is_control) {
             Err("source contains a control character".to_owned())
+        } else if let Some(Err(e)) = crate::artifact::ArtifactId::from_source(v) {
+            Err(e.to_string())
         } else {
             Ok(())
         }
