@@ -10,6 +10,7 @@
 //! Must never: speak HTTP (that is `locus-api`), parse command lines (that is
 //! the `locus` binary), or replace a key or database it cannot read.
 
+pub mod artifacts;
 pub mod capacity;
 pub mod identity;
 pub mod inventory;
@@ -34,6 +35,7 @@ use locus_store::{Boot, Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use artifacts::Artifacts;
 pub use identity::IdentityError;
 pub use inventory::HostPaths;
 pub use metrics::Metrics;
@@ -81,6 +83,8 @@ pub enum AgentError {
     ClusterKey { path: PathBuf, reason: String },
     #[error(transparent)]
     Fabric(#[from] FabricError),
+    #[error("cannot open the artifact store: {0}")]
+    Artifacts(String),
     #[error("cannot load the workloads: {0}")]
     Workloads(String),
 }
@@ -100,8 +104,10 @@ pub struct Node {
     fabric: FabricHandle,
     capacity: Arc<capacity::CapacityPublisher>,
     workloads: Workloads,
+    artifacts: Artifacts,
     refresh: JoinHandle<()>,
     reconcile: JoinHandle<()>,
+    repair: JoinHandle<()>,
     _lock: File,
 }
 
@@ -217,7 +223,18 @@ impl Node {
             metrics.inventory_refreshes.clone(),
             capacity.clone(),
         ));
+        let (artifacts, repair) = Artifacts::start(artifacts::ArtifactsSetup {
+            me: id,
+            data_dir: data_dir.clone(),
+            store: store.clone(),
+            fabric: fabric.clone(),
+            metrics: metrics.clone(),
+            budget_bytes: settings.config.artifacts.disk_budget_bytes(),
+        })
+        .await
+        .map_err(|e| AgentError::Artifacts(e.to_string()))?;
         let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
+            artifacts: artifacts.clone(),
             me: id,
             data_dir: data_dir.clone(),
             store: store.clone(),
@@ -256,8 +273,10 @@ impl Node {
             fabric,
             capacity,
             workloads,
+            artifacts,
             refresh,
             reconcile,
+            repair,
             _lock: lock,
         })
     }
@@ -290,6 +309,11 @@ impl Node {
     /// The workloads this node owns, and the cluster's.
     pub fn workloads(&self) -> &Workloads {
         &self.workloads
+    }
+
+    /// The artifacts this node holds, and the cluster's.
+    pub fn artifacts(&self) -> &Artifacts {
+        &self.artifacts
     }
 
     /// The capacity as published.
@@ -361,6 +385,7 @@ impl Node {
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         self.refresh.abort();
         self.reconcile.abort();
+        self.repair.abort();
         self.workloads.shutdown().await;
         self.fabric.leave().await;
         self.store.end_boot(self.boot.generation, unix_ms()).await?;

@@ -25,6 +25,17 @@ pub struct Metrics {
     pub workload_adoptions: IntCounter,
     /// Stale copies stopped because a newer epoch exists.
     pub workload_yields: IntCounter,
+    /// Artifact bytes received from peers (verified).
+    pub artifact_fetched_bytes: IntCounter,
+    /// Artifact bytes sent to peers and clients.
+    pub artifact_served_bytes: IntCounter,
+    /// Chunk groups that failed verification, by the peer that sent them.
+    pub artifact_corrupt_chunks: IntCounterVec,
+    /// Finished fetches, by result (ok, failed).
+    pub artifact_fetches: IntCounterVec,
+    /// Artifacts held on this node, and their bytes.
+    pub artifacts_held: IntGauge,
+    pub artifacts_bytes: IntGauge,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -116,8 +127,45 @@ impl Metrics {
         )?;
         registry.register(Box::new(workload_yields.clone()))?;
 
+        let artifact_fetched_bytes = IntCounter::new(
+            "locus_artifact_fetched_bytes_total",
+            "Artifact bytes received from peers, verified.",
+        )?;
+        registry.register(Box::new(artifact_fetched_bytes.clone()))?;
+        let artifact_served_bytes = IntCounter::new(
+            "locus_artifact_served_bytes_total",
+            "Artifact bytes sent to peers and clients.",
+        )?;
+        registry.register(Box::new(artifact_served_bytes.clone()))?;
+        let artifact_corrupt_chunks = IntCounterVec::new(
+            Opts::new(
+                "locus_artifact_corrupt_chunks_total",
+                "Chunk groups that failed verification, by sending peer.",
+            ),
+            &["peer"],
+        )?;
+        registry.register(Box::new(artifact_corrupt_chunks.clone()))?;
+        let artifact_fetches = IntCounterVec::new(
+            Opts::new("locus_artifact_fetches_total", "Finished artifact fetches."),
+            &["result"],
+        )?;
+        registry.register(Box::new(artifact_fetches.clone()))?;
+        let artifacts_held = IntGauge::new("locus_artifacts", "Artifacts held on this node.")?;
+        registry.register(Box::new(artifacts_held.clone()))?;
+        let artifacts_bytes = IntGauge::new(
+            "locus_artifacts_bytes",
+            "Bytes of the artifacts held on this node.",
+        )?;
+        registry.register(Box::new(artifacts_bytes.clone()))?;
+
         Ok(Metrics {
             registry,
+            artifact_fetched_bytes,
+            artifact_served_bytes,
+            artifact_corrupt_chunks,
+            artifact_fetches,
+            artifacts_held,
+            artifacts_bytes,
             workloads,
             workload_adoptions,
             workload_yields,

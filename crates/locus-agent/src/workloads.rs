@@ -221,6 +221,7 @@ struct Inner {
     /// first learns whether its workloads were adopted elsewhere).
     hold_until: Instant,
     http: reqwest::Client,
+    artifacts: crate::artifacts::Artifacts,
 }
 
 /// The workloads of this node. Cheap to clone.
@@ -239,6 +240,8 @@ pub struct WorkloadsSetup {
     pub inventory: tokio::sync::watch::Receiver<Arc<locus_core::inventory::Inventory>>,
     pub metrics: Arc<Metrics>,
     pub drivers: Vec<Arc<dyn Driver>>,
+    /// Where `cid:` sources are fetched from.
+    pub artifacts: crate::artifacts::Artifacts,
     /// How long to hold starts after boot.
     pub hold: Duration,
 }
@@ -328,6 +331,7 @@ impl Workloads {
             }),
             wake: Notify::new(),
             hold_until: Instant::now() + setup.hold,
+            artifacts: setup.artifacts,
             http: reqwest::Client::builder()
                 .timeout(HANDOVER_TIMEOUT)
                 .build()
@@ -1148,6 +1152,14 @@ impl Workloads {
         }
         // Allocation follows what is held.
         let alloc = allocation(owned.entries.values());
+        self.inner.artifacts.set_in_use(
+            owned
+                .entries
+                .values()
+                .filter_map(|e| locus_core::ArtifactId::from_source(e.w.spec.source.get()))
+                .filter_map(Result::ok)
+                .collect(),
+        );
         drop(owned);
         for id in expired {
             self.drop_owned(id).await?;
@@ -1182,6 +1194,13 @@ impl Workloads {
                     run.files_dir().display()
                 )));
             }
+            let mut run = run;
+            if let Some(parsed) = locus_core::ArtifactId::from_source(run.spec.source.get()) {
+                match self.artifact_source(parsed).await {
+                    Ok(source) => run.spec.source = source,
+                    Err(e) => return OpResult::Started(Err(e)),
+                }
+            }
             return OpResult::Started(driver.start(&run).await.map_err(|e| e.to_string()));
         }
         OpResult::Stopped(Ok(Exit {
@@ -1189,6 +1208,21 @@ impl Workloads {
             failed: false,
             reason: "stopped".to_owned(),
         }))
+    }
+
+    /// Fetch (and verify) an artifact source; the local path to start from.
+    async fn artifact_source(
+        &self,
+        parsed: Result<locus_core::ArtifactId, locus_core::artifact::ArtifactIdError>,
+    ) -> Result<locus_core::workload::Source, String> {
+        let id = parsed.map_err(|e| e.to_string())?;
+        self.inner
+            .artifacts
+            .fetch_and_wait(id)
+            .await
+            .map_err(|e| format!("cannot fetch the source artifact: {e}"))?;
+        let path = self.inner.artifacts.path(&id);
+        locus_core::workload::Source::try_from(path.display().to_string())
     }
 
     async fn complete(&self, id: WorkloadId, op: Op, result: OpResult) {

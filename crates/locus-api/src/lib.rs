@@ -9,6 +9,7 @@
 //! every handler reads from or asks the [`Node`]; a handler that needs a
 //! rule calls a function of `locus-core` or `locus-agent`.
 
+mod artifacts;
 mod error;
 mod routes;
 mod workloads;
@@ -46,6 +47,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "observability", description = "Health and metrics"),
         (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
         (name = "workloads", description = "Workloads: submit, place, run, stop, destroy, logs; any node forwards to the owner"),
+        (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
     )
 )]
 struct ApiDoc;
@@ -71,6 +73,14 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(workloads::stop))
         .routes(utoipa_axum::routes!(workloads::kill))
         .routes(utoipa_axum::routes!(workloads::logs))
+        .routes(utoipa_axum::routes!(artifacts::put, artifacts::list))
+        .routes(utoipa_axum::routes!(artifacts::gc))
+        .routes(utoipa_axum::routes!(artifacts::stat))
+        .routes(utoipa_axum::routes!(artifacts::content))
+        .routes(utoipa_axum::routes!(artifacts::bao))
+        .routes(utoipa_axum::routes!(artifacts::fetch))
+        .routes(utoipa_axum::routes!(artifacts::pin))
+        .routes(utoipa_axum::routes!(artifacts::unpin))
 }
 
 /// The OpenAPI document of this API.

@@ -270,7 +270,7 @@ proptest! {
         let mut buf = vec![0; (r.end - r.start) as usize];
         f.read_exact_at(&mut buf, r.start).unwrap();
         prop_assert_eq!(&buf[..], &bytes[r.start as usize..r.end as usize]);
-        prop_assert_eq!(missing(size as u64, &[r.clone()]).iter().map(|g| g.end - g.start).sum::<u64>() + (r.end - r.start), size as u64);
+        prop_assert_eq!(missing(size as u64, std::slice::from_ref(&r)).iter().map(|g| g.end - g.start).sum::<u64>() + (r.end - r.start), size as u64);
     }
 }
 

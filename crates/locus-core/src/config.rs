@@ -51,6 +51,9 @@ pub struct Config {
     /// Host inventory settings.
     #[serde(default)]
     pub inventory: InventoryConfig,
+    /// Artifact store settings.
+    #[serde(default)]
+    pub artifacts: ArtifactsConfig,
 }
 
 /// A configuration error, located in the source text.
@@ -252,6 +255,36 @@ fn default_refresh() -> RefreshSecs {
     RefreshSecs(DEFAULT_INVENTORY_REFRESH_SECS)
 }
 
+/// Artifact store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// Disk the artifact store may use, in MiB (1..=16777216, default
+    /// 10240). Past it, unpinned artifacts no workload uses are collected,
+    /// least recently used first; an artifact that cannot fit is refused.
+    #[serde(default = "default_budget")]
+    pub disk_budget_mb: DiskBudgetMb,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            disk_budget_mb: default_budget(),
+        }
+    }
+}
+
+impl ArtifactsConfig {
+    /// The budget in bytes.
+    pub fn disk_budget_bytes(&self) -> u64 {
+        self.disk_budget_mb.0 << 20
+    }
+}
+
+fn default_budget() -> DiskBudgetMb {
+    DiskBudgetMb(10_240)
+}
+
 /// Declares a newtype over `$raw` whose values pass `$check`; serde reads
 /// it through `try_from`, so an invalid value fails where it stands.
 macro_rules! validated {
@@ -445,6 +478,12 @@ validated!(
     /// Seconds between two refreshes, 1..=86400.
     RefreshSecs(u64, "u64"), schema = u64,
     check = |v| if (1..=86_400).contains(v) { Ok(()) } else { Err(format!("refresh_secs {v} is out of range 1..=86400")) }
+);
+
+validated!(
+    /// MiB of disk, 1..=16777216 (16 TiB).
+    DiskBudgetMb(u64, "u64"), schema = u64,
+    check = |v| if (1..=16_777_216).contains(v) { Ok(()) } else { Err(format!("disk_budget_mb {v} is out of range 1..=16777216")) }
 );
 
 #[cfg(test)]

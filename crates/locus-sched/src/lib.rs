@@ -88,8 +88,13 @@ impl Decision {
 
 /// Rendezvous (highest random weight) hash of a workload on a node.
 pub fn rendezvous(id: WorkloadId, node: NodeId) -> u64 {
+    rendezvous_key(&id.0, node)
+}
+
+/// Rendezvous hash of any key (a workload id, an artifact digest) on a node.
+pub fn rendezvous_key(key: &[u8], node: NodeId) -> u64 {
     let mut h = blake3::Hasher::new();
-    h.update(&id.0);
+    h.update(key);
     h.update(node.as_bytes());
     let d = h.finalize();
     let mut b = [0u8; 8];
@@ -395,3 +400,72 @@ pub fn plan<'a>(
 
 #[cfg(test)]
 mod tests;
+
+/// Which nodes should fetch a copy of the artifact `key` so that `k` live
+/// nodes hold it, given who holds it now. Every node computes the same
+/// answer from the same view: live non-holders are taken one at a time,
+/// preferring a site that has no copy yet, then the highest rendezvous
+/// hash. Empty when `k` live holders exist already.
+pub fn replica_fetchers(
+    key: &[u8],
+    k: usize,
+    nodes: &[ClusterNode],
+    holders: &std::collections::BTreeSet<NodeId>,
+) -> Vec<NodeId> {
+    let alive = |n: &&ClusterNode| n.liveness == Liveness::Alive;
+    let site = |n: &ClusterNode| n.info.as_ref().map(|i| i.site.name.get().to_owned());
+    let mut covered: std::collections::BTreeSet<Option<String>> = nodes
+        .iter()
+        .filter(alive)
+        .filter(|n| holders.contains(&n.id))
+        .map(site)
+        .collect();
+    let have = nodes
+        .iter()
+        .filter(alive)
+        .filter(|n| holders.contains(&n.id))
+        .count();
+    let mut candidates: Vec<&ClusterNode> = nodes
+        .iter()
+        .filter(alive)
+        .filter(|n| !holders.contains(&n.id))
+        .collect();
+    let mut out = Vec::new();
+    while out.len() + have < k && !candidates.is_empty() {
+        let (i, _) = candidates
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, n)| (!covered.contains(&site(n)), rendezvous_key(key, n.id)))
+            .expect("candidates is not empty");
+        let chosen = candidates.swap_remove(i);
+        covered.insert(site(chosen));
+        out.push(chosen.id);
+    }
+    out
+}
+
+/// `candidates` ordered nearest first from `me` by estimated RTT (nodes
+/// with no estimate last, then by id, so the order is stable).
+pub fn nearest_first(
+    me: &ClusterNode,
+    nodes: &[ClusterNode],
+    candidates: &[NodeId],
+) -> Vec<NodeId> {
+    let mut ranked: Vec<(f64, NodeId)> = candidates
+        .iter()
+        .map(|id| {
+            let rtt = if *id == me.id {
+                0.0
+            } else {
+                nodes
+                    .iter()
+                    .find(|n| n.id == *id)
+                    .and_then(|n| cluster::estimate_rtt(me, n))
+                    .map_or(f64::INFINITY, |e| e.rtt_ms)
+            };
+            (rtt, *id)
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    ranked.into_iter().map(|(_, id)| id).collect()
+}

@@ -244,3 +244,77 @@ proptest! {
         prop_assert_eq!(successor(id, &s, &nodes, &[]), successor(id, &s, &shuffled, &[]));
     }
 }
+
+#[test]
+fn replicas_go_to_sites_without_a_copy_first() {
+    let nodes = vec![
+        node(1, "a", Liveness::Alive, 1000, 0),
+        node(2, "a", Liveness::Alive, 1000, 0),
+        node(3, "b", Liveness::Alive, 1000, 0),
+        node(4, "b", Liveness::Dead, 1000, 0),
+        node(5, "c", Liveness::Alive, 1000, 0),
+    ];
+    let holders: std::collections::BTreeSet<_> = [nodes[0].id].into();
+    let f = replica_fetchers(b"art", 3, &nodes, &holders);
+    assert_eq!(f.len(), 2);
+    let sites: std::collections::BTreeSet<_> = f
+        .iter()
+        .map(|id| {
+            nodes
+                .iter()
+                .find(|n| n.id == *id)
+                .unwrap()
+                .info
+                .as_ref()
+                .unwrap()
+                .site
+                .name
+                .get()
+                .clone()
+        })
+        .collect();
+    assert_eq!(
+        sites,
+        ["b".to_owned(), "c".to_owned()].into(),
+        "one copy per site before a second"
+    );
+    assert!(!f.contains(&nodes[3].id), "a dead node is never asked");
+    // Enough live holders: nothing to do; a dead holder does not count.
+    let all: std::collections::BTreeSet<_> = [nodes[0].id, nodes[2].id, nodes[4].id].into();
+    assert!(replica_fetchers(b"art", 3, &nodes, &all).is_empty());
+    let with_dead: std::collections::BTreeSet<_> = [nodes[0].id, nodes[3].id].into();
+    assert_eq!(replica_fetchers(b"art", 2, &nodes, &with_dead).len(), 1);
+    // More copies than nodes: every live node.
+    assert_eq!(replica_fetchers(b"art", 10, &nodes, &holders).len(), 3);
+}
+
+#[test]
+fn nearest_holders_come_first() {
+    let mut nodes = vec![
+        node(1, "a", Liveness::Alive, 1000, 0),
+        node(2, "a", Liveness::Alive, 1000, 0),
+        node(3, "b", Liveness::Alive, 1000, 0),
+        node(4, "b", Liveness::Alive, 1000, 0),
+    ];
+    nodes[0].coordinate = Some(coord(0.0));
+    nodes[1].coordinate = Some(coord(0.050));
+    nodes[2].coordinate = Some(coord(0.005));
+    let ids = [nodes[3].id, nodes[1].id, nodes[2].id];
+    let order = nearest_first(&nodes[0], &nodes, &ids);
+    assert_eq!(order, vec![nodes[2].id, nodes[1].id, nodes[3].id]);
+}
+
+proptest! {
+    #[test]
+    fn every_view_agrees_on_the_fetchers(k in 0usize..6, held in proptest::collection::btree_set(0u8..8, 0..4), key in any::<[u8; 4]>()) {
+        let nodes: Vec<_> = (0..8).map(|i| node(i, ["a", "b", "c"][i as usize % 3], Liveness::Alive, 1000, 0)).collect();
+        let holders: std::collections::BTreeSet<_> = held.iter().map(|i| nodes[*i as usize].id).collect();
+        let mut rev = nodes.clone();
+        rev.reverse();
+        let a = replica_fetchers(&key, k, &nodes, &holders);
+        let b = replica_fetchers(&key, k, &rev, &holders);
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(a.len(), k.saturating_sub(holders.len()).min(8 - holders.len()));
+        prop_assert!(a.iter().all(|id| !holders.contains(id)));
+    }
+}

@@ -85,6 +85,22 @@ pub struct StoredWorkload {
     pub instance: Option<String>,
 }
 
+/// An artifact this node holds, as indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredArtifact {
+    pub cid: String,
+    pub size: u64,
+    /// A name given at upload, for people.
+    pub name: Option<String>,
+    /// Pinned artifacts are never collected.
+    pub pinned: bool,
+    /// Copies the cluster keeps (0: this node's copy only).
+    pub replicas: u32,
+    pub added_at_ms: u64,
+    /// Last read, served or started from (collection goes oldest first).
+    pub used_at_ms: u64,
+}
+
 /// Handle to the node's database. Cheap to clone; every clone talks to the
 /// same writer thread.
 #[derive(Clone)]
@@ -230,6 +246,86 @@ impl Store {
                     })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Record an artifact this node now holds. A second record of the same
+    /// artifact keeps the stronger of both: pinned wins, the larger replica
+    /// count wins, a name given replaces none.
+    pub async fn put_artifact(&self, a: StoredArtifact) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO artifacts (cid, size, name, pinned, replicas, added_at_ms, used_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT(cid) DO UPDATE SET
+                        name = COALESCE(?3, name),
+                        pinned = MAX(pinned, ?4),
+                        replicas = MAX(replicas, ?5),
+                        used_at_ms = ?6",
+                    params![a.cid, a.size as i64, a.name, a.pinned, a.replicas as i64, a.used_at_ms as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every artifact this node holds, least recently used first.
+    pub async fn artifacts(&self) -> Result<Vec<StoredArtifact>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT cid, size, name, pinned, replicas, added_at_ms, used_at_ms
+                     FROM artifacts ORDER BY used_at_ms, cid",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(StoredArtifact {
+                        cid: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        name: r.get(2)?,
+                        pinned: r.get(3)?,
+                        replicas: r.get::<_, i64>(4)? as u32,
+                        added_at_ms: r.get::<_, i64>(5)? as u64,
+                        used_at_ms: r.get::<_, i64>(6)? as u64,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Pin or unpin an artifact; false when it is not held.
+    pub async fn set_artifact_pinned(&self, cid: String, pinned: bool) -> Result<bool, StoreError> {
+        self.writer
+            .call(move |c| {
+                Ok(c.execute(
+                    "UPDATE artifacts SET pinned = ?2 WHERE cid = ?1",
+                    params![cid, pinned],
+                )? > 0)
+            })
+            .await
+    }
+
+    /// Note that an artifact was used (read, served or started from).
+    pub async fn touch_artifact(&self, cid: String, now_ms: u64) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute(
+                    "UPDATE artifacts SET used_at_ms = MAX(used_at_ms, ?2) WHERE cid = ?1",
+                    params![cid, now_ms as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Forget an artifact (its bytes are gone).
+    pub async fn delete_artifact(&self, cid: String) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute("DELETE FROM artifacts WHERE cid = ?1", params![cid])?;
+                Ok(())
             })
             .await
     }

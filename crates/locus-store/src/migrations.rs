@@ -28,6 +28,16 @@ const MIGRATIONS: &[&str] = &[
         instance      TEXT,
         updated_at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 3: the index of artifacts held on this node (their bytes live in files).
+    "CREATE TABLE artifacts (
+        cid         TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        name        TEXT,
+        pinned      INTEGER NOT NULL,
+        replicas    INTEGER NOT NULL,
+        added_at_ms INTEGER NOT NULL,
+        used_at_ms  INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

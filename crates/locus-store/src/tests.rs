@@ -172,3 +172,55 @@ async fn owned_workloads_survive_a_reopen_and_can_be_forgotten() {
     assert_eq!(store.workloads().await.unwrap().len(), 1);
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn artifacts_keep_the_stronger_of_two_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = crate::StoredArtifact {
+        cid: "bafkr4iabc".into(),
+        size: 10,
+        name: Some("app.wasm".into()),
+        pinned: true,
+        replicas: 2,
+        added_at_ms: 5,
+        used_at_ms: 5,
+    };
+    store.put_artifact(a.clone()).await.unwrap();
+    store
+        .put_artifact(crate::StoredArtifact {
+            name: None,
+            pinned: false,
+            replicas: 0,
+            used_at_ms: 9,
+            ..a.clone()
+        })
+        .await
+        .unwrap();
+    let got = store.artifacts().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name.as_deref(), Some("app.wasm"));
+    assert!(got[0].pinned);
+    assert_eq!(got[0].replicas, 2);
+    assert_eq!(got[0].used_at_ms, 9);
+    assert!(
+        store
+            .set_artifact_pinned(a.cid.clone(), false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_artifact_pinned("nope".into(), false)
+            .await
+            .unwrap()
+    );
+    store.touch_artifact(a.cid.clone(), 3).await.unwrap();
+    assert_eq!(
+        store.artifacts().await.unwrap()[0].used_at_ms,
+        9,
+        "never moves back"
+    );
+    store.delete_artifact(a.cid).await.unwrap();
+    assert!(store.artifacts().await.unwrap().is_empty());
+}

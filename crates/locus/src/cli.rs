@@ -65,6 +65,9 @@ pub enum Command {
     Update(UpdateArgs),
     /// Destroy a workload (it must be stopped unless --force).
     Rm(RmArgs),
+    /// Content-addressed artifacts: put, get, list, pin, collect.
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
     /// Make a cluster key for `--cluster-key-file` (every node of a cluster
     /// needs the same file).
     Keygen(KeygenArgs),
@@ -305,4 +308,63 @@ pub struct FootprintArgs {
     /// Seconds to leave the agent idle before reading its memory and CPU.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub idle_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Store a file on the node; prints its CID (this node's copy is pinned).
+    Put(ArtifactPutArgs),
+    /// Fetch an artifact to the node (from the nearest holders, verified)
+    /// and write it to a file or stdout.
+    Get(ArtifactGetArgs),
+    /// Fetch an artifact to the node without downloading it here (prefetch).
+    Fetch {
+        /// The artifact's CID.
+        cid: String,
+    },
+    /// The artifacts the node holds.
+    Ls,
+    /// One artifact: size, name, pin, replicas and live holders.
+    Stat {
+        /// The artifact's CID.
+        cid: String,
+    },
+    /// Keep an artifact on the node whatever the budget.
+    Pin {
+        /// The artifact's CID.
+        cid: String,
+    },
+    /// Let an artifact be collected again.
+    Unpin {
+        /// The artifact's CID.
+        cid: String,
+    },
+    /// Collect unpinned, unused artifacts (least recently used first)
+    /// until the store is within its disk budget.
+    Gc {
+        /// Collect every collectable artifact, not only down to the budget.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactPutArgs {
+    /// The file to store.
+    pub file: PathBuf,
+    /// Copies the cluster keeps, on distinct sites first (0: this node only).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub replicas: u32,
+    /// A name for people (default: the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactGetArgs {
+    /// The artifact's CID.
+    pub cid: String,
+    /// Where to write it (default: stdout).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }

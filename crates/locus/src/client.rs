@@ -12,6 +12,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// For transfers: no overall deadline, only a connect and a read
+    /// timeout.
+    long: reqwest::Client,
 }
 
 impl Client {
@@ -27,7 +30,31 @@ impl Client {
             .timeout(TIMEOUT)
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client { base, http })
+        let long = reqwest::Client::builder()
+            .connect_timeout(TIMEOUT)
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client { base, http, long })
+    }
+
+    /// Start a long call (an upload or a download) and return the response
+    /// once its status is a success; the agent's error otherwise.
+    pub async fn transfer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        prepare: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.base);
+        let request = prepare(self.long.request(method.clone(), &url));
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(self.refusal(status, method.as_str(), path, &body));
+        }
+        Ok(response)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

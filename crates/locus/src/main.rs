@@ -2,6 +2,7 @@
 //! subcommand is a client of a node's API.
 
 mod agent;
+mod artifact_cli;
 mod bench;
 mod bench_fabric;
 mod bench_workloads;
@@ -169,6 +170,7 @@ async fn workload_command(
         Command::Kill { workload } => workload_cli::verb(client, json, workload, "kill").await,
         Command::Update(args) => workload_cli::update(client, json, args).await,
         Command::Rm(args) => workload_cli::rm(client, json, args).await,
+        Command::Artifact(c) => artifact_cli::run(client, json, c).await,
         _ => return None,
     })
 }

@@ -43,23 +43,6 @@ fn ticker(dir: &Path) -> PathBuf {
     write(dir, "ticker.wat", TICKER)
 }
 
-fn cli(agent: &Agent, args: &[&str]) -> std::process::Output {
-    let api = agent.api();
-    let mut v: Vec<&str> = vec!["--api", &api];
-    v.extend_from_slice(args);
-    locus(&v)
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn workloads(agent: &Agent) -> Vec<Value> {
     get_json(agent, "/api/v1/workloads")
         .as_array()
@@ -69,17 +52,6 @@ fn workloads(agent: &Agent) -> Vec<Value> {
 
 fn find(agent: &Agent, name: &str) -> Option<Value> {
     workloads(agent).into_iter().find(|w| w["name"] == name)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if done() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting until {what}");
 }
 
 fn wait_state(agent: &Agent, name: &str, state: &str) -> Value {
@@ -292,88 +264,6 @@ fn a_process_restarts_on_failure_and_survives_an_agent_crash() {
     wait_until("the process is gone", Duration::from_secs(15), || {
         count() == 0
     });
-}
-
-struct Member {
-    agent: Agent,
-    gossip: SocketAddr,
-    name: String,
-}
-
-fn member(dir: &Path, i: usize, site: &str, seeds: &[SocketAddr]) -> Member {
-    let ip = format!("127.0.7.{i}");
-    member_on(dir, i, site, seeds, free_udp_on(&ip), free_addr_on(&ip))
-}
-
-fn member_on(
-    dir: &Path,
-    i: usize,
-    site: &str,
-    seeds: &[SocketAddr],
-    gossip: SocketAddr,
-    api: SocketAddr,
-) -> Member {
-    let name = format!("w{i}");
-    let mut args = vec![
-        "--gossip".to_owned(),
-        gossip.to_string(),
-        "--name".to_owned(),
-        name.clone(),
-        "--site".to_owned(),
-        site.to_owned(),
-    ];
-    for s in seeds.iter().filter(|s| **s != gossip) {
-        args.push("--seed".to_owned());
-        args.push(s.to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let agent = Agent::spawn(&dir.join(&name), api, &args);
-    agent.wait_healthy();
-    Member {
-        agent,
-        gossip,
-        name,
-    }
-}
-
-fn wait_cluster(members: &[&Member], n: usize) {
-    wait_until(
-        "every agent knows every node",
-        Duration::from_secs(30),
-        || {
-            if std::env::var_os("LOCUS_TEST_DEBUG").is_some() {
-                for m in members {
-                    let nodes = get_json(&m.agent, "/api/v1/nodes");
-                    let brief: Vec<String> = nodes
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| {
-                            format!(
-                                "{}:{}:{}:{}",
-                                x["info"]["name"],
-                                x["liveness"],
-                                x["generation"],
-                                x["capacity"].is_null()
-                            )
-                        })
-                        .collect();
-                    eprintln!("{} sees {brief:?}", m.name);
-                }
-            }
-            members.iter().all(|m| {
-                get_json(&m.agent, "/api/v1/nodes")
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|x| {
-                        x["liveness"] == "alive" && !x["capacity"].is_null() && !x["info"].is_null()
-                    })
-                    .count()
-                    == n
-            })
-        },
-    );
 }
 
 fn node_name(w: &Value) -> String {

@@ -1,0 +1,1144 @@
+//! The artifacts a node holds, and how they move between nodes.
+//!
+//! Every artifact lives in three places that this module keeps in step:
+//! its bytes in the blob store (`locus-artifacts`, under
+//! `<data dir>/artifacts`), its index row in the node's SQLite (name, pin,
+//! replica count, last use), and a holder record `art/<cid>` on the fabric,
+//! so that every node knows who holds what.
+//!
+//! Fetching: the holders are ranked nearest first by network coordinates;
+//! the missing byte ranges (all of them, or what does not verify in a
+//! download that was interrupted) are cut into spans and asked for from up
+//! to [`FETCH_PEERS`] holders, [`PARALLEL_SPANS`] at a time. Each span
+//! arrives as a bao stream and is verified group by group as it is written;
+//! a peer that sends a bad group is dropped for this fetch and the rest of
+//! the span goes to another holder. Memory per span is a bounded pipe.
+//!
+//! Replication: once a second, every node looks at the holder records; an
+//! artifact asked to have K copies that has fewer live holders is fetched
+//! by the nodes `locus-sched::replica_fetchers` names (the same answer on
+//! every node).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use locus_artifacts::pipe::{StreamReader, stream_reader, stream_writer};
+use locus_artifacts::{ArtifactError, BlobStore, DecodeFailure, Partial, SPAN_BYTES, spans};
+use locus_core::cluster::{ClusterNode, Liveness};
+use locus_core::{ArtifactId, NodeId};
+use locus_fabric::udp::FabricHandle;
+use locus_store::{Store, StoredArtifact};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+use utoipa::ToSchema;
+
+use crate::metrics::Metrics;
+
+/// Period of the replication pass when nothing wakes it.
+pub const REPAIR_TICK: Duration = Duration::from_secs(1);
+/// Holders one fetch reads from at once.
+pub const FETCH_PEERS: usize = 3;
+/// Spans in flight per fetch.
+pub const PARALLEL_SPANS: usize = 4;
+/// Failed span requests a fetch tolerates before it gives up.
+pub const MAX_SPAN_FAILURES: u32 = 16;
+/// Replication fetches running at once on one node.
+pub const MAX_REPAIRS: usize = 2;
+/// Holder records a node publishes (the fabric bounds records per node).
+pub const MAX_PUBLISHED: usize = 512;
+/// Longest name of an artifact.
+pub const MAX_NAME: usize = 128;
+/// Most copies an artifact can ask for.
+pub const MAX_REPLICAS: u32 = 64;
+/// How long a fetch waits for a holder record to arrive.
+const HOLDER_WAIT: Duration = Duration::from_secs(3);
+/// A peer that sends nothing for this long is given up on for that span.
+const PEER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The key of a holder record.
+pub fn holder_key(id: &ArtifactId) -> String {
+    format!("art/{id}")
+}
+
+/// What a holder publishes about an artifact it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderRecord {
+    pub size: u64,
+    /// Copies the cluster keeps (0: no replication asked).
+    pub replicas: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An artifact as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactView {
+    pub cid: ArtifactId,
+    pub size: u64,
+    pub name: Option<String>,
+    /// Held on the node that answers.
+    pub local: bool,
+    /// Pinned on the node that answers (never collected there).
+    pub pinned: bool,
+    /// Copies the cluster keeps (0: none asked).
+    pub replicas: u32,
+    /// Live nodes that hold a complete copy.
+    #[schema(value_type = Vec<String>)]
+    pub holders: Vec<NodeId>,
+    /// Used by a workload on the node that answers.
+    pub in_use: bool,
+    pub added_at_ms: Option<u64>,
+    pub used_at_ms: Option<u64>,
+}
+
+/// How a fetch went.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FetchReport {
+    pub cid: ArtifactId,
+    pub size: u64,
+    /// It was already here; nothing moved.
+    pub already_local: bool,
+    /// Bytes received and verified in this fetch.
+    pub fetched_bytes: u64,
+    /// Bytes kept from an earlier, interrupted fetch.
+    pub resumed_bytes: u64,
+    /// Chunk groups that failed verification (their peer was dropped).
+    pub corrupt_chunks: u64,
+    pub elapsed_ms: u64,
+    /// What each peer sent.
+    pub peers: Vec<PeerReport>,
+}
+
+/// One peer's part in a fetch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct PeerReport {
+    #[schema(value_type = String)]
+    pub node: NodeId,
+    pub bytes: u64,
+    /// Dropped for this fetch, and why.
+    pub dropped: Option<String>,
+}
+
+/// A fetch as it goes: bytes so far, and its end once known.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FetchProgress {
+    pub cid: ArtifactId,
+    pub size: u64,
+    /// Bytes held so far (resumed plus fetched).
+    pub have: u64,
+    /// Present once the fetch ended.
+    pub done: Option<FetchEnd>,
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchEnd {
+    Ok(FetchReport),
+    Failed(String),
+}
+
+/// What a collection removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    pub removed: Vec<ArtifactId>,
+    pub freed_bytes: u64,
+    /// Bytes the store uses after it, and the budget.
+    pub used_bytes: u64,
+    pub budget_bytes: u64,
+}
+
+/// Why an artifact operation failed. Each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactsError {
+    #[error("artifact {0} is not held on this node")]
+    NotHere(ArtifactId),
+    #[error("no live node holds artifact {0}")]
+    NoHolder(ArtifactId),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "artifact needs {need} bytes but the store has {free} of its {budget}-byte budget free even after collecting"
+    )]
+    Budget { need: u64, free: u64, budget: u64 },
+    #[error("fetching {id} failed: {reason}")]
+    Transfer { id: ArtifactId, reason: String },
+    #[error(transparent)]
+    Blob(#[from] ArtifactError),
+    #[error(transparent)]
+    Store(#[from] locus_store::StoreError),
+}
+
+/// Everything [`Artifacts::start`] needs.
+pub struct ArtifactsSetup {
+    pub me: NodeId,
+    pub data_dir: std::path::PathBuf,
+    pub store: Store,
+    pub fabric: FabricHandle,
+    pub metrics: Arc<Metrics>,
+    pub budget_bytes: u64,
+}
+
+struct Inner {
+    me: NodeId,
+    blobs: BlobStore,
+    store: Store,
+    fabric: FabricHandle,
+    metrics: Arc<Metrics>,
+    budget: u64,
+    http: reqwest::Client,
+    /// Fetches under way: later callers wait on the first.
+    fetches: Mutex<HashMap<ArtifactId, watch::Receiver<FetchProgress>>>,
+    /// Artifacts the workloads of this node use (never collected).
+    in_use: std::sync::Mutex<BTreeSet<ArtifactId>>,
+    /// Holder records published: what is there now.
+    published: Mutex<BTreeMap<ArtifactId, HolderRecord>>,
+    wake: Notify,
+}
+
+/// The artifacts of this node. Cheap to clone.
+#[derive(Clone)]
+pub struct Artifacts {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    crate::unix_ms()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ArtifactsError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ArtifactsError::Invalid(format!("a blocking task failed: {e}")))
+}
+
+impl Artifacts {
+    /// Open the blob store, bring the index in line with the files, publish
+    /// what is held and start the replication loop.
+    pub async fn start(
+        setup: ArtifactsSetup,
+    ) -> Result<(Artifacts, tokio::task::JoinHandle<()>), ArtifactsError> {
+        let root = setup.data_dir.join("artifacts");
+        let blobs = blocking(move || BlobStore::open(&root)).await??;
+        let inner = Arc::new(Inner {
+            me: setup.me,
+            blobs,
+            store: setup.store,
+            fabric: setup.fabric,
+            metrics: setup.metrics,
+            budget: setup.budget_bytes,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .read_timeout(PEER_READ_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            fetches: Mutex::new(HashMap::new()),
+            in_use: std::sync::Mutex::new(BTreeSet::new()),
+            published: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+        });
+        let a = Artifacts { inner };
+        a.reindex().await?;
+        a.publish().await;
+        let task = tokio::spawn(a.clone().run());
+        Ok((a, task))
+    }
+
+    /// Files are the truth: drop index rows whose blob is gone, index
+    /// blobs that have no row (a crash between rename and insert).
+    async fn reindex(&self) -> Result<(), ArtifactsError> {
+        let blobs = self.inner.blobs.clone();
+        let files: BTreeMap<ArtifactId, u64> =
+            blocking(move || blobs.list()).await??.into_iter().collect();
+        let rows = self.inner.store.artifacts().await?;
+        let indexed: BTreeSet<String> = rows.iter().map(|r| r.cid.clone()).collect();
+        for r in &rows {
+            let known = r
+                .cid
+                .parse::<ArtifactId>()
+                .ok()
+                .filter(|id| files.contains_key(id));
+            if known.is_none() {
+                self.inner.store.delete_artifact(r.cid.clone()).await?;
+            }
+        }
+        let now = now_ms();
+        for (id, size) in &files {
+            if !indexed.contains(&id.to_string()) {
+                self.inner
+                    .store
+                    .put_artifact(StoredArtifact {
+                        cid: id.to_string(),
+                        size: *size,
+                        name: None,
+                        pinned: false,
+                        replicas: 0,
+                        added_at_ms: now,
+                        used_at_ms: now,
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bring the holder records and gauges in line with the index.
+    async fn publish(&self) {
+        let rows = match self.inner.store.artifacts().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the artifact index");
+                return;
+            }
+        };
+        self.inner.metrics.artifacts_held.set(rows.len() as i64);
+        self.inner
+            .metrics
+            .artifacts_bytes
+            .set(rows.iter().map(|r| r.size as i64).sum());
+        let mut want: BTreeMap<ArtifactId, HolderRecord> = BTreeMap::new();
+        // Most recently used first, so the cap drops the coldest.
+        for r in rows.iter().rev() {
+            if want.len() >= MAX_PUBLISHED {
+                tracing::warn!(
+                    held = rows.len(),
+                    "more artifacts than holder records; the coldest are not announced"
+                );
+                break;
+            }
+            if let Ok(id) = r.cid.parse() {
+                want.insert(
+                    id,
+                    HolderRecord {
+                        size: r.size,
+                        replicas: r.replicas,
+                        name: r.name.clone(),
+                    },
+                );
+            }
+        }
+        let mut published = self.inner.published.lock().await;
+        for (id, rec) in &want {
+            if published.get(id) != Some(rec) {
+                match self.inner.fabric.publish_json(&holder_key(id), rec).await {
+                    Ok(_) => {
+                        published.insert(*id, rec.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!(artifact = %id, error = %e, "cannot publish a holder record")
+                    }
+                }
+            }
+        }
+        let gone: Vec<ArtifactId> = published
+            .keys()
+            .filter(|id| !want.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if self
+                .inner
+                .fabric
+                .publish(&holder_key(&id), None)
+                .await
+                .is_ok()
+            {
+                published.remove(&id);
+            }
+        }
+    }
+
+    /// Tell the store which artifacts this node's workloads use.
+    pub fn set_in_use(&self, ids: BTreeSet<ArtifactId>) {
+        if let Ok(mut u) = self.inner.in_use.lock() {
+            *u = ids;
+        }
+    }
+
+    fn is_in_use(&self, id: &ArtifactId) -> bool {
+        self.inner
+            .in_use
+            .lock()
+            .map(|u| u.contains(id))
+            .unwrap_or(false)
+    }
+
+    /// Path of a held artifact's bytes.
+    pub fn path(&self, id: &ArtifactId) -> std::path::PathBuf {
+        self.inner.blobs.path(id)
+    }
+
+    /// Bytes the store uses, and its budget.
+    pub fn usage(&self) -> (u64, u64) {
+        (self.inner.blobs.disk_usage(), self.inner.budget)
+    }
+
+    /// Store an upload read from `input`. The uploader's copy is pinned.
+    pub async fn put(
+        &self,
+        input: StreamReader,
+        declared: Option<u64>,
+        name: Option<String>,
+        replicas: u32,
+    ) -> Result<ArtifactView, ArtifactsError> {
+        check_name(name.as_deref())?;
+        if replicas > MAX_REPLICAS {
+            return Err(ArtifactsError::Invalid(format!(
+                "replicas {replicas} is out of range 0..={MAX_REPLICAS}"
+            )));
+        }
+        if let Some(n) = declared {
+            self.make_room(n).await?;
+        }
+        let blobs = self.inner.blobs.clone();
+        let got = blocking(move || blobs.ingest(input, declared, &mut |_| {})).await??;
+        if declared.is_none() {
+            // Now that the size is known, it must fit too.
+            if let Err(e) = self.make_room(0).await {
+                if got.fresh {
+                    let _ = self.inner.blobs.remove(&got.id);
+                }
+                return Err(e);
+            }
+        }
+        let now = now_ms();
+        self.inner
+            .store
+            .put_artifact(StoredArtifact {
+                cid: got.id.to_string(),
+                size: got.size,
+                name,
+                pinned: true,
+                replicas,
+                added_at_ms: now,
+                used_at_ms: now,
+            })
+            .await?;
+        self.publish().await;
+        self.inner.wake.notify_one();
+        tracing::info!(artifact = %got.id, size = got.size, replicas, "artifact stored");
+        self.stat(&got.id).await
+    }
+
+    /// Every artifact held here, least recently used first.
+    pub async fn list(&self) -> Result<Vec<ArtifactView>, ArtifactsError> {
+        let holders = self.holders().await;
+        let rows = self.inner.store.artifacts().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let id: ArtifactId = r.cid.parse().ok()?;
+                Some(self.view_of(id, Some(&r), &holders))
+            })
+            .collect())
+    }
+
+    /// One artifact: from the index if held here, else from the holder
+    /// records of the cluster.
+    pub async fn stat(&self, id: &ArtifactId) -> Result<ArtifactView, ArtifactsError> {
+        let holders = self.holders().await;
+        let rows = self.inner.store.artifacts().await?;
+        let row = rows.iter().find(|r| r.cid == id.to_string());
+        if row.is_none() && !holders.contains_key(id) {
+            return Err(ArtifactsError::NoHolder(*id));
+        }
+        Ok(self.view_of(*id, row, &holders))
+    }
+
+    fn view_of(
+        &self,
+        id: ArtifactId,
+        row: Option<&StoredArtifact>,
+        holders: &BTreeMap<ArtifactId, Held>,
+    ) -> ArtifactView {
+        let held = holders.get(&id);
+        let mut list: Vec<NodeId> = held
+            .map(|h| h.nodes.keys().copied().collect())
+            .unwrap_or_default();
+        if row.is_some() && !list.contains(&self.inner.me) {
+            list.push(self.inner.me);
+            list.sort();
+        }
+        ArtifactView {
+            cid: id,
+            size: row.map(|r| r.size).or(held.map(|h| h.size)).unwrap_or(0),
+            name: row
+                .and_then(|r| r.name.clone())
+                .or_else(|| held.and_then(|h| h.name.clone())),
+            local: row.is_some(),
+            pinned: row.is_some_and(|r| r.pinned),
+            replicas: row
+                .map(|r| r.replicas)
+                .unwrap_or(0)
+                .max(held.map(|h| h.replicas).unwrap_or(0)),
+            holders: list,
+            in_use: self.is_in_use(&id),
+            added_at_ms: row.map(|r| r.added_at_ms),
+            used_at_ms: row.map(|r| r.used_at_ms),
+        }
+    }
+
+    /// Pin or unpin a held artifact.
+    pub async fn set_pinned(
+        &self,
+        id: &ArtifactId,
+        pinned: bool,
+    ) -> Result<ArtifactView, ArtifactsError> {
+        if !self
+            .inner
+            .store
+            .set_artifact_pinned(id.to_string(), pinned)
+            .await?
+        {
+            return Err(ArtifactsError::NotHere(*id));
+        }
+        self.stat(id).await
+    }
+
+    /// Open a held artifact for reading; counts as a use.
+    pub async fn open(&self, id: &ArtifactId) -> Result<(std::fs::File, u64), ArtifactsError> {
+        let blobs = self.inner.blobs.clone();
+        let id2 = *id;
+        let opened = blocking(move || blobs.open_blob(&id2)).await?;
+        let (f, size) = opened.map_err(|e| match e {
+            ArtifactError::NotFound(id) => ArtifactsError::NotHere(id),
+            e => e.into(),
+        })?;
+        let _ = self
+            .inner
+            .store
+            .touch_artifact(id.to_string(), now_ms())
+            .await;
+        Ok((f, size))
+    }
+
+    /// Stream `range` of a held artifact's bytes.
+    pub async fn read(
+        &self,
+        id: &ArtifactId,
+        range: Range<u64>,
+    ) -> Result<mpsc::Receiver<io::Result<Bytes>>, ArtifactsError> {
+        let (file, _) = self.open(id).await?;
+        let (mut w, rx) = stream_writer();
+        let metrics = self.inner.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut at = range.start;
+            while at < range.end {
+                let n = ((range.end - at) as usize).min(buf.len());
+                if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
+                    w.fail(e);
+                    return;
+                }
+                if w.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                metrics.artifact_served_bytes.inc_by(n as u64);
+                at += n as u64;
+            }
+            let _ = w.finish();
+        });
+        Ok(rx)
+    }
+
+    /// Stream the verified (bao) encoding of `span` of a held artifact, as
+    /// peers ask for it.
+    pub async fn encode(
+        &self,
+        id: &ArtifactId,
+        span: Range<u64>,
+    ) -> Result<mpsc::Receiver<io::Result<Bytes>>, ArtifactsError> {
+        let (_, size) = self.open(id).await?;
+        if span.start >= span.end || span.end > size {
+            return Err(ArtifactsError::Invalid(format!(
+                "span {}..{} is not inside the {size}-byte artifact",
+                span.start, span.end
+            )));
+        }
+        if !span.start.is_multiple_of(locus_artifacts::GROUP_BYTES) {
+            return Err(ArtifactsError::Invalid(format!(
+                "span start {} is not a multiple of {}",
+                span.start,
+                locus_artifacts::GROUP_BYTES
+            )));
+        }
+        let (w, rx) = stream_writer();
+        let blobs = self.inner.blobs.clone();
+        let metrics = self.inner.metrics.clone();
+        let id = *id;
+        let len = span.end - span.start;
+        tokio::task::spawn_blocking(move || {
+            let mut w = w;
+            match blobs.encode(&id, span, &mut w) {
+                Ok(()) => {
+                    metrics.artifact_served_bytes.inc_by(len);
+                    let _ = w.finish();
+                }
+                Err(e) => w.fail(io::Error::other(e.to_string())),
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Make sure the artifact is held here, fetching it from peers if not;
+    /// progress can be followed on the returned channel. A second call for
+    /// an artifact already being fetched joins the first.
+    pub async fn fetch(&self, id: ArtifactId) -> watch::Receiver<FetchProgress> {
+        let mut fetches = self.inner.fetches.lock().await;
+        if let Some(rx) = fetches.get(&id)
+            && rx.borrow().done.is_none()
+        {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(FetchProgress {
+            cid: id,
+            size: 0,
+            have: 0,
+            done: None,
+        });
+        fetches.insert(id, rx.clone());
+        drop(fetches);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let end = match this.fetch_now(id, &tx).await {
+                Ok(r) => {
+                    this.inner
+                        .metrics
+                        .artifact_fetches
+                        .with_label_values(&["ok"])
+                        .inc();
+                    FetchEnd::Ok(r)
+                }
+                Err(e) => {
+                    this.inner
+                        .metrics
+                        .artifact_fetches
+                        .with_label_values(&["failed"])
+                        .inc();
+                    tracing::warn!(artifact = %id, error = %e, "fetch failed");
+                    FetchEnd::Failed(e.to_string())
+                }
+            };
+            tx.send_modify(|p| p.done = Some(end));
+            this.inner.fetches.lock().await.remove(&id);
+        });
+        rx
+    }
+
+    /// Fetch and wait for the end.
+    pub async fn fetch_and_wait(&self, id: ArtifactId) -> Result<FetchReport, ArtifactsError> {
+        let mut rx = self.fetch(id).await;
+        loop {
+            if let Some(end) = rx.borrow_and_update().done.clone() {
+                return match end {
+                    FetchEnd::Ok(r) => Ok(r),
+                    FetchEnd::Failed(reason) => Err(ArtifactsError::Transfer { id, reason }),
+                };
+            }
+            if rx.changed().await.is_err() {
+                return Err(ArtifactsError::Transfer {
+                    id,
+                    reason: "the fetch stopped".to_owned(),
+                });
+            }
+        }
+    }
+
+    async fn fetch_now(
+        &self,
+        id: ArtifactId,
+        progress: &watch::Sender<FetchProgress>,
+    ) -> Result<FetchReport, ArtifactsError> {
+        let started = Instant::now();
+        if let Some(size) = self.inner.blobs.size(&id) {
+            let _ = self
+                .inner
+                .store
+                .touch_artifact(id.to_string(), now_ms())
+                .await;
+            return Ok(FetchReport {
+                cid: id,
+                size,
+                already_local: true,
+                fetched_bytes: 0,
+                resumed_bytes: 0,
+                corrupt_chunks: 0,
+                elapsed_ms: 0,
+                peers: Vec::new(),
+            });
+        }
+        // A holder record takes a moment to spread: give a fresh artifact
+        // that moment before saying nobody holds it.
+        let deadline = Instant::now() + HOLDER_WAIT;
+        let (nodes, held) = loop {
+            let nodes = self.cluster().await;
+            let mut holders = self.holders_in(&nodes).await;
+            if let Some(h) = holders.remove(&id) {
+                break (nodes, h);
+            }
+            if Instant::now() >= deadline {
+                return Err(ArtifactsError::NoHolder(id));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let held = &held;
+        let size = held.size;
+        let me = nodes.iter().find(|n| n.is_self).cloned();
+        let candidates: Vec<NodeId> = held
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| *n != self.inner.me)
+            .collect();
+        let order = match &me {
+            Some(me) => locus_sched::nearest_first(me, &nodes, &candidates),
+            None => candidates,
+        };
+        let mut peers: Vec<Peer> = order
+            .into_iter()
+            .filter_map(|n| {
+                let api = held.nodes.get(&n)?.clone();
+                Some(Peer {
+                    node: n,
+                    api,
+                    bytes: Arc::new(AtomicU64::new(0)),
+                    dropped: None,
+                    failures: 0,
+                })
+            })
+            .collect();
+        if peers.is_empty() {
+            return Err(ArtifactsError::NoHolder(id));
+        }
+        self.make_room(size).await?;
+        let blobs = self.inner.blobs.clone();
+        let partial = blocking(move || blobs.partial(id, size)).await??;
+        let p2 = partial.clone();
+        let gaps = blocking(move || p2.missing()).await??;
+        let missing: u64 = gaps.iter().map(|r| r.end - r.start).sum();
+        let resumed = size - missing;
+        if resumed > 0 {
+            tracing::info!(artifact = %id, resumed, size, "resuming a fetch");
+        }
+        progress.send_modify(|p| {
+            p.size = size;
+            p.have = resumed;
+        });
+        let mut queue: VecDeque<Range<u64>> = gaps
+            .into_iter()
+            .flat_map(|g| spans(g, SPAN_BYTES))
+            .collect();
+        let got = Arc::new(AtomicU64::new(0));
+        let mut corrupt = 0u64;
+        let mut failures = 0u32;
+        let mut next_peer = 0usize;
+        let mut running = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            while running.len() < PARALLEL_SPANS
+                && let Some(span) = queue.pop_front()
+            {
+                let usable: Vec<usize> = (0..peers.len())
+                    .filter(|i| peers[*i].dropped.is_none())
+                    .take(FETCH_PEERS)
+                    .collect();
+                let Some(&pi) = usable.get(next_peer % usable.len().max(1)) else {
+                    queue.push_front(span);
+                    break;
+                };
+                next_peer += 1;
+                let peer = &peers[pi];
+                let job = SpanJob {
+                    http: self.inner.http.clone(),
+                    api: peer.api.clone(),
+                    id,
+                    span,
+                    partial: partial.clone(),
+                    got: got.clone(),
+                    peer_bytes: peer.bytes.clone(),
+                    metrics: self.inner.metrics.clone(),
+                };
+                running.spawn(async move { (pi, job.span.clone(), job.run().await) });
+            }
+            if running.is_empty() {
+                if queue.is_empty() {
+                    break;
+                }
+                let reasons: Vec<String> = peers
+                    .iter()
+                    .map(|p| format!("{}: {}", p.node, p.dropped.as_deref().unwrap_or("?")))
+                    .collect();
+                return Err(ArtifactsError::Transfer {
+                    id,
+                    reason: format!("every holder was dropped ({})", reasons.join("; ")),
+                });
+            }
+            tokio::select! {
+                done = running.join_next() => {
+                    let Some(done) = done else { continue };
+                    let (pi, span, result) = done.map_err(|e| ArtifactsError::Transfer { id, reason: format!("a span task failed: {e}") })?;
+                    match result {
+                        Ok(()) => {}
+                        Err(SpanFailure::Decode(e)) => {
+                            let rest = e.verified_to..span.end;
+                            if !rest.is_empty() {
+                                queue.push_front(rest);
+                            }
+                            match e.failure {
+                                DecodeFailure::Corrupt { offset } => {
+                                    corrupt += 1;
+                                    let peer = &mut peers[pi];
+                                    self.inner.metrics.artifact_corrupt_chunks.with_label_values(&[&peer.node.to_string()]).inc();
+                                    tracing::warn!(artifact = %id, peer = %peer.node, offset, "a peer sent a chunk that does not verify; dropping it");
+                                    peer.dropped = Some(format!("sent a corrupt chunk at byte {offset}"));
+                                }
+                                DecodeFailure::Interrupted(why) => {
+                                    failures += 1;
+                                    let peer = &mut peers[pi];
+                                    peer.failures += 1;
+                                    tracing::debug!(artifact = %id, peer = %peer.node, error = %why, "span interrupted");
+                                    if peer.failures >= 3 {
+                                        peer.dropped = Some(format!("failed 3 times, last: {why}"));
+                                    }
+                                }
+                            }
+                        }
+                        Err(SpanFailure::Request(why)) => {
+                            failures += 1;
+                            queue.push_front(span);
+                            let peer = &mut peers[pi];
+                            peer.failures += 1;
+                            if peer.failures >= 3 {
+                                peer.dropped = Some(format!("failed 3 times, last: {why}"));
+                            }
+                        }
+                    }
+                    if failures > MAX_SPAN_FAILURES {
+                        return Err(ArtifactsError::Transfer { id, reason: format!("{failures} span requests failed") });
+                    }
+                    progress.send_modify(|p| p.have = resumed + got.load(Ordering::Relaxed));
+                }
+                _ = tick.tick() => {
+                    progress.send_modify(|p| p.have = resumed + got.load(Ordering::Relaxed));
+                }
+            }
+        }
+        let blobs = self.inner.blobs.clone();
+        blocking(move || blobs.finish_unchecked(partial)).await??;
+        let now = now_ms();
+        self.inner
+            .store
+            .put_artifact(StoredArtifact {
+                cid: id.to_string(),
+                size,
+                name: held.name.clone(),
+                pinned: false,
+                replicas: held.replicas,
+                added_at_ms: now,
+                used_at_ms: now,
+            })
+            .await?;
+        self.publish().await;
+        let fetched = got.load(Ordering::Relaxed);
+        tracing::info!(artifact = %id, size, fetched, resumed, corrupt, "artifact fetched");
+        Ok(FetchReport {
+            cid: id,
+            size,
+            already_local: false,
+            fetched_bytes: fetched,
+            resumed_bytes: resumed,
+            corrupt_chunks: corrupt,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            peers: peers
+                .iter()
+                .map(|p| PeerReport {
+                    node: p.node,
+                    bytes: p.bytes.load(Ordering::Relaxed),
+                    dropped: p.dropped.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Free space for `need` more bytes by collecting; fails when even
+    /// that is not enough.
+    async fn make_room(&self, need: u64) -> Result<(), ArtifactsError> {
+        let budget = self.inner.budget;
+        let used = self.inner.blobs.disk_usage();
+        if used.saturating_add(need) <= budget {
+            return Ok(());
+        }
+        let target = budget.saturating_sub(need);
+        self.collect(Some(target)).await?;
+        let used = self.inner.blobs.disk_usage();
+        if used.saturating_add(need) > budget {
+            return Err(ArtifactsError::Budget {
+                need,
+                free: budget.saturating_sub(used),
+                budget,
+            });
+        }
+        Ok(())
+    }
+
+    /// Collect unpinned artifacts no workload here uses and that are not
+    /// needed here as a replica, least recently used first: until the
+    /// store is within its budget, or every such artifact with `all`.
+    pub async fn gc(&self, all: bool) -> Result<GcReport, ArtifactsError> {
+        let target = if all { None } else { Some(self.inner.budget) };
+        self.collect(target).await
+    }
+
+    async fn collect(&self, down_to: Option<u64>) -> Result<GcReport, ArtifactsError> {
+        let holders = self.holders().await;
+        let rows = self.inner.store.artifacts().await?;
+        let mut used = self.inner.blobs.disk_usage();
+        let mut removed = Vec::new();
+        let mut freed = 0;
+        // Rows come least recently used first.
+        for r in rows {
+            if down_to.is_some_and(|t| used <= t) {
+                break;
+            }
+            let Ok(id) = r.cid.parse::<ArtifactId>() else {
+                continue;
+            };
+            if r.pinned || self.is_in_use(&id) {
+                continue;
+            }
+            let replicas = r
+                .replicas
+                .max(holders.get(&id).map(|h| h.replicas).unwrap_or(0));
+            if replicas > 0 && self.designated(&id, replicas, holders.get(&id)) {
+                continue;
+            }
+            self.inner.blobs.remove(&id)?;
+            self.inner.store.delete_artifact(r.cid.clone()).await?;
+            used = used.saturating_sub(r.size);
+            freed += r.size;
+            removed.push(id);
+            tracing::info!(artifact = %id, size = r.size, "artifact collected");
+        }
+        if !removed.is_empty() {
+            self.publish().await;
+        }
+        Ok(GcReport {
+            removed,
+            freed_bytes: freed,
+            used_bytes: self.inner.blobs.disk_usage(),
+            budget_bytes: self.inner.budget,
+        })
+    }
+
+    /// Whether this node's copy is one of the `replicas` the cluster keeps:
+    /// the live holders ranked by rendezvous hash, first K. Every node ranks
+    /// the same holders the same way, so extra copies can be dropped at once
+    /// without two nodes both dropping a kept one.
+    fn designated(&self, id: &ArtifactId, replicas: u32, held: Option<&Held>) -> bool {
+        let mut live: Vec<NodeId> = held
+            .map(|h| h.nodes.keys().copied().collect())
+            .unwrap_or_default();
+        if !live.contains(&self.inner.me) {
+            live.push(self.inner.me);
+        }
+        live.sort_by_key(|n| std::cmp::Reverse(locus_sched::rendezvous_key(id.digest(), *n)));
+        live.iter()
+            .take(replicas as usize)
+            .any(|n| *n == self.inner.me)
+    }
+
+    async fn cluster(&self) -> Vec<ClusterNode> {
+        self.inner
+            .fabric
+            .snapshot()
+            .await
+            .map(|s| s.nodes)
+            .unwrap_or_default()
+    }
+
+    async fn holders(&self) -> BTreeMap<ArtifactId, Held> {
+        let nodes = self.cluster().await;
+        self.holders_in(&nodes).await
+    }
+
+    /// Who holds what among live nodes, from their holder records.
+    async fn holders_in(&self, nodes: &[ClusterNode]) -> BTreeMap<ArtifactId, Held> {
+        let mut out: BTreeMap<ArtifactId, Held> = BTreeMap::new();
+        for n in nodes.iter().filter(|n| n.liveness == Liveness::Alive) {
+            let Some(api) = n.info.as_ref().map(|i| i.api_addr.clone()) else {
+                continue;
+            };
+            let Ok(records) = self.inner.fabric.records_of(n.id).await else {
+                continue;
+            };
+            for (key, _, value) in records {
+                let Some(id) = key
+                    .strip_prefix("art/")
+                    .and_then(|c| c.parse::<ArtifactId>().ok())
+                else {
+                    continue;
+                };
+                let Ok(rec) = serde_json::from_slice::<HolderRecord>(&value) else {
+                    continue;
+                };
+                let h = out.entry(id).or_insert_with(|| Held {
+                    size: rec.size,
+                    replicas: 0,
+                    name: None,
+                    nodes: BTreeMap::new(),
+                });
+                // A holder whose size disagrees with the first is ignored:
+                // at most one of them can verify.
+                if rec.size != h.size {
+                    continue;
+                }
+                h.replicas = h.replicas.max(rec.replicas);
+                if h.name.is_none() {
+                    h.name = rec.name;
+                }
+                h.nodes.insert(n.id, api.clone());
+            }
+        }
+        out
+    }
+
+    /// One replication pass: fetch what this node is named to hold.
+    pub async fn repair(&self) {
+        let nodes = self.cluster().await;
+        let holders = self.holders_in(&nodes).await;
+        let mut started = 0;
+        for (id, held) in &holders {
+            if held.replicas == 0 || self.inner.blobs.size(id).is_some() {
+                continue;
+            }
+            let set: BTreeSet<NodeId> = held.nodes.keys().copied().collect();
+            let fetchers =
+                locus_sched::replica_fetchers(id.digest(), held.replicas as usize, &nodes, &set);
+            if !fetchers.contains(&self.inner.me) {
+                continue;
+            }
+            if self.inner.fetches.lock().await.contains_key(id) {
+                started += 1;
+                continue;
+            }
+            if started >= MAX_REPAIRS {
+                break;
+            }
+            tracing::info!(artifact = %id, replicas = held.replicas, holders = set.len(), "fetching a replica");
+            self.fetch(*id).await;
+            started += 1;
+        }
+        self.publish().await;
+    }
+
+    async fn run(self) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REPAIR_TICK) => {}
+                _ = self.inner.wake.notified() => {}
+            }
+            self.repair().await;
+        }
+    }
+}
+
+fn check_name(name: Option<&str>) -> Result<(), ArtifactsError> {
+    if let Some(n) = name
+        && (n.is_empty() || n.chars().count() > MAX_NAME || n.chars().any(char::is_control))
+    {
+        return Err(ArtifactsError::Invalid(format!(
+            "name {n:?} must be 1 to {MAX_NAME} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// An artifact's live holders, as their records say.
+struct Held {
+    size: u64,
+    replicas: u32,
+    name: Option<String>,
+    /// Holder → its API address.
+    nodes: BTreeMap<NodeId, String>,
+}
+
+struct Peer {
+    node: NodeId,
+    api: String,
+    bytes: Arc<AtomicU64>,
+    dropped: Option<String>,
+    failures: u32,
+}
+
+enum SpanFailure {
+    Request(String),
+    Decode(locus_artifacts::SpanError),
+}
+
+/// One span asked of one peer.
+struct SpanJob {
+    http: reqwest::Client,
+    api: String,
+    id: ArtifactId,
+    span: Range<u64>,
+    partial: Partial,
+    got: Arc<AtomicU64>,
+    peer_bytes: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl SpanJob {
+    async fn run(self) -> Result<(), SpanFailure> {
+        let url = format!(
+            "http://{}/api/v1/artifacts/{}/bao?start={}&end={}",
+            self.api, self.id, self.span.start, self.span.end
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| SpanFailure::Request(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(SpanFailure::Request(format!(
+                "{} answered {}",
+                self.api,
+                resp.status()
+            )));
+        }
+        let (tx, reader) = stream_reader();
+        let forward = tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let item = chunk.map_err(io::Error::other);
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let (partial, span) = (self.partial, self.span);
+        let (got, peer_bytes, metrics) = (self.got, self.peer_bytes, self.metrics);
+        let result = tokio::task::spawn_blocking(move || {
+            partial.decode(span, reader, &mut |n| {
+                got.fetch_add(n, Ordering::Relaxed);
+                peer_bytes.fetch_add(n, Ordering::Relaxed);
+                metrics.artifact_fetched_bytes.inc_by(n);
+            })
+        })
+        .await
+        .map_err(|e| SpanFailure::Request(format!("decoder failed: {e}")))?;
+        forward.abort();
+        result.map_err(SpanFailure::Decode)
+    }
+}

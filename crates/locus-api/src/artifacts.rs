@@ -1,0 +1,447 @@
+//! Handlers of `/api/v1/artifacts`: streaming upload and download (with
+//! HTTP range requests), the verified span encoding peers fetch from, and
+//! fetch, pin, unpin and collection.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use locus_agent::Node;
+use locus_agent::artifacts::{
+    ArtifactView, ArtifactsError, FetchProgress, FetchReport, GcReport, MAX_REPLICAS,
+};
+use locus_artifacts::pipe::stream_reader;
+use locus_artifacts::{RangeError, parse_range};
+use locus_core::ArtifactId;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use utoipa::IntoParams;
+
+use crate::error::{ApiError, ErrorBody};
+
+fn api_error(e: ArtifactsError) -> ApiError {
+    let (status, code) = match &e {
+        ArtifactsError::NotHere(_) => (StatusCode::NOT_FOUND, "not_here"),
+        ArtifactsError::NoHolder(_) => (StatusCode::NOT_FOUND, "no_holder"),
+        ArtifactsError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        ArtifactsError::Budget { .. } => (StatusCode::INSUFFICIENT_STORAGE, "over_budget"),
+        ArtifactsError::Transfer { .. } => (StatusCode::BAD_GATEWAY, "fetch_failed"),
+        ArtifactsError::Blob(locus_artifacts::ArtifactError::Truncated { .. })
+        | ArtifactsError::Blob(locus_artifacts::ArtifactError::TooLong { .. })
+        | ArtifactsError::Blob(locus_artifacts::ArtifactError::Upload(_)) => {
+            (StatusCode::BAD_REQUEST, "bad_upload")
+        }
+        ArtifactsError::Blob(_) | ArtifactsError::Store(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "store")
+        }
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+}
+
+fn parse_cid(cid: &str) -> Result<ArtifactId, ApiError> {
+    cid.parse::<ArtifactId>().map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_cid", e.to_string())
+            .with_details(serde_json::json!({ "cid": cid }))
+    })
+}
+
+fn body_of(rx: mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Options of an upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PutQuery {
+    /// A name for people (1–128 characters).
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    name: Option<String>,
+    /// Copies the cluster keeps (0: only this node's; at most 64).
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 64)]
+    replicas: u32,
+}
+
+/// Upload an artifact. The body is its bytes, streamed (send
+/// `Content-Length` so they are hashed while they arrive). Answers with its
+/// CID once it is stored and fsynced; this node's copy is pinned. With
+/// `replicas = K` the cluster then keeps K copies, on distinct sites first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts",
+    tag = "artifacts",
+    params(PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = ArtifactView),
+        (status = 400, description = "Bad query, or the body did not match its Content-Length", body = ErrorBody),
+        (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    if q.replicas > MAX_REPLICAS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("replicas {} is out of range 0..={MAX_REPLICAS}", q.replicas),
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (tx, reader) = stream_reader();
+    let forward = tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let item = chunk.map_err(std::io::Error::other);
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let result = node
+        .artifacts()
+        .put(reader, declared, q.name, q.replicas)
+        .await;
+    forward.abort();
+    let view = result.map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// The artifacts this node holds, least recently used first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/artifacts",
+    tag = "artifacts",
+    responses((status = 200, description = "Held artifacts", body = Vec<ArtifactView>))
+)]
+pub(crate) async fn list(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<Vec<ArtifactView>>, ApiError> {
+    node.artifacts().list().await.map(Json).map_err(api_error)
+}
+
+/// One artifact: size, name, pin, replica count and its live holders.
+/// Known when this node or any live node holds it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/artifacts/{cid}",
+    tag = "artifacts",
+    params(("cid" = String, Path, description = "The artifact's CID")),
+    responses(
+        (status = 200, description = "The artifact", body = ArtifactView),
+        (status = 400, description = "Not an artifact CID", body = ErrorBody),
+        (status = 404, description = "No live node holds it", body = ErrorBody),
+    )
+)]
+pub(crate) async fn stat(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+) -> Result<Json<ArtifactView>, ApiError> {
+    let id = parse_cid(&cid)?;
+    node.artifacts()
+        .stat(&id)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// The bytes of an artifact held on this node. Supports one HTTP range
+/// (`Range: bytes=FIRST-[LAST]` or `bytes=-SUFFIX`, answered with 206).
+/// Fetch it first (`POST …/fetch`) when another node holds it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/artifacts/{cid}/content",
+    tag = "artifacts",
+    params(
+        ("cid" = String, Path, description = "The artifact's CID"),
+        ("Range" = Option<String>, Header, description = "One byte range"),
+    ),
+    responses(
+        (status = 200, description = "The whole artifact", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "Not an artifact CID, or a malformed range", body = ErrorBody),
+        (status = 404, description = "Not held on this node", body = ErrorBody),
+        (status = 416, description = "The range starts past the end", body = ErrorBody),
+    )
+)]
+pub(crate) async fn content(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_cid(&cid)?;
+    let size = node.artifacts().open(&id).await.map_err(api_error)?.1;
+    let range = match headers.get(header::RANGE) {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_range",
+                    "Range is not text",
+                )
+            })?;
+            Some(parse_range(text, size).map_err(|e| {
+                match e {
+                    RangeError::Unsatisfiable { .. } => ApiError::new(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "range_not_satisfiable",
+                        e.to_string(),
+                    )
+                    .with_details(serde_json::json!({ "size": size })),
+                    _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_range", e.to_string()),
+                }
+            })?)
+        }
+    };
+    let span = range.clone().unwrap_or(0..size);
+    let rx = node
+        .artifacts()
+        .read(&id, span.clone())
+        .await
+        .map_err(api_error)?;
+    let mut resp = Response::new(body_of(rx));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(span.end - span.start),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{id}\"")) {
+        h.insert(header::ETAG, etag);
+    }
+    if range.is_some() {
+        if let Ok(cr) =
+            HeaderValue::from_str(&format!("bytes {}-{}/{size}", span.start, span.end - 1))
+        {
+            h.insert(header::CONTENT_RANGE, cr);
+        }
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(resp)
+}
+
+/// A span of an artifact to encode.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SpanQuery {
+    /// First byte (a multiple of 16384).
+    #[param(minimum = 0)]
+    start: u64,
+    /// Byte after the last (at most the size).
+    #[param(minimum = 1)]
+    end: u64,
+}
+
+/// The verified encoding of a span, as peers fetch it: the bytes
+/// interleaved with the BLAKE3 tree hashes that prove them (bao, 16 KiB
+/// chunk groups), so the receiver checks every group against the CID as it
+/// streams.
+#[utoipa::path(
+    get,
+    path = "/api/v1/artifacts/{cid}/bao",
+    tag = "artifacts",
+    params(("cid" = String, Path, description = "The artifact's CID"), SpanQuery),
+    responses(
+        (status = 200, description = "The bao encoding of the span", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, description = "Not an artifact CID, or a span outside it", body = ErrorBody),
+        (status = 404, description = "Not held on this node", body = ErrorBody),
+    )
+)]
+pub(crate) async fn bao(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+    query: Result<Query<SpanQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_cid(&cid)?;
+    let Query(q) = query.map_err(query_error)?;
+    let rx = node
+        .artifacts()
+        .encode(&id, q.start..q.end)
+        .await
+        .map_err(api_error)?;
+    let mut resp = Response::new(body_of(rx));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+/// Options of a fetch.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FetchQuery {
+    /// Stream progress as JSON lines (one `FetchProgress` every 200 ms and
+    /// at the end) instead of one answer at the end.
+    #[serde(default)]
+    progress: bool,
+}
+
+/// Fetch an artifact to this node from the nearest holders, verifying
+/// every chunk; resumes what an interrupted fetch left. Also the prefetch
+/// a provider runs before a contract starts. Answers at once when it is
+/// already here.
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts/{cid}/fetch",
+    tag = "artifacts",
+    params(("cid" = String, Path, description = "The artifact's CID"), FetchQuery),
+    responses(
+        (status = 200, description = "Held here now (with progress=true: JSON lines of FetchProgress)", body = FetchReport),
+        (status = 400, description = "Not an artifact CID", body = ErrorBody),
+        (status = 404, description = "No live node holds it", body = ErrorBody),
+        (status = 502, description = "Every holder failed or sent corrupt data", body = ErrorBody),
+        (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
+    )
+)]
+pub(crate) async fn fetch(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+    query: Result<Query<FetchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_cid(&cid)?;
+    let Query(q) = query.map_err(query_error)?;
+    if !q.progress {
+        let report = node
+            .artifacts()
+            .fetch_and_wait(id)
+            .await
+            .map_err(api_error)?;
+        return Ok(Json(report).into_response());
+    }
+    let rx = node.artifacts().fetch(id).await;
+    let lines = futures_util::stream::unfold((rx, false), |(mut rx, ended)| async move {
+        if ended {
+            return None;
+        }
+        let p: FetchProgress = rx.borrow_and_update().clone();
+        let done = p.done.is_some();
+        if !done {
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+        let mut line = serde_json::to_vec(&p).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::io::Error>(Bytes::from(line)), (rx, done)))
+    });
+    let mut resp = Response::new(Body::from_stream(lines));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+/// Pin an artifact held here: it is never collected on this node.
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts/{cid}/pin",
+    tag = "artifacts",
+    params(("cid" = String, Path, description = "The artifact's CID")),
+    responses(
+        (status = 200, description = "Pinned", body = ArtifactView),
+        (status = 400, description = "Not an artifact CID", body = ErrorBody),
+        (status = 404, description = "Not held on this node", body = ErrorBody),
+    )
+)]
+pub(crate) async fn pin(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+) -> Result<Json<ArtifactView>, ApiError> {
+    let id = parse_cid(&cid)?;
+    node.artifacts()
+        .set_pinned(&id, true)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// Unpin an artifact held here: it may be collected once no workload uses
+/// it and enough other copies exist.
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts/{cid}/unpin",
+    tag = "artifacts",
+    params(("cid" = String, Path, description = "The artifact's CID")),
+    responses(
+        (status = 200, description = "Unpinned", body = ArtifactView),
+        (status = 400, description = "Not an artifact CID", body = ErrorBody),
+        (status = 404, description = "Not held on this node", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unpin(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+) -> Result<Json<ArtifactView>, ApiError> {
+    let id = parse_cid(&cid)?;
+    node.artifacts()
+        .set_pinned(&id, false)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// Options of a collection.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct GcQuery {
+    /// Collect every collectable artifact, not only down to the budget.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Collect artifacts: unpinned, used by no workload here, not needed here
+/// as a replica; least recently used first, until the store is within its
+/// disk budget (or all of them with `all=true`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts/gc",
+    tag = "artifacts",
+    params(GcQuery),
+    responses(
+        (status = 200, description = "What was removed", body = GcReport),
+        (status = 400, description = "Bad query", body = ErrorBody),
+    )
+)]
+pub(crate) async fn gc(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<GcQuery>, QueryRejection>,
+) -> Result<Json<GcReport>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    node.artifacts()
+        .gc(q.all)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
