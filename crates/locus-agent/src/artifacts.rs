@@ -141,7 +141,11 @@ pub struct FetchProgress {
 #[serde(rename_all = "snake_case")]
 pub enum FetchEnd {
     Ok(FetchReport),
-    Failed(String),
+    Failed {
+        /// `no_holder`, `over_budget` or `fetch_failed`.
+        code: String,
+        message: String,
+    },
 }
 
 /// What a collection removed.
@@ -626,7 +630,15 @@ impl Artifacts {
                         .with_label_values(&["failed"])
                         .inc();
                     tracing::warn!(artifact = %id, error = %e, "fetch failed");
-                    FetchEnd::Failed(e.to_string())
+                    let code = match e {
+                        ArtifactsError::NoHolder(_) => "no_holder",
+                        ArtifactsError::Budget { .. } => "over_budget",
+                        _ => "fetch_failed",
+                    };
+                    FetchEnd::Failed {
+                        code: code.to_owned(),
+                        message: e.to_string(),
+                    }
                 }
             };
             tx.send_modify(|p| p.done = Some(end));
@@ -642,7 +654,13 @@ impl Artifacts {
             if let Some(end) = rx.borrow_and_update().done.clone() {
                 return match end {
                     FetchEnd::Ok(r) => Ok(r),
-                    FetchEnd::Failed(reason) => Err(ArtifactsError::Transfer { id, reason }),
+                    FetchEnd::Failed { code, .. } if code == "no_holder" => {
+                        Err(ArtifactsError::NoHolder(id))
+                    }
+                    FetchEnd::Failed { message, .. } => Err(ArtifactsError::Transfer {
+                        id,
+                        reason: message,
+                    }),
                 };
             }
             if rx.changed().await.is_err() {

@@ -78,18 +78,20 @@ pub(crate) struct PutQuery {
 }
 
 /// Upload an artifact. The body is its bytes, streamed (send
-/// `Content-Length` so they are hashed while they arrive). Answers with its
+/// `Content-Length` so they are hashed while they arrive; no body is the
+/// empty artifact). Answers with its
 /// CID once it is stored and fsynced; this node's copy is pinned. With
 /// `replicas = K` the cluster then keeps K copies, on distinct sites first.
 #[utoipa::path(
     post,
     path = "/api/v1/artifacts",
+    operation_id = "put_artifact",
     tag = "artifacts",
     params(PutQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact's bytes"),
     responses(
         (status = 201, description = "Stored", body = ArtifactView),
-        (status = 400, description = "Bad query, or the body did not match its Content-Length", body = ErrorBody),
+        (status = 400, description = "Bad query, or a body that did not match its Content-Length", body = ErrorBody),
         (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
     )
 )]
@@ -135,6 +137,7 @@ pub(crate) async fn put(
 #[utoipa::path(
     get,
     path = "/api/v1/artifacts",
+    operation_id = "list_artifacts",
     tag = "artifacts",
     responses((status = 200, description = "Held artifacts", body = Vec<ArtifactView>))
 )]
@@ -149,8 +152,9 @@ pub(crate) async fn list(
 #[utoipa::path(
     get,
     path = "/api/v1/artifacts/{cid}",
+    operation_id = "stat_artifact",
     tag = "artifacts",
-    params(("cid" = String, Path, description = "The artifact's CID")),
+    params(("cid" = ArtifactId, Path, description = "The artifact's CID")),
     responses(
         (status = 200, description = "The artifact", body = ArtifactView),
         (status = 400, description = "Not an artifact CID", body = ErrorBody),
@@ -170,20 +174,22 @@ pub(crate) async fn stat(
 }
 
 /// The bytes of an artifact held on this node. Supports one HTTP range
-/// (`Range: bytes=FIRST-[LAST]` or `bytes=-SUFFIX`, answered with 206).
+/// (`Range: bytes=FIRST-[LAST]` or `bytes=-SUFFIX`, answered with 206; a
+/// range that cannot be used, or several, is ignored as RFC 9110 allows).
 /// Fetch it first (`POST …/fetch`) when another node holds it.
 #[utoipa::path(
     get,
     path = "/api/v1/artifacts/{cid}/content",
+    operation_id = "artifact_content",
     tag = "artifacts",
     params(
-        ("cid" = String, Path, description = "The artifact's CID"),
+        ("cid" = ArtifactId, Path, description = "The artifact's CID"),
         ("Range" = Option<String>, Header, description = "One byte range"),
     ),
     responses(
         (status = 200, description = "The whole artifact", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 400, description = "Not an artifact CID, or a malformed range", body = ErrorBody),
+        (status = 400, description = "Not an artifact CID", body = ErrorBody),
         (status = 404, description = "Not held on this node", body = ErrorBody),
         (status = 416, description = "The range starts past the end", body = ErrorBody),
     )
@@ -198,24 +204,24 @@ pub(crate) async fn content(
     let range = match headers.get(header::RANGE) {
         None => None,
         Some(v) => {
-            let text = v.to_str().map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_range",
-                    "Range is not text",
-                )
-            })?;
-            Some(parse_range(text, size).map_err(|e| {
-                match e {
-                    RangeError::Unsatisfiable { .. } => ApiError::new(
+            let text = v.to_str().unwrap_or("");
+            match parse_range(text, size) {
+                Ok(r) => Some(r),
+                Err(e @ RangeError::Unsatisfiable { .. }) => {
+                    return Err(ApiError::new(
                         StatusCode::RANGE_NOT_SATISFIABLE,
                         "range_not_satisfiable",
                         e.to_string(),
                     )
-                    .with_details(serde_json::json!({ "size": size })),
-                    _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_range", e.to_string()),
+                    .with_details(serde_json::json!({ "size": size })));
                 }
-            })?)
+                // RFC 9110 §14.2: a range the server cannot use is ignored,
+                // and the whole representation sent.
+                Err(e) => {
+                    tracing::debug!(error = %e, "ignoring a Range header");
+                    None
+                }
+            }
         }
     };
     let span = range.clone().unwrap_or(0..size);
@@ -268,8 +274,9 @@ pub(crate) struct SpanQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/artifacts/{cid}/bao",
+    operation_id = "artifact_bao",
     tag = "artifacts",
-    params(("cid" = String, Path, description = "The artifact's CID"), SpanQuery),
+    params(("cid" = ArtifactId, Path, description = "The artifact's CID"), SpanQuery),
     responses(
         (status = 200, description = "The bao encoding of the span", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "Not an artifact CID, or a span outside it", body = ErrorBody),
@@ -313,8 +320,9 @@ pub(crate) struct FetchQuery {
 #[utoipa::path(
     post,
     path = "/api/v1/artifacts/{cid}/fetch",
+    operation_id = "fetch_artifact",
     tag = "artifacts",
-    params(("cid" = String, Path, description = "The artifact's CID"), FetchQuery),
+    params(("cid" = ArtifactId, Path, description = "The artifact's CID"), FetchQuery),
     responses(
         (status = 200, description = "Held here now (with progress=true: JSON lines of FetchProgress)", body = FetchReport),
         (status = 400, description = "Not an artifact CID", body = ErrorBody),
@@ -367,8 +375,9 @@ pub(crate) async fn fetch(
 #[utoipa::path(
     post,
     path = "/api/v1/artifacts/{cid}/pin",
+    operation_id = "pin_artifact",
     tag = "artifacts",
-    params(("cid" = String, Path, description = "The artifact's CID")),
+    params(("cid" = ArtifactId, Path, description = "The artifact's CID")),
     responses(
         (status = 200, description = "Pinned", body = ArtifactView),
         (status = 400, description = "Not an artifact CID", body = ErrorBody),
@@ -392,8 +401,9 @@ pub(crate) async fn pin(
 #[utoipa::path(
     post,
     path = "/api/v1/artifacts/{cid}/unpin",
+    operation_id = "unpin_artifact",
     tag = "artifacts",
-    params(("cid" = String, Path, description = "The artifact's CID")),
+    params(("cid" = ArtifactId, Path, description = "The artifact's CID")),
     responses(
         (status = 200, description = "Unpinned", body = ArtifactView),
         (status = 400, description = "Not an artifact CID", body = ErrorBody),
@@ -427,6 +437,7 @@ pub(crate) struct GcQuery {
 #[utoipa::path(
     post,
     path = "/api/v1/artifacts/gc",
+    operation_id = "collect_artifacts",
     tag = "artifacts",
     params(GcQuery),
     responses(

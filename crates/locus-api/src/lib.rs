@@ -86,14 +86,30 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
 /// The OpenAPI document of this API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) = api_router().split_for_parts();
-    api.info.version = locus_core::VERSION.to_owned();
+    finish(&mut api);
     api
+}
+
+/// What the path macros cannot say: the version, and that an upload may
+/// have no body (the empty artifact).
+fn finish(api: &mut utoipa::openapi::OpenApi) {
+    api.info.version = locus_core::VERSION.to_owned();
+    if let Some(body) = api
+        .paths
+        .paths
+        .get_mut("/api/v1/artifacts")
+        .and_then(|p| p.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+        && let utoipa::openapi::RefOr::T(body) = body
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
 }
 
 /// The complete HTTP application of a node.
 pub fn router(node: Arc<Node>) -> Router {
     let (routes, mut api) = api_router().split_for_parts();
-    api.info.version = locus_core::VERSION.to_owned();
+    finish(&mut api);
     routes
         .merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api))
         .fallback(fallback)

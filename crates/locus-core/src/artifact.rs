@@ -145,8 +145,10 @@ impl utoipa::PartialSchema for ArtifactId {
 impl utoipa::ToSchema for ArtifactId {}
 
 /// What every artifact id looks like as text: `b` + base32 of
-/// `01 55 1e 20` + 32 digest bytes (36 bytes → 58 characters).
-pub const CID_PATTERN: &str = "^bafkr4i[a-z2-7]{52}$";
+/// `01 55 1e 20` + 32 digest bytes (36 bytes → 58 characters). The prefix
+/// fixes the first 6 characters and 2 bits of the 7th; the last one
+/// carries 3 bits and 2 zero bits of padding.
+pub const CID_PATTERN: &str = "^bafkr4i[a-h][a-z2-7]{50}[aeimquy4]$";
 
 #[cfg(test)]
 mod tests {
@@ -204,9 +206,12 @@ mod tests {
             let id = ArtifactId::from_digest(d);
             let text = id.to_string();
             prop_assert_eq!(text.parse::<ArtifactId>().unwrap(), id);
+            let b32 = |c: char| c.is_ascii_lowercase() || ('2'..='7').contains(&c);
             let re_ok = text.len() == 59
                 && text.starts_with("bafkr4i")
-                && text[7..].chars().all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c));
+                && ('a'..='h').contains(&text.as_bytes()[7].into())
+                && text[8..58].chars().all(b32)
+                && "aeimquy4".contains(&text[58..]);
             prop_assert!(re_ok, "{}", text);
             let json = serde_json::to_string(&id).unwrap();
             prop_assert_eq!(serde_json::from_str::<ArtifactId>(&json).unwrap(), id);

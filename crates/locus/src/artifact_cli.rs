@@ -195,9 +195,7 @@ async fn fetch(client: &Client, json: bool, id: ArtifactId) -> Result<FetchRepor
     progress.finish_and_clear();
     match end {
         Some(FetchEnd::Ok(report)) => Ok(report),
-        Some(FetchEnd::Failed(reason)) => {
-            Err(Failure::Failed(anyhow!("fetch of {id} failed: {reason}")))
-        }
+        Some(FetchEnd::Failed { message, .. }) => Err(Failure::Failed(anyhow!("{message}"))),
         None => Err(Failure::Failed(anyhow!(
             "the fetch of {id} ended without a result"
         ))),
