@@ -36,15 +36,15 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Serialize)]
-struct Stats {
-    runs: usize,
-    p50_ms: f64,
-    p99_ms: f64,
-    min_ms: f64,
-    max_ms: f64,
+pub(crate) struct Stats {
+    pub(crate) runs: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) min_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
-fn stats(mut samples: Vec<f64>) -> Stats {
+pub(crate) fn stats(mut samples: Vec<f64>) -> Stats {
     samples.sort_by(f64::total_cmp);
     let pick = |q: f64| {
         if samples.is_empty() {
@@ -62,19 +62,19 @@ fn stats(mut samples: Vec<f64>) -> Stats {
     }
 }
 
-struct Member {
-    child: Option<Child>,
-    api: SocketAddr,
+pub(crate) struct Member {
+    pub(crate) child: Option<Child>,
+    pub(crate) api: SocketAddr,
     gossip: SocketAddr,
     dir: PathBuf,
     site: String,
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     exe: PathBuf,
-    members: Vec<Member>,
+    pub(crate) members: Vec<Member>,
     seeds: Vec<SocketAddr>,
-    http: reqwest::blocking::Client,
+    pub(crate) http: reqwest::blocking::Client,
 }
 
 impl Drop for Cluster {
@@ -97,7 +97,7 @@ fn free_udp(ip: &str) -> anyhow::Result<SocketAddr> {
 }
 
 impl Cluster {
-    fn start(exe: &Path, root: &Path, n: usize) -> anyhow::Result<Cluster> {
+    pub(crate) fn start(exe: &Path, root: &Path, n: usize) -> anyhow::Result<Cluster> {
         let mut members = Vec::new();
         for i in 0..n {
             let ip = format!("127.0.99.{}", i + 1);
@@ -142,7 +142,7 @@ impl Cluster {
             cmd.args(["--seed", &s.to_string()]);
         }
         let child = cmd
-            .env("LOCUS_LOG", "warn,locus_agent::workloads=debug")
+            .env("LOCUS_LOG", "warn,locus_agent::workloads=debug,locus_agent::artifacts=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -152,11 +152,11 @@ impl Cluster {
         Ok(())
     }
 
-    fn url(&self, i: usize, path: &str) -> String {
+    pub(crate) fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.members[i].api)
     }
 
-    fn get(&self, i: usize, path: &str) -> anyhow::Result<Value> {
+    pub(crate) fn get(&self, i: usize, path: &str) -> anyhow::Result<Value> {
         let r = self.http.get(self.url(i, path)).send()?;
         if !r.status().is_success() {
             bail!("GET {path} on b{i}: {}", r.status());
@@ -180,7 +180,7 @@ impl Cluster {
         bail!("agent b{i} never became healthy")
     }
 
-    fn wait_converged(&self) -> anyhow::Result<()> {
+    pub(crate) fn wait_converged(&self) -> anyhow::Result<()> {
         let n = self.members.len();
         let start = Instant::now();
         while start.elapsed() < RUN_TIMEOUT {
@@ -315,7 +315,7 @@ struct Memory {
     rss_without_guests_mb: f64,
 }
 
-fn rss(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

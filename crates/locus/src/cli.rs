@@ -247,6 +247,34 @@ pub enum BenchCommand {
     /// Deploy latency per driver (local and remote), failover time after
     /// SIGKILL, and agent memory with ten Wasm workloads, on real agents.
     Workloads(WorkloadsBenchArgs),
+    /// Put throughput, peer get throughput against plain file servers,
+    /// fan-out to many nodes and RSS during a multi-GB transfer.
+    Artifacts(ArtifactsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactsBenchArgs {
+    /// Agents to start on loopback (all but the first fetch in the fan-out).
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u16).range(2..=32))]
+    pub agents: u16,
+    /// Size of the put and peer-get artifact, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mb: u64,
+    /// Runs of each put and get measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Size of the fan-out artifact, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub fanout_mb: u64,
+    /// Size of the transfer whose RSS is watched, GiB.
+    #[arg(long, default_value_t = 4)]
+    pub rss_gb: u64,
+    /// Where the test files and agents live (needs about 3 × rss-gb free).
+    #[arg(long, default_value = "target")]
+    pub dir: PathBuf,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

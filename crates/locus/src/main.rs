@@ -4,6 +4,7 @@
 mod agent;
 mod artifact_cli;
 mod bench;
+mod bench_artifacts;
 mod bench_fabric;
 mod bench_workloads;
 mod cli;
@@ -44,6 +45,9 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen(&args),
         Command::Bench(BenchCommand::Fabric(args)) => {
             bench_fabric::fabric(&args).map_err(Failure::from)
+        }
+        Command::Bench(BenchCommand::Artifacts(args)) => {
+            bench_artifacts::artifacts(&args).map_err(Failure::Failed)
         }
         Command::Bench(BenchCommand::Workloads(args)) => {
             bench_workloads::workloads(&args).map_err(Failure::from)
