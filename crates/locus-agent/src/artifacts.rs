@@ -976,12 +976,7 @@ impl Artifacts {
     }
 
     async fn cluster(&self) -> Vec<ClusterNode> {
-        self.inner
-            .fabric
-            .snapshot()
-            .await
-            .map(|s| s.nodes)
-            .unwrap_or_default()
+        self.inner.fabric.nodes().await
     }
 
     async fn holders(&self) -> BTreeMap<ArtifactId, Held> {

@@ -372,12 +372,7 @@ impl Workloads {
 
     /// The cluster as the fabric sees it now (empty if the fabric stopped).
     async fn cluster(&self) -> Vec<ClusterNode> {
-        self.inner
-            .fabric
-            .snapshot()
-            .await
-            .map(|s| s.nodes)
-            .unwrap_or_default()
+        self.inner.fabric.nodes().await
     }
 
     /// One pass of the loop. Public for tests and benchmarks.

@@ -152,6 +152,11 @@ impl FabricHandle {
         rx.await.map_err(|_| FabricError::Stopped)
     }
 
+    /// The nodes as this node sees them now (none once the fabric stopped).
+    pub async fn nodes(&self) -> Vec<locus_core::cluster::ClusterNode> {
+        self.snapshot().await.map(|s| s.nodes).unwrap_or_default()
+    }
+
     /// The live records of `owner` held by this node: `(key, version, value)`.
     pub async fn records_of(
         &self,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::bench_workloads::{Cluster, rss, stats};
+use crate::bench_workloads::{Cluster, in_scratch_dir, rss, stats};
 use crate::cli::ArtifactsBenchArgs;
 
 const MIB: u64 = 1 << 20;
@@ -48,19 +48,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Upload `file` to agent `i`; its CID.
+/// Upload `file` to agent `i` with curl (a client nobody here wrote, which
+/// streams the file with its Content-Length); its CID.
 fn upload(c: &Cluster, i: usize, file: &Path) -> anyhow::Result<String> {
-    let len = std::fs::metadata(file)?.len();
-    let http = reqwest::blocking::Client::builder().timeout(None).build()?;
-    let r = http
-        .post(c.url(i, "/api/v1/artifacts"))
-        .header(reqwest::header::CONTENT_LENGTH, len)
-        .body(reqwest::blocking::Body::sized(std::fs::File::open(file)?, len))
-        .send()?;
-    if !r.status().is_success() {
-        bail!("upload: {} {}", r.status(), r.text().unwrap_or_default());
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "-T"])
+        .arg(file)
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .arg(c.url(i, "/api/v1/artifacts"))
+        .output()
+        .context("cannot run curl")?;
+    if !out.status.success() {
+        bail!("upload: {}", String::from_utf8_lossy(&out.stdout));
     }
-    let v: Value = r.json()?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
     Ok(v["cid"].as_str().unwrap_or_default().to_owned())
 }
 
@@ -70,7 +71,11 @@ fn fetch(c: &Cluster, i: usize, cid: &str) -> anyhow::Result<Value> {
         .post(c.url(i, &format!("/api/v1/artifacts/{cid}/fetch")))
         .send()?;
     if !r.status().is_success() {
-        bail!("fetch on b{i}: {} {}", r.status(), r.text().unwrap_or_default());
+        bail!(
+            "fetch on b{i}: {} {}",
+            r.status(),
+            r.text().unwrap_or_default()
+        );
     }
     Ok(r.json()?)
 }
@@ -114,13 +119,21 @@ impl Drop for FileServer {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn python_server(dir: &Path) -> anyhow::Result<FileServer> {
     let port = free_port()?;
     let child = Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -154,7 +167,12 @@ fn nginx_server(dir: &Path, work: &Path) -> anyhow::Result<Option<FileServer>> {
         ),
     )?;
     let child = Command::new(nginx)
-        .args(["-c", &conf.display().to_string(), "-p", &work.display().to_string()])
+        .args([
+            "-c",
+            &conf.display().to_string(),
+            "-p",
+            &work.display().to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -191,7 +209,10 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
 }
 
 /// Peak RSS growth (bytes) of `pids` while `during` runs.
-fn rss_growth(pids: &[u32], during: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Vec<u64>> {
+fn rss_growth(
+    pids: &[u32],
+    during: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<u64>> {
     let base: Vec<u64> = pids.iter().map(|p| rss(*p).unwrap_or(0)).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = stop.clone();
@@ -208,20 +229,19 @@ fn rss_growth(pids: &[u32], during: impl FnOnce() -> anyhow::Result<()>) -> anyh
     });
     let r = during();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    let peak = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
     r?;
-    Ok(peak.iter().zip(base).map(|(p, b)| p.saturating_sub(b)).collect())
+    Ok(peak
+        .iter()
+        .zip(base)
+        .map(|(p, b)| p.saturating_sub(b))
+        .collect())
 }
 
 pub fn artifacts(args: &ArtifactsBenchArgs) -> anyhow::Result<()> {
-    let root = tempfile::tempdir_in(&args.dir)?;
-    let path = root.path().to_owned();
-    let result = run(args, &path);
-    if result.is_err() {
-        let _ = root.keep();
-        eprintln!("agent logs kept under {}", path.display());
-    }
-    result
+    in_scratch_dir(&args.dir, |root| run(args, root))
 }
 
 fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
@@ -233,16 +253,52 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
     eprintln!("writing a {} MiB test file…", args.size_mb);
     write_content(&file, size, 1)?;
 
+    // 0. What bounds a put here: hashing alone (file in the page cache,
+    // outboard to nowhere), and this disk writing 1 GiB with an fsync.
+    let mut hash_only = Vec::new();
+    for _ in 0..args.runs {
+        let f = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&file)?);
+        let t = Instant::now();
+        let tree = bao_tree::BaoTree::new(size, locus_artifacts::blob::BLOCK);
+        bao_tree::io::sync::outboard_post_order(f, tree, std::io::sink())?;
+        hash_only.push(gbps(size, t.elapsed().as_secs_f64()));
+    }
+    let mut disk = Vec::new();
+    for _ in 0..args.runs {
+        let probe = root.join("disk.probe");
+        let block = vec![0u8; 1 << 20];
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&probe)?;
+        for _ in 0..args.size_mb {
+            f.write_all(&block)?;
+        }
+        f.sync_all()?;
+        disk.push(gbps(size, t.elapsed().as_secs_f64()));
+        std::fs::remove_file(&probe)?;
+    }
+    eprintln!(
+        "  hashing alone {:.2} GB/s; this disk writes {:.2} GB/s with an fsync",
+        median(hash_only.clone()),
+        median(disk.clone())
+    );
+
     // 1. Local put, in process: hash + outboard + write + fsync + rename.
     let store = locus_artifacts::BlobStore::open(&root.join("store"))?;
     let mut inproc = Vec::new();
     for run in 0..args.runs {
         let f = std::fs::File::open(&file)?;
         let t = Instant::now();
-        let got = store.ingest(std::io::BufReader::with_capacity(1 << 20, f), Some(size), &mut |_| {})?;
+        let got = store.ingest(
+            std::io::BufReader::with_capacity(1 << 20, f),
+            Some(size),
+            &mut |_| {},
+        )?;
         inproc.push(gbps(size, t.elapsed().as_secs_f64()));
         store.remove(&got.id)?;
-        eprintln!("  put in process #{run}: {:.2} GB/s", inproc.last().copied().unwrap_or(0.0));
+        eprintln!(
+            "  put in process #{run}: {:.2} GB/s",
+            inproc.last().copied().unwrap_or(0.0)
+        );
     }
 
     eprintln!("starting {} agents…", args.agents.max(2));
@@ -256,9 +312,14 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
         let t = Instant::now();
         cid = upload(&c, 0, &file)?;
         api_put.push(gbps(size, t.elapsed().as_secs_f64()));
-        eprintln!("  put through the API #{run}: {:.2} GB/s", api_put.last().copied().unwrap_or(0.0));
+        eprintln!(
+            "  put through the API #{run}: {:.2} GB/s",
+            api_put.last().copied().unwrap_or(0.0)
+        );
         if run + 1 < args.runs {
-            c.http.post(c.url(0, &format!("/api/v1/artifacts/{cid}/unpin"))).send()?;
+            c.http
+                .post(c.url(0, &format!("/api/v1/artifacts/{cid}/unpin")))
+                .send()?;
             collect(&c, 0)?;
         }
     }
@@ -274,7 +335,10 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
             bail!("unexpected fetch report {report}");
         }
         p2p.push(gbps(size, secs));
-        eprintln!("  peer get #{run}: {:.2} GB/s", p2p.last().copied().unwrap_or(0.0));
+        eprintln!(
+            "  peer get #{run}: {:.2} GB/s",
+            p2p.last().copied().unwrap_or(0.0)
+        );
         collect(&c, 1)?;
         wait_holders(&c, 1, &cid, 1)?;
     }
@@ -285,22 +349,43 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
     let mut plain = serde_json::Map::new();
     for s in &servers {
         wait_port(s.port)?;
-        let mut v = Vec::new();
+        let (mut v, mut durable) = (Vec::new(), Vec::new());
         for run in 0..args.runs {
             let out = root.join("plain.out");
             let secs = curl_get(&format!("http://127.0.0.1:{}/artifact.bin", s.port), &out)?;
+            // A fetch ends with the artifact fsynced; the same for curl.
+            let t = Instant::now();
+            std::fs::File::open(&out)?.sync_all()?;
+            let sync = t.elapsed().as_secs_f64();
             std::fs::remove_file(&out)?;
             v.push(gbps(size, secs));
-            eprintln!("  {} #{run}: {:.2} GB/s", s.name, v.last().copied().unwrap_or(0.0));
+            durable.push(gbps(size, secs + sync));
+            eprintln!(
+                "  {} #{run}: {:.2} GB/s, {:.2} GB/s with the fsync",
+                s.name,
+                v.last().copied().unwrap_or(0.0),
+                durable.last().copied().unwrap_or(0.0)
+            );
         }
-        plain.insert(s.name.to_owned(), json!({ "gbps": median(v.clone()), "runs_gbps": v }));
+        plain.insert(
+            s.name.to_owned(),
+            json!({
+                "gbps": median(v.clone()),
+                "runs_gbps": v,
+                "gbps_with_fsync": median(durable.clone()),
+                "runs_gbps_with_fsync": durable,
+            }),
+        );
     }
     drop(servers);
     let p2p_median = median(p2p.clone());
-    let python_gbps = plain
-        .get("python3 -m http.server")
-        .and_then(|v| v["gbps"].as_f64())
-        .unwrap_or(f64::NAN);
+    let python = |k: &str| {
+        plain
+            .get("python3 -m http.server")
+            .and_then(|v| v[k].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let (python_gbps, python_durable) = (python("gbps"), python("gbps_with_fsync"));
 
     // 4. Fan-out: every other agent fetches the same artifact at once.
     let fan_size = args.fanout_mb * MIB;
@@ -326,7 +411,10 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a fetch thread panicked"))?)
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a fetch thread panicked"))?
+            })
             .collect::<anyhow::Result<Vec<f64>>>()
     })?;
     let fan_total = t.elapsed().as_secs_f64();
@@ -360,6 +448,8 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
     let report = json!({
         "size_mb": args.size_mb,
         "runs": args.runs,
+        "hash_only_gbps": median(hash_only),
+        "disk_write_fsync_gbps": median(disk),
         "local_put_gbps": {
             "in_process": median(inproc.clone()),
             "through_api": median(api_put.clone()),
@@ -372,6 +462,7 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
             "runs_gbps": p2p,
             "plain_servers": plain,
             "ratio_to_python_http_server": p2p_median / python_gbps,
+            "ratio_to_python_http_server_with_fsync": p2p_median / python_durable,
             "target_ratio": 0.8,
         },
         "fanout": {
@@ -394,7 +485,8 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     if let Some(out) = &args.out {
-        std::fs::write(out, format!("{text}\n")).with_context(|| format!("cannot write {}", out.display()))?;
+        std::fs::write(out, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", out.display()))?;
     }
     Ok(())
 }

@@ -142,7 +142,10 @@ impl Cluster {
             cmd.args(["--seed", &s.to_string()]);
         }
         let child = cmd
-            .env("LOCUS_LOG", "warn,locus_agent::workloads=debug,locus_agent::artifacts=info")
+            .env(
+                "LOCUS_LOG",
+                "warn,locus_agent::workloads=debug,locus_agent::artifacts=info",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -327,11 +330,19 @@ pub(crate) fn rss(pid: u32) -> anyhow::Result<u64> {
 }
 
 pub fn workloads(args: &WorkloadsBenchArgs) -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
+    in_scratch_dir(&std::env::temp_dir(), |root| run(args, root))
+}
+
+/// Run `f` in a fresh directory under `parent`, removed afterwards unless
+/// `f` fails: then the agents' logs are kept for the post-mortem.
+pub(crate) fn in_scratch_dir(
+    parent: &Path,
+    f: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let root = tempfile::tempdir_in(parent)?;
     let path = root.path().to_owned();
-    let result = run(args, &path);
+    let result = f(&path);
     if result.is_err() {
-        // Keep the agents' logs for the post-mortem.
         let _ = root.keep();
         eprintln!("agent logs kept under {}", path.display());
     }

@@ -14,7 +14,8 @@ use common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// Deterministic, incompressible-looking content: `len` bytes from `seed`.
+/// Deterministic, incompressible-looking content: `len` bytes from `seed`
+/// (`seed | 1` seeds it: give even seeds 2 apart).
 fn write_content(path: &Path, len: u64, seed: u64) {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     let mut x = seed | 1;
@@ -39,6 +40,29 @@ fn put(agent: &Agent, file: &Path, extra: &[&str]) -> String {
     let mut args = vec!["artifact", "put", file.to_str().unwrap()];
     args.extend_from_slice(extra);
     ok(&cli(agent, &args)).trim().to_owned()
+}
+
+/// `locus --json artifact get CID -o OUT` on `agent`: the fetch report.
+fn get_to(agent: &Agent, cid: &str, out: &Path) -> Value {
+    let text = ok(&cli(
+        agent,
+        &[
+            "--json",
+            "artifact",
+            "get",
+            cid,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    ));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `locus --json artifact gc --all` on `agent`: what it removed.
+fn gc_all(agent: &Agent) -> Vec<Value> {
+    let text = ok(&cli(agent, &["--json", "artifact", "gc", "--all"]));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["removed"].as_array().cloned().unwrap_or_default()
 }
 
 fn stat(agent: &Agent, cid: &str) -> Value {
@@ -226,18 +250,7 @@ fn replicas_heal_after_a_holder_dies_and_a_node_with_nothing_gets_it() {
             .is_empty()
     );
     let out = dir.path().join("got");
-    let report = ok(&cli(
-        e,
-        &[
-            "--json",
-            "artifact",
-            "get",
-            &cid,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    ));
-    let report: Value = serde_json::from_str(&report).unwrap();
+    let report = get_to(e, &cid, &out);
     assert_eq!(report["fetched_bytes"], 20 << 20);
     assert_eq!(report["already_local"], false);
     assert!(same_file(&out, &file));
@@ -263,9 +276,8 @@ fn replicas_heal_after_a_holder_dies_and_a_node_with_nothing_gets_it() {
     assert_eq!(&part[..], &whole[1000..2000]);
 
     // Pinned: the uploader's copy is never collected.
-    let gc: Value =
-        serde_json::from_str(&ok(&cli(&m1.agent, &["--json", "artifact", "gc", "--all"]))).unwrap();
-    assert!(gc["removed"].as_array().unwrap().is_empty(), "pinned: {gc}");
+    let gc = gc_all(&m1.agent);
+    assert!(gc.is_empty(), "pinned: {gc:?}");
     // Unpinned, three copies of a K=2 artifact: collecting everywhere drops
     // exactly the extra one (the holders' rendezvous ranking agrees).
     ok(&cli(&m1.agent, &["artifact", "unpin", &cid]));
@@ -323,18 +335,7 @@ fn a_corrupt_holder_is_caught_at_the_chunk_and_the_fetch_completes_from_another(
     });
 
     let out = dir.path().join("got");
-    let report = ok(&cli(
-        &m3.agent,
-        &[
-            "--json",
-            "artifact",
-            "get",
-            &cid,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    ));
-    let report: Value = serde_json::from_str(&report).unwrap();
+    let report = get_to(&m3.agent, &cid, &out);
     assert!(same_file(&out, &file), "the copy is the original");
     assert!(report["corrupt_chunks"].as_u64().unwrap() >= 1, "{report}");
     let peer = report["peers"]
@@ -514,9 +515,36 @@ fn workloads_start_from_artifacts_fetched_on_the_node_that_runs_them() {
     let v = stat(&m2.agent, &cid);
     assert_eq!(v["in_use"], true, "{v}");
     // In use: collection leaves it alone.
-    let gc: Value =
-        serde_json::from_str(&ok(&cli(&m2.agent, &["--json", "artifact", "gc", "--all"]))).unwrap();
-    assert!(gc["removed"].as_array().unwrap().is_empty(), "{gc}");
+    let gc = gc_all(&m2.agent);
+    assert!(gc.is_empty(), "{gc:?}");
+
+    // A container from a CID: a `docker save` tarball stored as an
+    // artifact, loaded into the engine from the store of the node that runs
+    // it.
+    let image = put(&m1.agent, &image_tarball(), &[]);
+    let spec = dir.path().join("box.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"box\"\nkind = \"container\"\nsource = \"cid:{image}\"\nargs = [\"sh\", \"-c\", \"echo hello from an artifact; exec /bin/busybox sleep 300\"]\nstop_timeout_secs = 1\n[resources]\nmemory_mb = 32\n[placement]\nsite = \"b\"\n"
+        ),
+    )
+    .unwrap();
+    ok(&cli(&m1.agent, &["run", spec.to_str().unwrap()]));
+    wait_until(
+        "the container logs its greeting",
+        Duration::from_secs(60),
+        || {
+            let out = cli(&m1.agent, &["logs", "box"]);
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("hello from an artifact")
+        },
+    );
+    assert!(
+        blob_path(&m2.agent, &image).exists(),
+        "m2 fetched the image"
+    );
+    ok(&cli(&m1.agent, &["rm", "--force", "box"]));
 
     // A CID no node holds: the workload fails and says why.
     let missing = locus_core::ArtifactId::of(b"no node holds this").to_string();
@@ -537,4 +565,58 @@ fn workloads_start_from_artifacts_fetched_on_the_node_that_runs_them() {
         },
     );
     ok(&cli(&m1.agent, &["rm", "--force", "sleeper"]));
+}
+
+#[test]
+fn the_disk_budget_collects_the_least_recently_used_and_refuses_what_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "[artifacts]\ndisk_budget_mb = 3\n").unwrap();
+    let m1 = member(dir.path(), 71, "a", &[]);
+    let seeds = [m1.gossip];
+    let m2 = member_with(
+        dir.path(),
+        72,
+        "b",
+        &seeds,
+        &["--config", config.to_str().unwrap()],
+    );
+    wait_cluster(&[&m1, &m2], 2);
+    let cids: Vec<String> = (0..3)
+        .map(|i| {
+            let f = dir.path().join(format!("f{i}"));
+            write_content(&f, 1 << 20, 80 + 2 * i);
+            put(&m1.agent, &f, &[])
+        })
+        .collect();
+    for c in &cids {
+        wait_until("m2 sees the holder", Duration::from_secs(15), || {
+            holders(&m2.agent, c).len() == 1
+        });
+    }
+    // Three 1 MiB artifacts and their hash trees do not fit in 3 MiB: the
+    // third fetch collects the least recently used of the first two.
+    for c in &cids {
+        ok(&cli(&m2.agent, &["artifact", "fetch", c]));
+    }
+    assert!(
+        !blob_path(&m2.agent, &cids[0]).exists(),
+        "the oldest went; log:\n{}",
+        m2.agent.logs()
+    );
+    assert!(blob_path(&m2.agent, &cids[1]).exists());
+    assert!(blob_path(&m2.agent, &cids[2]).exists());
+    // Pinned, nothing can go: a 4 MiB upload is refused with the reason.
+    ok(&cli(&m2.agent, &["artifact", "pin", &cids[1]]));
+    ok(&cli(&m2.agent, &["artifact", "pin", &cids[2]]));
+    let big = dir.path().join("big");
+    write_content(&big, 4 << 20, 90);
+    let out = cli(&m2.agent, &["artifact", "put", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("over_budget") && err.contains("budget"),
+        "{err}"
+    );
+    assert!(blob_path(&m2.agent, &cids[1]).exists() && blob_path(&m2.agent, &cids[2]).exists());
 }

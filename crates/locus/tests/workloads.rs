@@ -474,25 +474,6 @@ fn a_killed_node_s_workload_runs_elsewhere_and_once_after_it_returns() {
     }
 }
 
-/// The `docker save` tarball scripts/test-images.sh builds (run here when
-/// missing).
-fn image_tarball() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tar = root.join("target/test-assets/busybox-image.tar");
-    if !tar.exists() {
-        let status = std::process::Command::new(root.join("scripts/test-images.sh"))
-            .status()
-            .expect("run scripts/test-images.sh");
-        assert!(status.success());
-    }
-    assert!(
-        tar.exists(),
-        "scripts/test-images.sh did not build {}",
-        tar.display()
-    );
-    tar
-}
-
 fn containers_of(id: &str, all: bool) -> usize {
     let mut args = vec!["ps", "-q", "--filter"];
     let filter = format!("label=locus.workload={id}");

@@ -233,8 +233,27 @@ pub struct Member {
 }
 
 pub fn member(dir: &Path, i: usize, site: &str, seeds: &[SocketAddr]) -> Member {
+    member_with(dir, i, site, seeds, &[])
+}
+
+/// A member started with extra agent arguments.
+pub fn member_with(
+    dir: &Path,
+    i: usize,
+    site: &str,
+    seeds: &[SocketAddr],
+    extra: &[&str],
+) -> Member {
     let ip = format!("127.0.7.{i}");
-    member_on(dir, i, site, seeds, free_udp_on(&ip), free_addr_on(&ip))
+    member_on_with(
+        dir,
+        i,
+        site,
+        seeds,
+        free_udp_on(&ip),
+        free_addr_on(&ip),
+        extra,
+    )
 }
 
 pub fn member_on(
@@ -244,6 +263,19 @@ pub fn member_on(
     seeds: &[SocketAddr],
     gossip: SocketAddr,
     api: SocketAddr,
+) -> Member {
+    member_on_with(dir, i, site, seeds, gossip, api, &[])
+}
+
+/// A member on given addresses, with extra agent arguments.
+pub fn member_on_with(
+    dir: &Path,
+    i: usize,
+    site: &str,
+    seeds: &[SocketAddr],
+    gossip: SocketAddr,
+    api: SocketAddr,
+    extra: &[&str],
 ) -> Member {
     let name = format!("w{i}");
     let mut args = vec![
@@ -258,7 +290,8 @@ pub fn member_on(
         args.push("--seed".to_owned());
         args.push(s.to_string());
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     let agent = Agent::spawn(&dir.join(&name), api, &args);
     agent.wait_healthy();
     Member {
@@ -306,4 +339,23 @@ pub fn wait_cluster(members: &[&Member], n: usize) {
             })
         },
     );
+}
+
+/// The `docker save` tarball scripts/test-images.sh builds (run here when
+/// missing).
+pub fn image_tarball() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tar = root.join("target/test-assets/busybox-image.tar");
+    if !tar.exists() {
+        let status = std::process::Command::new(root.join("scripts/test-images.sh"))
+            .status()
+            .expect("run scripts/test-images.sh");
+        assert!(status.success());
+    }
+    assert!(
+        tar.exists(),
+        "scripts/test-images.sh did not build {}",
+        tar.display()
+    );
+    tar
 }
