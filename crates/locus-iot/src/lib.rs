@@ -21,5 +21,7 @@
 //! HTTP), storage and the CLI live elsewhere and call in.
 
 pub mod merkle;
+pub mod reading;
 
 pub use merkle::{Hash, MerkleLog};
+pub use reading::{Reading, Value};
