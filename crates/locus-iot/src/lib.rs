@@ -20,8 +20,10 @@
 //! offset, value — and never panics on input bytes. Transports (CoAP, MQTT,
 //! HTTP), storage and the CLI live elsewhere and call in.
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod reading;
 
+pub use checkpoint::Checkpoint;
 pub use merkle::{Hash, MerkleLog};
 pub use reading::{Reading, Value};
