@@ -23,6 +23,7 @@
 pub mod checkpoint;
 pub mod merkle;
 pub mod reading;
+pub mod tlv;
 
 pub use checkpoint::Checkpoint;
 pub use merkle::{Hash, MerkleLog};
