@@ -21,6 +21,7 @@
 //! HTTP), storage and the CLI live elsewhere and call in.
 
 pub mod checkpoint;
+pub mod lwm2m;
 pub mod merkle;
 pub mod reading;
 pub mod tlv;
