@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod lwm2m;
 pub mod merkle;
 pub mod reading;
+pub mod senml;
 pub mod tlv;
 
 pub use checkpoint::Checkpoint;
