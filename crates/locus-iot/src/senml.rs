@@ -30,7 +30,8 @@
 //!   and `time` (absolute unix seconds; default `now`) optional; no other
 //!   member;
 //! - or, when it has no `resource` member, a map of resource names to
-//!   values: `{"temp": 21.5, "door": false}`, all at `now`, without units.
+//!   values: `{"temp": 21.5, "door": false}`, all at `now`, without units,
+//!   returned in name order.
 //!
 //! Resource names follow the SenML name rule. Every error names the record
 //! (its index in the array, or the member) and the field.
