@@ -1,0 +1,32 @@
+//! # locus-iot
+//!
+//! Things and their readings as pure data, and the integrity of what a node
+//! collects:
+//!
+//! - [`merkle`]: the append-only Merkle log of readings (RFC 6962 hashing),
+//!   its roots, inclusion and consistency proofs and their verification;
+//! - [`checkpoint`]: signed checkpoints (tree size + root) in the C2SP
+//!   signed-note text format, ed25519;
+//! - [`reading`]: a [`Reading`] and its canonical bytes, the Merkle leaf;
+//! - [`tlv`] and [`lwm2m`]: the OMA LwM2M TLV codec, the bootstrap writes of
+//!   the Security and Server objects, and the CoRE Link Format of Register;
+//! - [`senml`]: SenML JSON (RFC 8428) and locus's simple JSON readings,
+//!   resolved into records.
+//!
+//! This crate owns the *formats and rules*. It must never do I/O, open
+//! sockets or files, read a clock, spawn tasks or depend on a runtime: every
+//! function is a pure function of its arguments (the time "now" is one of
+//! them), and every decoder returns an error naming what is wrong — field,
+//! offset, value — and never panics on input bytes. Transports (CoAP, MQTT,
+//! HTTP), storage and the CLI live elsewhere and call in.
+
+pub mod checkpoint;
+pub mod lwm2m;
+pub mod merkle;
+pub mod reading;
+pub mod senml;
+pub mod tlv;
+
+pub use checkpoint::Checkpoint;
+pub use merkle::{Hash, MerkleLog};
+pub use reading::{Reading, Value};
