@@ -7,7 +7,10 @@
 //!   its roots, inclusion and consistency proofs and their verification;
 //! - [`checkpoint`]: signed checkpoints (tree size + root) in the C2SP
 //!   signed-note text format, ed25519;
-//! - [`reading`]: a [`Reading`] and its canonical bytes, the Merkle leaf;
+//! - [`reading`]: a [`Reading`] and its canonical bytes;
+//! - [`seal`]: the seal log (each reading numbered into its Merkle leaf),
+//!   exported bundles and their offline verifier, which names every
+//!   altered, dropped, duplicated or reordered reading;
 //! - [`tlv`] and [`lwm2m`]: the OMA LwM2M TLV codec, the bootstrap writes of
 //!   the Security and Server objects, and the CoRE Link Format of Register;
 //! - [`senml`]: SenML JSON (RFC 8428) and locus's simple JSON readings,
@@ -24,9 +27,11 @@ pub mod checkpoint;
 pub mod lwm2m;
 pub mod merkle;
 pub mod reading;
+pub mod seal;
 pub mod senml;
 pub mod tlv;
 
 pub use checkpoint::Checkpoint;
 pub use merkle::{Hash, MerkleLog};
 pub use reading::{Reading, Value};
+pub use seal::{Bundle, Problem, Report, SealLog, Sealed};
