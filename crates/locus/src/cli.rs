@@ -68,6 +68,10 @@ pub enum Command {
     /// Content-addressed artifacts: put, get, list, pin, collect.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
+    /// Check an exported bundle of readings offline: signed checkpoints,
+    /// consistency and inclusion proofs; names every reading altered,
+    /// dropped, duplicated or reordered. Exit 0 clean, 1 not.
+    Verify(VerifyArgs),
     /// Make a cluster key for `--cluster-key-file` (every node of a cluster
     /// needs the same file).
     Keygen(KeygenArgs),
@@ -395,4 +399,13 @@ pub struct ArtifactGetArgs {
     /// Where to write it (default: stdout).
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle (JSON, as a node exports it).
+    pub bundle: PathBuf,
+    /// The node's verifier key (`NAME+KEYID+BASE64`, signed-note format).
+    #[arg(long, env = "LOCUS_VERIFIER_KEY", value_name = "KEY")]
+    pub key: String,
 }

@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => agent::run(args),
         Command::Keygen(args) => keygen(&args),
+        Command::Verify(args) => verify(&args, cli.json),
         Command::Bench(BenchCommand::Fabric(args)) => {
             bench_fabric::fabric(&args).map_err(Failure::from)
         }
@@ -295,6 +296,56 @@ pub(crate) fn url_escape(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `locus verify BUNDLE --key KEY`: offline, no node needed.
+fn verify(args: &cli::VerifyArgs, json: bool) -> Result<(), Failure> {
+    let shown = args.bundle.display().to_string();
+    let text = std::fs::read_to_string(&args.bundle)
+        .with_context(|| format!("cannot read {shown}"))
+        .map_err(Failure::Usage)?;
+    let bundle = locus_iot::Bundle::from_json(&text)
+        .map_err(|e| Failure::Failed(anyhow::anyhow!("{shown} is not a valid bundle: {e}")))?;
+    let report = locus_iot::seal::verify(&bundle, &args.key);
+    let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    if json {
+        let v = serde_json::json!({
+            "clean": report.is_clean(),
+            "origin": report.origin,
+            "range": { "start": report.range.start, "end": report.range.end },
+            "tree_size": report.tree_size,
+            "checkpoints_ok": report.checkpoints_ok,
+            "entries_checked": report.entries_checked,
+            "problems": problems,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?
+        );
+    } else if report.is_clean() {
+        println!(
+            "{shown}: clean — {} reading(s) seq {}..{} of {} verified against {} checkpoint(s) of a {}-leaf log",
+            report.entries_checked,
+            report.range.start,
+            report.range.end,
+            report.origin,
+            bundle.checkpoints.len(),
+            report.tree_size.unwrap_or(0)
+        );
+    } else {
+        println!("{shown}: {} problem(s)", problems.len());
+        for p in &problems {
+            println!("  {p}");
+        }
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(anyhow::anyhow!(
+            "the bundle does not verify ({} problem(s))",
+            problems.len()
+        )))
+    }
 }
 
 fn keygen(args: &cli::KeygenArgs) -> Result<(), Failure> {
