@@ -56,6 +56,8 @@ pub const MAX_PUBLISHED: usize = 512;
 pub const MAX_NAME: usize = 128;
 /// Most copies an artifact can ask for.
 pub const MAX_REPLICAS: u32 = 64;
+/// A partial download untouched this long is dropped at start.
+pub const PARTIAL_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How long a fetch waits for a holder record to arrive.
 const HOLDER_WAIT: Duration = Duration::from_secs(3);
 /// A peer that sends nothing for this long is given up on for that span.
@@ -152,6 +154,9 @@ pub enum FetchEnd {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GcReport {
     pub removed: Vec<ArtifactId>,
+    /// Downloads abandoned half-way (no fetch running) whose partial files
+    /// were dropped; they go before any complete artifact.
+    pub discarded_partials: Vec<ArtifactId>,
     pub freed_bytes: u64,
     /// Bytes the store uses after it, and the budget.
     pub used_bytes: u64,
@@ -251,6 +256,7 @@ impl Artifacts {
         });
         let a = Artifacts { inner };
         a.reindex().await?;
+        a.expire_partials(PARTIAL_RETENTION);
         a.publish().await;
         let task = tokio::spawn(a.clone().run());
         Ok((a, task))
@@ -292,6 +298,19 @@ impl Artifacts {
             }
         }
         Ok(())
+    }
+
+    /// Drop partial downloads untouched for longer than `age`.
+    fn expire_partials(&self, age: Duration) {
+        let Ok(ids) = self.inner.blobs.partials() else {
+            return;
+        };
+        for id in ids {
+            if self.inner.blobs.partial_age(&id).is_some_and(|a| a > age) {
+                tracing::info!(artifact = %id, "partial download expired");
+                self.inner.blobs.discard(&id);
+            }
+        }
     }
 
     /// Bring the holder records and gauges in line with the index.
@@ -923,6 +942,21 @@ impl Artifacts {
         let mut used = self.inner.blobs.disk_usage();
         let mut removed = Vec::new();
         let mut freed = 0;
+        // Abandoned downloads first: nothing can use them.
+        let mut discarded_partials = Vec::new();
+        let fetching: BTreeSet<ArtifactId> =
+            self.inner.fetches.lock().await.keys().copied().collect();
+        for id in self.inner.blobs.partials()? {
+            if down_to.is_some_and(|t| used <= t) || fetching.contains(&id) {
+                continue;
+            }
+            let bytes = self.inner.blobs.partial_bytes(&id);
+            self.inner.blobs.discard(&id);
+            used = used.saturating_sub(bytes);
+            freed += bytes;
+            discarded_partials.push(id);
+            tracing::info!(artifact = %id, bytes, "abandoned partial download discarded");
+        }
         // Rows come least recently used first.
         for r in rows {
             if down_to.is_some_and(|t| used <= t) {
@@ -952,6 +986,7 @@ impl Artifacts {
         }
         Ok(GcReport {
             removed,
+            discarded_partials,
             freed_bytes: freed,
             used_bytes: self.inner.blobs.disk_usage(),
             budget_bytes: self.inner.budget,

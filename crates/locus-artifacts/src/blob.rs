@@ -411,6 +411,21 @@ impl BlobStore {
         self.commit(&partial.id, &partial.data_path, &partial.ob_path)
     }
 
+    /// Bytes a partial download occupies on disk (data and outboard).
+    pub fn partial_bytes(&self, id: &ArtifactId) -> u64 {
+        [id.to_string(), format!("{id}.obao")]
+            .iter()
+            .filter_map(|n| fs::metadata(self.root.join("partial").join(n)).ok())
+            .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+            .sum()
+    }
+
+    /// Time since a partial download was last written.
+    pub fn partial_age(&self, id: &ArtifactId) -> Option<std::time::Duration> {
+        let m = fs::metadata(self.root.join("partial").join(id.to_string())).ok()?;
+        m.modified().ok()?.elapsed().ok()
+    }
+
     /// Abandon a download.
     pub fn discard(&self, id: &ArtifactId) {
         let _ = fs::remove_file(self.root.join("partial").join(id.to_string()));

@@ -65,8 +65,9 @@ pub async fn run(client: &Client, json: bool, command: &ArtifactCommand) -> Resu
                 .await?;
             print(json, &r, |r| {
                 format!(
-                    "removed {} artifact(s), {} freed; the store uses {} of {}\n",
+                    "removed {} artifact(s) and {} abandoned download(s), {} freed; the store uses {} of {}\n",
                     r.removed.len(),
+                    r.discarded_partials.len(),
                     output::bytes(r.freed_bytes),
                     output::bytes(r.used_bytes),
                     output::bytes(r.budget_bytes)

@@ -620,3 +620,52 @@ fn the_disk_budget_collects_the_least_recently_used_and_refuses_what_cannot_fit(
     );
     assert!(blob_path(&m2.agent, &cids[1]).exists() && blob_path(&m2.agent, &cids[2]).exists());
 }
+
+#[test]
+fn a_download_abandoned_when_its_only_holder_dies_is_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let m1 = member(dir.path(), 81, "a", &[]);
+    let seeds = [m1.gossip];
+    let m2 = member(dir.path(), 82, "b", &seeds);
+    wait_cluster(&[&m1, &m2], 2);
+    let file = dir.path().join("data");
+    write_content(&file, 768 << 20, 17);
+    let cid = put(&m1.agent, &file, &[]);
+    wait_until("m2 sees the holder", Duration::from_secs(15), || {
+        holders(&m2.agent, &cid).len() == 1
+    });
+    let url = m2.agent.url(&format!("/api/v1/artifacts/{cid}/fetch"));
+    let t = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .post(url)
+            .send()
+            .map(|r| r.status().as_u16())
+    });
+    let started = Instant::now();
+    while metric(&m2.agent, "locus_artifact_fetched_bytes_total") < (48 << 20) as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the fetch never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The only holder dies mid-transfer: the fetch fails, the partial stays.
+    let mut m1 = m1;
+    m1.agent.signal(Signal::SIGKILL);
+    m1.agent.wait_exit(Duration::from_secs(10));
+    let status = t.join().unwrap().unwrap();
+    assert_eq!(status, 502, "the fetch fails once no holder is left");
+    let partial = m2.agent.data_dir.join("artifacts/partial").join(&cid);
+    assert!(partial.exists());
+    // Within budget, a plain gc keeps it (it can still resume) …
+    ok(&cli(&m2.agent, &["artifact", "gc"]));
+    assert!(partial.exists());
+    // … and gc --all drops it.
+    let text = ok(&cli(&m2.agent, &["--json", "artifact", "gc", "--all"]));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["discarded_partials"], serde_json::json!([cid]), "{v}");
+    assert!(!partial.exists());
+}
