@@ -15,6 +15,7 @@ pub mod capacity;
 pub mod identity;
 pub mod inventory;
 pub mod metrics;
+pub mod readings;
 pub mod workloads;
 
 use std::fs::{File, OpenOptions};
@@ -39,6 +40,7 @@ pub use artifacts::Artifacts;
 pub use identity::IdentityError;
 pub use inventory::HostPaths;
 pub use metrics::Metrics;
+pub use readings::Readings;
 pub use workloads::Workloads;
 
 /// Name of the lock file that keeps two agents off one data dir.
@@ -83,6 +85,8 @@ pub enum AgentError {
     ClusterKey { path: PathBuf, reason: String },
     #[error(transparent)]
     Fabric(#[from] FabricError),
+    #[error("cannot load the readings: {0}")]
+    Readings(String),
     #[error("cannot open the artifact store: {0}")]
     Artifacts(String),
     #[error("cannot load the workloads: {0}")]
@@ -105,7 +109,9 @@ pub struct Node {
     capacity: Arc<capacity::CapacityPublisher>,
     workloads: Workloads,
     artifacts: Artifacts,
+    readings: Readings,
     refresh: JoinHandle<()>,
+    sealer: JoinHandle<()>,
     reconcile: JoinHandle<()>,
     repair: JoinHandle<()>,
     _lock: File,
@@ -233,6 +239,9 @@ impl Node {
         })
         .await
         .map_err(|e| AgentError::Artifacts(e.to_string()))?;
+        let (readings, sealer) = Readings::start(store.clone(), key.clone(), id)
+            .await
+            .map_err(|e| AgentError::Readings(e.to_string()))?;
         let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
             artifacts: artifacts.clone(),
             me: id,
@@ -274,7 +283,9 @@ impl Node {
             capacity,
             workloads,
             artifacts,
+            readings,
             refresh,
+            sealer,
             reconcile,
             repair,
             _lock: lock,
@@ -309,6 +320,11 @@ impl Node {
     /// The workloads this node owns, and the cluster's.
     pub fn workloads(&self) -> &Workloads {
         &self.workloads
+    }
+
+    /// The readings this node accepted, sealed.
+    pub fn readings(&self) -> &Readings {
+        &self.readings
     }
 
     /// The artifacts this node holds, and the cluster's.
@@ -386,6 +402,10 @@ impl Node {
         self.refresh.abort();
         self.reconcile.abort();
         self.repair.abort();
+        self.sealer.abort();
+        if let Err(e) = self.readings.checkpoint().await {
+            tracing::warn!(error = %e, "cannot sign the last checkpoint");
+        }
         self.workloads.shutdown().await;
         self.fabric.leave().await;
         self.store.end_boot(self.boot.generation, unix_ms()).await?;

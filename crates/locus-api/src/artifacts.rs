@@ -324,7 +324,10 @@ pub(crate) struct FetchQuery {
     tag = "artifacts",
     params(("cid" = ArtifactId, Path, description = "The artifact's CID"), FetchQuery),
     responses(
-        (status = 200, description = "Held here now (with progress=true: JSON lines of FetchProgress)", body = FetchReport),
+        (status = 200, description = "Held here now (with progress=true: JSON lines of FetchProgress)", content(
+            (FetchReport = "application/json"),
+            (FetchProgress = "application/x-ndjson"),
+        )),
         (status = 400, description = "Not an artifact CID", body = ErrorBody),
         (status = 404, description = "No live node holds it", body = ErrorBody),
         (status = 502, description = "Every holder failed or sent corrupt data", body = ErrorBody),

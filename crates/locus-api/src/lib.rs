@@ -11,6 +11,7 @@
 
 mod artifacts;
 mod error;
+mod readings;
 mod routes;
 mod workloads;
 
@@ -47,6 +48,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "observability", description = "Health and metrics"),
         (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
         (name = "workloads", description = "Workloads: submit, place, run, stop, destroy, logs; any node forwards to the owner"),
+        (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, exported bundles for offline verification"),
         (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
     )
 )]
@@ -81,6 +83,10 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(artifacts::fetch))
         .routes(utoipa_axum::routes!(artifacts::pin))
         .routes(utoipa_axum::routes!(artifacts::unpin))
+        .routes(utoipa_axum::routes!(readings::add_event))
+        .routes(utoipa_axum::routes!(readings::list))
+        .routes(utoipa_axum::routes!(readings::checkpoint))
+        .routes(utoipa_axum::routes!(readings::bundle))
 }
 
 /// The OpenAPI document of this API.

@@ -24,6 +24,7 @@
 //! HTTP), storage and the CLI live elsewhere and call in.
 
 pub mod checkpoint;
+pub mod edgex;
 pub mod lwm2m;
 pub mod merkle;
 pub mod reading;

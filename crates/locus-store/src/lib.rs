@@ -101,6 +101,29 @@ pub struct StoredArtifact {
     pub used_at_ms: u64,
 }
 
+/// A reading as stored: its place in the seal log, its JSON body and its
+/// leaf hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReading {
+    pub seq: u64,
+    pub thing: String,
+    pub resource: String,
+    pub time_ms: i64,
+    pub body: String,
+    pub leaf: Vec<u8>,
+}
+
+fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
+    Ok(StoredReading {
+        seq: r.get::<_, i64>(0)? as u64,
+        thing: r.get(1)?,
+        resource: r.get(2)?,
+        time_ms: r.get(3)?,
+        body: r.get(4)?,
+        leaf: r.get(5)?,
+    })
+}
+
 /// Handle to the node's database. Cheap to clone; every clone talks to the
 /// same writer thread.
 #[derive(Clone)]
@@ -326,6 +349,119 @@ impl Store {
             .call(move |c| {
                 c.execute("DELETE FROM artifacts WHERE cid = ?1", params![cid])?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Append readings in one transaction; acknowledged once committed
+    /// (WAL, synchronous = FULL: durable across power loss).
+    pub async fn append_readings(&self, rows: Vec<StoredReading>) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                let tx = c.transaction()?;
+                {
+                    let mut reading = tx.prepare_cached(
+                        "INSERT INTO readings (seq, thing, resource, time_ms, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    let mut leaf =
+                        tx.prepare_cached("INSERT INTO seal_leaves (seq, leaf) VALUES (?1, ?2)")?;
+                    for r in &rows {
+                        reading.execute(params![
+                            r.seq as i64,
+                            r.thing,
+                            r.resource,
+                            r.time_ms,
+                            r.body
+                        ])?;
+                        leaf.execute(params![r.seq as i64, r.leaf])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every leaf hash, in seq order (to rebuild the seal log at start).
+    pub async fn reading_leaves(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT leaf FROM seal_leaves ORDER BY seq")?;
+                let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Readings of `thing` (all things when `None`) with `from_ms <= time
+    /// < to_ms`, oldest first, at most `limit`.
+    pub async fn readings_of(
+        &self,
+        thing: Option<String>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
+                     FROM readings r JOIN seal_leaves l ON l.seq = r.seq
+                     WHERE (?1 IS NULL OR r.thing = ?1) AND r.time_ms >= ?2 AND r.time_ms < ?3
+                     ORDER BY r.time_ms, r.seq LIMIT ?4",
+                )?;
+                let rows =
+                    stmt.query_map(params![thing, from_ms, to_ms, limit as i64], reading_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Readings with `start <= seq < end`, in seq order.
+    pub async fn readings_by_seq(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
+                     FROM readings r JOIN seal_leaves l ON l.seq = r.seq
+                     WHERE r.seq >= ?1 AND r.seq < ?2 ORDER BY r.seq",
+                )?;
+                let rows = stmt.query_map(params![start as i64, end as i64], reading_row)?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Record a signed checkpoint of the seal log.
+    pub async fn put_checkpoint(
+        &self,
+        size: u64,
+        note: String,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO checkpoints (size, note, signed_at_ms) VALUES (?1, ?2, ?3)",
+                    params![size as i64, note, now_ms as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every signed checkpoint `(size, note)`, smallest first.
+    pub async fn checkpoints(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
+                let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
     }

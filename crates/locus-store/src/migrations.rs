@@ -38,6 +38,26 @@ const MIGRATIONS: &[&str] = &[
         added_at_ms INTEGER NOT NULL,
         used_at_ms  INTEGER NOT NULL
     ) STRICT;",
+    // 4: readings of things; the leaves of the node's seal log, kept apart
+    // so the log survives whatever happens to a reading's row; and the
+    // checkpoints the node signed over that log.
+    "CREATE TABLE readings (
+        seq      INTEGER PRIMARY KEY,
+        thing    TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        time_ms  INTEGER NOT NULL,
+        body     TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE seal_leaves (
+        seq  INTEGER PRIMARY KEY,
+        leaf BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX readings_by_thing ON readings (thing, time_ms);
+    CREATE TABLE checkpoints (
+        size         INTEGER PRIMARY KEY,
+        note         TEXT NOT NULL,
+        signed_at_ms INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

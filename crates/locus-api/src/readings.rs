@@ -1,0 +1,278 @@
+//! Handlers of readings: EdgeX-compatible event ingestion
+//! (`POST /api/v3/event/…`, so an EdgeX device service can point at a
+//! node), queries, the newest signed checkpoint and exported bundles.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use locus_agent::Node;
+use locus_agent::readings::{CheckpointView, MAX_BUNDLE, MAX_QUERY, ReadingView, ReadingsError};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+
+fn api_error(e: ReadingsError) -> ApiError {
+    match e {
+        ReadingsError::Invalid(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_sealed", e.to_string())
+        }
+        ReadingsError::Store(_) | ReadingsError::Sign(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+        }
+    }
+}
+
+fn query_error(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
+}
+
+/// The EdgeX v3 `AddEventRequest` (fields locus reads; others are ignored).
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub(crate) struct EdgexAddEvent {
+    #[schema(pattern = "^v3$")]
+    apiVersion: String,
+    event: EdgexEvent,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub(crate) struct EdgexEvent {
+    id: Option<String>,
+    /// Must be the device of the path.
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$", max_length = 64)]
+    deviceName: String,
+    profileName: Option<String>,
+    sourceName: Option<String>,
+    /// Nanoseconds since the epoch.
+    origin: i64,
+    #[schema(min_items = 1, max_items = 4096)]
+    readings: Vec<EdgexReading>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub(crate) struct EdgexReading {
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$", max_length = 64)]
+    resourceName: String,
+    valueType: EdgexValueType,
+    /// The value as text (all types but Binary).
+    value: Option<String>,
+    /// Base64 (Binary only).
+    binaryValue: Option<String>,
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$", max_length = 64)]
+    units: Option<String>,
+    /// Nanoseconds; the event's when absent.
+    origin: Option<i64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum EdgexValueType {
+    Bool,
+    String,
+    Binary,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Float32,
+    Float64,
+}
+
+/// Add an event from an EdgeX device service: its readings (the thing is
+/// the device) are sealed and committed to the store before the answer.
+#[utoipa::path(
+    post,
+    path = "/api/v3/event/{service}/{profile}/{device}/{source}",
+    operation_id = "add_edgex_event",
+    tag = "readings",
+    params(
+        ("service" = String, Path, description = "Device service name"),
+        ("profile" = String, Path, description = "Device profile name"),
+        ("device" = String, Path, description = "Device name (the thing)"),
+        ("source" = String, Path, description = "Source (command or resource) name"),
+    ),
+    request_body(content = EdgexAddEvent, description = "EdgeX v3 AddEventRequest"),
+    responses(
+        (status = 201, description = "Stored: `{apiVersion, statusCode, id}`", body = Object),
+        (status = 400, description = "Not an EdgeX v3 event; `message` names the field", body = ErrorBody),
+        (status = 409, description = "Fields that disagree: the path's device and the event's, a value and its valueType", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_event(
+    State(node): State<Arc<Node>>,
+    Path((_service, _profile, device, _source)): Path<(String, String, String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // JSON Schema counts 5.0 as an integer: so does this endpoint.
+    let body = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(mut v) => {
+            if locus_core::workload::integral_floats_to_integers(&mut v) {
+                serde_json::to_vec(&v).map(Bytes::from).unwrap_or(body)
+            } else {
+                body
+            }
+        }
+        Err(_) => body,
+    };
+    let event = locus_iot::edgex::parse_event(&body, &device).map_err(|e| {
+        // Shape errors are the body's; a field that contradicts another
+        // (or the path) is a conflict.
+        let conflict = e.path == "event.deviceName"
+            || (e.path.starts_with("event.readings[") && !e.reason.starts_with("invalid type"));
+        let status = if conflict {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, "invalid_event", e.to_string())
+            .with_details(serde_json::json!({ "path": e.path }))
+    })?;
+    node.readings()
+        .ingest(event.readings)
+        .await
+        .map_err(api_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "apiVersion": "v3", "statusCode": 201, "id": event.id })),
+    )
+        .into_response())
+}
+
+/// A reading query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadingsQuery {
+    /// Only this thing.
+    thing: Option<String>,
+    /// From this unix time (ms, inclusive).
+    #[serde(default)]
+    from_ms: i64,
+    /// Up to this unix time (ms, exclusive).
+    #[serde(default = "far_future")]
+    to_ms: i64,
+    /// Most readings returned (1–10000, default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn far_future() -> i64 {
+    i64::MAX
+}
+
+fn default_limit() -> u32 {
+    1000
+}
+
+/// Stored readings, by thing and time range, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings",
+    operation_id = "list_readings",
+    tag = "readings",
+    params(ReadingsQuery),
+    responses(
+        (status = 200, description = "Readings with their seq in the seal log", body = Vec<ReadingView>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<ReadingsQuery>, QueryRejection>,
+) -> Result<Json<Vec<ReadingView>>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    if q.limit == 0 || q.limit > MAX_QUERY {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit {} is out of range 1..={MAX_QUERY}", q.limit),
+        ));
+    }
+    node.readings()
+        .query(q.thing, q.from_ms, q.to_ms, q.limit)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// The newest signed checkpoint of the seal log, and the node's verifier
+/// key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/checkpoint",
+    operation_id = "latest_checkpoint",
+    tag = "readings",
+    responses((status = 200, description = "The newest checkpoint", body = CheckpointView))
+)]
+pub(crate) async fn checkpoint(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<CheckpointView>, ApiError> {
+    node.readings().latest().await.map(Json).map_err(api_error)
+}
+
+/// A span of the seal log to export.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct BundleQuery {
+    /// First seq.
+    #[serde(default)]
+    start: u64,
+    /// Readings from `start` (at most 100000).
+    #[param(minimum = 0, maximum = 100000)]
+    count: u64,
+}
+
+/// Export readings `start..start+count` as a bundle: the readings, every
+/// signed checkpoint up to one that covers them (signed now if needed),
+/// consistency proofs between checkpoints and an inclusion proof per
+/// reading. `locus verify` checks it offline with the verifier key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/bundle",
+    operation_id = "export_bundle",
+    tag = "readings",
+    params(BundleQuery),
+    responses(
+        (status = 200, description = "The bundle (JSON)", body = Object),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 404, description = "Those readings are not sealed (yet)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn bundle(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<BundleQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    if q.count > MAX_BUNDLE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("count {} is over {MAX_BUNDLE}", q.count),
+        ));
+    }
+    let end = q.start.checked_add(q.count).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_sealed",
+            "start + count overflows",
+        )
+    })?;
+    let b = node
+        .readings()
+        .bundle(q.start..end)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(b).into_response())
+}
