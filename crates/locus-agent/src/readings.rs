@@ -149,7 +149,7 @@ impl Readings {
     pub async fn checkpoint(&self) -> Result<(), ReadingsError> {
         let log = self.inner.log.lock().await;
         let size = log.size();
-        let last = self.inner.store.checkpoints().await?.last().map(|c| c.0);
+        let last = self.inner.store.latest_checkpoint().await?.map(|c| c.0);
         if size == 0 || last == Some(size) {
             return Ok(());
         }
@@ -170,9 +170,8 @@ impl Readings {
         let (size, note) = self
             .inner
             .store
-            .checkpoints()
+            .latest_checkpoint()
             .await?
-            .pop()
             .unwrap_or((0, String::new()));
         Ok(CheckpointView {
             log_size,
@@ -222,7 +221,7 @@ impl Readings {
                 range.end
             )));
         }
-        if self.inner.store.checkpoints().await?.last().map(|c| c.0) < Some(range.end.max(1)) {
+        if self.inner.store.latest_checkpoint().await?.map(|c| c.0) < Some(range.end.max(1)) {
             self.checkpoint().await?;
         }
         let notes: Vec<(u64, String)> = self.inner.store.checkpoints().await?;

@@ -113,6 +113,10 @@ pub struct StoredReading {
     pub leaf: Vec<u8>,
 }
 
+/// The columns [`reading_row`] reads, readings joined with their leaves.
+const READING_SELECT: &str = "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
+     FROM readings r JOIN seal_leaves l ON l.seq = r.seq";
+
 fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     Ok(StoredReading {
         seq: r.get::<_, i64>(0)? as u64,
@@ -405,12 +409,10 @@ impl Store {
     ) -> Result<Vec<StoredReading>, StoreError> {
         self.writer
             .call(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
-                     FROM readings r JOIN seal_leaves l ON l.seq = r.seq
-                     WHERE (?1 IS NULL OR r.thing = ?1) AND r.time_ms >= ?2 AND r.time_ms < ?3
-                     ORDER BY r.time_ms, r.seq LIMIT ?4",
-                )?;
+                let mut stmt = c.prepare(&format!(
+                    "{READING_SELECT} WHERE (?1 IS NULL OR r.thing = ?1)
+                     AND r.time_ms >= ?2 AND r.time_ms < ?3 ORDER BY r.time_ms, r.seq LIMIT ?4"
+                ))?;
                 let rows =
                     stmt.query_map(params![thing, from_ms, to_ms, limit as i64], reading_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -426,11 +428,9 @@ impl Store {
     ) -> Result<Vec<StoredReading>, StoreError> {
         self.writer
             .call(move |c| {
-                let mut stmt = c.prepare(
-                    "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
-                     FROM readings r JOIN seal_leaves l ON l.seq = r.seq
-                     WHERE r.seq >= ?1 AND r.seq < ?2 ORDER BY r.seq",
-                )?;
+                let mut stmt = c.prepare(&format!(
+                    "{READING_SELECT} WHERE r.seq >= ?1 AND r.seq < ?2 ORDER BY r.seq"
+                ))?;
                 let rows = stmt.query_map(params![start as i64, end as i64], reading_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
@@ -451,6 +451,19 @@ impl Store {
                     params![size as i64, note, now_ms as i64],
                 )?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// The newest signed checkpoint `(size, note)`.
+    pub async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt =
+                    c.prepare("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")?;
+                let mut rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+                Ok(rows.next().transpose()?)
             })
             .await
     }
