@@ -24,6 +24,9 @@ use utoipa::IntoParams;
 
 use crate::error::{ApiError, ErrorBody};
 
+/// Bytes of a refused upload read and dropped before answering.
+const REFUSED_BODY_DRAIN: u64 = 64 << 20;
+
 fn api_error(e: ArtifactsError) -> ApiError {
     let (status, code) = match &e {
         ArtifactsError::NotHere(_) => (StatusCode::NOT_FOUND, "not_here"),
@@ -116,11 +119,24 @@ pub(crate) async fn put(
     let (tx, reader) = stream_reader();
     let forward = tokio::spawn(async move {
         let mut stream = body.into_data_stream();
+        let mut drained = 0u64;
+        let mut storing = true;
         while let Some(chunk) = stream.next().await {
-            let item = chunk.map_err(std::io::Error::other);
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                break;
+            match chunk {
+                Ok(bytes) if storing => storing = tx.send(Ok(bytes)).await.is_ok(),
+                // Refused before the end: read (and drop) what the client
+                // still sends, up to a bound, so that it reads the answer
+                // instead of a reset connection.
+                Ok(bytes) => {
+                    drained += bytes.len() as u64;
+                    if drained > REFUSED_BODY_DRAIN {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    break;
+                }
             }
         }
     });
@@ -128,7 +144,12 @@ pub(crate) async fn put(
         .artifacts()
         .put(reader, declared, q.name, q.replicas)
         .await;
-    forward.abort();
+    if tokio::time::timeout(std::time::Duration::from_secs(30), forward)
+        .await
+        .is_err()
+    {
+        tracing::debug!("an upload body was still arriving after the answer");
+    }
     let view = result.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
