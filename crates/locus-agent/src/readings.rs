@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use locus_core::NodeId;
-use locus_iot::seal::{Entry, SealLog, Sealed};
+use locus_iot::seal::{SealLog, Sealed};
 use locus_iot::{Bundle, Reading, checkpoint};
 use locus_store::{Store, StoredReading};
 use serde::{Deserialize, Serialize};
@@ -230,49 +230,23 @@ impl Readings {
             .iter()
             .position(|(s, _)| *s >= range.end)
             .map_or(notes.len(), |i| i + 1);
-        let notes = &notes[..cut];
-        let last = notes.last().map_or(0, |n| n.0);
-        let log = self.inner.log.lock().await;
-        let consistency = notes
-            .windows(2)
-            .map(|w| {
-                log.consistency_proof(w[0].0, w[1].0)
-                    .map(|p| p.iter().map(hex).collect())
-                    .map_err(|e| ReadingsError::Invalid(e.to_string()))
-            })
-            .collect::<Result<Vec<Vec<String>>, _>>()?;
+        let notes: Vec<String> = notes.into_iter().take(cut).map(|n| n.1).collect();
         let stored = self
             .inner
             .store
             .readings_by_seq(range.start, range.end)
             .await?;
-        let mut entries = Vec::with_capacity(stored.len());
+        // What is stored is exported as it is: if it was altered on disk,
+        // its proof from the log will not verify, and says where.
+        let mut readings = Vec::with_capacity(stored.len());
         for r in stored {
-            // What is stored is exported as it is: if it was altered on
-            // disk, the proof from the log will not verify, and says where.
             let reading: Reading = serde_json::from_str(&r.body).map_err(|e| {
                 ReadingsError::Invalid(format!("stored reading seq {} is unreadable: {e}", r.seq))
             })?;
-            let proof = log
-                .inclusion_proof(r.seq, last)
-                .map_err(|e| ReadingsError::Invalid(e.to_string()))?;
-            entries.push(Entry {
-                seq: r.seq,
-                reading,
-                proof: proof.iter().map(hex).collect(),
-            });
+            readings.push((r.seq, reading));
         }
-        Ok(Bundle {
-            version: locus_iot::seal::BUNDLE_VERSION,
-            origin: self.inner.origin.clone(),
-            checkpoints: notes.iter().map(|n| n.1.clone()).collect(),
-            consistency,
-            range: range.clone(),
-            entries,
-        })
+        let log = self.inner.log.lock().await;
+        Bundle::export_stored(&log, &notes, range, readings)
+            .map_err(|e| ReadingsError::Invalid(e.to_string()))
     }
-}
-
-fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
 }

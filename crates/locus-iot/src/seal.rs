@@ -257,7 +257,7 @@ pub struct Entry {
 }
 
 fn to_hex(h: &Hash) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    crate::checkpoint::hex(h)
 }
 
 fn from_hex(s: &str) -> Option<Hash> {
@@ -304,6 +304,41 @@ impl Bundle {
         range: Range<u64>,
         readings: &[Reading],
     ) -> Result<Self, SealError> {
+        let want = range.end.saturating_sub(range.start);
+        if readings.len() as u64 != want {
+            return Err(SealError::ReadingCount {
+                got: readings.len(),
+                want,
+            });
+        }
+        for (seq, reading) in range.clone().zip(readings) {
+            let sealed = Sealed {
+                seq,
+                reading: reading.clone(),
+            };
+            if log.leaf(seq) != Some(sealed.leaf_hash()) {
+                return Err(SealError::ReadingMismatch { seq });
+            }
+        }
+        Self::export_stored(
+            log,
+            checkpoints,
+            range.clone(),
+            range.zip(readings.iter().cloned()),
+        )
+    }
+
+    /// Export what a store holds for `range`, as it holds it: `stored` is
+    /// `(seq, reading)` in seq order, a seq the store lost is simply absent
+    /// and no reading is checked against its leaf. The proofs come from the
+    /// log, so a verifier sees exactly which stored reading was altered or
+    /// is missing. Checkpoints are checked as in [`Bundle::export`].
+    pub fn export_stored(
+        log: &SealLog,
+        checkpoints: &[String],
+        range: Range<u64>,
+        stored: impl IntoIterator<Item = (u64, Reading)>,
+    ) -> Result<Self, SealError> {
         let mut cps = Vec::with_capacity(checkpoints.len());
         for (index, note) in checkpoints.iter().enumerate() {
             let cp = unverified_checkpoint(note)
@@ -345,31 +380,20 @@ impl Bundle {
                 size,
             });
         }
-        let want = range.end - range.start;
-        if readings.len() as u64 != want {
-            return Err(SealError::ReadingCount {
-                got: readings.len(),
-                want,
-            });
-        }
         let mut consistency = Vec::with_capacity(cps.len().saturating_sub(1));
         for pair in cps.windows(2) {
             let proof = log.consistency_proof(pair[0].size, pair[1].size)?;
             consistency.push(proof.iter().map(to_hex).collect());
         }
-        let mut entries = Vec::with_capacity(readings.len());
-        for (seq, reading) in range.clone().zip(readings) {
-            let sealed = Sealed {
-                seq,
-                reading: reading.clone(),
-            };
-            if log.leaf(seq) != Some(sealed.leaf_hash()) {
-                return Err(SealError::ReadingMismatch { seq });
+        let mut entries = Vec::new();
+        for (seq, reading) in stored {
+            if !range.contains(&seq) {
+                continue;
             }
             let proof = log.inclusion_proof(seq, size)?;
             entries.push(Entry {
                 seq,
-                reading: sealed.reading,
+                reading,
                 proof: proof.iter().map(to_hex).collect(),
             });
         }
