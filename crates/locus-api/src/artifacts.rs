@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, query_error};
 
 /// Bytes of a refused upload read and dropped before answering.
 const REFUSED_BODY_DRAIN: u64 = 64 << 20;
@@ -44,10 +44,6 @@ fn api_error(e: ArtifactsError) -> ApiError {
         }
     };
     ApiError::new(status, code, e.to_string())
-}
-
-fn query_error(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
 }
 
 fn parse_cid(cid: &str) -> Result<ArtifactId, ApiError> {

@@ -15,7 +15,7 @@ use locus_agent::readings::{CheckpointView, MAX_BUNDLE, MAX_QUERY, ReadingView, 
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, query_error};
 
 fn api_error(e: ReadingsError) -> ApiError {
     match e {
@@ -26,10 +26,6 @@ fn api_error(e: ReadingsError) -> ApiError {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
         }
     }
-}
-
-fn query_error(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
 }
 
 /// The EdgeX v3 `AddEventRequest` (fields locus reads; others are ignored).

@@ -19,7 +19,7 @@ use locus_core::workload::{SpecFormat, State as WState, Workload, WorkloadId, Wo
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, query_error};
 
 /// Header set on a call forwarded to the owner.
 const FORWARDED: &str = "x-locus-forwarded";
@@ -83,10 +83,6 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], code: &str) -> Result<
             .with_details(serde_json::json!({ "path": path })))
         }
     }
-}
-
-fn query_error(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
 }
 
 /// Options of a submission.
