@@ -714,9 +714,7 @@ fn arb_case() -> impl Strategy<Value = (u64, Vec<u64>, Range<u64>, Tamper)> {
             sizes.sort_unstable();
             let range = a.min(b)..a.max(b);
             let len = (range.end - range.start) as usize;
-            let tamper = if len == 0 {
-                Just(Tamper::None).boxed()
-            } else {
+            let alter_or_drop = move || {
                 prop_oneof![
                     Just(Tamper::None),
                     (0..len, 0u8..4).prop_map(|(at, field)| Tamper::Alter { at, field }),
@@ -724,14 +722,25 @@ fn arb_case() -> impl Strategy<Value = (u64, Vec<u64>, Range<u64>, Tamper)> {
                         at,
                         len: l.min(len - at)
                     }),
-                    (0..len, 0..len)
-                        .prop_filter("two entries", |(a, b)| a != b)
-                        .prop_map(|(a, b)| Tamper::Swap {
-                            a: a.min(b),
-                            b: a.max(b)
-                        }),
                 ]
-                .boxed()
+            };
+            let tamper = match len {
+                0 => Just(Tamper::None).boxed(),
+                // One entry cannot be swapped with another.
+                1 => alter_or_drop().boxed(),
+                _ => prop_oneof![
+                    3 => alter_or_drop(),
+                    // Two distinct entries: the second at a non-zero offset
+                    // from the first (no rejection sampling).
+                    1 => (0..len, 1..len).prop_map(move |(a, d)| {
+                        let b = (a + d) % len;
+                        Tamper::Swap {
+                            a: a.min(b),
+                            b: a.max(b),
+                        }
+                    }),
+                ]
+                .boxed(),
             };
             (Just(n), Just(sizes), Just(range), tamper)
         })
