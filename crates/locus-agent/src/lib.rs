@@ -12,10 +12,13 @@
 
 pub mod artifacts;
 pub mod capacity;
+pub mod commands;
 pub mod identity;
 pub mod inventory;
 pub mod metrics;
+pub mod mqtt;
 pub mod readings;
+pub mod things;
 pub mod workloads;
 
 use std::fs::{File, OpenOptions};
@@ -37,10 +40,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use artifacts::Artifacts;
+pub use commands::{CommandError, CommandResult, Commands};
 pub use identity::IdentityError;
 pub use inventory::HostPaths;
 pub use metrics::Metrics;
+pub use mqtt::Broker;
 pub use readings::Readings;
+pub use things::{Endpoints, Things};
 pub use workloads::Workloads;
 
 /// Name of the lock file that keeps two agents off one data dir.
@@ -91,6 +97,15 @@ pub enum AgentError {
     Artifacts(String),
     #[error("cannot load the workloads: {0}")]
     Workloads(String),
+    #[error("cannot load the things: {0}")]
+    Things(String),
+    #[error("cannot start {what} on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
@@ -110,6 +125,10 @@ pub struct Node {
     workloads: Workloads,
     artifacts: Artifacts,
     readings: Readings,
+    things: Things,
+    broker: Option<Arc<Broker>>,
+    commands: Commands,
+    endpoints: Endpoints,
     refresh: JoinHandle<()>,
     sealer: JoinHandle<()>,
     reconcile: JoinHandle<()>,
@@ -242,6 +261,35 @@ impl Node {
         let (readings, sealer) = Readings::start(store.clone(), key.clone(), id)
             .await
             .map_err(|e| AgentError::Readings(e.to_string()))?;
+        let things = Things::start(id, store.clone(), fabric.clone())
+            .await
+            .map_err(|e| AgentError::Things(e.to_string()))?;
+        let broker = if settings.config.things.mqtt {
+            let addr = settings.config.mqtt_addr();
+            Some(Arc::new(
+                Broker::start(addr, things.clone(), readings.clone(), metrics.clone()).map_err(
+                    |source| AgentError::Listen {
+                        what: "the MQTT broker",
+                        addr,
+                        source,
+                    },
+                )?,
+            ))
+        } else {
+            None
+        };
+        let endpoints = Endpoints {
+            mqtt: broker.as_ref().map(|b| b.local_addr().to_string()),
+            lwm2m: None,
+            bootstrap: None,
+        };
+        things.publish_endpoints(&endpoints).await;
+        let commands = Commands {
+            readings: readings.clone(),
+            broker: broker.clone(),
+            lwm2m: None,
+            http: reqwest::Client::new(),
+        };
         let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
             artifacts: artifacts.clone(),
             me: id,
@@ -284,6 +332,10 @@ impl Node {
             workloads,
             artifacts,
             readings,
+            things,
+            broker,
+            commands,
+            endpoints,
             refresh,
             sealer,
             reconcile,
@@ -320,6 +372,33 @@ impl Node {
     /// The workloads this node owns, and the cluster's.
     pub fn workloads(&self) -> &Workloads {
         &self.workloads
+    }
+
+    /// The things this node manages, and the directory of all things.
+    pub fn things(&self) -> &Things {
+        &self.things
+    }
+
+    /// The embedded MQTT broker, when it runs.
+    pub fn broker(&self) -> Option<&Broker> {
+        self.broker.as_deref()
+    }
+
+    /// Run a command on a thing this node manages: `value` absent reads
+    /// (or executes an executable resource), present writes.
+    pub async fn command(
+        &self,
+        thing: &str,
+        resource: &str,
+        value: Option<&str>,
+    ) -> Result<CommandResult, CommandError> {
+        let Some(t) = self.things.get_local(thing).await else {
+            return Err(CommandError::Unavailable(format!(
+                "thing {thing:?} is not managed by this node"
+            )));
+        };
+        let plan = commands::plan(&t.spec, resource, value)?;
+        self.commands.run(&t.spec, plan).await
     }
 
     /// The readings this node accepted, sealed.
@@ -365,6 +444,9 @@ impl Node {
             labels: info.labels.clone(),
             api_addr: info.api_addr.clone(),
             gossip_addr: self.fabric.local_addr().to_string(),
+            mqtt_addr: self.endpoints.mqtt.clone(),
+            lwm2m_addr: self.endpoints.lwm2m.clone(),
+            lwm2m_bootstrap_addr: self.endpoints.bootstrap.clone(),
             seeds: self
                 .settings
                 .config

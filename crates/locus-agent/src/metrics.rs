@@ -36,6 +36,14 @@ pub struct Metrics {
     /// Artifacts held on this node, and their bytes.
     pub artifacts_held: IntGauge,
     pub artifacts_bytes: IntGauge,
+    /// Readings accepted from things, by protocol.
+    pub thing_readings: IntCounterVec,
+    /// Device input refused as malformed, by protocol and what was wrong.
+    pub thing_malformed: IntCounterVec,
+    /// MQTT connections refused, by reason.
+    pub mqtt_refused: IntCounterVec,
+    /// MQTT sessions of things open now.
+    pub mqtt_sessions: IntGauge,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -158,8 +166,40 @@ impl Metrics {
         )?;
         registry.register(Box::new(artifacts_bytes.clone()))?;
 
+        let thing_readings = IntCounterVec::new(
+            Opts::new(
+                "locus_thing_readings_total",
+                "Readings accepted from things (durable and sealed), by protocol.",
+            ),
+            &["protocol"],
+        )?;
+        registry.register(Box::new(thing_readings.clone()))?;
+        let thing_malformed = IntCounterVec::new(
+            Opts::new(
+                "locus_thing_malformed_total",
+                "Device input refused as malformed, by protocol and kind.",
+            ),
+            &["protocol", "kind"],
+        )?;
+        registry.register(Box::new(thing_malformed.clone()))?;
+        let mqtt_refused = IntCounterVec::new(
+            Opts::new(
+                "locus_mqtt_refused_total",
+                "MQTT connections, publishes and subscriptions refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(mqtt_refused.clone()))?;
+        let mqtt_sessions =
+            IntGauge::new("locus_mqtt_sessions", "MQTT sessions of things open now.")?;
+        registry.register(Box::new(mqtt_sessions.clone()))?;
+
         Ok(Metrics {
             registry,
+            thing_readings,
+            thing_malformed,
+            mqtt_refused,
+            mqtt_sessions,
             artifact_fetched_bytes,
             artifact_served_bytes,
             artifact_corrupt_chunks,

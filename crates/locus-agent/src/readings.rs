@@ -205,6 +205,25 @@ impl Readings {
             .collect())
     }
 
+    /// The newest stored reading of `resource` of `thing`.
+    pub async fn latest_of(
+        &self,
+        thing: &str,
+        resource: &str,
+    ) -> Result<Option<ReadingView>, ReadingsError> {
+        let row = self
+            .inner
+            .store
+            .latest_reading(thing.to_owned(), resource.to_owned())
+            .await?;
+        Ok(row.and_then(|r| {
+            Some(ReadingView {
+                seq: r.seq,
+                reading: serde_json::from_str(&r.body).ok()?,
+            })
+        }))
+    }
+
     /// Export readings `range` with every checkpoint up to one that covers
     /// the range (signed now if needed) and the proofs of each.
     pub async fn bundle(&self, range: Range<u64>) -> Result<Bundle, ReadingsError> {

@@ -13,6 +13,7 @@ mod artifacts;
 mod error;
 mod readings;
 mod routes;
+mod things;
 mod workloads;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
         (name = "workloads", description = "Workloads: submit, place, run, stop, destroy, logs; any node forwards to the owner"),
         (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, exported bundles for offline verification"),
+        (name = "things", description = "Things (IoT devices): the registry, managers and their change, commands over MQTT, LwM2M or HTTP"),
+        (name = "edgex", description = "The EdgeX v3 subset a device service or client can point at: events in, commands out"),
         (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
     )
 )]
@@ -87,6 +90,12 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(readings::list))
         .routes(utoipa_axum::routes!(readings::checkpoint))
         .routes(utoipa_axum::routes!(readings::bundle))
+        .routes(utoipa_axum::routes!(things::add, things::list))
+        .routes(utoipa_axum::routes!(things::handover))
+        .routes(utoipa_axum::routes!(things::inspect, things::remove))
+        .routes(utoipa_axum::routes!(things::attach))
+        .routes(utoipa_axum::routes!(things::command))
+        .routes(utoipa_axum::routes!(things::edgex_get, things::edgex_put))
 }
 
 /// The OpenAPI document of this API.

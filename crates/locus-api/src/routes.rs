@@ -95,7 +95,7 @@ pub(crate) struct NodesQuery {
     liveness: Option<Liveness>,
 }
 
-async fn known_nodes(node: &Node) -> Result<Vec<ClusterNode>, ApiError> {
+pub(crate) async fn known_nodes(node: &Node) -> Result<Vec<ClusterNode>, ApiError> {
     node.fabric()
         .snapshot()
         .await
@@ -109,7 +109,10 @@ async fn known_nodes(node: &Node) -> Result<Vec<ClusterNode>, ApiError> {
         })
 }
 
-fn lookup<'a>(nodes: &'a [ClusterNode], query: &str) -> Result<&'a ClusterNode, ApiError> {
+pub(crate) fn lookup<'a>(
+    nodes: &'a [ClusterNode],
+    query: &str,
+) -> Result<&'a ClusterNode, ApiError> {
     cluster::find(nodes, query).map_err(|e| match e {
         LookupError::NotFound(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "node_not_found", e.to_string())

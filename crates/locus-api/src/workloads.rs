@@ -22,7 +22,7 @@ use utoipa::IntoParams;
 use crate::error::{ApiError, ErrorBody, query_error};
 
 /// Header set on a call forwarded to the owner.
-const FORWARDED: &str = "x-locus-forwarded";
+pub(crate) const FORWARDED: &str = "x-locus-forwarded";
 /// Most bytes of log returned by one call.
 const MAX_LOG_BYTES: u64 = 1 << 20;
 /// How often a followed log is polled.
@@ -52,7 +52,10 @@ fn api_error(e: WorkloadError) -> ApiError {
 
 /// Read a JSON body into `T`, naming the field path of an error; floats
 /// without a fraction count as integers (as JSON Schema says).
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], code: &str) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    code: &str,
+) -> Result<T, ApiError> {
     // serde would also read a struct from an array of its fields.
     if serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| !v.is_object()) {
         return Err(ApiError::new(
@@ -220,7 +223,7 @@ async fn local_or_forward(
     }
 }
 
-async fn forward(
+pub(crate) async fn forward(
     method: Method,
     url: &str,
     headers: &HeaderMap,
@@ -238,7 +241,7 @@ async fn forward(
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "owner_unreachable",
-            format!("the node that owns the workload did not answer: {e}"),
+            format!("the node that owns it did not answer: {e}"),
         )
     })?;
     let status = resp.status();

@@ -54,6 +54,9 @@ pub struct Config {
     /// Artifact store settings.
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
+    /// Device servers.
+    #[serde(default)]
+    pub things: ThingsConfig,
 }
 
 /// A configuration error, located in the source text.
@@ -100,6 +103,27 @@ impl Config {
         self.listen.gossip.unwrap_or_else(default_gossip_addr)
     }
 
+    /// The MQTT broker's listen address, or the default.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.listen
+            .mqtt
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)))
+    }
+
+    /// The LwM2M server's listen address, or the default.
+    pub fn lwm2m_addr(&self) -> SocketAddr {
+        self.listen
+            .lwm2m
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5683)))
+    }
+
+    /// The LwM2M bootstrap server's listen address, or the default.
+    pub fn lwm2m_bootstrap_addr(&self) -> SocketAddr {
+        self.listen
+            .lwm2m_bootstrap
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5693)))
+    }
+
     /// The gossip address peers reach this node at: `gossip_advertise`, or
     /// the listen address when it is a concrete one.
     pub fn gossip_advertise_addr(&self) -> Result<SocketAddr, String> {
@@ -121,7 +145,86 @@ fn default_gossip_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7401))
 }
 
-/// 1-based line and column of byte `offset` in `src`.
+/// Parse a JSON document that must be an object into `T`; errors carry the
+/// field path, line and column. `what` names the document in errors.
+pub(crate) fn parse_json_object<T: serde::de::DeserializeOwned>(
+    src: &str,
+    what: &str,
+) -> Result<T, ConfigError> {
+    // serde would also read a struct from an array of its fields.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(src)
+        && !v.is_object()
+    {
+        return Err(ConfigError {
+            path: String::new(),
+            line: Some(1),
+            column: Some(1),
+            message: format!("{what} must be a JSON object"),
+        });
+    }
+    // `3.0` is an integer to JSON Schema (and to many clients); accept it
+    // where an integer is expected.
+    if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(src)
+        && integral_floats_to_integers(&mut v)
+        && let Ok(doc) = serde_json::from_value::<T>(v)
+    {
+        return Ok(doc);
+    }
+    let mut de = serde_json::Deserializer::from_str(src);
+    let doc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError {
+            path,
+            line: Some(inner.line()),
+            column: Some(inner.column()),
+            message: strip_position(&inner.to_string()),
+        }
+    })?;
+    de.end().map_err(|e| ConfigError {
+        path: String::new(),
+        line: Some(e.line()),
+        column: Some(e.column()),
+        message: strip_position(&e.to_string()),
+    })?;
+    Ok(doc)
+}
+
+/// Turn every float without a fractional part (`3.0`) into an integer, as
+/// JSON Schema counts them; true if anything changed.
+pub fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                *v = Value::from(f as u64);
+                true
+            } else if f.fract() == 0.0 && f < 0.0 && f > i64::MIN as f64 {
+                *v = Value::from(f as i64);
+                true
+            } else {
+                false
+            }
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |c, x| integral_floats_to_integers(x) | c),
+        Value::Object(o) => o
+            .values_mut()
+            .fold(false, |c, x| integral_floats_to_integers(x) | c),
+        _ => false,
+    }
+}
+
+/// serde_json appends " at line L column C"; the error carries them apart.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
 /// Deserialize a TOML document into `T`, locating any error: the dotted key
 /// path, and the line and column where it stands.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(src: &str) -> Result<T, ConfigError> {
@@ -154,6 +257,7 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(src: &str) -> Result<T,
     })
 }
 
+/// 1-based line and column of byte `offset` in `src`.
 fn line_column(src: &str, offset: usize) -> (usize, usize) {
     let before = &src[..offset.min(src.len())];
     let line = before.matches('\n').count() + 1;
@@ -201,6 +305,41 @@ pub struct ListenConfig {
     /// address (`0.0.0.0:7401`) or sits behind NAT.
     #[schema(value_type = Option<String>, example = "192.0.2.7:7401")]
     pub gossip_advertise: Option<SocketAddr>,
+    /// MQTT broker for things (TCP), default `127.0.0.1:1883`; port 0
+    /// picks a free port.
+    #[schema(value_type = Option<String>, example = "0.0.0.0:1883")]
+    pub mqtt: Option<SocketAddr>,
+    /// LwM2M server (CoAP over UDP), default `127.0.0.1:5683`.
+    #[schema(value_type = Option<String>, example = "0.0.0.0:5683")]
+    pub lwm2m: Option<SocketAddr>,
+    /// LwM2M bootstrap server (CoAP over UDP), default `127.0.0.1:5693`.
+    #[schema(value_type = Option<String>, example = "0.0.0.0:5693")]
+    pub lwm2m_bootstrap: Option<SocketAddr>,
+}
+
+/// Which device servers the node runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThingsConfig {
+    /// Run the embedded MQTT broker (default true).
+    #[serde(default = "on")]
+    pub mqtt: bool,
+    /// Run the LwM2M server and bootstrap server (default true).
+    #[serde(default = "on")]
+    pub lwm2m: bool,
+}
+
+impl Default for ThingsConfig {
+    fn default() -> Self {
+        ThingsConfig {
+            mqtt: true,
+            lwm2m: true,
+        }
+    }
+}
+
+fn on() -> bool {
+    true
 }
 
 /// What powers the node. A placeholder until energy-aware placement lands:

@@ -1,7 +1,7 @@
 //! # locus-core
 //!
 //! The vocabulary of locus as plain data: node identity, configuration,
-//! host inventory, artifact names, workloads and their lifecycle, and the rules that make each of them valid.
+//! host inventory, artifact names, workloads and their lifecycle, things, and the rules that make each of them valid.
 //!
 //! This crate owns the *meaning* of things. It must never do I/O, spawn
 //! tasks or depend on a runtime: every function here is a pure function of
@@ -14,12 +14,14 @@ pub mod config;
 pub mod identity;
 pub mod inventory;
 pub mod node;
+pub mod thing;
 pub mod workload;
 
 pub use artifact::ArtifactId;
 pub use config::{Config, ConfigError};
 pub use identity::NodeId;
 pub use node::{Health, HealthStatus, NodeStatus};
+pub use thing::{Thing, ThingSpec};
 pub use workload::{Kind, State, Workload, WorkloadId, WorkloadSpec};
 
 /// The version of locus, as built.

@@ -31,6 +31,12 @@ pub struct NodeStatus {
     pub api_addr: String,
     /// Address of the gossip endpoint.
     pub gossip_addr: String,
+    /// Address of the MQTT broker for things, when it runs.
+    pub mqtt_addr: Option<String>,
+    /// Address of the LwM2M server, when it runs.
+    pub lwm2m_addr: Option<String>,
+    /// Address of the LwM2M bootstrap server, when it runs.
+    pub lwm2m_bootstrap_addr: Option<String>,
     /// Gossip addresses of the seeds the node joins through.
     pub seeds: Vec<String>,
     /// What powers the node.

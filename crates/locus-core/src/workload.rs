@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::NodeId;
-use crate::config::{ConfigError, check_name, parse_toml, validated};
+pub use crate::config::integral_floats_to_integers;
+use crate::config::{ConfigError, check_name, parse_json_object, parse_toml, validated};
 
 /// Most transitions kept in a workload's history.
 pub const HISTORY_LIMIT: usize = 16;
@@ -400,49 +401,10 @@ impl WorkloadSpec {
     /// Parse a spec document and validate each field, but not the rules
     /// that span fields ([`WorkloadSpec::check`]).
     pub fn parse_fields(src: &str, format: SpecFormat) -> Result<WorkloadSpec, ConfigError> {
-        let spec: WorkloadSpec = match format {
-            SpecFormat::Toml => parse_toml(src)?,
-            SpecFormat::Json => {
-                // serde would also read a struct from an array of its fields.
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(src)
-                    && !v.is_object()
-                {
-                    return Err(ConfigError {
-                        path: String::new(),
-                        line: Some(1),
-                        column: Some(1),
-                        message: "a workload spec must be a JSON object".to_owned(),
-                    });
-                }
-                // `3.0` is an integer to JSON Schema (and to many clients);
-                // accept it where an integer is expected.
-                if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(src)
-                    && integral_floats_to_integers(&mut v)
-                    && let Ok(spec) = serde_json::from_value::<WorkloadSpec>(v)
-                {
-                    return Ok(spec);
-                }
-                let mut de = serde_json::Deserializer::from_str(src);
-                let spec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    ConfigError {
-                        path,
-                        line: Some(inner.line()),
-                        column: Some(inner.column()),
-                        message: strip_position(&inner.to_string()),
-                    }
-                })?;
-                de.end().map_err(|e| ConfigError {
-                    path: String::new(),
-                    line: Some(e.line()),
-                    column: Some(e.column()),
-                    message: strip_position(&e.to_string()),
-                })?;
-                spec
-            }
-        };
-        Ok(spec)
+        match format {
+            SpecFormat::Toml => parse_toml(src),
+            SpecFormat::Json => parse_json_object(src, "a workload spec"),
+        }
     }
 
     /// Rules that span fields.
@@ -494,41 +456,6 @@ impl WorkloadSpec {
     /// A short digest of the canonical JSON, to tell spec versions apart.
     pub fn digest(&self) -> String {
         blake3::hash(&self.to_json()).to_hex()[..16].to_owned()
-    }
-}
-
-/// Turn every float without a fractional part (`3.0`) into an integer, as
-/// JSON Schema counts them; true if anything changed.
-pub fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
-                *v = Value::from(f as u64);
-                true
-            } else if f.fract() == 0.0 && f < 0.0 && f > i64::MIN as f64 {
-                *v = Value::from(f as i64);
-                true
-            } else {
-                false
-            }
-        }
-        Value::Array(a) => a
-            .iter_mut()
-            .fold(false, |c, x| integral_floats_to_integers(x) | c),
-        Value::Object(o) => o
-            .values_mut()
-            .fold(false, |c, x| integral_floats_to_integers(x) | c),
-        _ => false,
-    }
-}
-
-/// serde_json appends " at line L column C"; the error carries them apart.
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
     }
 }
 

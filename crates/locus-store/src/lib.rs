@@ -277,6 +277,47 @@ impl Store {
             .await
     }
 
+    /// Write (insert or replace) a thing this node manages, as JSON.
+    /// Acknowledged once committed.
+    pub async fn put_thing(
+        &self,
+        name: String,
+        body: String,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO things (name, body, updated_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET body = ?2, updated_at_ms = ?3",
+                    params![name, body, now_ms as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Forget a thing (removed, or handed to another manager).
+    pub async fn delete_thing(&self, name: String) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute("DELETE FROM things WHERE name = ?1", params![name])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every thing this node manages: `(name, body)`.
+    pub async fn things(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt = c.prepare("SELECT name, body FROM things ORDER BY name")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     /// Record an artifact this node now holds. A second record of the same
     /// artifact keeps the stronger of both: pinned wins, the larger replica
     /// count wins, a name given replaces none.
@@ -416,6 +457,24 @@ impl Store {
                 let rows =
                     stmt.query_map(params![thing, from_ms, to_ms, limit as i64], reading_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// The newest reading of one resource of a thing.
+    pub async fn latest_reading(
+        &self,
+        thing: String,
+        resource: String,
+    ) -> Result<Option<StoredReading>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt = c.prepare(&format!(
+                    "{READING_SELECT} WHERE r.thing = ?1 AND r.resource = ?2
+                     ORDER BY r.time_ms DESC, r.seq DESC LIMIT 1"
+                ))?;
+                let mut rows = stmt.query_map(params![thing, resource], reading_row)?;
+                Ok(rows.next().transpose()?)
             })
             .await
     }

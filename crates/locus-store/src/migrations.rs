@@ -58,6 +58,12 @@ const MIGRATIONS: &[&str] = &[
         note         TEXT NOT NULL,
         signed_at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 5: things this node manages (the owner of their records).
+    "CREATE TABLE things (
+        name          TEXT PRIMARY KEY,
+        body          TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -53,6 +53,15 @@ pub fn load_config(args: &AgentArgs) -> Result<Config, Failure> {
     if let Some(addr) = args.gossip {
         config.listen.gossip = Some(addr);
     }
+    if let Some(addr) = args.mqtt {
+        config.listen.mqtt = Some(addr);
+    }
+    if let Some(addr) = args.lwm2m {
+        config.listen.lwm2m = Some(addr);
+    }
+    if let Some(addr) = args.lwm2m_bootstrap {
+        config.listen.lwm2m_bootstrap = Some(addr);
+    }
     if let Some(path) = &args.cluster_key_file {
         config.cluster_key_file = Some(path.clone());
     }

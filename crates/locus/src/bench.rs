@@ -8,6 +8,17 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Device servers on free ports, so that benchmark agents never compete
+/// for 1883 or 5683.
+pub(crate) const ANY_DEVICE_PORTS: [&str; 6] = [
+    "--mqtt",
+    "127.0.0.1:0",
+    "--lwm2m",
+    "127.0.0.1:0",
+    "--lwm2m-bootstrap",
+    "127.0.0.1:0",
+];
+
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
@@ -134,6 +145,7 @@ fn start_agent(exe: &std::path::Path) -> anyhow::Result<(Agent, f64)> {
             "--data-dir",
         ])
         .arg(dir.path())
+        .args(ANY_DEVICE_PORTS)
         .env("LOCUS_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

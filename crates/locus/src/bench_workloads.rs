@@ -137,6 +137,7 @@ impl Cluster {
             .arg(&m.dir)
             .args(["--listen", &m.api.to_string()])
             .args(["--gossip", &m.gossip.to_string()])
+            .args(crate::bench::ANY_DEVICE_PORTS)
             .args(["--name", &format!("b{i}"), "--site", &m.site]);
         for s in self.seeds.iter().filter(|s| **s != m.gossip) {
             cmd.args(["--seed", &s.to_string()]);

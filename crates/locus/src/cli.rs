@@ -68,6 +68,10 @@ pub enum Command {
     /// Content-addressed artifacts: put, get, list, pin, collect.
     #[command(subcommand)]
     Artifact(ArtifactCommand),
+    /// Things (IoT devices): register, list, inspect, remove, move to
+    /// another manager, and command.
+    #[command(subcommand)]
+    Thing(ThingCommand),
     /// Check an exported bundle of readings offline: signed checkpoints,
     /// consistency and inclusion proofs; names every reading altered,
     /// dropped, duplicated or reordered. Exit 0 clean, 1 not.
@@ -112,6 +116,18 @@ pub struct AgentArgs {
     /// Gossip (UDP) listen address; overrides `[listen] gossip` (default 127.0.0.1:7401).
     #[arg(long, value_name = "IP:PORT")]
     pub gossip: Option<SocketAddr>,
+
+    /// MQTT broker listen address; overrides `[listen] mqtt` (default 127.0.0.1:1883; port 0: any free port).
+    #[arg(long, value_name = "IP:PORT")]
+    pub mqtt: Option<SocketAddr>,
+
+    /// LwM2M server (UDP) listen address; overrides `[listen] lwm2m` (default 127.0.0.1:5683).
+    #[arg(long, value_name = "IP:PORT")]
+    pub lwm2m: Option<SocketAddr>,
+
+    /// LwM2M bootstrap server (UDP) listen address; overrides `[listen] lwm2m_bootstrap` (default 127.0.0.1:5693).
+    #[arg(long, value_name = "IP:PORT")]
+    pub lwm2m_bootstrap: Option<SocketAddr>,
 
     /// File with the cluster key (from `locus keygen`); overrides `cluster_key_file`.
     #[arg(long, env = "LOCUS_CLUSTER_KEY_FILE", value_name = "FILE")]
@@ -378,6 +394,65 @@ pub enum ArtifactCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ThingCommand {
+    /// Register a thing from a TOML or JSON file (see examples/things/).
+    Add(ThingAddArgs),
+    /// Every thing of the cluster.
+    Ls {
+        /// Only things of this protocol (mqtt, lwm2m, http).
+        #[arg(long)]
+        protocol: Option<String>,
+        /// Only things managed by this node (id, prefix or name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// One thing: protocol, manager, resources.
+    Inspect {
+        /// The thing's name.
+        thing: String,
+    },
+    /// Remove a thing from the registry (its readings stay).
+    Rm {
+        /// The thing's name.
+        thing: String,
+    },
+    /// Give a thing a new manager: a node, or a workload on a node.
+    Attach {
+        /// The thing's name.
+        thing: String,
+        /// The new managing node (id, prefix or name).
+        #[arg(long)]
+        node: String,
+        /// A workload on that node that manages the thing.
+        #[arg(long)]
+        workload: Option<String>,
+    },
+    /// Read a resource (no VALUE), write VALUE to it, or execute it (VALUE:
+    /// its arguments), over the thing's protocol; prints the result.
+    Cmd {
+        /// The thing's name.
+        thing: String,
+        /// The resource's name.
+        resource: String,
+        /// The value to write, or the arguments of an execute.
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ThingAddArgs {
+    /// The thing (`.toml` or `.json`).
+    pub file: PathBuf,
+    /// The managing node (id, prefix or name); overrides `manager.node`.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// A workload on the managing node that manages the thing; overrides
+    /// `manager.workload`.
+    #[arg(long)]
+    pub workload: Option<String>,
 }
 
 #[derive(Debug, Args)]

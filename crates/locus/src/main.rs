@@ -10,6 +10,7 @@ mod bench_workloads;
 mod cli;
 mod client;
 mod output;
+mod thing_cli;
 mod workload_cli;
 
 use std::process::ExitCode;
@@ -176,6 +177,7 @@ async fn workload_command(
         Command::Update(args) => workload_cli::update(client, json, args).await,
         Command::Rm(args) => workload_cli::rm(client, json, args).await,
         Command::Artifact(c) => artifact_cli::run(client, json, c).await,
+        Command::Thing(c) => thing_cli::run(client, json, c).await,
         _ => return None,
     })
 }

@@ -63,6 +63,7 @@ impl Agent {
         if !extra.contains(&"--gossip") {
             cmd.args(["--gossip", &free_udp_addr().to_string()]);
         }
+        any_device_ports(&mut cmd, extra);
         let child = cmd
             .args(extra)
             .env("LOCUS_LOG", "info")
@@ -166,6 +167,16 @@ pub fn locus(args: &[&str]) -> Output {
         .expect("run locus")
 }
 
+/// Device servers (MQTT, LwM2M) on free ports unless the test names them,
+/// so that agents of parallel tests never compete for 1883 or 5683.
+pub fn any_device_ports(cmd: &mut Command, extra: &[&str]) {
+    for flag in ["--mqtt", "--lwm2m", "--lwm2m-bootstrap"] {
+        if !extra.contains(&flag) {
+            cmd.args([flag, "127.0.0.1:0"]);
+        }
+    }
+}
+
 /// Run `locus agent` expecting it to fail at start; returns (exit code, stderr).
 pub fn agent_fails(data_dir: &Path, extra: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
@@ -173,6 +184,7 @@ pub fn agent_fails(data_dir: &Path, extra: &[&str]) -> (i32, String) {
     if !extra.contains(&"--gossip") {
         cmd.args(["--gossip", &free_udp_addr().to_string()]);
     }
+    any_device_ports(&mut cmd, extra);
     cmd.args(extra);
     let mut child = cmd
         .stdin(Stdio::null())

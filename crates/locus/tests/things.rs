@@ -1,0 +1,554 @@
+//! Things end to end on real agents, with MQTT clients nobody here wrote
+//! (Debian's `mosquitto_pub` and `mosquitto_sub`): the registry over the
+//! CLI, per-thing logins, readings durable before PUBACK, refusals that
+//! never store anything, commands, and a manager change between two nodes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const PASSWORD: &str = "change-me-please";
+
+fn thing_file(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+name = "{name}"
+protocol = "mqtt"
+credentials = {{ password = "{PASSWORD}" }}
+[[resources]]
+name = "temperature"
+unit = "Cel"
+[[resources]]
+name = "humidity"
+[[resources]]
+name = "fan"
+type = "bool"
+access = "rw"
+"#
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// The agent's MQTT broker: (host, port).
+fn broker(agent: &Agent) -> (String, String) {
+    let node = get_json(agent, "/api/v1/node");
+    let addr = node["mqtt_addr"]
+        .as_str()
+        .expect("the broker runs")
+        .to_owned();
+    let (h, p) = addr.rsplit_once(':').unwrap();
+    (h.to_owned(), p.to_owned())
+}
+
+fn mosquitto(tool: &str) -> Command {
+    let probe = Command::new(tool).arg("--help").output();
+    assert!(
+        probe.is_ok(),
+        "{tool} is missing: install Debian's mosquitto-clients (scripts/test.sh does)"
+    );
+    Command::new(tool)
+}
+
+/// One QoS 1 publish with mosquitto_pub (it exits 0 only after PUBACK).
+fn publish(agent: &Agent, user: &str, password: &str, topic: &str, msg: &str) -> Output {
+    let (h, p) = broker(agent);
+    mosquitto("mosquitto_pub")
+        .args(["-h", &h, "-p", &p, "-u", user, "-P", password, "-q", "1"])
+        .args(["-i", &format!("pub-{user}"), "-t", topic, "-m", msg])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn readings(agent: &Agent, thing: &str) -> Vec<Value> {
+    get_json(
+        agent,
+        &format!("/api/v1/readings?thing={thing}&limit=10000"),
+    )
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn metric(agent: &Agent, line_start: &str) -> f64 {
+    let text = http()
+        .get(agent.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn things_log_in_with_their_own_password_and_readings_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("n"), &[]);
+    let file = thing_file(dir.path(), "greenhouse-1");
+    ok(&cli(&agent, &["thing", "add", &file]));
+    let ls = ok(&cli(&agent, &["--json", "thing", "ls"]));
+    let ls: Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(ls[0]["name"], "greenhouse-1");
+    assert_eq!(ls[0]["password"], true);
+    assert!(
+        !ls.to_string().contains(PASSWORD),
+        "the password leaked: {ls}"
+    );
+    // The same name twice is refused, naming the manager.
+    let again = cli(&agent, &["thing", "add", &file]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let topic = "things/greenhouse-1/readings";
+    let out = publish(
+        &agent,
+        "greenhouse-1",
+        PASSWORD,
+        topic,
+        r#"{"temperature": 21.5, "humidity": 40}"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let senml = r#"[{"bn":"","n":"temperature","v":22.25,"t":1700000000}]"#;
+    assert!(
+        publish(&agent, "greenhouse-1", PASSWORD, topic, senml)
+            .status
+            .success()
+    );
+
+    // Refused: a wrong password and an unknown thing (CONNACK 4), another
+    // thing's topic, a payload that is not JSON, an undeclared resource.
+    // None of them stores anything; each is counted.
+    let wrong = publish(
+        &agent,
+        "greenhouse-1",
+        "not-the-password",
+        topic,
+        "{\"temperature\": 1}",
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("bad user name or password"));
+    let unknown = publish(
+        &agent,
+        "intruder",
+        PASSWORD,
+        "things/intruder/readings",
+        "{\"x\": 1}",
+    );
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("bad user name or password"));
+    for (t, m) in [
+        ("things/other/readings", r#"{"temperature": 2}"#),
+        (topic, "[{\"n\": \"temperature\", \"v\": "),
+        (topic, r#"{"pressure": 1013}"#),
+        (topic, r#"[{"n": "temperature", "v": 1, "vs": "two"}]"#),
+    ] {
+        let out = publish(&agent, "greenhouse-1", PASSWORD, t, m);
+        assert!(!out.status.success(), "{t} {m} was accepted");
+    }
+    let stored = readings(&agent, "greenhouse-1");
+    let values: Vec<(String, f64)> = stored
+        .iter()
+        .map(|r| {
+            (
+                r["reading"]["resource"].as_str().unwrap().to_owned(),
+                r["reading"]["value"]["number"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(values.len(), 3, "{stored:?}");
+    assert!(values.contains(&("temperature".into(), 22.25)));
+    assert!(values.contains(&("humidity".into(), 40.0)));
+    // The unit comes from the profile when the payload has none.
+    assert!(
+        stored
+            .iter()
+            .all(|r| r["reading"]["resource"] != "temperature" || r["reading"]["unit"] == "Cel")
+    );
+    assert!(readings(&agent, "intruder").is_empty());
+    assert_eq!(
+        metric(&agent, "locus_mqtt_refused_total{reason=\"bad_password\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&agent, "locus_mqtt_refused_total{reason=\"unknown_thing\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&agent, "locus_mqtt_refused_total{reason=\"topic\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &agent,
+            "locus_thing_malformed_total{kind=\"json\",protocol=\"mqtt\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &agent,
+            "locus_thing_malformed_total{kind=\"undeclared_resource\",protocol=\"mqtt\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&agent, "locus_thing_readings_total{protocol=\"mqtt\"}"),
+        3.0
+    );
+
+    // Removed: its login is refused from then on.
+    ok(&cli(&agent, &["thing", "rm", "greenhouse-1"]));
+    assert!(
+        !publish(
+            &agent,
+            "greenhouse-1",
+            PASSWORD,
+            topic,
+            "{\"temperature\": 3}"
+        )
+        .status
+        .success()
+    );
+    agent.wait_healthy();
+}
+
+/// A `mosquitto_sub` of the thing's commands, printing `topic payload`.
+fn subscriber(agent: &Agent, thing: &str, filter: &str) -> (Child, Arc<Mutex<String>>) {
+    let (h, p) = broker(agent);
+    let mut child = mosquitto("mosquitto_sub")
+        .args([
+            "-h", &h, "-p", &p, "-u", thing, "-P", PASSWORD, "-q", "1", "-v",
+        ])
+        .args(["-i", &format!("sub-{thing}"), "-t", filter])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().unwrap();
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (child, seen)
+}
+
+#[test]
+fn commands_reach_the_thing_over_mqtt_and_edgex() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("n"), &[]);
+    let file = thing_file(dir.path(), "greenhouse-2");
+    ok(&cli(&agent, &["thing", "add", &file]));
+    // Not connected yet: the command says so.
+    let out = cli(&agent, &["thing", "cmd", "greenhouse-2", "fan", "on"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no MQTT session"));
+
+    let (mut sub, seen) = subscriber(&agent, "greenhouse-2", "things/greenhouse-2/commands/#");
+    wait_until(
+        "the subscription is in place",
+        Duration::from_secs(10),
+        || {
+            cli(&agent, &["thing", "cmd", "greenhouse-2", "fan", "on"])
+                .status
+                .success()
+        },
+    );
+    let r: Value = serde_json::from_str(&ok(&cli(
+        &agent,
+        &["--json", "thing", "cmd", "greenhouse-2", "fan", "off"],
+    )))
+    .unwrap();
+    assert_eq!(r["action"], "write");
+    assert_eq!(r["value"], false);
+    assert!(r["detail"].as_str().unwrap().contains("PUBACK"));
+    // A publisher on another connection does not disturb the subscriber.
+    let topic = "things/greenhouse-2/readings";
+    assert!(
+        publish(
+            &agent,
+            "greenhouse-2",
+            PASSWORD,
+            topic,
+            r#"{"temperature": 19.5}"#
+        )
+        .status
+        .success()
+    );
+    // EdgeX command API: PUT writes, GET reads (an MQTT thing's newest reading).
+    let put = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            r#"{"fan": "true"}"#,
+        ])
+        .arg(agent.url("/api/v3/device/name/greenhouse-2/fan"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "200");
+    let get = Command::new("curl")
+        .args(["-sS"])
+        .arg(agent.url("/api/v3/device/name/greenhouse-2/temperature"))
+        .output()
+        .unwrap();
+    let ev: Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(ev["event"]["readings"][0]["value"], "19.5");
+    assert_eq!(ev["event"]["readings"][0]["valueType"], "Float64");
+    wait_until(
+        "the subscriber saw every command",
+        Duration::from_secs(10),
+        || {
+            let s = seen.lock().unwrap();
+            s.contains("things/greenhouse-2/commands/fan false")
+                && s.matches("commands/fan true").count() >= 2
+        },
+    );
+    // What the profile forbids is refused before anything is sent.
+    let ro = cli(
+        &agent,
+        &["thing", "cmd", "greenhouse-2", "temperature", "3"],
+    );
+    assert!(String::from_utf8_lossy(&ro.stderr).contains("read-only"));
+    let bad = cli(&agent, &["thing", "cmd", "greenhouse-2", "fan", "maybe"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a boolean"));
+    // A thing may subscribe only to its own commands.
+    let (h, p) = broker(&agent);
+    let other = mosquitto("mosquitto_sub")
+        .args([
+            "-h",
+            &h,
+            "-p",
+            &p,
+            "-u",
+            "greenhouse-2",
+            "-P",
+            PASSWORD,
+            "-q",
+            "1",
+        ])
+        .args(["-i", "snoop", "-t", "things/other/#", "-W", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("denied"),
+        "{other:?}"
+    );
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+#[test]
+fn every_acknowledged_mqtt_reading_survives_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n");
+    let agent = Agent::start(&data, &[]);
+    for p in 0..4 {
+        ok(&cli(
+            &agent,
+            &["thing", "add", &thing_file(dir.path(), &format!("dev{p}"))],
+        ));
+    }
+    let (h, port) = broker(&agent);
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let (acked, stop, h, port) = (acked.clone(), stop.clone(), h.clone(), port.clone());
+            std::thread::spawn(move || {
+                for i in 0..2000u32 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let out = Command::new("mosquitto_pub")
+                        .args([
+                            "-h",
+                            &h,
+                            "-p",
+                            &port,
+                            "-u",
+                            &format!("dev{p}"),
+                            "-P",
+                            PASSWORD,
+                        ])
+                        .args(["-q", "1", "-t", &format!("things/dev{p}/readings")])
+                        .args(["-m", &format!("{{\"temperature\": {i}}}")])
+                        .output();
+                    match out {
+                        Ok(o) if o.status.success() => {
+                            acked.lock().unwrap().insert(format!("dev{p}/{i}"));
+                        }
+                        _ => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    while acked.lock().unwrap().len() < 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "publishers are too slow"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut agent = agent;
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit(Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    let addr = agent.addr;
+    drop(agent);
+    let acked = acked.lock().unwrap().clone();
+    let agent = Agent::spawn(&data, addr, &[]);
+    agent.wait_healthy();
+    let mut stored = BTreeSet::new();
+    for p in 0..4 {
+        for r in readings(&agent, &format!("dev{p}")) {
+            let v = r["reading"]["value"]["number"].as_f64().unwrap();
+            stored.insert(format!("dev{p}/{v}"));
+        }
+    }
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged readings lost: {lost:?}",
+        lost.len()
+    );
+    eprintln!(
+        "{} acknowledged over MQTT, {} stored after the SIGKILL",
+        acked.len(),
+        stored.len()
+    );
+    // The things survived too: they log in again.
+    assert!(
+        publish(
+            &agent,
+            "dev0",
+            PASSWORD,
+            "things/dev0/readings",
+            "{\"temperature\": -1}"
+        )
+        .status
+        .success()
+    );
+}
+
+#[test]
+fn a_thing_moves_to_another_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(dir.path(), 1, "lab", &[]);
+    let b = member(dir.path(), 2, "field", &[a.gossip]);
+    wait_cluster(&[&a, &b], 2);
+    let file = thing_file(dir.path(), "mover");
+    ok(&cli(&a.agent, &["thing", "add", &file]));
+    let topic = "things/mover/readings";
+    assert!(
+        publish(&a.agent, "mover", PASSWORD, topic, r#"{"temperature": 1}"#)
+            .status
+            .success()
+    );
+    // Any node sees it, and forwards calls to its manager.
+    wait_until("b sees the thing", Duration::from_secs(15), || {
+        cli(&b.agent, &["thing", "inspect", "mover"])
+            .status
+            .success()
+    });
+    let t: Value = serde_json::from_str(&ok(&cli(
+        &b.agent,
+        &["--json", "thing", "attach", "mover", "--node", "w2"],
+    )))
+    .unwrap();
+    assert_eq!(t["generation"], 2);
+    let b_id = get_json(&b.agent, "/api/v1/node")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(t["manager"], b_id.as_str());
+    // The old manager now refuses the thing (CONNACK 5), the new one takes it.
+    let old = publish(&a.agent, "mover", PASSWORD, topic, r#"{"temperature": 2}"#);
+    assert!(!old.status.success());
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("not authorised"),
+        "{old:?}"
+    );
+    let new = publish(&b.agent, "mover", PASSWORD, topic, r#"{"temperature": 3}"#);
+    assert!(
+        new.status.success(),
+        "{}",
+        String::from_utf8_lossy(&new.stderr)
+    );
+    // Readings taken by the new manager are sealed and signed by it.
+    assert_eq!(readings(&b.agent, "mover").len(), 1);
+    assert_eq!(readings(&a.agent, "mover").len(), 1);
+    let key_b = get_json(&b.agent, "/api/v1/readings/checkpoint")["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(key_b.starts_with(&format!("locus/{b_id}+")), "{key_b}");
+    wait_until("b signs a checkpoint", Duration::from_secs(15), || {
+        get_json(&b.agent, "/api/v1/readings/checkpoint")["size"].as_u64() == Some(1)
+    });
+    let bundle = http()
+        .get(b.agent.url("/api/v1/readings/bundle?start=0&count=1"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let path = dir.path().join("b.json");
+    std::fs::write(&path, bundle).unwrap();
+    let out = locus(&["verify", path.to_str().unwrap(), "--key", &key_b]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Both nodes agree on who manages it, and the old one forwards.
+    wait_until("a sees the new manager", Duration::from_secs(15), || {
+        get_json(&a.agent, "/api/v1/things/mover")["manager"] == b_id.as_str()
+    });
+    ok(&cli(&a.agent, &["thing", "rm", "mover"]));
+    wait_until(
+        "the thing is gone everywhere",
+        Duration::from_secs(15),
+        || {
+            !cli(&b.agent, &["thing", "inspect", "mover"])
+                .status
+                .success()
+                && !cli(&a.agent, &["thing", "inspect", "mover"])
+                    .status
+                    .success()
+        },
+    );
+}
