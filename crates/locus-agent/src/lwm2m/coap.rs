@@ -873,4 +873,16 @@ mod tests {
             assert!(bad_request_for(bad, "x").is_none(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever arrives, parsing and reading it never panics.
+        #[test]
+        fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96)) {
+            let _ = bad_request_for(&bytes, "x");
+            if let Ok(p) = Packet::from_bytes(&bytes) {
+                let _ = (path(&p), query(&p), location(&p), content_format(&p), observe(&p));
+                let _ = (response_code(&p), code_text(&p), diagnostic(&p));
+            }
+        }
+    }
 }
