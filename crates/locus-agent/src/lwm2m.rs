@@ -1072,7 +1072,7 @@ impl Inner {
                 format!("unknown endpoint client name {endpoint:?}"),
             );
         };
-        let requests = match self.bootstrap_plan(&thing) {
+        let requests = match bootstrap_plan(&thing, &self.settings) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(endpoint, thing = thing.name, error = %e, "cannot bootstrap");
@@ -1114,25 +1114,6 @@ impl Inner {
             this.run_bootstrap(endpoint, peer, requests).await;
         }));
         reply
-    }
-
-    fn bootstrap_plan(&self, thing: &Lwm2mThing) -> Result<Vec<iot::Request>, iot::Lwm2mError> {
-        let mut uri = thing.server_uri.clone();
-        if let SecurityMode::Psk { .. } = thing.security
-            && let Some(rest) = uri.strip_prefix("coap://")
-        {
-            uri = format!("coaps://{rest}");
-        }
-        let ssid = self.settings.short_server_id;
-        iot::bootstrap_requests(
-            &Security {
-                instance: 0,
-                server_uri: uri,
-                mode: thing.security.clone(),
-                short_server_id: ssid,
-            },
-            &Server::new(0, ssid, self.settings.lifetime_s),
-        )
     }
 
     async fn run_bootstrap(&self, endpoint: String, peer: SocketAddr, requests: Vec<iot::Request>) {
@@ -1191,6 +1172,31 @@ impl Inner {
             };
         }
     }
+}
+
+/// The bootstrap requests for `thing`: its manager's server URI (as
+/// `coaps://` when the thing has PSK credentials), its security mode, and
+/// the short server id and lifetime of `settings`.
+fn bootstrap_plan(
+    thing: &Lwm2mThing,
+    settings: &Settings,
+) -> Result<Vec<iot::Request>, iot::Lwm2mError> {
+    let mut uri = thing.server_uri.clone();
+    if let SecurityMode::Psk { .. } = thing.security
+        && let Some(rest) = uri.strip_prefix("coap://")
+    {
+        uri = format!("coaps://{rest}");
+    }
+    let ssid = settings.short_server_id;
+    iot::bootstrap_requests(
+        &Security {
+            instance: 0,
+            server_uri: uri,
+            mode: thing.security.clone(),
+            short_server_id: ssid,
+        },
+        &Server::new(0, ssid, settings.lifetime_s),
+    )
 }
 
 /// What the LWM2M server's socket serves.
@@ -1321,6 +1327,44 @@ mod tests {
     fn requests_go_under_the_clients_root() {
         assert_eq!(segments("/", "/3303/0/5700"), ["3303", "0", "5700"]);
         assert_eq!(segments("/lwm2m", "/1/0/9"), ["lwm2m", "1", "0", "9"]);
+    }
+
+    #[test]
+    fn a_psk_thing_is_bootstrapped_with_its_credentials_and_coaps() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut t = Lwm2mThing {
+            name: "t".into(),
+            endpoint: "e".into(),
+            managed_here: false,
+            server_uri: "coap://192.0.2.1:5683".into(),
+            security: SecurityMode::NoSec,
+            resources: vec![],
+        };
+        let security_of = |t: &Lwm2mThing| {
+            let reqs = bootstrap_plan(t, &Settings::new(any, any)).unwrap();
+            assert_eq!(reqs[2].path, "/0/0");
+            let mut top = locus_iot::tlv::decode(&reqs[2].payload).unwrap();
+            top.remove(0)
+        };
+        let s = security_of(&t);
+        assert_eq!(s.child(0).unwrap().as_str(), Ok("coap://192.0.2.1:5683"));
+        assert_eq!(s.child(2).unwrap().as_int(), Ok(3));
+        t.security = SecurityMode::Psk {
+            identity: b"dev-1".to_vec(),
+            key: vec![9; 16],
+        };
+        let s = security_of(&t);
+        assert_eq!(s.child(0).unwrap().as_str(), Ok("coaps://192.0.2.1:5683"));
+        assert_eq!(s.child(2).unwrap().as_int(), Ok(0));
+        assert_eq!(s.child(3).unwrap().value(), Ok(&b"dev-1"[..]));
+        assert_eq!(s.child(5).unwrap().value(), Ok(&[9u8; 16][..]));
+        assert_eq!(
+            s.child(10).unwrap().as_int(),
+            Ok(i64::from(SHORT_SERVER_ID))
+        );
+        // A URI the Security object cannot hold is refused, not written.
+        t.server_uri = "http://x".into();
+        assert!(bootstrap_plan(&t, &Settings::new(any, any)).is_err());
     }
 
     #[test]
