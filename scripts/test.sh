@@ -10,7 +10,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-step "python tools for the conformance run (venv in target/pyenv)"
+step "python tools for the conformance run and the real-client tests (venv in target/pyenv)"
 if [ ! -x target/pyenv/bin/schemathesis ] || ! cmp -s scripts/requirements-test.txt target/pyenv/.requirements; then
     mkdir -p target
     python3 -m venv target/pyenv

@@ -190,6 +190,25 @@ pub trait Lwm2mCommands: Send + Sync {
     async fn execute(&self, thing: &str, path: &str, args: Option<&str>) -> Result<(), String>;
 }
 
+#[async_trait::async_trait]
+impl Lwm2mCommands for crate::lwm2m::Lwm2m {
+    async fn read(&self, thing: &str, path: &str) -> Result<Value, String> {
+        crate::lwm2m::Lwm2m::read(self, thing, path)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn write(&self, thing: &str, path: &str, value: &Value) -> Result<(), String> {
+        crate::lwm2m::Lwm2m::write(self, thing, path, value)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn execute(&self, thing: &str, path: &str, args: Option<&str>) -> Result<(), String> {
+        crate::lwm2m::Lwm2m::execute(self, thing, path, args)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl Commands {
     /// Run `plan` on `spec`, a thing this node manages.
     pub async fn run(&self, spec: &ThingSpec, plan: Plan) -> Result<CommandResult, CommandError> {

@@ -15,6 +15,7 @@ pub mod capacity;
 pub mod commands;
 pub mod identity;
 pub mod inventory;
+pub mod lwm2m;
 pub mod metrics;
 pub mod mqtt;
 pub mod readings;
@@ -43,6 +44,7 @@ pub use artifacts::Artifacts;
 pub use commands::{CommandError, CommandResult, Commands};
 pub use identity::IdentityError;
 pub use inventory::HostPaths;
+pub use lwm2m::{Lwm2m, Lwm2mDirectory, Lwm2mResource, Lwm2mThing};
 pub use metrics::Metrics;
 pub use mqtt::Broker;
 pub use readings::Readings;
@@ -99,6 +101,8 @@ pub enum AgentError {
     Workloads(String),
     #[error("cannot load the things: {0}")]
     Things(String),
+    #[error("cannot start the LwM2M servers: {0}")]
+    Lwm2m(String),
     #[error("cannot start {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -278,16 +282,44 @@ impl Node {
         } else {
             None
         };
+        let lwm2m = if settings.config.things.lwm2m {
+            let lwm2m = Lwm2m::start(
+                lwm2m::Settings::new(
+                    settings.config.lwm2m_addr(),
+                    settings.config.lwm2m_bootstrap_addr(),
+                ),
+                Arc::new(things.clone()),
+                readings.clone(),
+                metrics.clone(),
+            )
+            .await
+            .map_err(|e| AgentError::Lwm2m(e.to_string()))?;
+            tokio::spawn(rebootstrap_moved_things(things.subscribe(), lwm2m.clone()));
+            Some(lwm2m)
+        } else {
+            None
+        };
+        // What devices are told to reach: a wildcard bind is reached at the
+        // address the node advertises for gossip.
+        let reachable = |a: SocketAddr| {
+            if a.ip().is_unspecified() {
+                SocketAddr::new(advertise.ip(), a.port()).to_string()
+            } else {
+                a.to_string()
+            }
+        };
         let endpoints = Endpoints {
-            mqtt: broker.as_ref().map(|b| b.local_addr().to_string()),
-            lwm2m: None,
-            bootstrap: None,
+            mqtt: broker.as_ref().map(|b| reachable(b.local_addr())),
+            lwm2m: lwm2m.as_ref().map(|l| reachable(l.server_addr())),
+            bootstrap: lwm2m.as_ref().map(|l| reachable(l.bootstrap_addr())),
         };
         things.publish_endpoints(&endpoints).await;
         let commands = Commands {
             readings: readings.clone(),
             broker: broker.clone(),
-            lwm2m: None,
+            lwm2m: lwm2m
+                .clone()
+                .map(|l| Arc::new(l) as Arc<dyn commands::Lwm2mCommands>),
             http: reqwest::Client::new(),
         };
         let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
@@ -622,4 +654,29 @@ pub(crate) fn unix_ms() -> u64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A thing that moved to another manager is asked to bootstrap again
+/// (Execute /1/0/9 while it is still registered here), so that it learns
+/// its new LwM2M server.
+async fn rebootstrap_moved_things(
+    mut events: tokio::sync::broadcast::Receiver<things::ThingEvent>,
+    lwm2m: Lwm2m,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(things::ThingEvent::Moved { name, to }) => match lwm2m.rebootstrap(&name).await {
+                Ok(()) => {
+                    tracing::info!(thing = %name, %to, "thing re-bootstrapped towards its new manager")
+                }
+                Err(lwm2m::Lwm2mError::NotRegistered(_)) => {}
+                Err(e) => {
+                    tracing::warn!(thing = %name, error = %e, "cannot re-bootstrap the thing")
+                }
+            },
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => break,
+        }
+    }
 }

@@ -44,6 +44,21 @@ pub struct Metrics {
     pub mqtt_refused: IntCounterVec,
     /// MQTT sessions of things open now.
     pub mqtt_sessions: IntGauge,
+    /// CoAP datagrams that could not be parsed or broke the protocol, by
+    /// socket (server, bootstrap).
+    pub coap_malformed_datagrams: IntCounterVec,
+    /// LWM2M payloads (link format, resource values) that could not be
+    /// read, by socket.
+    pub lwm2m_malformed_payloads: IntCounterVec,
+    /// Register requests refused, by reason (invalid, unknown,
+    /// not_managed, full).
+    pub lwm2m_rejected_registrations: IntCounterVec,
+    /// Readings stored from LWM2M notifications and reads.
+    pub lwm2m_readings: IntCounter,
+    /// Current LWM2M registrations.
+    pub lwm2m_registrations: IntGauge,
+    /// Finished bootstraps, by result (ok, failed).
+    pub lwm2m_bootstraps: IntCounterVec,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -194,12 +209,61 @@ impl Metrics {
             IntGauge::new("locus_mqtt_sessions", "MQTT sessions of things open now.")?;
         registry.register(Box::new(mqtt_sessions.clone()))?;
 
+        let coap_malformed_datagrams = IntCounterVec::new(
+            Opts::new(
+                "locus_coap_malformed_datagrams_total",
+                "CoAP datagrams dropped as malformed, by socket.",
+            ),
+            &["socket"],
+        )?;
+        registry.register(Box::new(coap_malformed_datagrams.clone()))?;
+        let lwm2m_malformed_payloads = IntCounterVec::new(
+            Opts::new(
+                "locus_lwm2m_malformed_payloads_total",
+                "LWM2M payloads (link format, resource values) that could not be read, by socket.",
+            ),
+            &["socket"],
+        )?;
+        registry.register(Box::new(lwm2m_malformed_payloads.clone()))?;
+        let lwm2m_rejected_registrations = IntCounterVec::new(
+            Opts::new(
+                "locus_lwm2m_rejected_registrations_total",
+                "LWM2M Register requests refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(lwm2m_rejected_registrations.clone()))?;
+        let lwm2m_readings = IntCounter::new(
+            "locus_lwm2m_readings_total",
+            "Readings stored from LWM2M notifications.",
+        )?;
+        registry.register(Box::new(lwm2m_readings.clone()))?;
+        let lwm2m_registrations = IntGauge::new(
+            "locus_lwm2m_registrations",
+            "LWM2M clients registered at this node.",
+        )?;
+        registry.register(Box::new(lwm2m_registrations.clone()))?;
+        let lwm2m_bootstraps = IntCounterVec::new(
+            Opts::new(
+                "locus_lwm2m_bootstraps_total",
+                "Finished LWM2M bootstraps, by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(lwm2m_bootstraps.clone()))?;
+
         Ok(Metrics {
             registry,
             thing_readings,
             thing_malformed,
             mqtt_refused,
             mqtt_sessions,
+            coap_malformed_datagrams,
+            lwm2m_malformed_payloads,
+            lwm2m_rejected_registrations,
+            lwm2m_readings,
+            lwm2m_registrations,
+            lwm2m_bootstraps,
             artifact_fetched_bytes,
             artifact_served_bytes,
             artifact_corrupt_chunks,

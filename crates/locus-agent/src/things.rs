@@ -122,6 +122,8 @@ struct Inner {
     /// Thing name → BLAKE3 of the last password that verified.
     logins: std::sync::Mutex<HashMap<String, [u8; 32]>>,
     events: broadcast::Sender<ThingEvent>,
+    /// Where this node's own device servers listen.
+    endpoints: std::sync::Mutex<Endpoints>,
 }
 
 /// The node's things. Cheap to clone.
@@ -229,6 +231,7 @@ impl Things {
                 moved: Mutex::new(HashMap::new()),
                 logins: std::sync::Mutex::new(HashMap::new()),
                 events,
+                endpoints: std::sync::Mutex::new(Endpoints::default()),
             }),
         };
         let mut owned = things.inner.owned.lock().await;
@@ -246,6 +249,9 @@ impl Things {
 
     /// Publish where this node's device servers listen.
     pub async fn publish_endpoints(&self, e: &Endpoints) {
+        if let Ok(mut mine) = self.inner.endpoints.lock() {
+            *mine = e.clone();
+        }
         if let Err(err) = self.inner.fabric.publish_json(KEY_ENDPOINTS, e).await {
             tracing::warn!(error = %err, "cannot publish the device endpoints");
         }
@@ -253,6 +259,9 @@ impl Things {
 
     /// Where `node`'s device servers listen.
     pub async fn endpoints_of(&self, node: NodeId) -> Option<Endpoints> {
+        if node == self.inner.me {
+            return self.inner.endpoints.lock().ok().map(|e| e.clone());
+        }
         let records = self.inner.fabric.records_of(node).await.ok()?;
         records
             .iter()
@@ -614,6 +623,71 @@ impl Things {
             l.insert(name.to_owned(), digest);
         }
         Ok(())
+    }
+}
+
+/// The LwM2M server's view of the registry: any LwM2M thing of the
+/// cluster (the bootstrap server writes the server of its current
+/// manager), including one this node handed over moments ago.
+#[async_trait::async_trait]
+impl crate::lwm2m::Lwm2mDirectory for Things {
+    async fn lwm2m_thing(&self, endpoint: &str) -> Option<crate::lwm2m::Lwm2mThing> {
+        use locus_core::thing::{ThingProtocol, ValueType};
+        use locus_iot::lwm2m::SecurityMode;
+        use locus_iot::lwm2m::content::ResourceKind;
+        let mut all: Vec<Thing> = self.directory().await.into_iter().map(|(t, _)| t).collect();
+        all.extend(
+            self.inner
+                .moved
+                .lock()
+                .await
+                .values()
+                .filter(|(_, at)| at.elapsed() < MOVED_MEMORY)
+                .map(|(t, _)| t.clone()),
+        );
+        let t = all
+            .into_iter()
+            .find(|t| t.spec.protocol == ThingProtocol::Lwm2m && t.spec.endpoint() == endpoint)?;
+        let Some(server) = self.endpoints_of(t.manager).await.and_then(|e| e.lwm2m) else {
+            tracing::warn!(thing = %t.spec.name.get(), manager = %t.manager, "the manager of the thing runs no LwM2M server");
+            return None;
+        };
+        let c = &t.spec.credentials;
+        let security = match (&c.psk_identity, &c.psk_key) {
+            (Some(id), Some(key)) => SecurityMode::Psk {
+                identity: id.get().as_bytes().to_vec(),
+                key: key.bytes(),
+            },
+            _ => SecurityMode::NoSec,
+        };
+        let resources = t
+            .spec
+            .resources
+            .iter()
+            .filter_map(|r| {
+                Some(crate::lwm2m::Lwm2mResource {
+                    name: r.name.get().clone(),
+                    path: r.path.as_ref()?.get().clone(),
+                    unit: r.unit.as_ref().map(|u| u.get().clone()),
+                    observe: r.observe && r.access.readable(),
+                    kind: Some(match r.value_type {
+                        ValueType::Float => ResourceKind::Float,
+                        ValueType::Int => ResourceKind::Integer,
+                        ValueType::Bool => ResourceKind::Boolean,
+                        ValueType::String => ResourceKind::String,
+                        ValueType::Binary => ResourceKind::Opaque,
+                    }),
+                })
+            })
+            .collect();
+        Some(crate::lwm2m::Lwm2mThing {
+            name: t.spec.name.get().clone(),
+            endpoint: endpoint.to_owned(),
+            managed_here: t.manager == self.inner.me,
+            server_uri: format!("coap://{server}"),
+            security,
+            resources,
+        })
     }
 }
 

@@ -121,7 +121,7 @@ impl Config {
     pub fn lwm2m_bootstrap_addr(&self) -> SocketAddr {
         self.listen
             .lwm2m_bootstrap
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5693)))
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5783)))
     }
 
     /// The gossip address peers reach this node at: `gossip_advertise`, or
@@ -312,8 +312,8 @@ pub struct ListenConfig {
     /// LwM2M server (CoAP over UDP), default `127.0.0.1:5683`.
     #[schema(value_type = Option<String>, example = "0.0.0.0:5683")]
     pub lwm2m: Option<SocketAddr>,
-    /// LwM2M bootstrap server (CoAP over UDP), default `127.0.0.1:5693`.
-    #[schema(value_type = Option<String>, example = "0.0.0.0:5693")]
+    /// LwM2M bootstrap server (CoAP over UDP), default `127.0.0.1:5783`.
+    #[schema(value_type = Option<String>, example = "0.0.0.0:5783")]
     pub lwm2m_bootstrap: Option<SocketAddr>,
 }
 

@@ -12,7 +12,11 @@
 //!   exported bundles and their offline verifier, which names every
 //!   altered, dropped, duplicated or reordered reading;
 //! - [`tlv`] and [`lwm2m`]: the OMA LwM2M TLV codec, the bootstrap writes of
-//!   the Security and Server objects, and the CoRE Link Format of Register;
+//!   the Security and Server objects and the order of a bootstrap's
+//!   requests, the CoRE Link Format of Register, the query parameters of
+//!   Bootstrap-Request, Register and Update, the registration table with
+//!   its expiry, and resource values of Read/Notify/Write payloads (text,
+//!   opaque, TLV) as readings;
 //! - [`senml`]: SenML JSON (RFC 8428) and locus's simple JSON readings,
 //!   resolved into records.
 //!

@@ -5,13 +5,24 @@
 //!
 //! A bootstrap server deletes `/0` and `/1`, writes one [`Security`] and
 //! one [`Server`] instance (whose short server ids match), then sends
-//! Bootstrap-Finish; the CoAP exchanges live elsewhere.
+//! Bootstrap-Finish: [`bootstrap_requests`] lists those requests; the CoAP
+//! exchanges live elsewhere.
+//!
+//! The submodules hold the rest of what an LwM2M server needs as data:
+//! [`query`] reads the Uri-Query parameters of Bootstrap-Request, Register
+//! and Update; [`registry`] is the table of registrations with their
+//! expiry; [`content`] reads resource values out of Read and Notify
+//! payloads (text, opaque, TLV) into readings and encodes Write payloads.
 
 use std::fmt::Write as _;
 
 use thiserror::Error;
 
-use crate::tlv::{Tlv, value};
+use crate::tlv::{self, Tlv, value};
+
+pub mod content;
+pub mod query;
+pub mod registry;
 
 /// Object id of LwM2M Security.
 pub const SECURITY_OBJECT: u16 = 0;
@@ -57,6 +68,8 @@ pub enum Lwm2mError {
         len: usize,
         why: &'static str,
     },
+    #[error("the Security instance names short server id {security}, the Server instance {server}")]
+    ShortServerIdMismatch { security: u16, server: u16 },
     #[error("lifetime 0: a registration must last at least a second")]
     Lifetime,
     #[error("link format, byte {offset}: {why}")]
@@ -191,6 +204,21 @@ pub enum Binding {
 }
 
 impl Binding {
+    pub const ALL: [Binding; 6] = [
+        Binding::U,
+        Binding::UQ,
+        Binding::S,
+        Binding::SQ,
+        Binding::US,
+        Binding::UQS,
+    ];
+
+    /// The binding named by `s` (`U`, `UQ`, …), as the `b` parameter of
+    /// Register and resource 7 of the Server object write it.
+    pub fn parse(s: &str) -> Option<Binding> {
+        Binding::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Binding::U => "U",
@@ -250,6 +278,82 @@ impl Server {
             ],
         ))
     }
+}
+
+/// A CoAP method of the requests a bootstrap server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+/// One request a server sends to a client: method, path, payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// Absolute path under the client's root, e.g. `/0/0`.
+    pub path: String,
+    /// CoAP Content-Format of the payload, when it has one.
+    pub content_format: Option<u16>,
+    pub payload: Vec<u8>,
+}
+
+impl Request {
+    /// The path's segments, as CoAP Uri-Path options.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.path.split('/').filter(|s| !s.is_empty())
+    }
+}
+
+/// The requests of a bootstrap, in the order they must be sent: Delete
+/// `/0` and `/1`, Write the Security instance (TLV), Write the Server
+/// instance (TLV), Bootstrap-Finish (`POST /bs`). The two instances must
+/// name the same short server id.
+pub fn bootstrap_requests(
+    security: &Security,
+    server: &Server,
+) -> Result<Vec<Request>, Lwm2mError> {
+    if security.short_server_id != server.short_server_id {
+        return Err(Lwm2mError::ShortServerIdMismatch {
+            security: security.short_server_id,
+            server: server.short_server_id,
+        });
+    }
+    let tlv_of = |t: Tlv| {
+        tlv::encode(&[t]).map_err(|e| Lwm2mError::ServerUri {
+            uri: security.server_uri.clone(),
+            why: if matches!(e, tlv::TlvError::TooLong { .. }) {
+                "the instance is too long for TLV"
+            } else {
+                "the instance cannot be encoded"
+            },
+        })
+    };
+    let security_tlv = tlv_of(security.to_tlv()?)?;
+    let server_tlv = tlv_of(server.to_tlv()?)?;
+    let req = |method, path: String, payload: Option<Vec<u8>>| Request {
+        method,
+        path,
+        content_format: payload.as_ref().map(|_| content::TLV),
+        payload: payload.unwrap_or_default(),
+    };
+    Ok(vec![
+        req(Method::Delete, format!("/{SECURITY_OBJECT}"), None),
+        req(Method::Delete, format!("/{SERVER_OBJECT}"), None),
+        req(
+            Method::Put,
+            format!("/{SECURITY_OBJECT}/{}", security.instance),
+            Some(security_tlv),
+        ),
+        req(
+            Method::Put,
+            format!("/{SERVER_OBJECT}/{}", server.instance),
+            Some(server_tlv),
+        ),
+        req(Method::Post, "/bs".to_owned(), None),
+    ])
 }
 
 /// An object, or one of its instances, that a client says it has.

@@ -125,7 +125,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub lwm2m: Option<SocketAddr>,
 
-    /// LwM2M bootstrap server (UDP) listen address; overrides `[listen] lwm2m_bootstrap` (default 127.0.0.1:5693).
+    /// LwM2M bootstrap server (UDP) listen address; overrides `[listen] lwm2m_bootstrap` (default 127.0.0.1:5783).
     #[arg(long, value_name = "IP:PORT")]
     pub lwm2m_bootstrap: Option<SocketAddr>,
 

@@ -552,3 +552,194 @@ fn a_thing_moves_to_another_manager() {
         },
     );
 }
+
+/// The aiocoap LwM2M client of the agent's tests, printing one JSON event
+/// per line.
+struct Lwm2mClient {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Lwm2mClient {
+    fn start(bootstrap: &str, endpoint: &str) -> Lwm2mClient {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = root.join("target/pyenv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test.sh makes the venv",
+            python.display()
+        );
+        let mut child = Command::new(python)
+            .arg(root.join("crates/locus-agent/tests/lwm2m_client.py"))
+            .args(["--bootstrap", &format!("coap://{bootstrap}")])
+            .args(["--endpoint", endpoint, "--notify-every", "0.3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let out = child.stdout.take().unwrap();
+        let e = events.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    e.lock().unwrap().push(v);
+                }
+            }
+        });
+        Lwm2mClient { child, events }
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == event)
+            .count()
+    }
+
+    fn last(&self, event: &str) -> Value {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["event"] == event)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for Lwm2mClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_lwm2m_thing_is_bootstrapped_observed_commanded_and_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(dir.path(), 11, "lab", &[]);
+    let b = member(dir.path(), 12, "field", &[a.gossip]);
+    wait_cluster(&[&a, &b], 2);
+    let file = dir.path().join("thermo.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "thermo-1"
+protocol = "lwm2m"
+[[resources]]
+name = "temperature"
+path = "3303/0/5700"
+unit = "Cel"
+[[resources]]
+name = "light"
+path = "3311/0/5850"
+type = "bool"
+access = "rw"
+[[resources]]
+name = "reset"
+path = "3303/0/5605"
+access = "x"
+"#,
+    )
+    .unwrap();
+    ok(&cli(&a.agent, &["thing", "add", file.to_str().unwrap()]));
+    let node_a = get_json(&a.agent, "/api/v1/node");
+    let client = Lwm2mClient::start(node_a["lwm2m_bootstrap_addr"].as_str().unwrap(), "thermo-1");
+    // Bootstrap-Request → Delete /0, /1 → Write /0/0 (A's server), /1/0 → Finish → Register.
+    wait_until("the client registers at a", Duration::from_secs(20), || {
+        client.count("registered") == 1
+    });
+    {
+        let ev = client.events.lock().unwrap();
+        let order: Vec<&str> = ev.iter().filter_map(|e| e["event"].as_str()).collect();
+        let pos = |name: &str| order.iter().position(|e| *e == name).unwrap_or(usize::MAX);
+        assert!(
+            pos("bootstrap-request") < pos("bootstrap-delete"),
+            "{order:?}"
+        );
+        assert!(
+            pos("bootstrap-delete") < pos("bootstrap-write"),
+            "{order:?}"
+        );
+        assert!(
+            pos("bootstrap-write") < pos("bootstrap-finish"),
+            "{order:?}"
+        );
+        assert!(pos("bootstrap-finish") < pos("registered"), "{order:?}");
+    }
+    let uri = client.last("registered")["server_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        uri,
+        format!("coap://{}", node_a["lwm2m_addr"].as_str().unwrap())
+    );
+    // Observed: notifications become readings on a.
+    wait_until(
+        "a stores observed temperatures",
+        Duration::from_secs(20),
+        || readings(&a.agent, "thermo-1").len() >= 3,
+    );
+    let r = &readings(&a.agent, "thermo-1")[0]["reading"];
+    assert_eq!(r["resource"], "temperature");
+    assert_eq!(r["unit"], "Cel");
+    // Commands: Read, Write, Execute over CoAP.
+    let read: Value = serde_json::from_str(&ok(&cli(
+        &b.agent,
+        &["--json", "thing", "cmd", "thermo-1", "temperature"],
+    )))
+    .unwrap();
+    assert!(read["value"].is_number(), "{read}");
+    assert!(
+        read["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Read /3303/0/5700")
+    );
+    ok(&cli(&a.agent, &["thing", "cmd", "thermo-1", "light", "on"]));
+    wait_until("the client saw the write", Duration::from_secs(10), || {
+        client.count("write") == 1
+    });
+    assert_eq!(client.last("write")["path"], "/3311/0/5850");
+    ok(&cli(
+        &a.agent,
+        &["thing", "cmd", "thermo-1", "reset", "now"],
+    ));
+    wait_until(
+        "the client saw the execute",
+        Duration::from_secs(10),
+        || client.count("execute") >= 1,
+    );
+    // Move it to b: a triggers a new bootstrap, which writes b's server.
+    ok(&cli(
+        &a.agent,
+        &["thing", "attach", "thermo-1", "--node", "w12"],
+    ));
+    wait_until("the client registers at b", Duration::from_secs(30), || {
+        client.count("registered") == 2
+    });
+    let node_b = get_json(&b.agent, "/api/v1/node");
+    assert_eq!(
+        client.last("registered")["server_uri"],
+        format!("coap://{}", node_b["lwm2m_addr"].as_str().unwrap()).as_str()
+    );
+    assert_eq!(client.count("bootstrap-finish"), 2);
+    wait_until(
+        "b stores observed temperatures",
+        Duration::from_secs(20),
+        || readings(&b.agent, "thermo-1").len() >= 2,
+    );
+    let b_id = node_b["id"].as_str().unwrap();
+    let key = get_json(&b.agent, "/api/v1/readings/checkpoint")["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with(&format!("locus/{b_id}+")));
+}

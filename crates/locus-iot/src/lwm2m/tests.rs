@@ -326,3 +326,64 @@ proptest! {
         let _ = parse_links(s.as_bytes());
     }
 }
+
+#[test]
+fn bootstrap_requests_come_in_order() {
+    let security = Security {
+        instance: 0,
+        server_uri: "coap://127.0.0.1:5683".into(),
+        mode: SecurityMode::NoSec,
+        short_server_id: 7,
+    };
+    let server = Server::new(0, 7, 300);
+    let reqs = bootstrap_requests(&security, &server).unwrap();
+    let shape: Vec<(Method, &str, Option<u16>)> = reqs
+        .iter()
+        .map(|r| (r.method, r.path.as_str(), r.content_format))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (Method::Delete, "/0", None),
+            (Method::Delete, "/1", None),
+            (Method::Put, "/0/0", Some(11542)),
+            (Method::Put, "/1/0", Some(11542)),
+            (Method::Post, "/bs", None),
+        ]
+    );
+    assert_eq!(
+        reqs[2].payload,
+        tlv::encode(&[security.to_tlv().unwrap()]).unwrap()
+    );
+    assert_eq!(
+        reqs[3].payload,
+        tlv::encode(&[server.to_tlv().unwrap()]).unwrap()
+    );
+    assert_eq!(reqs[2].segments().collect::<Vec<_>>(), ["0", "0"]);
+    assert_eq!(
+        bootstrap_requests(&security, &Server::new(0, 8, 300)),
+        Err(Lwm2mError::ShortServerIdMismatch {
+            security: 7,
+            server: 8
+        })
+    );
+    assert!(matches!(
+        bootstrap_requests(
+            &Security {
+                server_uri: "http://x".into(),
+                ..security.clone()
+            },
+            &server
+        ),
+        Err(Lwm2mError::ServerUri { .. })
+    ));
+}
+
+#[test]
+fn bindings_parse_by_name() {
+    for b in Binding::ALL {
+        assert_eq!(Binding::parse(b.as_str()), Some(b));
+    }
+    assert_eq!(Binding::parse("T"), None);
+    assert_eq!(Binding::parse("u"), None);
+}
