@@ -66,7 +66,7 @@ pub(crate) struct Member {
     pub(crate) child: Option<Child>,
     pub(crate) api: SocketAddr,
     gossip: SocketAddr,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     site: String,
 }
 

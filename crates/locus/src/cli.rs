@@ -270,6 +270,32 @@ pub enum BenchCommand {
     /// Put throughput, peer get throughput against plain file servers,
     /// fan-out to many nodes and RSS during a multi-GB transfer.
     Artifacts(ArtifactsBenchArgs),
+    /// MQTT ingest with durability and sealing on (readings/s, publish →
+    /// PUBACK latency, bytes per reading), and proof generation and
+    /// verification rates.
+    Things(ThingsBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ThingsBenchArgs {
+    /// MQTT connections, one thing each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub publishers: u16,
+    /// QoS 1 publishes in flight per connection.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub window: u16,
+    /// Seconds of measured load (after a one-second warm-up).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub secs: u64,
+    /// Leaves of the in-process Merkle log the proof rates are measured on.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub proof_leaves: u64,
+    /// Where the agent's data dir lives.
+    #[arg(long, default_value = "target")]
+    pub dir: PathBuf,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

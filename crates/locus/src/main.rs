@@ -6,6 +6,7 @@ mod artifact_cli;
 mod bench;
 mod bench_artifacts;
 mod bench_fabric;
+mod bench_things;
 mod bench_workloads;
 mod cli;
 mod client;
@@ -50,6 +51,9 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Artifacts(args)) => {
             bench_artifacts::artifacts(&args).map_err(Failure::Failed)
+        }
+        Command::Bench(BenchCommand::Things(args)) => {
+            bench_things::things(&args).map_err(Failure::Failed)
         }
         Command::Bench(BenchCommand::Workloads(args)) => {
             bench_workloads::workloads(&args).map_err(Failure::from)
