@@ -111,7 +111,8 @@ pub struct Node {
     artifacts: Artifacts,
     readings: Readings,
     refresh: JoinHandle<()>,
-    sealer: JoinHandle<()>,
+    /// Checkpoint, retention and export loops of the readings.
+    readings_loops: Vec<JoinHandle<()>>,
     reconcile: JoinHandle<()>,
     repair: JoinHandle<()>,
     _lock: File,
@@ -239,9 +240,14 @@ impl Node {
         })
         .await
         .map_err(|e| AgentError::Artifacts(e.to_string()))?;
-        let (readings, sealer) = Readings::start(store.clone(), key.clone(), id)
-            .await
-            .map_err(|e| AgentError::Readings(e.to_string()))?;
+        let (readings, readings_loops) = Readings::start(readings::ReadingsSetup {
+            store: store.clone(),
+            key: key.clone(),
+            node: id,
+            metrics: metrics.clone(),
+        })
+        .await
+        .map_err(|e| AgentError::Readings(e.to_string()))?;
         let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
             artifacts: artifacts.clone(),
             me: id,
@@ -285,7 +291,7 @@ impl Node {
             artifacts,
             readings,
             refresh,
-            sealer,
+            readings_loops,
             reconcile,
             repair,
             _lock: lock,
@@ -402,7 +408,9 @@ impl Node {
         self.refresh.abort();
         self.reconcile.abort();
         self.repair.abort();
-        self.sealer.abort();
+        for l in &self.readings_loops {
+            l.abort();
+        }
         if let Err(e) = self.readings.checkpoint().await {
             tracing::warn!(error = %e, "cannot sign the last checkpoint");
         }

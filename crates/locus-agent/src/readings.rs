@@ -1,13 +1,28 @@
 //! The readings this node accepted, sealed into its tamper-evident log.
 //!
 //! Every accepted reading gets the next sequence number and becomes a leaf
-//! of the node's seal log (`locus_iot::seal`, RFC 6962 hashing). A batch is
-//! committed to SQLite (WAL, synchronous = FULL) *before* the call returns,
-//! so whoever sent it is acknowledged only for what is durable. Every
+//! of the node's seal log (`locus_iot::seal`, RFC 6962 hashing). Every
 //! [`CHECKPOINT_EVERY`] the node signs a checkpoint of the log with its own
 //! key (C2SP signed note, origin `locus/<node id>`); a bundle of any range
 //! can be exported with the proofs that let anyone verify it offline with
 //! the node's verifier key (`locus verify`).
+//!
+//! # Durability (fsync policy)
+//!
+//! The store is SQLite in WAL mode with `synchronous = FULL`: a commit
+//! returns once the WAL is fsynced, so a committed transaction survives a
+//! crash or a power loss. Readings are **group-committed** ([`ingest`]):
+//! one writer task commits the readings of every caller waiting at that
+//! moment (up to [`ingest::MAX_BATCH`]) in one transaction, i.e. one fsync
+//! for the whole batch, and answers each caller only after that commit.
+//! So an acknowledged reading is durable, many concurrent callers share
+//! each fsync, and a single caller still pays one commit per call. The
+//! in-memory log (and so every checkpoint and proof) includes a reading
+//! only after its commit. See [`ingest`] for what a failed commit does.
+
+pub mod ingest;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,12 +30,15 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use locus_core::NodeId;
-use locus_iot::seal::{SealLog, Sealed};
+use locus_iot::seal::SealLog;
 use locus_iot::{Bundle, Reading, checkpoint};
-use locus_store::{Store, StoredReading};
+use locus_store::Store;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Notify, RwLock, mpsc, oneshot};
 use utoipa::ToSchema;
+
+use crate::metrics::Metrics;
+use ingest::{Prepared, Request};
 
 /// How often a grown log gets a signed checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -28,6 +46,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 pub const MAX_QUERY: u32 = 10_000;
 /// Most readings in one exported bundle.
 pub const MAX_BUNDLE: u64 = 100_000;
+/// Inclusion proofs of a bundle computed while holding the log.
+const BUNDLE_CHUNK: usize = 1024;
 
 /// Why a readings operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +58,10 @@ pub enum ReadingsError {
     Store(#[from] locus_store::StoreError),
     #[error("cannot sign a checkpoint: {0}")]
     Sign(String),
+    /// The batch the readings were in was not committed; nothing of it is
+    /// stored (see [`ingest`] for the ambiguous case).
+    #[error("the readings were not committed: {0}")]
+    Commit(String),
 }
 
 /// A stored reading with its place in the log.
@@ -65,7 +89,18 @@ struct Inner {
     store: Store,
     key: SigningKey,
     origin: String,
-    log: Mutex<SealLog>,
+    /// The seal log; only the writer task appends to it, after each commit.
+    log: Arc<RwLock<SealLog>>,
+    /// Requests for the writer task.
+    queue: mpsc::Sender<Request>,
+}
+
+/// What the readings need to start.
+pub struct ReadingsSetup {
+    pub store: Store,
+    pub key: SigningKey,
+    pub node: NodeId,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The node's readings. Cheap to clone.
@@ -75,13 +110,18 @@ pub struct Readings {
 }
 
 impl Readings {
-    /// Rebuild the seal log from the stored leaves and start the
-    /// checkpoint loop.
+    /// Rebuild the seal log from the stored leaves, start the writer task
+    /// and the checkpoint loop. Returns the loops to stop at shutdown (the
+    /// writer stops by itself once every handle is dropped).
     pub async fn start(
-        store: Store,
-        key: SigningKey,
-        node: NodeId,
-    ) -> Result<(Readings, tokio::task::JoinHandle<()>), ReadingsError> {
+        setup: ReadingsSetup,
+    ) -> Result<(Readings, Vec<tokio::task::JoinHandle<()>>), ReadingsError> {
+        let ReadingsSetup {
+            store,
+            key,
+            node,
+            metrics,
+        } = setup;
         let mut leaves = Vec::new();
         for (i, l) in store.reading_leaves().await?.into_iter().enumerate() {
             let leaf: [u8; 32] = l.try_into().map_err(|_| {
@@ -89,16 +129,29 @@ impl Readings {
             })?;
             leaves.push(leaf);
         }
+        let log = Arc::new(RwLock::new(SealLog::from_leaves(leaves)));
+        let grown = Arc::new(Notify::new());
+        let (queue, rx) = ingest::channel();
+        tokio::spawn(
+            ingest::Writer {
+                store: store.clone(),
+                log: log.clone(),
+                grown: grown.clone(),
+                metrics: metrics.clone(),
+            }
+            .run(rx),
+        );
         let r = Readings {
             inner: Arc::new(Inner {
                 store,
                 key,
                 origin: format!("locus/{node}"),
-                log: Mutex::new(SealLog::from_leaves(leaves)),
+                log,
+                queue,
             }),
         };
         let this = r.clone();
-        let task = tokio::spawn(async move {
+        let checkpoints = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CHECKPOINT_EVERY).await;
                 if let Err(e) = this.checkpoint().await {
@@ -106,7 +159,7 @@ impl Readings {
                 }
             }
         });
-        Ok((r, task))
+        Ok((r, vec![checkpoints]))
     }
 
     /// The node's verifier key for its checkpoints.
@@ -115,58 +168,62 @@ impl Readings {
             .unwrap_or_default()
     }
 
-    /// Seal and store readings; returns their seqs once committed.
+    /// Seal and store readings; returns their seqs once committed (group
+    /// commit: see the module documentation). An error means none of them
+    /// was acknowledged.
     pub async fn ingest(&self, readings: Vec<Reading>) -> Result<Range<u64>, ReadingsError> {
-        let mut log = self.inner.log.lock().await;
-        let start = log.size();
-        let rows: Vec<StoredReading> = readings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let sealed = Sealed {
-                    seq: start + i as u64,
-                    reading: r.clone(),
-                };
-                StoredReading {
-                    seq: sealed.seq,
-                    thing: r.thing().to_owned(),
-                    resource: r.resource().to_owned(),
-                    time_ms: r.time_ms(),
-                    body: serde_json::to_string(r).unwrap_or_default(),
-                    leaf: sealed.leaf_hash().to_vec(),
-                }
-            })
-            .collect();
-        // Durable first; only then does the log (and any proof) include it.
-        self.inner.store.append_readings(rows).await?;
-        for r in readings {
-            log.append(r);
+        if readings.is_empty() {
+            let size = self.inner.log.read().await.size();
+            return Ok(size..size);
         }
-        Ok(start..log.size())
+        let readings = readings
+            .iter()
+            .map(Prepared::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (done, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Request { readings, done })
+            .await
+            .map_err(|_| ReadingsError::Commit("the readings writer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            ReadingsError::Commit(
+                "the readings writer stopped before answering; the readings may have been stored"
+                    .into(),
+            )
+        })?
+    }
+
+    /// Readings sealed so far.
+    pub async fn size(&self) -> u64 {
+        self.inner.log.read().await.size()
     }
 
     /// Sign a checkpoint of the log if it grew since the last one.
     pub async fn checkpoint(&self) -> Result<(), ReadingsError> {
-        let log = self.inner.log.lock().await;
-        let size = log.size();
+        let cp = {
+            let log = self.inner.log.read().await;
+            if log.size() == 0 {
+                return Ok(());
+            }
+            log.checkpoint(&self.inner.origin)
+        };
         let last = self.inner.store.latest_checkpoint().await?.map(|c| c.0);
-        if size == 0 || last == Some(size) {
+        if last >= Some(cp.size) {
             return Ok(());
         }
-        let cp = log.checkpoint(&self.inner.origin);
-        drop(log);
         let note = checkpoint::sign(&cp, &self.inner.origin, &self.inner.key)
             .map_err(|e| ReadingsError::Sign(e.to_string()))?;
         self.inner
             .store
-            .put_checkpoint(size, note, crate::unix_ms())
+            .put_checkpoint(cp.size, note, crate::unix_ms())
             .await?;
         Ok(())
     }
 
     /// The newest checkpoint.
     pub async fn latest(&self) -> Result<CheckpointView, ReadingsError> {
-        let log_size = self.inner.log.lock().await.size();
+        let log_size = self.size().await;
         let (size, note) = self
             .inner
             .store
@@ -214,7 +271,7 @@ impl Readings {
                 range.start, range.end
             )));
         }
-        let size = self.inner.log.lock().await.size();
+        let size = self.size().await;
         if range.end > size {
             return Err(ReadingsError::Invalid(format!(
                 "range end {} is past the {size} readings sealed",
@@ -245,8 +302,31 @@ impl Readings {
             })?;
             readings.push((r.seq, reading));
         }
-        let log = self.inner.log.lock().await;
-        Bundle::export_stored(&log, &notes, range, readings)
-            .map_err(|e| ReadingsError::Invalid(e.to_string()))
+        // The proofs are computed a chunk at a time, so that the writer
+        // (which needs the log to append) never waits for a whole export.
+        let mut bundle: Option<Bundle> = None;
+        let mut readings = readings.into_iter().peekable();
+        loop {
+            let chunk: Vec<(u64, Reading)> = readings.by_ref().take(BUNDLE_CHUNK).collect();
+            // The first call checks every checkpoint and proves their
+            // consistency; the others only need the last one's tree.
+            let notes = match &bundle {
+                None => &notes[..],
+                Some(_) => &notes[notes.len().saturating_sub(1)..],
+            };
+            let part = {
+                let log = self.inner.log.read().await;
+                Bundle::export_stored(&log, notes, range.clone(), chunk)
+                    .map_err(|e| ReadingsError::Invalid(e.to_string()))?
+            };
+            match &mut bundle {
+                None => bundle = Some(part),
+                Some(b) => b.entries.extend(part.entries),
+            }
+            if readings.peek().is_none() {
+                break;
+            }
+        }
+        bundle.ok_or_else(|| ReadingsError::Invalid("nothing to export".into()))
     }
 }

@@ -25,6 +25,12 @@ fn api_error(e: ReadingsError) -> ApiError {
         ReadingsError::Store(_) | ReadingsError::Sign(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
         }
+        // Nothing of the batch is stored: the sender may retry.
+        ReadingsError::Commit(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_committed",
+            e.to_string(),
+        ),
     }
 }
 
@@ -104,6 +110,7 @@ pub(crate) enum EdgexValueType {
         (status = 201, description = "Stored: `{apiVersion, statusCode, id}`", body = Object),
         (status = 400, description = "Not an EdgeX v3 event; `message` names the field", body = ErrorBody),
         (status = 409, description = "Fields that disagree: the path's device and the event's, a value and its valueType", body = ErrorBody),
+        (status = 503, description = "The store did not commit the readings; nothing is stored, retry", body = ErrorBody),
     )
 )]
 pub(crate) async fn add_event(

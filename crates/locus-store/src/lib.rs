@@ -437,6 +437,35 @@ impl Store {
             .await
     }
 
+    /// The size of the seal log as stored: one past the highest seq with a
+    /// leaf (0 when none).
+    pub async fn sealed_size(&self) -> Result<u64, StoreError> {
+        self.writer
+            .call(|c| {
+                let n: i64 = c.query_row(
+                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM seal_leaves",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    /// The leaf hashes of seqs `start..`, in seq order, with their seqs.
+    pub async fn reading_leaves_from(&self, start: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT seq, leaf FROM seal_leaves WHERE seq >= ?1 ORDER BY seq")?;
+                let rows = stmt.query_map(params![start as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     /// Record a signed checkpoint of the seal log.
     pub async fn put_checkpoint(
         &self,
