@@ -58,6 +58,16 @@ pub enum ReadingsError {
     Store(#[from] locus_store::StoreError),
     #[error("cannot sign a checkpoint: {0}")]
     Sign(String),
+    /// The request contradicts itself or the log (a seq outside the tree
+    /// asked for, sizes in the wrong order).
+    #[error("{0}")]
+    Conflict(String),
+    /// The reading is sealed in the log but its row is not in the store
+    /// (deleted outside locus).
+    #[error(
+        "reading seq {seq} is sealed in the log but its row is missing from the store (deleted outside locus?)"
+    )]
+    Missing { seq: u64 },
     /// The batch the readings were in was not committed; nothing of it is
     /// stored (see [`ingest`] for the ambiguous case).
     #[error("the readings were not committed: {0}")]
@@ -83,6 +93,65 @@ pub struct CheckpointView {
     pub note: String,
     /// The node's verifier key (`NAME+KEYID+BASE64`).
     pub verifier_key: String,
+}
+
+/// The proof that one reading is in the log: verify it with
+/// `locus_iot::merkle::verify_inclusion(leaf_hash, seq, tree_size, proof,
+/// root)`, after recomputing `leaf_hash` from `seq` and `reading`
+/// (`locus_iot::Sealed::leaf_hash`), and the root against the signed
+/// checkpoint of that size.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    /// The reading's seq: its leaf index.
+    pub seq: u64,
+    /// The reading as stored.
+    #[schema(value_type = Object)]
+    pub reading: Reading,
+    /// The log's leaf of `seq`, hex: SHA-256 of `0x00`, then the sealed
+    /// leaf bytes (`0x01`, the seq as u64 big-endian, the reading's
+    /// canonical bytes).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub leaf_hash: String,
+    /// The size of the tree the proof is in.
+    pub tree_size: u64,
+    /// The root of that tree, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub root: String,
+    /// The audit path (RFC 6962), from the leaf's sibling upwards, hex.
+    pub proof: Vec<String>,
+    /// The signed checkpoint of `tree_size`, when the node signed one at
+    /// exactly that size.
+    pub checkpoint: Option<String>,
+    /// The node's verifier key (`NAME+KEYID+BASE64`).
+    pub verifier_key: String,
+}
+
+/// The proof that the tree of `from` leaves is a prefix of the tree of
+/// `to` leaves: verify it with `locus_iot::merkle::verify_consistency(from,
+/// to, from_root, to_root, proof)`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// Root of the tree of `from` leaves, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub from_root: String,
+    /// Root of the tree of `to` leaves, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub to_root: String,
+    /// The consistency proof (RFC 6962), hex; empty when `from` is 0 or
+    /// equals `to`.
+    pub proof: Vec<String>,
+    /// The signed checkpoint of `from`, when there is one at that size.
+    pub from_checkpoint: Option<String>,
+    /// The signed checkpoint of `to`, when there is one at that size.
+    pub to_checkpoint: Option<String>,
+    /// The node's verifier key (`NAME+KEYID+BASE64`).
+    pub verifier_key: String,
+}
+
+fn hexes(hashes: &[locus_iot::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| crate::hex(h)).collect()
 }
 
 struct Inner {
@@ -234,6 +303,120 @@ impl Readings {
             log_size,
             size,
             note,
+            verifier_key: self.verifier_key(),
+        })
+    }
+
+    /// The inclusion proof of reading `seq` in the tree of `size` leaves;
+    /// without a size, in the newest signed checkpoint (one is signed now
+    /// if none covers `seq` yet).
+    pub async fn inclusion(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ReadingsError> {
+        let sealed = self.size().await;
+        if seq >= sealed {
+            return Err(ReadingsError::Invalid(format!(
+                "reading seq {seq} is not sealed: the log holds {sealed} readings (seqs 0..{sealed})"
+            )));
+        }
+        let size = match size {
+            Some(size) if size > sealed => {
+                return Err(ReadingsError::Invalid(format!(
+                    "tree size {size} is beyond the log, which holds {sealed} readings"
+                )));
+            }
+            Some(size) if seq >= size => {
+                return Err(ReadingsError::Conflict(format!(
+                    "reading seq {seq} is not in the tree of size {size}, which holds seqs 0..{size}; \
+                     ask for a size above {seq}"
+                )));
+            }
+            Some(size) => size,
+            None => match self.inner.store.latest_checkpoint().await? {
+                Some((s, _)) if s > seq => s,
+                _ => {
+                    self.checkpoint().await?;
+                    let s = self
+                        .inner
+                        .store
+                        .latest_checkpoint()
+                        .await?
+                        .map_or(0, |c| c.0);
+                    if s <= seq {
+                        return Err(ReadingsError::Sign(format!(
+                            "the newest checkpoint ({s} readings) does not cover seq {seq}"
+                        )));
+                    }
+                    s
+                }
+            },
+        };
+        let row = self
+            .inner
+            .store
+            .readings_by_seq(seq, seq + 1)
+            .await?
+            .pop()
+            .ok_or(ReadingsError::Missing { seq })?;
+        let reading: Reading = serde_json::from_str(&row.body).map_err(|e| {
+            ReadingsError::Invalid(format!("stored reading seq {seq} is unreadable: {e}"))
+        })?;
+        let (leaf, root, proof) = {
+            let log = self.inner.log.read().await;
+            let leaf = log.leaf(seq).ok_or(ReadingsError::Missing { seq })?;
+            let merkle = |e: locus_iot::merkle::MerkleError| ReadingsError::Invalid(e.to_string());
+            (
+                leaf,
+                log.root(size).map_err(merkle)?,
+                log.inclusion_proof(seq, size).map_err(merkle)?,
+            )
+        };
+        Ok(InclusionProof {
+            seq,
+            reading,
+            leaf_hash: crate::hex(&leaf),
+            tree_size: size,
+            root: crate::hex(&root),
+            proof: hexes(&proof),
+            checkpoint: self.inner.store.checkpoint_at(size).await?,
+            verifier_key: self.verifier_key(),
+        })
+    }
+
+    /// The consistency proof from the tree of `from` leaves to the tree of
+    /// `to` leaves.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, ReadingsError> {
+        let sealed = self.size().await;
+        if to > sealed {
+            return Err(ReadingsError::Invalid(format!(
+                "tree size {to} is beyond the log, which holds {sealed} readings"
+            )));
+        }
+        if from > to {
+            return Err(ReadingsError::Conflict(format!(
+                "from {from} is larger than to {to}: a consistency proof goes from an older, \
+                 smaller tree to a newer one"
+            )));
+        }
+        let (from_root, to_root, proof) = {
+            let log = self.inner.log.read().await;
+            let merkle = |e: locus_iot::merkle::MerkleError| ReadingsError::Invalid(e.to_string());
+            (
+                log.root(from).map_err(merkle)?,
+                log.root(to).map_err(merkle)?,
+                log.consistency_proof(from, to).map_err(merkle)?,
+            )
+        };
+        Ok(ConsistencyProof {
+            from,
+            to,
+            from_root: crate::hex(&from_root),
+            to_root: crate::hex(&to_root),
+            proof: hexes(&proof),
+            from_checkpoint: self.inner.store.checkpoint_at(from).await?,
+            to_checkpoint: self.inner.store.checkpoint_at(to).await?,
             verifier_key: self.verifier_key(),
         })
     }

@@ -48,7 +48,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "observability", description = "Health and metrics"),
         (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
         (name = "workloads", description = "Workloads: submit, place, run, stop, destroy, logs; any node forwards to the owner"),
-        (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, exported bundles for offline verification"),
+        (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, inclusion and consistency proofs, exported bundles for offline verification"),
         (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
     )
 )]
@@ -87,6 +87,8 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(readings::list))
         .routes(utoipa_axum::routes!(readings::checkpoint))
         .routes(utoipa_axum::routes!(readings::bundle))
+        .routes(utoipa_axum::routes!(readings::proof))
+        .routes(utoipa_axum::routes!(readings::consistency))
 }
 
 /// The OpenAPI document of this API.

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
-use locus_agent::readings::{CheckpointView, MAX_BUNDLE, MAX_QUERY, ReadingView, ReadingsError};
+use locus_agent::readings::{
+    CheckpointView, ConsistencyProof, InclusionProof, MAX_BUNDLE, MAX_QUERY, ReadingView,
+    ReadingsError,
+};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -21,6 +24,13 @@ fn api_error(e: ReadingsError) -> ApiError {
     match e {
         ReadingsError::Invalid(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "not_sealed", e.to_string())
+        }
+        ReadingsError::Missing { seq } => {
+            ApiError::new(StatusCode::NOT_FOUND, "reading_missing", e.to_string())
+                .with_details(serde_json::json!({ "seq": seq }))
+        }
+        ReadingsError::Conflict(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
         ReadingsError::Store(_) | ReadingsError::Sign(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
@@ -278,4 +288,89 @@ pub(crate) async fn bundle(
         .await
         .map_err(api_error)?;
     Ok(Json(b).into_response())
+}
+
+/// 400 for a path parameter that does not parse.
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())
+}
+
+/// The tree to prove a reading in.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ProofQuery {
+    /// Tree size (default: the newest signed checkpoint, or one signed now
+    /// when none covers the reading yet).
+    size: Option<u64>,
+}
+
+/// The inclusion proof of one reading: the reading, its leaf hash, the
+/// audit path (hex), the tree size and root, and the signed checkpoint
+/// when the size is one. Verify with `locus_iot::merkle::verify_inclusion`
+/// and the node's verifier key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/{seq}/proof",
+    operation_id = "reading_inclusion_proof",
+    tag = "readings",
+    params(
+        ("seq" = u64, Path, description = "The reading's seq in the seal log"),
+        ProofQuery,
+    ),
+    responses(
+        (status = 200, description = "The proof", body = InclusionProof),
+        (status = 400, description = "A seq or size that is not a number", body = ErrorBody),
+        (status = 404, description = "The seq or the size is beyond the sealed log, or the reading's row is missing", body = ErrorBody),
+        (status = 409, description = "The seq is not in the tree of that size", body = ErrorBody),
+    )
+)]
+pub(crate) async fn proof(
+    State(node): State<Arc<Node>>,
+    seq: Result<Path<u64>, PathRejection>,
+    query: Result<Query<ProofQuery>, QueryRejection>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let Path(seq) = seq.map_err(path_error)?;
+    let Query(q) = query.map_err(query_error)?;
+    node.readings()
+        .inclusion(seq, q.size)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// Two tree sizes of the seal log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ConsistencyQuery {
+    /// The older tree size.
+    from: u64,
+    /// The newer tree size.
+    to: u64,
+}
+
+/// The consistency proof between two tree sizes (hex): the newer tree
+/// extends the older one. Verify with `locus_iot::merkle::verify_consistency`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/consistency",
+    operation_id = "readings_consistency_proof",
+    tag = "readings",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "The proof", body = ConsistencyProof),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 404, description = "`to` is beyond the sealed log", body = ErrorBody),
+        (status = 409, description = "`from` is larger than `to`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn consistency(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    node.readings()
+        .consistency(q.from, q.to)
+        .await
+        .map(Json)
+        .map_err(api_error)
 }

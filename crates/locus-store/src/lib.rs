@@ -466,6 +466,20 @@ impl Store {
             .await
     }
 
+    /// The signed checkpoint of exactly `size` leaves, if there is one.
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.writer
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT note FROM checkpoints WHERE size = ?1",
+                    params![size as i64],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await
+    }
+
     /// Record a signed checkpoint of the seal log.
     pub async fn put_checkpoint(
         &self,

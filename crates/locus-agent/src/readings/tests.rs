@@ -311,3 +311,94 @@ async fn a_commit_reported_failed_that_happened_is_taken_into_the_log() {
     assert!(!suspect);
     check_acked(&r, &store, &[(0..2, first), (2..3, ghost), (3..4, next)]).await;
 }
+
+fn unhex(s: &str) -> [u8; 32] {
+    let v: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn unhex_all(v: &[String]) -> Vec<[u8; 32]> {
+    v.iter().map(|s| unhex(s)).collect()
+}
+
+#[tokio::test]
+async fn proofs_of_an_honest_log_verify() {
+    use locus_iot::{checkpoint, merkle};
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _store, _) = start(dir.path()).await;
+    for i in 0..7 {
+        r.ingest(vec![reading("p", i)]).await.unwrap();
+    }
+    r.checkpoint().await.unwrap();
+    r.ingest((7..20).map(|i| reading("p", i)).collect())
+        .await
+        .unwrap();
+    let (name, vk) = checkpoint::parse_verifier_key(&r.verifier_key()).unwrap();
+
+    // Default size: the newest checkpoint (7) covers seq 5.
+    let p = r.inclusion(5, None).await.unwrap();
+    assert_eq!(p.tree_size, 7);
+    assert_eq!(p.reading, reading("p", 5));
+    let leaf = Sealed {
+        seq: 5,
+        reading: p.reading.clone(),
+    }
+    .leaf_hash();
+    assert_eq!(crate::hex(&leaf), p.leaf_hash);
+    merkle::verify_inclusion(&leaf, 5, 7, &unhex_all(&p.proof), &unhex(&p.root)).unwrap();
+    let cp = checkpoint::open(p.checkpoint.as_deref().unwrap(), &name, &vk).unwrap();
+    assert_eq!((cp.size, cp.root), (7, unhex(&p.root)));
+
+    // Seq 12 is past it: a checkpoint of the whole log is signed for it.
+    let p = r.inclusion(12, None).await.unwrap();
+    assert_eq!(p.tree_size, 20);
+    let cp = checkpoint::open(p.checkpoint.as_deref().unwrap(), &name, &vk).unwrap();
+    assert_eq!(cp.root, unhex(&p.root));
+    let leaf = Sealed {
+        seq: 12,
+        reading: reading("p", 12),
+    }
+    .leaf_hash();
+    merkle::verify_inclusion(&leaf, 12, 20, &unhex_all(&p.proof), &cp.root).unwrap();
+
+    // Any size at all, with no checkpoint there.
+    let p = r.inclusion(12, Some(13)).await.unwrap();
+    assert_eq!(p.checkpoint, None);
+    merkle::verify_inclusion(&leaf, 12, 13, &unhex_all(&p.proof), &unhex(&p.root)).unwrap();
+
+    // The log only grew from checkpoint 7 to checkpoint 20.
+    let c = r.consistency(7, 20).await.unwrap();
+    let old = checkpoint::open(c.from_checkpoint.as_deref().unwrap(), &name, &vk).unwrap();
+    let new = checkpoint::open(c.to_checkpoint.as_deref().unwrap(), &name, &vk).unwrap();
+    merkle::verify_consistency(7, 20, &old.root, &new.root, &unhex_all(&c.proof)).unwrap();
+    let c = r.consistency(3, 11).await.unwrap();
+    merkle::verify_consistency(
+        3,
+        11,
+        &unhex(&c.from_root),
+        &unhex(&c.to_root),
+        &unhex_all(&c.proof),
+    )
+    .unwrap();
+    assert!(r.consistency(0, 20).await.unwrap().proof.is_empty());
+    assert!(r.consistency(20, 20).await.unwrap().proof.is_empty());
+
+    // Wrong seqs and sizes, each with what is wrong.
+    let e = r.inclusion(20, None).await.unwrap_err();
+    assert!(matches!(e, ReadingsError::Invalid(_)), "{e}");
+    assert!(e.to_string().contains("seq 20 is not sealed"), "{e}");
+    let e = r.inclusion(3, Some(21)).await.unwrap_err();
+    assert!(
+        e.to_string().contains("tree size 21 is beyond the log"),
+        "{e}"
+    );
+    let e = r.inclusion(12, Some(12)).await.unwrap_err();
+    assert!(matches!(e, ReadingsError::Conflict(_)), "{e}");
+    assert!(e.to_string().contains("not in the tree of size 12"), "{e}");
+    let e = r.consistency(11, 3).await.unwrap_err();
+    assert!(matches!(e, ReadingsError::Conflict(_)), "{e}");
+    let e = r.consistency(3, 21).await.unwrap_err();
+    assert!(matches!(e, ReadingsError::Invalid(_)), "{e}");
+}
