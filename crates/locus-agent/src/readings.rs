@@ -20,6 +20,7 @@
 //! in-memory log (and so every checkpoint and proof) includes a reading
 //! only after its commit. See [`ingest`] for what a failed commit does.
 
+pub mod edgex;
 pub mod ingest;
 #[cfg(test)]
 mod tests;
@@ -162,6 +163,8 @@ struct Inner {
     log: Arc<RwLock<SealLog>>,
     /// Requests for the writer task.
     queue: mpsc::Sender<Request>,
+    /// EdgeX (device, resource) → (profile, value type), as last stored.
+    edgex: std::sync::Mutex<std::collections::HashMap<(String, String), (String, String)>>,
 }
 
 /// What the readings need to start.
@@ -217,6 +220,7 @@ impl Readings {
                 origin: format!("locus/{node}"),
                 log,
                 queue,
+                edgex: Default::default(),
             }),
         };
         let this = r.clone();

@@ -89,6 +89,8 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(readings::bundle))
         .routes(utoipa_axum::routes!(readings::proof))
         .routes(utoipa_axum::routes!(readings::consistency))
+        .routes(utoipa_axum::routes!(readings::edgex_by_time))
+        .routes(utoipa_axum::routes!(readings::edgex_by_device))
 }
 
 /// The OpenAPI document of this API.

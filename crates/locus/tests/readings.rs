@@ -95,6 +95,54 @@ fn an_edgex_event_posted_with_curl_is_stored_and_queryable() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("201"), "{text}");
     assert!(text.contains("\"id\":\"6a3f\""), "{text}");
+    // Read back with curl the way an EdgeX client does: by device and
+    // origin range (nanoseconds), newest first.
+    let curl_get = |path: &str| -> Value {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail-with-body"])
+            .arg(agent.url(path))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let got = curl_get(
+        "/api/v3/reading/device/name/greenhouse-1/start/1602168089665000000/end/1602168089665999999",
+    );
+    assert_eq!(got["apiVersion"], "v3");
+    assert_eq!(got["statusCode"], 200);
+    assert_eq!(got["totalCount"], 2, "{got}");
+    let edgex = got["readings"].as_array().unwrap();
+    assert_eq!(edgex.len(), 2);
+    // Same origin: the later seq first.
+    assert_eq!(edgex[0]["resourceName"], "t1");
+    assert_eq!(edgex[0]["value"], "24");
+    assert_eq!(edgex[1]["resourceName"], "t0");
+    assert_eq!(edgex[1]["value"], "23.5");
+    for r in edgex {
+        assert_eq!(r["deviceName"], "greenhouse-1");
+        assert_eq!(r["profileName"], "climate");
+        assert_eq!(r["valueType"], "Float64");
+        assert_eq!(r["units"], "Cel");
+        // Readings keep milliseconds.
+        assert_eq!(r["origin"], 1_602_168_089_665_000_000i64);
+        assert_eq!(r["id"].as_str().unwrap().len(), 36);
+    }
+    let none = curl_get(
+        "/api/v3/reading/device/name/greenhouse-1/start/1602168089665000001/end/1702168089665000000",
+    );
+    assert_eq!(none["totalCount"], 0, "{none}");
+    let newest = curl_get("/api/v3/reading/device/name/greenhouse-1?limit=1");
+    assert_eq!(newest["totalCount"], 2);
+    assert_eq!(newest["readings"].as_array().unwrap().len(), 1);
+    assert_eq!(newest["readings"][0]["resourceName"], "t1");
+    let page2 = curl_get("/api/v3/reading/device/name/greenhouse-1?limit=1&offset=1");
+    assert_eq!(page2["readings"][0]["resourceName"], "t0");
+
     let got = readings(&agent, "greenhouse-1");
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0]["reading"]["value"]["number"], 23.5);
