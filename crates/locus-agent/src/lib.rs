@@ -134,7 +134,8 @@ pub struct Node {
     commands: Commands,
     endpoints: Endpoints,
     refresh: JoinHandle<()>,
-    sealer: JoinHandle<()>,
+    /// Checkpoint, retention and export loops of the readings.
+    readings_loops: Vec<JoinHandle<()>>,
     reconcile: JoinHandle<()>,
     repair: JoinHandle<()>,
     _lock: File,
@@ -262,9 +263,14 @@ impl Node {
         })
         .await
         .map_err(|e| AgentError::Artifacts(e.to_string()))?;
-        let (readings, sealer) = Readings::start(store.clone(), key.clone(), id)
-            .await
-            .map_err(|e| AgentError::Readings(e.to_string()))?;
+        let (readings, readings_loops) = Readings::start(readings::ReadingsSetup {
+            store: store.clone(),
+            key: key.clone(),
+            node: id,
+            metrics: metrics.clone(),
+        })
+        .await
+        .map_err(|e| AgentError::Readings(e.to_string()))?;
         let things = Things::start(id, store.clone(), fabric.clone())
             .await
             .map_err(|e| AgentError::Things(e.to_string()))?;
@@ -369,7 +375,7 @@ impl Node {
             commands,
             endpoints,
             refresh,
-            sealer,
+            readings_loops,
             reconcile,
             repair,
             _lock: lock,
@@ -516,7 +522,9 @@ impl Node {
         self.refresh.abort();
         self.reconcile.abort();
         self.repair.abort();
-        self.sealer.abort();
+        for l in &self.readings_loops {
+            l.abort();
+        }
         if let Err(e) = self.readings.checkpoint().await {
             tracing::warn!(error = %e, "cannot sign the last checkpoint");
         }

@@ -2,8 +2,8 @@
 //! file descriptors, threads), and the counters other parts update.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the node exports, registered once at start.
@@ -59,6 +59,12 @@ pub struct Metrics {
     pub lwm2m_registrations: IntGauge,
     /// Finished bootstraps, by result (ok, failed).
     pub lwm2m_bootstraps: IntCounterVec,
+    /// Readings sealed and committed.
+    pub readings_sealed: IntCounter,
+    /// Readings per group commit.
+    pub readings_batch: Histogram,
+    /// Group commits the store refused (every caller of the batch got an error).
+    pub readings_commit_failures: IntCounter,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -252,6 +258,25 @@ impl Metrics {
         )?;
         registry.register(Box::new(lwm2m_bootstraps.clone()))?;
 
+        let readings_sealed = IntCounter::new(
+            "locus_readings_sealed_total",
+            "Readings sealed into the log and committed to the store.",
+        )?;
+        registry.register(Box::new(readings_sealed.clone()))?;
+        let readings_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "locus_readings_batch_size",
+                "Readings committed per group commit (one SQLite transaction).",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
+        )?;
+        registry.register(Box::new(readings_batch.clone()))?;
+        let readings_commit_failures = IntCounter::new(
+            "locus_readings_commit_failures_total",
+            "Group commits the store refused; every caller of the batch got an error.",
+        )?;
+        registry.register(Box::new(readings_commit_failures.clone()))?;
+
         Ok(Metrics {
             registry,
             thing_readings,
@@ -264,6 +289,9 @@ impl Metrics {
             lwm2m_readings,
             lwm2m_registrations,
             lwm2m_bootstraps,
+            readings_sealed,
+            readings_batch,
+            readings_commit_failures,
             artifact_fetched_bytes,
             artifact_served_bytes,
             artifact_corrupt_chunks,

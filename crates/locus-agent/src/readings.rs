@@ -1,13 +1,29 @@
 //! The readings this node accepted, sealed into its tamper-evident log.
 //!
 //! Every accepted reading gets the next sequence number and becomes a leaf
-//! of the node's seal log (`locus_iot::seal`, RFC 6962 hashing). A batch is
-//! committed to SQLite (WAL, synchronous = FULL) *before* the call returns,
-//! so whoever sent it is acknowledged only for what is durable. Every
+//! of the node's seal log (`locus_iot::seal`, RFC 6962 hashing). Every
 //! [`CHECKPOINT_EVERY`] the node signs a checkpoint of the log with its own
 //! key (C2SP signed note, origin `locus/<node id>`); a bundle of any range
 //! can be exported with the proofs that let anyone verify it offline with
 //! the node's verifier key (`locus verify`).
+//!
+//! # Durability (fsync policy)
+//!
+//! The store is SQLite in WAL mode with `synchronous = FULL`: a commit
+//! returns once the WAL is fsynced, so a committed transaction survives a
+//! crash or a power loss. Readings are **group-committed** ([`ingest`]):
+//! one writer task commits the readings of every caller waiting at that
+//! moment (up to [`ingest::MAX_BATCH`]) in one transaction, i.e. one fsync
+//! for the whole batch, and answers each caller only after that commit.
+//! So an acknowledged reading is durable, many concurrent callers share
+//! each fsync, and a single caller still pays one commit per call. The
+//! in-memory log (and so every checkpoint and proof) includes a reading
+//! only after its commit. See [`ingest`] for what a failed commit does.
+
+pub mod edgex;
+pub mod ingest;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -15,12 +31,15 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use locus_core::NodeId;
-use locus_iot::seal::{SealLog, Sealed};
+use locus_iot::seal::SealLog;
 use locus_iot::{Bundle, Reading, checkpoint};
-use locus_store::{Store, StoredReading};
+use locus_store::Store;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Notify, RwLock, mpsc, oneshot};
 use utoipa::ToSchema;
+
+use crate::metrics::Metrics;
+use ingest::{Prepared, Request};
 
 /// How often a grown log gets a signed checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -28,6 +47,8 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 pub const MAX_QUERY: u32 = 10_000;
 /// Most readings in one exported bundle.
 pub const MAX_BUNDLE: u64 = 100_000;
+/// Inclusion proofs of a bundle computed while holding the log.
+const BUNDLE_CHUNK: usize = 1024;
 
 /// Why a readings operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +59,20 @@ pub enum ReadingsError {
     Store(#[from] locus_store::StoreError),
     #[error("cannot sign a checkpoint: {0}")]
     Sign(String),
+    /// The request contradicts itself or the log (a seq outside the tree
+    /// asked for, sizes in the wrong order).
+    #[error("{0}")]
+    Conflict(String),
+    /// The reading is sealed in the log but its row is not in the store
+    /// (deleted outside locus).
+    #[error(
+        "reading seq {seq} is sealed in the log but its row is missing from the store (deleted outside locus?)"
+    )]
+    Missing { seq: u64 },
+    /// The batch the readings were in was not committed; nothing of it is
+    /// stored (see [`ingest`] for the ambiguous case).
+    #[error("the readings were not committed: {0}")]
+    Commit(String),
 }
 
 /// A stored reading with its place in the log.
@@ -61,11 +96,83 @@ pub struct CheckpointView {
     pub verifier_key: String,
 }
 
+/// The proof that one reading is in the log: verify it with
+/// `locus_iot::merkle::verify_inclusion(leaf_hash, seq, tree_size, proof,
+/// root)`, after recomputing `leaf_hash` from `seq` and `reading`
+/// (`locus_iot::Sealed::leaf_hash`), and the root against the signed
+/// checkpoint of that size.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InclusionProof {
+    /// The reading's seq: its leaf index.
+    pub seq: u64,
+    /// The reading as stored.
+    #[schema(value_type = Object)]
+    pub reading: Reading,
+    /// The log's leaf of `seq`, hex: SHA-256 of `0x00`, then the sealed
+    /// leaf bytes (`0x01`, the seq as u64 big-endian, the reading's
+    /// canonical bytes).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub leaf_hash: String,
+    /// The size of the tree the proof is in.
+    pub tree_size: u64,
+    /// The root of that tree, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub root: String,
+    /// The audit path (RFC 6962), from the leaf's sibling upwards, hex.
+    pub proof: Vec<String>,
+    /// The signed checkpoint of `tree_size`, when the node signed one at
+    /// exactly that size.
+    pub checkpoint: Option<String>,
+    /// The node's verifier key (`NAME+KEYID+BASE64`).
+    pub verifier_key: String,
+}
+
+/// The proof that the tree of `from` leaves is a prefix of the tree of
+/// `to` leaves: verify it with `locus_iot::merkle::verify_consistency(from,
+/// to, from_root, to_root, proof)`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// Root of the tree of `from` leaves, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub from_root: String,
+    /// Root of the tree of `to` leaves, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub to_root: String,
+    /// The consistency proof (RFC 6962), hex; empty when `from` is 0 or
+    /// equals `to`.
+    pub proof: Vec<String>,
+    /// The signed checkpoint of `from`, when there is one at that size.
+    pub from_checkpoint: Option<String>,
+    /// The signed checkpoint of `to`, when there is one at that size.
+    pub to_checkpoint: Option<String>,
+    /// The node's verifier key (`NAME+KEYID+BASE64`).
+    pub verifier_key: String,
+}
+
+fn hexes(hashes: &[locus_iot::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| crate::hex(h)).collect()
+}
+
 struct Inner {
     store: Store,
     key: SigningKey,
     origin: String,
-    log: Mutex<SealLog>,
+    /// The seal log; only the writer task appends to it, after each commit.
+    log: Arc<RwLock<SealLog>>,
+    /// Requests for the writer task.
+    queue: mpsc::Sender<Request>,
+    /// EdgeX (device, resource) → (profile, value type), as last stored.
+    edgex: std::sync::Mutex<std::collections::HashMap<(String, String), (String, String)>>,
+}
+
+/// What the readings need to start.
+pub struct ReadingsSetup {
+    pub store: Store,
+    pub key: SigningKey,
+    pub node: NodeId,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The node's readings. Cheap to clone.
@@ -75,13 +182,18 @@ pub struct Readings {
 }
 
 impl Readings {
-    /// Rebuild the seal log from the stored leaves and start the
-    /// checkpoint loop.
+    /// Rebuild the seal log from the stored leaves, start the writer task
+    /// and the checkpoint loop. Returns the loops to stop at shutdown (the
+    /// writer stops by itself once every handle is dropped).
     pub async fn start(
-        store: Store,
-        key: SigningKey,
-        node: NodeId,
-    ) -> Result<(Readings, tokio::task::JoinHandle<()>), ReadingsError> {
+        setup: ReadingsSetup,
+    ) -> Result<(Readings, Vec<tokio::task::JoinHandle<()>>), ReadingsError> {
+        let ReadingsSetup {
+            store,
+            key,
+            node,
+            metrics,
+        } = setup;
         let mut leaves = Vec::new();
         for (i, l) in store.reading_leaves().await?.into_iter().enumerate() {
             let leaf: [u8; 32] = l.try_into().map_err(|_| {
@@ -89,16 +201,30 @@ impl Readings {
             })?;
             leaves.push(leaf);
         }
+        let log = Arc::new(RwLock::new(SealLog::from_leaves(leaves)));
+        let grown = Arc::new(Notify::new());
+        let (queue, rx) = ingest::channel();
+        tokio::spawn(
+            ingest::Writer {
+                store: store.clone(),
+                log: log.clone(),
+                grown: grown.clone(),
+                metrics: metrics.clone(),
+            }
+            .run(rx),
+        );
         let r = Readings {
             inner: Arc::new(Inner {
                 store,
                 key,
                 origin: format!("locus/{node}"),
-                log: Mutex::new(SealLog::from_leaves(leaves)),
+                log,
+                queue,
+                edgex: Default::default(),
             }),
         };
         let this = r.clone();
-        let task = tokio::spawn(async move {
+        let checkpoints = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CHECKPOINT_EVERY).await;
                 if let Err(e) = this.checkpoint().await {
@@ -106,7 +232,7 @@ impl Readings {
                 }
             }
         });
-        Ok((r, task))
+        Ok((r, vec![checkpoints]))
     }
 
     /// The node's verifier key for its checkpoints.
@@ -115,58 +241,62 @@ impl Readings {
             .unwrap_or_default()
     }
 
-    /// Seal and store readings; returns their seqs once committed.
+    /// Seal and store readings; returns their seqs once committed (group
+    /// commit: see the module documentation). An error means none of them
+    /// was acknowledged.
     pub async fn ingest(&self, readings: Vec<Reading>) -> Result<Range<u64>, ReadingsError> {
-        let mut log = self.inner.log.lock().await;
-        let start = log.size();
-        let rows: Vec<StoredReading> = readings
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let sealed = Sealed {
-                    seq: start + i as u64,
-                    reading: r.clone(),
-                };
-                StoredReading {
-                    seq: sealed.seq,
-                    thing: r.thing().to_owned(),
-                    resource: r.resource().to_owned(),
-                    time_ms: r.time_ms(),
-                    body: serde_json::to_string(r).unwrap_or_default(),
-                    leaf: sealed.leaf_hash().to_vec(),
-                }
-            })
-            .collect();
-        // Durable first; only then does the log (and any proof) include it.
-        self.inner.store.append_readings(rows).await?;
-        for r in readings {
-            log.append(r);
+        if readings.is_empty() {
+            let size = self.inner.log.read().await.size();
+            return Ok(size..size);
         }
-        Ok(start..log.size())
+        let readings = readings
+            .iter()
+            .map(Prepared::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (done, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Request { readings, done })
+            .await
+            .map_err(|_| ReadingsError::Commit("the readings writer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            ReadingsError::Commit(
+                "the readings writer stopped before answering; the readings may have been stored"
+                    .into(),
+            )
+        })?
+    }
+
+    /// Readings sealed so far.
+    pub async fn size(&self) -> u64 {
+        self.inner.log.read().await.size()
     }
 
     /// Sign a checkpoint of the log if it grew since the last one.
     pub async fn checkpoint(&self) -> Result<(), ReadingsError> {
-        let log = self.inner.log.lock().await;
-        let size = log.size();
+        let cp = {
+            let log = self.inner.log.read().await;
+            if log.size() == 0 {
+                return Ok(());
+            }
+            log.checkpoint(&self.inner.origin)
+        };
         let last = self.inner.store.latest_checkpoint().await?.map(|c| c.0);
-        if size == 0 || last == Some(size) {
+        if last >= Some(cp.size) {
             return Ok(());
         }
-        let cp = log.checkpoint(&self.inner.origin);
-        drop(log);
         let note = checkpoint::sign(&cp, &self.inner.origin, &self.inner.key)
             .map_err(|e| ReadingsError::Sign(e.to_string()))?;
         self.inner
             .store
-            .put_checkpoint(size, note, crate::unix_ms())
+            .put_checkpoint(cp.size, note, crate::unix_ms())
             .await?;
         Ok(())
     }
 
     /// The newest checkpoint.
     pub async fn latest(&self) -> Result<CheckpointView, ReadingsError> {
-        let log_size = self.inner.log.lock().await.size();
+        let log_size = self.size().await;
         let (size, note) = self
             .inner
             .store
@@ -177,6 +307,120 @@ impl Readings {
             log_size,
             size,
             note,
+            verifier_key: self.verifier_key(),
+        })
+    }
+
+    /// The inclusion proof of reading `seq` in the tree of `size` leaves;
+    /// without a size, in the newest signed checkpoint (one is signed now
+    /// if none covers `seq` yet).
+    pub async fn inclusion(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, ReadingsError> {
+        let sealed = self.size().await;
+        if seq >= sealed {
+            return Err(ReadingsError::Invalid(format!(
+                "reading seq {seq} is not sealed: the log holds {sealed} readings (seqs 0..{sealed})"
+            )));
+        }
+        let size = match size {
+            Some(size) if size > sealed => {
+                return Err(ReadingsError::Invalid(format!(
+                    "tree size {size} is beyond the log, which holds {sealed} readings"
+                )));
+            }
+            Some(size) if seq >= size => {
+                return Err(ReadingsError::Conflict(format!(
+                    "reading seq {seq} is not in the tree of size {size}, which holds seqs 0..{size}; \
+                     ask for a size above {seq}"
+                )));
+            }
+            Some(size) => size,
+            None => match self.inner.store.latest_checkpoint().await? {
+                Some((s, _)) if s > seq => s,
+                _ => {
+                    self.checkpoint().await?;
+                    let s = self
+                        .inner
+                        .store
+                        .latest_checkpoint()
+                        .await?
+                        .map_or(0, |c| c.0);
+                    if s <= seq {
+                        return Err(ReadingsError::Sign(format!(
+                            "the newest checkpoint ({s} readings) does not cover seq {seq}"
+                        )));
+                    }
+                    s
+                }
+            },
+        };
+        let row = self
+            .inner
+            .store
+            .readings_by_seq(seq, seq + 1)
+            .await?
+            .pop()
+            .ok_or(ReadingsError::Missing { seq })?;
+        let reading: Reading = serde_json::from_str(&row.body).map_err(|e| {
+            ReadingsError::Invalid(format!("stored reading seq {seq} is unreadable: {e}"))
+        })?;
+        let (leaf, root, proof) = {
+            let log = self.inner.log.read().await;
+            let leaf = log.leaf(seq).ok_or(ReadingsError::Missing { seq })?;
+            let merkle = |e: locus_iot::merkle::MerkleError| ReadingsError::Invalid(e.to_string());
+            (
+                leaf,
+                log.root(size).map_err(merkle)?,
+                log.inclusion_proof(seq, size).map_err(merkle)?,
+            )
+        };
+        Ok(InclusionProof {
+            seq,
+            reading,
+            leaf_hash: crate::hex(&leaf),
+            tree_size: size,
+            root: crate::hex(&root),
+            proof: hexes(&proof),
+            checkpoint: self.inner.store.checkpoint_at(size).await?,
+            verifier_key: self.verifier_key(),
+        })
+    }
+
+    /// The consistency proof from the tree of `from` leaves to the tree of
+    /// `to` leaves.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, ReadingsError> {
+        let sealed = self.size().await;
+        if to > sealed {
+            return Err(ReadingsError::Invalid(format!(
+                "tree size {to} is beyond the log, which holds {sealed} readings"
+            )));
+        }
+        if from > to {
+            return Err(ReadingsError::Conflict(format!(
+                "from {from} is larger than to {to}: a consistency proof goes from an older, \
+                 smaller tree to a newer one"
+            )));
+        }
+        let (from_root, to_root, proof) = {
+            let log = self.inner.log.read().await;
+            let merkle = |e: locus_iot::merkle::MerkleError| ReadingsError::Invalid(e.to_string());
+            (
+                log.root(from).map_err(merkle)?,
+                log.root(to).map_err(merkle)?,
+                log.consistency_proof(from, to).map_err(merkle)?,
+            )
+        };
+        Ok(ConsistencyProof {
+            from,
+            to,
+            from_root: crate::hex(&from_root),
+            to_root: crate::hex(&to_root),
+            proof: hexes(&proof),
+            from_checkpoint: self.inner.store.checkpoint_at(from).await?,
+            to_checkpoint: self.inner.store.checkpoint_at(to).await?,
             verifier_key: self.verifier_key(),
         })
     }
@@ -233,7 +477,7 @@ impl Readings {
                 range.start, range.end
             )));
         }
-        let size = self.inner.log.lock().await.size();
+        let size = self.size().await;
         if range.end > size {
             return Err(ReadingsError::Invalid(format!(
                 "range end {} is past the {size} readings sealed",
@@ -264,8 +508,31 @@ impl Readings {
             })?;
             readings.push((r.seq, reading));
         }
-        let log = self.inner.log.lock().await;
-        Bundle::export_stored(&log, &notes, range, readings)
-            .map_err(|e| ReadingsError::Invalid(e.to_string()))
+        // The proofs are computed a chunk at a time, so that the writer
+        // (which needs the log to append) never waits for a whole export.
+        let mut bundle: Option<Bundle> = None;
+        let mut readings = readings.into_iter().peekable();
+        loop {
+            let chunk: Vec<(u64, Reading)> = readings.by_ref().take(BUNDLE_CHUNK).collect();
+            // The first call checks every checkpoint and proves their
+            // consistency; the others only need the last one's tree.
+            let notes = match &bundle {
+                None => &notes[..],
+                Some(_) => &notes[notes.len().saturating_sub(1)..],
+            };
+            let part = {
+                let log = self.inner.log.read().await;
+                Bundle::export_stored(&log, notes, range.clone(), chunk)
+                    .map_err(|e| ReadingsError::Invalid(e.to_string()))?
+            };
+            match &mut bundle {
+                None => bundle = Some(part),
+                Some(b) => b.entries.extend(part.entries),
+            }
+            if readings.peek().is_none() {
+                break;
+            }
+        }
+        bundle.ok_or_else(|| ReadingsError::Invalid("nothing to export".into()))
     }
 }

@@ -19,6 +19,7 @@ use coap_lite::{
 };
 use ed25519_dalek::SigningKey;
 use locus_agent::lwm2m::{Lwm2mError, Settings, Timing};
+use locus_agent::readings::ReadingsSetup;
 use locus_agent::{Lwm2m, Lwm2mDirectory, Lwm2mResource, Lwm2mThing, Metrics, Readings};
 use locus_core::NodeId;
 use locus_iot::Value;
@@ -80,14 +81,16 @@ struct Fixture {
     readings: Readings,
     metrics: Arc<Metrics>,
     directory: Arc<Directory>,
-    sealer: tokio::task::JoinHandle<()>,
+    sealer: Vec<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.lwm2m.shutdown();
-        self.sealer.abort();
+        for t in &self.sealer {
+            t.abort();
+        }
     }
 }
 
@@ -96,8 +99,15 @@ async fn fixture() -> Fixture {
     let store = Store::open(dir.path()).unwrap();
     let key = SigningKey::from_bytes(&[7; 32]);
     let node = NodeId::from_public_key(&key.verifying_key());
-    let (readings, sealer) = Readings::start(store, key, node).await.unwrap();
     let metrics = Arc::new(Metrics::new("test").unwrap());
+    let (readings, sealer) = Readings::start(ReadingsSetup {
+        store,
+        key,
+        node,
+        metrics: metrics.clone(),
+    })
+    .await
+    .unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut settings = Settings::new(any, any);
     // Quick retransmissions so that a lost exchange fails within the test.

@@ -49,7 +49,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "observability", description = "Health and metrics"),
         (name = "cluster", description = "Nodes, liveness, sites and network coordinates, as this node sees them"),
         (name = "workloads", description = "Workloads: submit, place, run, stop, destroy, logs; any node forwards to the owner"),
-        (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, exported bundles for offline verification"),
+        (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, inclusion and consistency proofs, exported bundles for offline verification"),
         (name = "things", description = "Things (IoT devices): the registry, managers and their change, commands over MQTT, LwM2M or HTTP"),
         (name = "edgex", description = "The EdgeX v3 subset a device service or client can point at: events in, commands out"),
         (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
@@ -96,6 +96,10 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(things::attach))
         .routes(utoipa_axum::routes!(things::command))
         .routes(utoipa_axum::routes!(things::edgex_get, things::edgex_put))
+        .routes(utoipa_axum::routes!(readings::proof))
+        .routes(utoipa_axum::routes!(readings::consistency))
+        .routes(utoipa_axum::routes!(readings::edgex_by_time))
+        .routes(utoipa_axum::routes!(readings::edgex_by_device))
 }
 
 /// The OpenAPI document of this API.

@@ -6,12 +6,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
-use locus_agent::readings::{CheckpointView, MAX_BUNDLE, MAX_QUERY, ReadingView, ReadingsError};
+use locus_agent::readings::edgex::{EDGEX_DEFAULT_LIMIT, EDGEX_MAX_LIMIT, MultiReadingsResponse};
+use locus_agent::readings::{
+    CheckpointView, ConsistencyProof, InclusionProof, MAX_BUNDLE, MAX_QUERY, ReadingView,
+    ReadingsError,
+};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,9 +26,22 @@ fn api_error(e: ReadingsError) -> ApiError {
         ReadingsError::Invalid(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "not_sealed", e.to_string())
         }
+        ReadingsError::Missing { seq } => {
+            ApiError::new(StatusCode::NOT_FOUND, "reading_missing", e.to_string())
+                .with_details(serde_json::json!({ "seq": seq }))
+        }
+        ReadingsError::Conflict(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
         ReadingsError::Store(_) | ReadingsError::Sign(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
         }
+        // Nothing of the batch is stored: the sender may retry.
+        ReadingsError::Commit(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_committed",
+            e.to_string(),
+        ),
     }
 }
 
@@ -104,6 +121,7 @@ pub(crate) enum EdgexValueType {
         (status = 201, description = "Stored: `{apiVersion, statusCode, id}`", body = Object),
         (status = 400, description = "Not an EdgeX v3 event; `message` names the field", body = ErrorBody),
         (status = 409, description = "Fields that disagree: the path's device and the event's, a value and its valueType", body = ErrorBody),
+        (status = 503, description = "The store did not commit the readings; nothing is stored, retry", body = ErrorBody),
     )
 )]
 pub(crate) async fn add_event(
@@ -135,10 +153,22 @@ pub(crate) async fn add_event(
         ApiError::new(status, "invalid_event", e.to_string())
             .with_details(serde_json::json!({ "path": e.path }))
     })?;
-    node.readings()
-        .ingest(event.readings)
+    let readings = node.readings();
+    let resources: Vec<(String, String)> = event
+        .readings
+        .iter()
+        .zip(&event.value_types)
+        .map(|(r, t)| (r.resource().to_owned(), t.clone()))
+        .collect();
+    readings.ingest(event.readings).await.map_err(api_error)?;
+    // The readings are stored; what EdgeX calls their profile and value
+    // type only shapes EdgeX queries, so a failure here is logged.
+    if let Err(e) = readings
+        .record_edgex(&event.device, &event.profile, resources)
         .await
-        .map_err(api_error)?;
+    {
+        tracing::warn!(error = %e, device = %event.device, "cannot record the EdgeX profile of an event");
+    }
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "apiVersion": "v3", "statusCode": 201, "id": event.id })),
@@ -271,4 +301,193 @@ pub(crate) async fn bundle(
         .await
         .map_err(api_error)?;
     Ok(Json(b).into_response())
+}
+
+/// 400 for a path parameter that does not parse.
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.body_text())
+}
+
+/// The tree to prove a reading in.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ProofQuery {
+    /// Tree size (default: the newest signed checkpoint, or one signed now
+    /// when none covers the reading yet).
+    size: Option<u64>,
+}
+
+/// The inclusion proof of one reading: the reading, its leaf hash, the
+/// audit path (hex), the tree size and root, and the signed checkpoint
+/// when the size is one. Verify with `locus_iot::merkle::verify_inclusion`
+/// and the node's verifier key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/{seq}/proof",
+    operation_id = "reading_inclusion_proof",
+    tag = "readings",
+    params(
+        ("seq" = u64, Path, description = "The reading's seq in the seal log"),
+        ProofQuery,
+    ),
+    responses(
+        (status = 200, description = "The proof", body = InclusionProof),
+        (status = 400, description = "A seq or size that is not a number", body = ErrorBody),
+        (status = 404, description = "The seq or the size is beyond the sealed log, or the reading's row is missing", body = ErrorBody),
+        (status = 409, description = "The seq is not in the tree of that size", body = ErrorBody),
+    )
+)]
+pub(crate) async fn proof(
+    State(node): State<Arc<Node>>,
+    seq: Result<Path<u64>, PathRejection>,
+    query: Result<Query<ProofQuery>, QueryRejection>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let Path(seq) = seq.map_err(path_error)?;
+    let Query(q) = query.map_err(query_error)?;
+    node.readings()
+        .inclusion(seq, q.size)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// Two tree sizes of the seal log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ConsistencyQuery {
+    /// The older tree size.
+    from: u64,
+    /// The newer tree size.
+    to: u64,
+}
+
+/// The consistency proof between two tree sizes (hex): the newer tree
+/// extends the older one. Verify with `locus_iot::merkle::verify_consistency`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/consistency",
+    operation_id = "readings_consistency_proof",
+    tag = "readings",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, description = "The proof", body = ConsistencyProof),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 404, description = "`to` is beyond the sealed log", body = ErrorBody),
+        (status = 409, description = "`from` is larger than `to`", body = ErrorBody),
+    )
+)]
+pub(crate) async fn consistency(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    node.readings()
+        .consistency(q.from, q.to)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// A page of an EdgeX reading query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EdgexPage {
+    /// Readings to skip (newest first).
+    #[param(minimum = 0)]
+    #[serde(default)]
+    offset: i64,
+    /// Most readings returned (-1: the most, 1024; default 20).
+    #[param(minimum = -1, maximum = 1024)]
+    #[serde(default = "edgex_default_limit")]
+    limit: i32,
+}
+
+fn edgex_default_limit() -> i32 {
+    EDGEX_DEFAULT_LIMIT as i32
+}
+
+impl EdgexPage {
+    fn offset(&self) -> Result<u64, ApiError> {
+        u64::try_from(self.offset).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("offset {} is negative", self.offset),
+            )
+        })
+    }
+
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            -1 => Ok(EDGEX_MAX_LIMIT),
+            n if (0..=EDGEX_MAX_LIMIT as i32).contains(&n) => Ok(n as u32),
+            n => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("limit {n} is out of range -1..={EDGEX_MAX_LIMIT} (-1: the most)"),
+            )),
+        }
+    }
+}
+
+/// EdgeX core-data: readings of a device with an origin between `start`
+/// and `end` (nanoseconds since the epoch, both included), newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v3/reading/device/name/{name}/start/{start}/end/{end}",
+    operation_id = "edgex_readings_by_device_and_time",
+    tag = "readings",
+    params(
+        ("name" = String, Path, description = "Device name (the thing)"),
+        ("start" = i64, Path, description = "From this origin (nanoseconds since the epoch, included)"),
+        ("end" = i64, Path, description = "Up to this origin (nanoseconds since the epoch, included)"),
+        EdgexPage,
+    ),
+    responses(
+        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse),
+        (status = 400, description = "Bad path or query", body = ErrorBody),
+    )
+)]
+pub(crate) async fn edgex_by_time(
+    State(node): State<Arc<Node>>,
+    path: Result<Path<(String, i64, i64)>, PathRejection>,
+    query: Result<Query<EdgexPage>, QueryRejection>,
+) -> Result<Json<MultiReadingsResponse>, ApiError> {
+    let Path((name, start, end)) = path.map_err(path_error)?;
+    let Query(q) = query.map_err(query_error)?;
+    let (offset, limit) = (q.offset()?, q.limit()?);
+    node.readings()
+        .edgex_readings(name, start, end, offset, limit)
+        .await
+        .map(Json)
+        .map_err(api_error)
+}
+
+/// EdgeX core-data: the newest readings of a device.
+#[utoipa::path(
+    get,
+    path = "/api/v3/reading/device/name/{name}",
+    operation_id = "edgex_readings_by_device",
+    tag = "readings",
+    params(
+        ("name" = String, Path, description = "Device name (the thing)"),
+        EdgexPage,
+    ),
+    responses(
+        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse),
+        (status = 400, description = "Bad query", body = ErrorBody),
+    )
+)]
+pub(crate) async fn edgex_by_device(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    query: Result<Query<EdgexPage>, QueryRejection>,
+) -> Result<Json<MultiReadingsResponse>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let (offset, limit) = (q.offset()?, q.limit()?);
+    node.readings()
+        .edgex_readings(name, i64::MIN, i64::MAX, offset, limit)
+        .await
+        .map(Json)
+        .map_err(api_error)
 }

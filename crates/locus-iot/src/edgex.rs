@@ -9,6 +9,12 @@
 //! `Float*`) become numbers, `Bool` a boolean, `String` a string,
 //! `Binary` bytes (base64 `binaryValue`). Array and object value types are
 //! refused. The thing is the device name.
+//!
+//! Going back ([`edgex_value`], [`reading_id`]): a reading answered to an
+//! EdgeX reading query gets the value type it was posted with when it
+//! still fits its value (numbers that are whole stay integers for `Int*`
+//! and `Uint*`), else the type of its value (`Float64`, `Bool`, `String`,
+//! `Binary`); its id is a UUID (version 8) made of its seal leaf hash.
 
 use base64::Engine;
 use serde::Deserialize;
@@ -79,6 +85,8 @@ pub struct AcceptedEvent {
     pub profile: String,
     pub source: String,
     pub readings: Vec<Reading>,
+    /// The EdgeX `valueType` of each reading, in the same order.
+    pub value_types: Vec<String>,
 }
 
 /// Parse an EdgeX v3 event body posted for `device` (from the path).
@@ -112,6 +120,7 @@ pub fn parse_event(body: &[u8], device: &str) -> Result<AcceptedEvent, EdgexErro
         ));
     }
     let mut readings = Vec::with_capacity(e.readings.len());
+    let mut value_types = Vec::with_capacity(e.readings.len());
     for (i, r) in e.readings.iter().enumerate() {
         let path = |f: &str| format!("event.readings[{i}].{f}");
         if let Some(d) = &r.device_name
@@ -171,6 +180,7 @@ pub fn parse_event(body: &[u8], device: &str) -> Result<AcceptedEvent, EdgexErro
         )
         .map_err(|x| err(format!("event.readings[{i}]"), x.to_string()))?;
         readings.push(reading);
+        value_types.push(r.value_type.clone());
     }
     Ok(AcceptedEvent {
         id: e.id.unwrap_or_default(),
@@ -178,7 +188,77 @@ pub fn parse_event(body: &[u8], device: &str) -> Result<AcceptedEvent, EdgexErro
         profile: e.profile_name.unwrap_or_default(),
         source: e.source_name.unwrap_or_default(),
         readings,
+        value_types,
     })
+}
+
+/// Whether `value` can be written back as EdgeX type `value_type`.
+pub fn value_type_fits(value: &Value, value_type: &str) -> bool {
+    match value {
+        Value::Number(x) => {
+            if value_type.starts_with("Float") {
+                true
+            } else if value_type.starts_with("Uint") {
+                x.fract() == 0.0 && *x >= 0.0 && *x < 2f64.powi(64)
+            } else if value_type.starts_with("Int") {
+                x.fract() == 0.0 && *x >= -(2f64.powi(63)) && *x < 2f64.powi(63)
+            } else {
+                false
+            }
+        }
+        Value::Bool(_) => value_type == "Bool",
+        Value::String(_) => value_type == "String",
+        Value::Data(_) => value_type == "Binary",
+    }
+}
+
+/// A value in EdgeX terms: `(valueType, value, binaryValue)`. The type it
+/// was posted with (`posted`) is kept when it still fits the value.
+pub fn edgex_value(value: &Value, posted: Option<&str>) -> (String, String, Option<String>) {
+    let value_type = match posted {
+        Some(t) if value_type_fits(value, t) => t.to_owned(),
+        _ => match value {
+            Value::Number(_) => "Float64",
+            Value::Bool(_) => "Bool",
+            Value::String(_) => "String",
+            Value::Data(_) => "Binary",
+        }
+        .to_owned(),
+    };
+    match value {
+        Value::Number(x) if value_type.starts_with("Uint") => {
+            (value_type, format!("{}", *x as u64), None)
+        }
+        Value::Number(x) if value_type.starts_with("Int") => {
+            (value_type, format!("{}", *x as i64), None)
+        }
+        Value::Number(x) => (value_type, format!("{x}"), None),
+        Value::Bool(b) => (value_type, b.to_string(), None),
+        Value::String(v) => (value_type, v.clone(), None),
+        Value::Data(d) => (
+            value_type,
+            String::new(),
+            Some(base64::engine::general_purpose::STANDARD.encode(d)),
+        ),
+    }
+}
+
+/// The EdgeX id of a reading: a UUID (version 8, RFC 9562) made of the
+/// first 16 bytes of its seal leaf hash, so it is stable and unique.
+pub fn reading_id(leaf: &[u8; 32]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&leaf[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 #[cfg(test)]
@@ -227,6 +307,40 @@ mod tests {
             "\"readings\"",
         );
         assert!(parse_event(bad.as_bytes(), "greenhouse-1").is_err());
+    }
+
+    #[test]
+    fn values_go_back_with_their_posted_type_when_it_fits() {
+        let e = parse_event(EVENT.as_bytes(), "greenhouse-1").unwrap();
+        assert_eq!(e.value_types, vec!["Float64", "Bool"]);
+        let v = |x| Value::Number(x);
+        assert_eq!(
+            edgex_value(&v(23.5), Some("Float64")),
+            ("Float64".into(), "23.5".into(), None)
+        );
+        assert_eq!(
+            edgex_value(&v(7.0), Some("Int32")),
+            ("Int32".into(), "7".into(), None)
+        );
+        assert_eq!(
+            edgex_value(&v(-7.0), Some("Uint8")),
+            ("Float64".into(), "-7".into(), None)
+        );
+        assert_eq!(
+            edgex_value(&v(7.5), Some("Int64")),
+            ("Float64".into(), "7.5".into(), None)
+        );
+        assert_eq!(edgex_value(&v(1.0), None).0, "Float64");
+        assert_eq!(
+            edgex_value(&Value::Bool(true), Some("String")),
+            ("Bool".into(), "true".into(), None)
+        );
+        assert_eq!(
+            edgex_value(&Value::Data(vec![1, 2, 3]), Some("Binary")),
+            ("Binary".into(), String::new(), Some("AQID".into()))
+        );
+        let id = reading_id(&[0xab; 32]);
+        assert_eq!(id, "abababab-abab-8bab-abab-abababababab");
     }
 
     proptest! {

@@ -126,7 +126,7 @@ impl Sealed {
 
     /// `merkle::leaf_hash(self.leaf_bytes())`.
     pub fn leaf_hash(&self) -> Hash {
-        merkle::leaf_hash(&self.leaf_bytes())
+        sealed_leaf_hash(self.seq, &self.reading.leaf_bytes())
     }
 
     /// Read a sealed leaf back from its bytes; refuses an unknown format and
@@ -146,6 +146,19 @@ impl Sealed {
             reading: Reading::from_leaf_bytes(reading)?,
         })
     }
+}
+
+/// The leaf hash of the reading whose canonical bytes
+/// ([`Reading::leaf_bytes`]) are `reading_bytes`, sealed at `seq`: the same
+/// as [`Sealed::leaf_hash`], for a caller that already holds the bytes and
+/// must not encode the reading again.
+pub fn sealed_leaf_hash(seq: u64, reading_bytes: &[u8]) -> Hash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([0x00, SEAL_FORMAT]);
+    h.update(seq.to_be_bytes());
+    h.update(reading_bytes);
+    h.finalize().into()
 }
 
 /// The seal log of one node: a [`MerkleLog`] of sealed leaves, numbered
@@ -179,6 +192,13 @@ impl SealLog {
         };
         self.log.append(sealed.leaf_hash());
         sealed
+    }
+
+    /// Append the leaf hash of the next seq, computed by the caller (with
+    /// [`sealed_leaf_hash`] at seq [`SealLog::size`]); returns its seq. The
+    /// hash is taken as it is, as in [`SealLog::from_leaves`].
+    pub fn append_leaf(&mut self, leaf: Hash) -> u64 {
+        self.log.append(leaf)
     }
 
     /// The number of leaves, which is also the next seq.

@@ -113,6 +113,15 @@ pub struct StoredReading {
     pub leaf: Vec<u8>,
 }
 
+/// The EdgeX profile and value type last posted for a device's resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgexResource {
+    pub device: String,
+    pub resource: String,
+    pub profile: String,
+    pub value_type: String,
+}
+
 /// The columns [`reading_row`] reads, readings joined with their leaves.
 const READING_SELECT: &str = "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
      FROM readings r JOIN seal_leaves l ON l.seq = r.seq";
@@ -492,6 +501,130 @@ impl Store {
                 ))?;
                 let rows = stmt.query_map(params![start as i64, end as i64], reading_row)?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// The size of the seal log as stored: one past the highest seq with a
+    /// leaf (0 when none).
+    pub async fn sealed_size(&self) -> Result<u64, StoreError> {
+        self.writer
+            .call(|c| {
+                let n: i64 = c.query_row(
+                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM seal_leaves",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    /// The leaf hashes of seqs `start..`, in seq order, with their seqs.
+    pub async fn reading_leaves_from(&self, start: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt =
+                    c.prepare("SELECT seq, leaf FROM seal_leaves WHERE seq >= ?1 ORDER BY seq")?;
+                let rows = stmt.query_map(params![start as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Readings of `thing` with `from_ms <= time <= to_ms`, newest first
+    /// (then highest seq first), skipping `offset`, at most `limit`; and how
+    /// many match in all.
+    pub async fn readings_of_thing_newest(
+        &self,
+        thing: String,
+        from_ms: i64,
+        to_ms: i64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<(u64, Vec<StoredReading>), StoreError> {
+        self.writer
+            .call(move |c| {
+                let total: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM readings WHERE thing = ?1 AND time_ms >= ?2 AND time_ms <= ?3",
+                    params![thing, from_ms, to_ms],
+                    |r| r.get(0),
+                )?;
+                let mut stmt = c.prepare(&format!(
+                    "{READING_SELECT} WHERE r.thing = ?1 AND r.time_ms >= ?2 AND r.time_ms <= ?3
+                     ORDER BY r.time_ms DESC, r.seq DESC LIMIT ?4 OFFSET ?5"
+                ))?;
+                let rows = stmt.query_map(
+                    params![
+                        thing,
+                        from_ms,
+                        to_ms,
+                        limit as i64,
+                        offset.min(i64::MAX as u64) as i64
+                    ],
+                    reading_row,
+                )?;
+                Ok((total as u64, rows.collect::<Result<Vec<_>, _>>()?))
+            })
+            .await
+    }
+
+    /// Record the EdgeX profile and value type of device resources.
+    pub async fn put_edgex_resources(&self, rows: Vec<EdgexResource>) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                let tx = c.transaction()?;
+                {
+                    let mut put = tx.prepare_cached(
+                        "INSERT INTO edgex_resources (device, resource, profile, value_type)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(device, resource) DO UPDATE SET profile = ?3, value_type = ?4",
+                    )?;
+                    for r in &rows {
+                        put.execute(params![r.device, r.resource, r.profile, r.value_type])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The recorded EdgeX resources of `device`.
+    pub async fn edgex_resources_of(
+        &self,
+        device: String,
+    ) -> Result<Vec<EdgexResource>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT device, resource, profile, value_type FROM edgex_resources WHERE device = ?1",
+                )?;
+                let rows = stmt.query_map(params![device], |r| {
+                    Ok(EdgexResource {
+                        device: r.get(0)?,
+                        resource: r.get(1)?,
+                        profile: r.get(2)?,
+                        value_type: r.get(3)?,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// The signed checkpoint of exactly `size` leaves, if there is one.
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.writer
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT note FROM checkpoints WHERE size = ?1",
+                    params![size as i64],
+                    |r| r.get(0),
+                )
+                .optional()?)
             })
             .await
     }

@@ -64,6 +64,15 @@ const MIGRATIONS: &[&str] = &[
         body          TEXT NOT NULL,
         updated_at_ms INTEGER NOT NULL
     ) STRICT;",
+    // 6: the EdgeX profile and value type last posted for each resource of
+    // a device, to answer EdgeX reading queries in their own terms.
+    "CREATE TABLE edgex_resources (
+        device     TEXT NOT NULL,
+        resource   TEXT NOT NULL,
+        profile    TEXT NOT NULL,
+        value_type TEXT NOT NULL,
+        PRIMARY KEY (device, resource)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

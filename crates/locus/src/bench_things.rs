@@ -69,15 +69,16 @@ fn load(broker: &str, publishers: usize, window: usize, secs: u64) -> anyhow::Re
             .block_on(async move {
                 let mut sinks = Vec::new();
                 for p in 0..publishers {
-                    let client = Pipeline::new(SharedCfg::default(), v3::client::MqttConnector::new())
-                        .call(
-                            v3::client::Connect::new(broker.clone())
-                                .client_id(format!("bench-{p}"))
-                                .username(format!("b{p}"))
-                                .password(ntex::util::Bytes::from_static(PASSWORD.as_bytes())),
-                        )
-                        .await
-                        .map_err(|e| anyhow!("publisher {p} cannot connect: {e:?}"))?;
+                    let client =
+                        Pipeline::new(SharedCfg::default(), v3::client::MqttConnector::new())
+                            .call(
+                                v3::client::Connect::new(broker.clone())
+                                    .client_id(format!("bench-{p}"))
+                                    .username(format!("b{p}"))
+                                    .password(ntex::util::Bytes::from_static(PASSWORD.as_bytes())),
+                            )
+                            .await
+                            .map_err(|e| anyhow!("publisher {p} cannot connect: {e:?}"))?;
                     let sink = client.sink();
                     ntex::rt::spawn(client.start_default());
                     sinks.push(sink);
@@ -222,12 +223,12 @@ fn run(args: &ThingsBenchArgs, root: &Path) -> anyhow::Result<()> {
             "name": format!("b{p}"), "protocol": "mqtt",
             "credentials": { "password": PASSWORD },
         });
-        let r = c
-            .http
-            .post(c.url(0, "/api/v1/things"))
-            .json(&body)
-            .send()?;
-        anyhow::ensure!(r.status().is_success(), "cannot register b{p}: {}", r.text()?);
+        let r = c.http.post(c.url(0, "/api/v1/things")).json(&body).send()?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "cannot register b{p}: {}",
+            r.text()?
+        );
     }
     let dir = c.members[0].dir.clone();
     let db_before = db_bytes(&dir);

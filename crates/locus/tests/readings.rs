@@ -95,6 +95,54 @@ fn an_edgex_event_posted_with_curl_is_stored_and_queryable() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("201"), "{text}");
     assert!(text.contains("\"id\":\"6a3f\""), "{text}");
+    // Read back with curl the way an EdgeX client does: by device and
+    // origin range (nanoseconds), newest first.
+    let curl_get = |path: &str| -> Value {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail-with-body"])
+            .arg(agent.url(path))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let got = curl_get(
+        "/api/v3/reading/device/name/greenhouse-1/start/1602168089665000000/end/1602168089665999999",
+    );
+    assert_eq!(got["apiVersion"], "v3");
+    assert_eq!(got["statusCode"], 200);
+    assert_eq!(got["totalCount"], 2, "{got}");
+    let edgex = got["readings"].as_array().unwrap();
+    assert_eq!(edgex.len(), 2);
+    // Same origin: the later seq first.
+    assert_eq!(edgex[0]["resourceName"], "t1");
+    assert_eq!(edgex[0]["value"], "24");
+    assert_eq!(edgex[1]["resourceName"], "t0");
+    assert_eq!(edgex[1]["value"], "23.5");
+    for r in edgex {
+        assert_eq!(r["deviceName"], "greenhouse-1");
+        assert_eq!(r["profileName"], "climate");
+        assert_eq!(r["valueType"], "Float64");
+        assert_eq!(r["units"], "Cel");
+        // Readings keep milliseconds.
+        assert_eq!(r["origin"], 1_602_168_089_665_000_000i64);
+        assert_eq!(r["id"].as_str().unwrap().len(), 36);
+    }
+    let none = curl_get(
+        "/api/v3/reading/device/name/greenhouse-1/start/1602168089665000001/end/1702168089665000000",
+    );
+    assert_eq!(none["totalCount"], 0, "{none}");
+    let newest = curl_get("/api/v3/reading/device/name/greenhouse-1?limit=1");
+    assert_eq!(newest["totalCount"], 2);
+    assert_eq!(newest["readings"].as_array().unwrap().len(), 1);
+    assert_eq!(newest["readings"][0]["resourceName"], "t1");
+    let page2 = curl_get("/api/v3/reading/device/name/greenhouse-1?limit=1&offset=1");
+    assert_eq!(page2["readings"][0]["resourceName"], "t0");
+
     let got = readings(&agent, "greenhouse-1");
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0]["reading"]["value"]["number"], 23.5);
@@ -252,4 +300,95 @@ fn a_reading_altered_or_dropped_in_the_store_is_named() {
     assert!(text.contains("seq 7") && text.contains("altered"), "{text}");
     assert!(text.contains("seq 3") && text.contains("dropped"), "{text}");
     assert!(text.contains("2 problem(s)"), "nothing else: {text}");
+}
+
+fn unhex(s: &Value) -> [u8; 32] {
+    let s = s.as_str().expect("a hex string");
+    let v: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    v.try_into().unwrap()
+}
+
+fn unhex_all(v: &Value) -> Vec<[u8; 32]> {
+    v.as_array().unwrap().iter().map(unhex).collect()
+}
+
+fn status(agent: &Agent, path: &str) -> (u16, Value) {
+    let r = http().get(agent.url(path)).send().unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn proofs_served_by_an_honest_node_verify() {
+    use locus_iot::{Sealed, checkpoint, merkle};
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("n"), &[]);
+    for i in 0..10 {
+        let body = event(
+            "meter",
+            &format!("e{i}"),
+            &[f64::from(i)],
+            1_700_000_000_000_000_000,
+        );
+        assert_eq!(post(&agent, "meter", &body).unwrap(), 201);
+    }
+    let key = get_json(&agent, "/api/v1/readings/checkpoint")["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (name, vk) = checkpoint::parse_verifier_key(&key).unwrap();
+
+    // Default size: a checkpoint signed for it, returned with the proof.
+    let p = get_json(&agent, "/api/v1/readings/4/proof");
+    let reading: locus_iot::Reading = serde_json::from_value(p["reading"].clone()).unwrap();
+    assert_eq!(reading.value(), &locus_iot::Value::Number(4.0));
+    let leaf = Sealed { seq: 4, reading }.leaf_hash();
+    assert_eq!(leaf, unhex(&p["leaf_hash"]));
+    let size = p["tree_size"].as_u64().unwrap();
+    assert_eq!(size, 10);
+    let cp = checkpoint::open(p["checkpoint"].as_str().unwrap(), &name, &vk).unwrap();
+    assert_eq!((cp.size, cp.root), (size, unhex(&p["root"])));
+    merkle::verify_inclusion(&leaf, 4, size, &unhex_all(&p["proof"]), &cp.root).unwrap();
+
+    // Another size, and the consistency of the two trees.
+    let p = get_json(&agent, "/api/v1/readings/4/proof?size=6");
+    assert!(p["checkpoint"].is_null());
+    let root6 = unhex(&p["root"]);
+    merkle::verify_inclusion(&leaf, 4, 6, &unhex_all(&p["proof"]), &root6).unwrap();
+    let c = get_json(&agent, "/api/v1/readings/consistency?from=6&to=10");
+    assert_eq!(unhex(&c["from_root"]), root6);
+    merkle::verify_consistency(6, 10, &root6, &cp.root, &unhex_all(&c["proof"])).unwrap();
+
+    // What cannot be proved says why.
+    for (path, want, says) in [
+        ("/api/v1/readings/10/proof", 404, "seq 10 is not sealed"),
+        (
+            "/api/v1/readings/4/proof?size=11",
+            404,
+            "tree size 11 is beyond the log",
+        ),
+        (
+            "/api/v1/readings/4/proof?size=4",
+            409,
+            "not in the tree of size 4",
+        ),
+        (
+            "/api/v1/readings/consistency?from=7&to=6",
+            409,
+            "from 7 is larger than to 6",
+        ),
+        (
+            "/api/v1/readings/consistency?from=0&to=11",
+            404,
+            "tree size 11 is beyond the log",
+        ),
+        ("/api/v1/readings/four/proof", 400, "four"),
+    ] {
+        let (code, body) = status(&agent, path);
+        assert_eq!(code, want, "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{path}: {message}");
+    }
 }

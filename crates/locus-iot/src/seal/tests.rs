@@ -87,6 +87,10 @@ fn sealed_leaf_bytes_are_as_documented() {
     want.extend_from_slice(&reading(1).leaf_bytes());
     assert_eq!(sealed.leaf_bytes(), want);
     assert_eq!(sealed.leaf_hash(), merkle::leaf_hash(&want));
+    assert_eq!(
+        sealed_leaf_hash(sealed.seq, &reading(1).leaf_bytes()),
+        merkle::leaf_hash(&want)
+    );
     assert_eq!(Sealed::from_leaf_bytes(&want).unwrap(), sealed);
 
     let mut trailing = want.clone();
@@ -142,8 +146,13 @@ fn the_log_numbers_leaves_and_rebuilds_from_hashes() {
         };
         assert_eq!(*leaf, sealed.leaf_hash());
     }
-    let again = SealLog::from_leaves(leaves);
+    let again = SealLog::from_leaves(leaves.clone());
     assert_eq!(again, n.log);
+    let mut appended = SealLog::new();
+    for (i, leaf) in leaves.iter().enumerate() {
+        assert_eq!(appended.append_leaf(*leaf), i as u64);
+    }
+    assert_eq!(appended, n.log);
     assert_eq!(again.checkpoint(ORIGIN), n.log.checkpoint(ORIGIN));
     let cp = n.log.checkpoint(ORIGIN);
     assert_eq!((cp.size, cp.origin.as_str()), (23, ORIGIN));
