@@ -47,6 +47,8 @@ use crate::things::{AuthError, ThingEvent, Things};
 pub const MAX_SESSIONS: usize = 4096;
 /// Largest publish accepted, bytes.
 pub const MAX_PACKET: u32 = 256 * 1024;
+/// How long a client has to send its CONNECT and be answered.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a command waits for the thing's PUBACK.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Commands queued for one session.
@@ -355,6 +357,30 @@ async fn protocol(
     })
 }
 
+/// The broker's limits: a client that does not complete its CONNECT in
+/// [`CONNECT_TIMEOUT`] is dropped; packets are at most [`MAX_PACKET`].
+fn config() -> SharedCfg {
+    let secs = ntex::time::Seconds(CONNECT_TIMEOUT.as_secs() as u16);
+    SharedCfg::new("mqtt")
+        .add(
+            ntex_mqtt::MqttServiceConfig::new()
+                .set_connect_timeout(secs)
+                .set_handshake_timeout(secs)
+                .set_max_size(MAX_PACKET),
+        )
+        .into()
+}
+
+/// Count what ends a session badly: a broken MQTT packet after login.
+fn control(session: &v3::Session<Conn>, c: ntex_mqtt::Control<Refused>) {
+    if let ntex_mqtt::Control::Stop(ntex_mqtt::Reason::Protocol(e)) = c {
+        let conn: &Conn = session;
+        conn.shared.refuse("protocol");
+        conn.shared.malformed("packet");
+        tracing::warn!(thing = %conn.thing, error = ?e.get_ref(), "malformed MQTT packet; closing");
+    }
+}
+
 impl Broker {
     /// Bind `bind` and serve things on a thread of its own.
     pub fn start(
@@ -385,13 +411,17 @@ impl Broker {
                         let server = ntex::server::build()
                             .workers(1)
                             .disable_signals()
-                            .listen("mqtt", listener, SharedCfg::default(), async move |_| {
+                            .listen("mqtt", listener, config(), async move |_| {
                                 let for_connect = for_server.clone();
                                 v3::MqttServer::new(async move |s: &v3::Session<Conn>, p| {
                                     publish(s, p).await
                                 })
                                 .protocol(async move |s: &v3::Session<Conn>, m| {
                                     protocol(s, m).await
+                                })
+                                .control(async move |s: &v3::Session<Conn>, c| {
+                                    control(s, c);
+                                    Ok::<_, Refused>(None)
                                 })
                                 .build(move |c| connect(for_connect.clone(), c))
                             })?

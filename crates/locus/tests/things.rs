@@ -743,3 +743,79 @@ access = "x"
         .to_owned();
     assert!(key.starts_with(&format!("locus/{b_id}+")));
 }
+
+/// An MQTT 3.1.1 CONNECT with a user name and password, byte by byte.
+fn connect_packet(user: &str, password: &str) -> Vec<u8> {
+    let field = |s: &str| {
+        let mut v = (s.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    };
+    let mut body = field("MQTT");
+    body.extend_from_slice(&[4, 0xC2, 0, 60]);
+    body.extend(field("raw"));
+    body.extend(field(user));
+    body.extend(field(password));
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+#[test]
+fn broken_mqtt_packets_close_the_connection_and_are_counted() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("n"), &[]);
+    ok(&cli(
+        &agent,
+        &["thing", "add", &thing_file(dir.path(), "raw-1")],
+    ));
+    let (h, p) = broker(&agent);
+    let addr = format!("{h}:{p}");
+    let closed = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        // Whatever arrives before the close, the stream must end.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => {}
+            }
+        }
+    };
+    // Garbage instead of a CONNECT.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(closed(&mut s));
+    // A good login, then a packet of the reserved type 15.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&connect_packet("raw-1", PASSWORD)).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    s.write_all(&[0xF0, 0x00]).unwrap();
+    assert!(closed(&mut s));
+    // A PUBLISH whose length runs past what is sent, then the close.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&connect_packet("raw-1", PASSWORD)).unwrap();
+    s.read_exact(&mut connack).unwrap();
+    s.write_all(&[0x32, 0x7f, 0, 3, b'a']).unwrap();
+    drop(s);
+    wait_until(
+        "the protocol error is counted",
+        Duration::from_secs(10),
+        || metric(&agent, "locus_mqtt_refused_total{reason=\"protocol\"}") >= 1.0,
+    );
+    // The broker still serves.
+    let out = publish(
+        &agent,
+        "raw-1",
+        PASSWORD,
+        "things/raw-1/readings",
+        r#"{"temperature": 5}"#,
+    );
+    assert!(out.status.success());
+    assert!(readings(&agent, "raw-1").len() == 1);
+    agent.wait_healthy();
+}
