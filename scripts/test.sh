@@ -18,10 +18,10 @@ if [ ! -x target/pyenv/bin/schemathesis ] || ! cmp -s scripts/requirements-test.
     cp scripts/requirements-test.txt target/pyenv/.requirements
 fi
 
-step "device clients for the thing tests (Debian's mosquitto-clients)"
-if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+step "MQTT peers for the thing tests (Debian's mosquitto and mosquitto-clients)"
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto >/dev/null; then
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
 fi
 
 step "cargo fmt --check"

@@ -178,6 +178,7 @@ pub fn plan(spec: &ThingSpec, resource: &str, value: Option<&str>) -> Result<Pla
 pub struct Commands {
     pub(crate) readings: Readings,
     pub(crate) broker: Option<Arc<Broker>>,
+    pub(crate) upstream: Option<Arc<crate::mqtt::Upstream>>,
     pub(crate) lwm2m: Option<Arc<dyn Lwm2mCommands>>,
     pub(crate) http: reqwest::Client,
 }
@@ -256,15 +257,23 @@ impl Commands {
             out.detail = format!("newest stored reading (seq {})", r.seq);
             return Ok(());
         }
-        let Some(broker) = &self.broker else {
-            return Err(CommandError::Unavailable(
-                "the MQTT broker does not run on this node".into(),
-            ));
-        };
         let payload = match (&plan.value, &plan.args) {
             (Some(v), _) => value_json(v).to_string().into_bytes(),
             (None, Some(a)) => a.clone().into_bytes(),
             (None, None) => Vec::new(),
+        };
+        if let Some(up) = &self.upstream {
+            let topic = up
+                .command(thing, &plan.resource, payload)
+                .await
+                .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+            out.detail = format!("PUBACK from the broker {} on {topic}", up.addr());
+            return Ok(());
+        }
+        let Some(broker) = &self.broker else {
+            return Err(CommandError::Unavailable(
+                "the MQTT broker does not run on this node".into(),
+            ));
         };
         let topic = broker
             .command(thing, &plan.resource, payload)

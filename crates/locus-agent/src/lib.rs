@@ -274,7 +274,20 @@ impl Node {
         let things = Things::start(id, store.clone(), fabric.clone())
             .await
             .map_err(|e| AgentError::Things(e.to_string()))?;
-        let broker = if settings.config.things.mqtt {
+        let upstream = match &settings.config.things.mqtt_broker {
+            Some(url) => Some(Arc::new(
+                mqtt::Upstream::start(
+                    url,
+                    format!("locus-{id}"),
+                    things.clone(),
+                    readings.clone(),
+                    metrics.clone(),
+                )
+                .map_err(|e| AgentError::Things(format!("cannot start the MQTT client: {e}")))?,
+            )),
+            None => None,
+        };
+        let broker = if settings.config.things.mqtt && upstream.is_none() {
             let addr = settings.config.mqtt_addr();
             Some(Arc::new(
                 Broker::start(addr, things.clone(), readings.clone(), metrics.clone()).map_err(
@@ -315,7 +328,10 @@ impl Node {
             }
         };
         let endpoints = Endpoints {
-            mqtt: broker.as_ref().map(|b| reachable(b.local_addr())),
+            mqtt: match &upstream {
+                Some(u) => Some(u.addr().to_owned()),
+                None => broker.as_ref().map(|b| reachable(b.local_addr())),
+            },
             lwm2m: lwm2m.as_ref().map(|l| reachable(l.server_addr())),
             bootstrap: lwm2m.as_ref().map(|l| reachable(l.bootstrap_addr())),
         };
@@ -323,6 +339,7 @@ impl Node {
         let commands = Commands {
             readings: readings.clone(),
             broker: broker.clone(),
+            upstream,
             lwm2m: lwm2m
                 .clone()
                 .map(|l| Arc::new(l) as Arc<dyn commands::Lwm2mCommands>),

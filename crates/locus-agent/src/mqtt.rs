@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use locus_core::thing::ThingSpec;
-use locus_iot::senml;
+use locus_iot::{Reading, senml};
 use ntex::SharedCfg;
 use ntex::util::Bytes;
 use ntex_mqtt::v3;
@@ -266,6 +266,54 @@ async fn connect(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<C
     Ok(c.ack(conn, false))
 }
 
+/// The readings of one payload of `spec`'s thing, or what is wrong with
+/// it: `(metric kind, why)`.
+fn readings_of(spec: &ThingSpec, payload: &[u8]) -> Result<Vec<Reading>, (&'static str, String)> {
+    let thing = spec.name.get();
+    let records = senml::parse(payload, now_s()).map_err(|e| ("json", e.to_string()))?;
+    let mut readings = Vec::with_capacity(records.len());
+    for (i, mut r) in records.into_iter().enumerate() {
+        if !spec.resources.is_empty() {
+            let Some(res) = spec.resource(&r.name) else {
+                return Err((
+                    "undeclared_resource",
+                    format!(
+                        "record {i}: thing {thing} declares no resource {:?}",
+                        r.name
+                    ),
+                ));
+            };
+            if r.unit.is_none() {
+                r.unit = res.unit.as_ref().map(|u| u.get().clone());
+            }
+        }
+        readings.push(
+            r.to_reading(thing)
+                .map_err(|e| ("reading", format!("record {i}: {e}")))?,
+        );
+    }
+    Ok(readings)
+}
+
+/// Store readings; true when they are durable and sealed.
+async fn store(shared: &Shared, thing: &str, readings: Vec<Reading>) -> bool {
+    let n = readings.len() as u64;
+    match shared.readings.ingest(readings).await {
+        Ok(_) => {
+            shared
+                .metrics
+                .thing_readings
+                .with_label_values(&["mqtt"])
+                .inc_by(n);
+            true
+        }
+        Err(e) => {
+            tracing::error!(thing, error = %e, "cannot store readings; not acknowledged");
+            false
+        }
+    }
+}
+
 async fn publish(session: &v3::Session<Conn>, p: v3::Publish) -> Result<(), Refused> {
     let conn: &Conn = session;
     let shared = &conn.shared;
@@ -278,44 +326,16 @@ async fn publish(session: &v3::Session<Conn>, p: v3::Publish) -> Result<(), Refu
         shared.malformed("payload");
         Refused(format!("payload: {e:?}"))
     })?;
-    let refuse = |kind: &str, why: String| {
+    let readings = readings_of(&conn.spec, &payload).map_err(|(kind, why)| {
         shared.malformed(kind);
         tracing::warn!(thing = %conn.thing, kind, %why, "malformed readings refused; closing");
         Refused(why)
-    };
-    let records = senml::parse(&payload, now_s()).map_err(|e| refuse("json", e.to_string()))?;
-    let mut readings = Vec::with_capacity(records.len());
-    for (i, mut r) in records.into_iter().enumerate() {
-        if !conn.spec.resources.is_empty() {
-            let Some(res) = conn.spec.resource(&r.name) else {
-                return Err(refuse(
-                    "undeclared_resource",
-                    format!(
-                        "record {i}: thing {} declares no resource {:?}",
-                        conn.thing, r.name
-                    ),
-                ));
-            };
-            if r.unit.is_none() {
-                r.unit = res.unit.as_ref().map(|u| u.get().clone());
-            }
-        }
-        readings.push(
-            r.to_reading(&conn.thing)
-                .map_err(|e| refuse("reading", format!("record {i}: {e}")))?,
-        );
-    }
-    let n = readings.len() as u64;
-    shared.readings.ingest(readings).await.map_err(|e| {
-        tracing::error!(thing = %conn.thing, error = %e, "cannot store readings; closing without PUBACK");
-        Refused(e.to_string())
     })?;
-    shared
-        .metrics
-        .thing_readings
-        .with_label_values(&["mqtt"])
-        .inc_by(n);
-    Ok(())
+    if store(shared, &conn.thing, readings).await {
+        Ok(())
+    } else {
+        Err(Refused("store".into()))
+    }
 }
 
 async fn protocol(
@@ -527,9 +547,220 @@ impl Broker {
     }
 }
 
+/// Longest wait between two connection attempts to an external broker.
+pub const UPSTREAM_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Commands waiting for the external broker connection.
+const UPSTREAM_QUEUE: usize = 64;
+
+/// A connection to an external MQTT broker, used instead of the embedded
+/// one: the node subscribes to `things/+/readings` (QoS 1) and keeps the
+/// readings of the things it manages, durable and sealed before the PUBACK
+/// to the broker (ntex-mqtt acknowledges after the handler); a malformed
+/// payload is counted and acknowledged (refusing it would make the broker
+/// send it again for ever). Commands are QoS 1 publishes to the broker. It
+/// reconnects with capped backoff.
+pub struct Upstream {
+    addr: String,
+    commands: mpsc::Sender<UpstreamCommand>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Upstream {
+    /// Start the connection loop on a thread of its own.
+    pub fn start(
+        url: &locus_core::config::BrokerUrl,
+        client_id: String,
+        things: Things,
+        readings: Readings,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Upstream> {
+        let (addr, auth) = url.parts();
+        let shared = Arc::new(Shared {
+            things,
+            readings,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, c) = (addr.clone(), connected.clone());
+        std::thread::Builder::new()
+            .name("mqtt-upstream".into())
+            .spawn(move || {
+                ntex::rt::System::build()
+                    .name("mqtt-upstream")
+                    .disable_signals()
+                    .build(ntex::rt::DefaultRuntime)
+                    .block_on(upstream_loop(a, auth, client_id, shared, rx, c));
+            })?;
+        Ok(Upstream {
+            addr,
+            commands: tx,
+            connected,
+        })
+    }
+
+    /// The broker's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Whether the connection is up now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Publish a command (QoS 1) and wait for the broker's PUBACK.
+    pub async fn command(
+        &self,
+        thing: &str,
+        resource: &str,
+        payload: Vec<u8>,
+    ) -> Result<String, MqttCommandError> {
+        let topic = format!("things/{thing}/commands/{resource}");
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send((topic.clone(), Bytes::from(payload), reply))
+            .await
+            .map_err(|_| {
+                MqttCommandError::Closed(thing.to_owned(), "broker link stopped".into())
+            })?;
+        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+            Err(_) => Err(MqttCommandError::Timeout(thing.to_owned())),
+            Ok(Err(_)) => Err(MqttCommandError::Closed(
+                thing.to_owned(),
+                "broker link stopped".into(),
+            )),
+            Ok(Ok(Err(e))) => Err(MqttCommandError::Closed(thing.to_owned(), e)),
+            Ok(Ok(Ok(()))) => Ok(topic),
+        }
+    }
+}
+
+/// The thing of a `things/{thing}/readings` topic.
+fn reading_topic(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("things/")?
+        .strip_suffix("/readings")
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+}
+
+async fn upstream_publish(shared: Arc<Shared>, p: v3::Publish) -> Result<(), Refused> {
+    let Some(thing) = reading_topic(p.publish_topic()) else {
+        return Ok(());
+    };
+    // Not ours (another node manages it): acknowledged, not stored.
+    let Some(t) = shared.things.get_local(thing).await else {
+        return Ok(());
+    };
+    let payload = match p.read_all().await {
+        Ok(b) => b,
+        Err(e) => {
+            shared.malformed("payload");
+            tracing::warn!(thing, error = ?e, "unreadable payload from the broker; dropped");
+            return Ok(());
+        }
+    };
+    match readings_of(&t.spec, &payload) {
+        Err((kind, why)) => {
+            shared.malformed(kind);
+            tracing::warn!(thing, kind, %why, "malformed readings from the broker; dropped");
+            Ok(())
+        }
+        Ok(readings) => {
+            if store(&shared, thing, readings).await {
+                Ok(())
+            } else {
+                // Not acknowledged: the broker sends it again after the
+                // reconnect.
+                Err(Refused("store".into()))
+            }
+        }
+    }
+}
+
+type UpstreamCommand = (String, Bytes, oneshot::Sender<Result<(), String>>);
+
+async fn upstream_loop(
+    addr: String,
+    auth: Option<(String, String)>,
+    client_id: String,
+    shared: Arc<Shared>,
+    mut commands: mpsc::Receiver<UpstreamCommand>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let mut connect = v3::client::Connect::new(addr.clone())
+            .client_id(client_id.clone())
+            .keep_alive(ntex::time::Seconds(30));
+        if let Some((user, password)) = &auth {
+            connect = connect
+                .username(user.clone())
+                .password(Bytes::from(password.clone().into_bytes()));
+        }
+        let client = ntex::Pipeline::new(SharedCfg::default(), v3::client::MqttConnector::new())
+            .call(connect)
+            .await;
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(broker = %addr, error = ?e, retry_in = ?backoff, "cannot reach the MQTT broker");
+                ntex::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(UPSTREAM_MAX_BACKOFF);
+                continue;
+            }
+        };
+        let sink = client.sink();
+        let s = shared.clone();
+        let router = client.resource("things/{thing}/readings", move |p: v3::Publish| {
+            let s = s.clone();
+            async move { upstream_publish(s, p).await }
+        });
+        ntex::rt::spawn(router.start_default());
+        let subscribed = sink
+            .subscribe()
+            .topic_filter("things/+/readings".into(), v3::QoS::AtLeastOnce)
+            .send()
+            .await;
+        if let Err(e) = subscribed {
+            tracing::warn!(broker = %addr, error = ?e, "cannot subscribe at the MQTT broker");
+            sink.close();
+            ntex::time::sleep(backoff).await;
+            continue;
+        }
+        tracing::info!(broker = %addr, "taking readings from the MQTT broker");
+        connected.store(true, Ordering::Relaxed);
+        backoff = Duration::from_secs(1);
+        while sink.is_open() {
+            let next = tokio::select! {
+                c = commands.recv() => c,
+                _ = ntex::time::sleep(Duration::from_millis(500)) => continue,
+            };
+            let Some((topic, payload, reply)) = next else {
+                sink.close();
+                return;
+            };
+            let sent = sink.publish(topic).send_at_least_once(payload).await;
+            let _ = reply.send(sent.map_err(|e| format!("{e:?}")));
+        }
+        connected.store(false, Ordering::Relaxed);
+        tracing::warn!(broker = %addr, "the MQTT broker connection closed; reconnecting");
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, reading_topic};
+
+    #[test]
+    fn reading_topics_name_one_thing() {
+        assert_eq!(reading_topic("things/t-1/readings"), Some("t-1"));
+        assert_eq!(reading_topic("things//readings"), None);
+        assert_eq!(reading_topic("things/a/b/readings"), None);
+        assert_eq!(reading_topic("things/a/commands"), None);
+    }
 
     #[test]
     fn filters_match_like_mqtt() {

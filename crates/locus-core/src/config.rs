@@ -327,6 +327,55 @@ pub struct ThingsConfig {
     /// Run the LwM2M server and bootstrap server (default true).
     #[serde(default = "on")]
     pub lwm2m: bool,
+    /// An external MQTT broker to take readings from instead of running
+    /// the embedded one (`mqtt://[USER:PASSWORD@]HOST:PORT`): the node
+    /// subscribes to `things/+/readings` and keeps the readings of the
+    /// things it manages; the broker authenticates the things.
+    #[serde(default)]
+    pub mqtt_broker: Option<BrokerUrl>,
+}
+
+validated!(
+    /// `mqtt://[USER:PASSWORD@]HOST:PORT`.
+    BrokerUrl(String, "String"), schema = String,
+    check = |v| BrokerUrl::split(v).map(|_| ()),
+    constrain = |o| o.pattern = Some("^mqtt://([^:@/\\s]+:[^@/\\s]+@)?[^:@/\\s]+:[0-9]{1,5}$".into())
+);
+
+impl BrokerUrl {
+    /// `(host:port, user and password)`.
+    pub fn parts(&self) -> (String, Option<(String, String)>) {
+        Self::split(&self.0).unwrap_or_default()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn split(v: &str) -> Result<(String, Option<(String, String)>), String> {
+        let bad = || format!("mqtt_broker {v:?} must be mqtt://[USER:PASSWORD@]HOST:PORT");
+        let rest = v.strip_prefix("mqtt://").ok_or_else(bad)?;
+        let (auth, addr) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty()
+            || port.parse::<u16>().map_or(true, |p| p == 0)
+            || addr.contains('/')
+            || addr.chars().any(char::is_whitespace)
+        {
+            return Err(bad());
+        }
+        let auth = match auth {
+            Some(a) => {
+                let (u, p) = a.split_once(':').ok_or_else(bad)?;
+                if u.is_empty() {
+                    return Err(bad());
+                }
+                Some((u.to_owned(), p.to_owned()))
+            }
+            None => None,
+        };
+        Ok((addr.to_owned(), auth))
+    }
 }
 
 impl Default for ThingsConfig {
@@ -334,6 +383,7 @@ impl Default for ThingsConfig {
         ThingsConfig {
             mqtt: true,
             lwm2m: true,
+            mqtt_broker: None,
         }
     }
 }

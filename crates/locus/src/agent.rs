@@ -53,6 +53,12 @@ pub fn load_config(args: &AgentArgs) -> Result<Config, Failure> {
     if let Some(addr) = args.gossip {
         config.listen.gossip = Some(addr);
     }
+    if let Some(url) = &args.mqtt_broker {
+        config.things.mqtt_broker = Some(
+            locus_core::config::BrokerUrl::try_from(url.clone())
+                .map_err(|e| anyhow::anyhow!("--mqtt-broker: {e}"))?,
+        );
+    }
     if let Some(addr) = args.mqtt {
         config.listen.mqtt = Some(addr);
     }

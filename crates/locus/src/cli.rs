@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node agent (the daemon) in the foreground.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// This node: identity, inventory, uptime.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -120,6 +120,12 @@ pub struct AgentArgs {
     /// MQTT broker listen address; overrides `[listen] mqtt` (default 127.0.0.1:1883; port 0: any free port).
     #[arg(long, value_name = "IP:PORT")]
     pub mqtt: Option<SocketAddr>,
+
+    /// Take MQTT readings from this external broker instead of running the
+    /// embedded one (`mqtt://[USER:PASSWORD@]HOST:PORT`); overrides
+    /// `[things] mqtt_broker`.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_broker: Option<String>,
 
     /// LwM2M server (UDP) listen address; overrides `[listen] lwm2m` (default 127.0.0.1:5683).
     #[arg(long, value_name = "IP:PORT")]

@@ -43,7 +43,7 @@ impl From<anyhow::Error> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => agent::run(*args),
         Command::Keygen(args) => keygen(&args),
         Command::Verify(args) => verify(&args, cli.json),
         Command::Bench(BenchCommand::Fabric(args)) => {

@@ -53,6 +53,13 @@ fn broker(agent: &Agent) -> (String, String) {
 }
 
 fn mosquitto(tool: &str) -> Command {
+    // Debian puts the broker in /usr/sbin, which not every PATH holds.
+    let sbin = format!("/usr/sbin/{tool}");
+    let tool = if std::path::Path::new(&sbin).exists() {
+        sbin.as_str()
+    } else {
+        tool
+    };
     let probe = Command::new(tool).arg("--help").output();
     assert!(
         probe.is_ok(),
@@ -818,4 +825,103 @@ fn broken_mqtt_packets_close_the_connection_and_are_counted() {
     assert!(out.status.success());
     assert!(readings(&agent, "raw-1").len() == 1);
     agent.wait_healthy();
+}
+
+/// Debian's mosquitto broker on a free loopback port.
+struct Mosquitto {
+    child: Child,
+}
+
+impl Mosquitto {
+    fn start(dir: &std::path::Path, port: u16) -> Mosquitto {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = mosquitto("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("mosquitto listens", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Mosquitto { child }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_external_broker_can_replace_the_embedded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_addr().port();
+    let broker = Mosquitto::start(dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let agent = Agent::start(&dir.path().join("n"), &["--mqtt-broker", &url]);
+    ok(&cli(
+        &agent,
+        &["thing", "add", &thing_file(dir.path(), "ext-1")],
+    ));
+    assert_eq!(
+        get_json(&agent, "/api/v1/node")["mqtt_addr"],
+        format!("127.0.0.1:{port}").as_str()
+    );
+    let pub_ext = |msg: &str| {
+        mosquitto("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(["-t", "things/ext-1/readings", "-m", msg])
+            .output()
+            .unwrap()
+    };
+    // The agent subscribes once it is connected; a reading published after
+    // that is stored.
+    wait_until(
+        "the agent stores a reading from the broker",
+        Duration::from_secs(20),
+        || {
+            pub_ext(r#"{"temperature": 7}"#);
+            !readings(&agent, "ext-1").is_empty()
+        },
+    );
+    // Readings of things it does not manage are not kept.
+    let other = mosquitto("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", "things/stranger/readings", "-m", r#"{"x": 1}"#])
+        .output()
+        .unwrap();
+    assert!(other.status.success());
+    // Commands go out through the broker.
+    let sub = mosquitto("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-v"])
+        .args(["-t", "things/ext-1/commands/#", "-C", "1", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = ok(&cli(&agent, &["thing", "cmd", "ext-1", "fan", "on"]));
+    assert!(r.contains("PUBACK from the broker"), "{r}");
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "things/ext-1/commands/fan true"
+    );
+    // The broker restarts: the agent reconnects and takes readings again.
+    drop(broker);
+    let _broker = Mosquitto::start(dir.path(), port);
+    let before = readings(&agent, "ext-1").len();
+    wait_until("the agent reconnects", Duration::from_secs(30), || {
+        pub_ext(r#"{"temperature": 8}"#);
+        readings(&agent, "ext-1").len() > before
+    });
+    assert!(readings(&agent, "stranger").is_empty());
 }
