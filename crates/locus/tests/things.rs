@@ -925,3 +925,59 @@ fn an_external_broker_can_replace_the_embedded_one() {
     });
     assert!(readings(&agent, "stranger").is_empty());
 }
+
+#[test]
+fn http_thing_commands_go_to_its_edgex_device_service() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("n"), &[]);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/edgex_device_service.py");
+    let mut service = Command::new("python3")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(service.stdout.take().unwrap()).lines();
+    let port = lines.next().unwrap().unwrap();
+    let file = dir.path().join("pump.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"pump-3\"\nprotocol = \"http\"\nurl = \"http://127.0.0.1:{port}\"\n\
+             [[resources]]\nname = \"speed\"\ntype = \"int\"\naccess = \"rw\"\n"
+        ),
+    )
+    .unwrap();
+    ok(&cli(&agent, &["thing", "add", file.to_str().unwrap()]));
+    let read: Value = serde_json::from_str(&ok(&cli(
+        &agent,
+        &["--json", "thing", "cmd", "pump-3", "speed"],
+    )))
+    .unwrap();
+    assert_eq!(read["value"], "1200");
+    ok(&cli(&agent, &["thing", "cmd", "pump-3", "speed", "900"]));
+    let read: Value = serde_json::from_str(&ok(&cli(
+        &agent,
+        &["--json", "thing", "cmd", "pump-3", "speed"],
+    )))
+    .unwrap();
+    assert_eq!(read["value"], "900");
+    let seen: Vec<Value> = (0..3)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    assert_eq!(seen[1]["method"], "PUT");
+    assert_eq!(seen[1]["value"], "900");
+    // A value that is not an int never reaches the device.
+    let bad = cli(&agent, &["thing", "cmd", "pump-3", "speed", "fast"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an integer"));
+    // The device service gone: the command says the device is unreachable.
+    let _ = service.kill();
+    let _ = service.wait();
+    let gone = cli(&agent, &["thing", "cmd", "pump-3", "speed"]);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("503"),
+        "{gone:?}"
+    );
+}
