@@ -49,6 +49,12 @@ impl ApiError {
         }
     }
 
+    /// The same error with another status.
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
     /// Attach structured details.
     pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
         self.body.error.details = details;

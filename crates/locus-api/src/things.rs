@@ -38,15 +38,26 @@ fn api_error(e: ThingsError) -> ApiError {
     }
 }
 
+/// The status of a failed command. An unknown resource is a 409 on the
+/// thing (its profile says no), a 404 on EdgeX's per-command paths.
 fn command_error(e: CommandError) -> ApiError {
     let (status, code) = match &e {
-        CommandError::NoResource { .. } => (StatusCode::NOT_FOUND, "no_resource"),
+        CommandError::NoResource { .. } => (StatusCode::CONFLICT, "no_resource"),
         CommandError::NotAllowed(_) => (StatusCode::CONFLICT, "not_allowed"),
         CommandError::BadValue { .. } => (StatusCode::CONFLICT, "bad_value"),
         CommandError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         CommandError::Failed(_) => (StatusCode::BAD_GATEWAY, "thing_failed"),
     };
     ApiError::new(status, code, e.to_string())
+}
+
+fn edgex_command_error(e: CommandError) -> ApiError {
+    match e {
+        CommandError::NoResource { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_resource", e.to_string())
+        }
+        e => command_error(e),
+    }
 }
 
 /// The thing, or the forwarded answer of its manager.
@@ -85,6 +96,7 @@ async fn local_or_forward(
 #[utoipa::path(
     post,
     path = "/api/v1/things",
+    operation_id = "add_thing",
     tag = "things",
     request_body(content = ThingSpec, description = "The thing (JSON, or TOML with Content-Type application/toml)"),
     responses(
@@ -196,6 +208,7 @@ pub(crate) struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/things",
+    operation_id = "list_things",
     tag = "things",
     params(ListQuery),
     responses(
@@ -235,6 +248,7 @@ pub(crate) async fn list(
 #[utoipa::path(
     get,
     path = "/api/v1/things/{thing}",
+    operation_id = "inspect_thing",
     tag = "things",
     params(("thing" = String, Path, description = "Thing name")),
     responses(
@@ -255,6 +269,7 @@ pub(crate) async fn inspect(
 #[utoipa::path(
     delete,
     path = "/api/v1/things/{thing}",
+    operation_id = "remove_thing",
     tag = "things",
     params(("thing" = String, Path, description = "Thing name")),
     responses(
@@ -300,14 +315,15 @@ pub(crate) struct Attach {
 #[utoipa::path(
     post,
     path = "/api/v1/things/{thing}/attach",
+    operation_id = "attach_thing",
     tag = "things",
     params(("thing" = String, Path, description = "Thing name")),
     request_body = Attach,
     responses(
         (status = 200, description = "Attached", body = ThingView),
         (status = 400, description = "Not an attach request", body = ErrorBody),
-        (status = 404, description = "No such thing, node or workload", body = ErrorBody),
-        (status = 409, description = "The new manager refused it", body = ErrorBody),
+        (status = 404, description = "No such thing", body = ErrorBody),
+        (status = 409, description = "No such node or workload, or the new manager refused it", body = ErrorBody),
         (status = 502, description = "A node did not answer", body = ErrorBody),
     )
 )]
@@ -321,15 +337,17 @@ pub(crate) async fn attach(
     let path = format!("/api/v1/things/{name}/attach");
     match local_or_forward(&node, &name, Method::POST, &path, &headers, body).await? {
         Ok(_) => {
+            // The thing exists: a target that does not is a conflict.
+            let to_conflict = |e: ApiError| e.with_status(StatusCode::CONFLICT);
             let nodes = known_nodes(&node).await?;
-            let target = lookup(&nodes, &a.node)?;
+            let target = lookup(&nodes, &a.node).map_err(to_conflict)?;
             let api = target
                 .info
                 .as_ref()
                 .map(|i| i.api_addr.clone())
                 .unwrap_or_default();
             let workload = match (&a.workload, target.id == node.id()) {
-                (Some(w), true) => Some(managing_workload(&node, w).await?),
+                (Some(w), true) => Some(managing_workload(&node, w).await.map_err(to_conflict)?),
                 (Some(w), false) => Some(w.clone()),
                 (None, _) => None,
             };
@@ -348,8 +366,9 @@ pub(crate) async fn attach(
 #[utoipa::path(
     post,
     path = "/api/v1/things/handover",
+    operation_id = "thing_handover",
     tag = "things",
-    request_body(content = Object, description = "The thing as its manager stores it"),
+    request_body(content = Thing, description = "The thing as its manager stores it"),
     responses(
         (status = 201, description = "This node manages it now", body = ThingView),
         (status = 400, description = "Not a thing", body = ErrorBody),
@@ -360,13 +379,7 @@ pub(crate) async fn handover(
     State(node): State<Arc<Node>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let t: Thing = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            format!("not a thing: {e}"),
-        )
-    })?;
+    let t: Thing = json_body(&body, "invalid")?;
     let t = node.things().accept(t).await.map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(t.view())).into_response())
 }
@@ -390,14 +403,15 @@ pub(crate) struct CommandRequest {
 #[utoipa::path(
     post,
     path = "/api/v1/things/{thing}/commands",
+    operation_id = "thing_command",
     tag = "things",
     params(("thing" = String, Path, description = "Thing name")),
     request_body = CommandRequest,
     responses(
         (status = 200, description = "Done", body = CommandResult),
         (status = 400, description = "Not a command", body = ErrorBody),
-        (status = 404, description = "No such thing or resource", body = ErrorBody),
-        (status = 409, description = "The resource's access or type refuses it", body = ErrorBody),
+        (status = 404, description = "No such thing", body = ErrorBody),
+        (status = 409, description = "The thing has no such resource, or its access or type refuses the command", body = ErrorBody),
         (status = 502, description = "The thing (or its manager) answered with an error", body = ErrorBody),
         (status = 503, description = "The thing cannot be reached now", body = ErrorBody),
     )
@@ -454,6 +468,7 @@ fn edgex_value_type(t: locus_core::thing::ValueType) -> &'static str {
 #[utoipa::path(
     get,
     path = "/api/v3/device/name/{name}/{command}",
+    operation_id = "edgex_device_read",
     tag = "edgex",
     params(
         ("name" = String, Path, description = "Device (thing) name"),
@@ -534,6 +549,7 @@ pub(crate) async fn edgex_get(
 #[utoipa::path(
     put,
     path = "/api/v3/device/name/{name}/{command}",
+    operation_id = "edgex_device_write",
     tag = "edgex",
     params(
         ("name" = String, Path, description = "Device (thing) name"),
@@ -582,7 +598,7 @@ pub(crate) async fn edgex_put(
     };
     node.command(&name, &command, Some(&value))
         .await
-        .map_err(command_error)?;
+        .map_err(edgex_command_error)?;
     Ok(Json(EdgexBase {
         apiVersion: "v3",
         statusCode: 200,

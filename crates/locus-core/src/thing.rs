@@ -83,17 +83,28 @@ validated!(
     Lwm2mPath(String, "String"), schema = String,
     check = |v| {
         let parts: Vec<&str> = v.split('/').collect();
-        let ok = parts.len() == 3
-            && parts.iter().all(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| n <= 65_535));
+        let id = |p: &str| {
+            let digits = p.trim_start_matches('0');
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && digits.len() <= 5 && digits.parse::<u32>().map_or(digits.is_empty(), |n| n <= 65_535)
+        };
+        let ok = parts.len() == 3 && parts.iter().all(|p| id(p));
         if ok { Ok(()) } else { Err(format!("LwM2M path {v:?} must be object/instance/resource, three numbers up to 65535 (3303/0/5700)")) }
     },
-    constrain = |o| o.pattern = Some("^[0-9]{1,5}/[0-9]{1,5}/[0-9]{1,5}$".into())
+    constrain = |o| o.pattern = Some(format!("^{ID}/{ID}/{ID}$", ID = LWM2M_ID))
 );
+
+/// One id of an LwM2M path as a regular expression: 0 to 65535, leading
+/// zeros allowed.
+const LWM2M_ID: &str =
+    "0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
 
 impl Lwm2mPath {
     /// The three ids.
     pub fn ids(&self) -> (u16, u16, u16) {
-        let mut it = self.0.split('/').map(|p| p.parse::<u16>().unwrap_or(0));
+        let mut it = self.0.split('/').map(|p| {
+            let digits = p.trim_start_matches('0');
+            digits.parse::<u16>().unwrap_or(0)
+        });
         (
             it.next().unwrap_or(0),
             it.next().unwrap_or(0),
@@ -455,11 +466,12 @@ impl ThingSpec {
 }
 
 /// A registered thing, as its manager stores and replicates it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Thing {
     /// The spec, without its password.
     pub spec: ThingSpec,
     /// argon2 PHC string of the MQTT password.
+    #[schema(max_length = 256)]
     pub password_hash: Option<String>,
     /// The node that manages it (and owns its record).
     pub manager: NodeId,
@@ -611,5 +623,12 @@ unit = "Cel"
         assert_eq!(p.ids(), (3303, 0, 5700));
         assert!(Lwm2mPath::try_from("70000/0/1".to_owned()).is_err());
         assert!(Lwm2mPath::try_from("1/2/3/4".to_owned()).is_err());
+        assert!(Lwm2mPath::try_from("05594/80333/9".to_owned()).is_err());
+        assert_eq!(
+            Lwm2mPath::try_from("0003/00/65535".to_owned())
+                .unwrap()
+                .ids(),
+            (3, 0, 65535)
+        );
     }
 }

@@ -76,9 +76,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `LOCUS_LOG` filters them (default `info`).
+/// Logs go to stderr; `LOCUS_LOG` filters them (default `info`; a filter
+/// that cannot be read falls back to `info`).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOCUS_LOG")
+    let wanted = std::env::var("LOCUS_LOG").unwrap_or_else(|_| "info".to_owned());
+    // The MQTT server's runtime narrates its workers and accept loop at
+    // info; keep it to warnings unless asked for by name.
+    let directives = if wanted.contains("ntex") {
+        wanted
+    } else {
+        format!("{wanted},ntex_server=warn,ntex_rt=warn,ntex_io=warn,ntex_net=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
