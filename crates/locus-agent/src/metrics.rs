@@ -42,6 +42,8 @@ pub struct Metrics {
     pub readings_batch: Histogram,
     /// Group commits the store refused (every caller of the batch got an error).
     pub readings_commit_failures: IntCounter,
+    /// Reading bodies deleted by retention.
+    pub readings_pruned: IntCounter,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -182,12 +184,18 @@ impl Metrics {
             "Group commits the store refused; every caller of the batch got an error.",
         )?;
         registry.register(Box::new(readings_commit_failures.clone()))?;
+        let readings_pruned = IntCounter::new(
+            "locus_readings_pruned_total",
+            "Reading bodies deleted by retention (their seal leaves stay).",
+        )?;
+        registry.register(Box::new(readings_pruned.clone()))?;
 
         Ok(Metrics {
             registry,
             readings_sealed,
             readings_batch,
             readings_commit_failures,
+            readings_pruned,
             artifact_fetched_bytes,
             artifact_served_bytes,
             artifact_corrupt_chunks,

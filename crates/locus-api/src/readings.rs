@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
 use locus_agent::readings::edgex::{EDGEX_DEFAULT_LIMIT, EDGEX_MAX_LIMIT, MultiReadingsResponse};
@@ -32,6 +32,11 @@ fn api_error(e: ReadingsError) -> ApiError {
         }
         ReadingsError::Conflict(_) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        ReadingsError::Pruned { first, below } => {
+            ApiError::new(StatusCode::GONE, "pruned", e.to_string()).with_details(
+                serde_json::json!({ "first_pruned_seq": first, "pruned_below": below }),
+            )
         }
         ReadingsError::Store(_) | ReadingsError::Sign(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
@@ -202,6 +207,21 @@ fn default_limit() -> u32 {
     1000
 }
 
+/// The header that tells a query's reader that retention deleted the
+/// bodies of the seqs below it (absent when it deleted none).
+pub(crate) const PRUNED_BELOW_HEADER: &str = "locus-pruned-below";
+
+/// `body`, with [`PRUNED_BELOW_HEADER`] when retention deleted anything.
+fn with_pruned(node: &Node, body: impl IntoResponse) -> Response {
+    let mut r = body.into_response();
+    let below = node.readings().pruned_below();
+    if below > 0 {
+        r.headers_mut()
+            .insert(PRUNED_BELOW_HEADER, HeaderValue::from(below));
+    }
+    r
+}
+
 /// Stored readings, by thing and time range, oldest first.
 #[utoipa::path(
     get,
@@ -210,14 +230,15 @@ fn default_limit() -> u32 {
     tag = "readings",
     params(ReadingsQuery),
     responses(
-        (status = 200, description = "Readings with their seq in the seal log", body = Vec<ReadingView>),
+        (status = 200, description = "Readings with their seq in the seal log", body = Vec<ReadingView>,
+            headers(("locus-pruned-below" = u64, description = "Retention deleted the bodies of every seq below this one; they are not in any answer"))),
         (status = 400, description = "Bad query", body = ErrorBody),
     )
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
     query: Result<Query<ReadingsQuery>, QueryRejection>,
-) -> Result<Json<Vec<ReadingView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     if q.limit == 0 || q.limit > MAX_QUERY {
         return Err(ApiError::new(
@@ -226,11 +247,12 @@ pub(crate) async fn list(
             format!("limit {} is out of range 1..={MAX_QUERY}", q.limit),
         ));
     }
-    node.readings()
+    let found = node
+        .readings()
         .query(q.thing, q.from_ms, q.to_ms, q.limit)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(with_pruned(&node, Json(found)))
 }
 
 /// The newest signed checkpoint of the seal log, and the node's verifier
@@ -274,6 +296,7 @@ pub(crate) struct BundleQuery {
         (status = 200, description = "The bundle (JSON)", body = Object),
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 404, description = "Those readings are not sealed (yet)", body = ErrorBody),
+        (status = 410, description = "Retention deleted some of those readings; `details.first_pruned_seq` names the first", body = ErrorBody),
     )
 )]
 pub(crate) async fn bundle(
@@ -335,6 +358,7 @@ pub(crate) struct ProofQuery {
         (status = 400, description = "A seq or size that is not a number", body = ErrorBody),
         (status = 404, description = "The seq or the size is beyond the sealed log, or the reading's row is missing", body = ErrorBody),
         (status = 409, description = "The seq is not in the tree of that size", body = ErrorBody),
+        (status = 410, description = "Retention deleted the reading (its leaf stays in the log)", body = ErrorBody),
     )
 )]
 pub(crate) async fn proof(
@@ -444,7 +468,8 @@ impl EdgexPage {
         EdgexPage,
     ),
     responses(
-        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse),
+        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse,
+            headers(("locus-pruned-below" = u64, description = "Retention deleted the bodies of every seq below this one; they are not in any answer"))),
         (status = 400, description = "Bad path or query", body = ErrorBody),
     )
 )]
@@ -452,15 +477,16 @@ pub(crate) async fn edgex_by_time(
     State(node): State<Arc<Node>>,
     path: Result<Path<(String, i64, i64)>, PathRejection>,
     query: Result<Query<EdgexPage>, QueryRejection>,
-) -> Result<Json<MultiReadingsResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path((name, start, end)) = path.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
     let (offset, limit) = (q.offset()?, q.limit()?);
-    node.readings()
+    let found = node
+        .readings()
         .edgex_readings(name, start, end, offset, limit)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(with_pruned(&node, Json(found)))
 }
 
 /// EdgeX core-data: the newest readings of a device.
@@ -474,7 +500,8 @@ pub(crate) async fn edgex_by_time(
         EdgexPage,
     ),
     responses(
-        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse),
+        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse,
+            headers(("locus-pruned-below" = u64, description = "Retention deleted the bodies of every seq below this one; they are not in any answer"))),
         (status = 400, description = "Bad query", body = ErrorBody),
     )
 )]
@@ -482,12 +509,13 @@ pub(crate) async fn edgex_by_device(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
     query: Result<Query<EdgexPage>, QueryRejection>,
-) -> Result<Json<MultiReadingsResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     let (offset, limit) = (q.offset()?, q.limit()?);
-    node.readings()
+    let found = node
+        .readings()
         .edgex_readings(name, i64::MIN, i64::MAX, offset, limit)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(with_pruned(&node, Json(found)))
 }

@@ -54,6 +54,9 @@ pub struct Config {
     /// Artifact store settings.
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
+    /// Readings: retention.
+    #[serde(default)]
+    pub readings: ReadingsConfig,
 }
 
 /// A configuration error, located in the source text.
@@ -285,6 +288,46 @@ fn default_budget() -> DiskBudgetMb {
     DiskBudgetMb(10_240)
 }
 
+/// Default of `[readings] retention_days`.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Default of `[readings] max_readings`.
+pub const DEFAULT_MAX_READINGS: u64 = 10_000_000;
+
+/// Readings: how long their bodies are kept.
+///
+/// Retention deletes the bodies of the oldest readings (by seq, the order
+/// the node accepted them in) but never their leaves, so the seal log, its
+/// checkpoints and the proofs of the readings kept stay valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingsConfig {
+    /// Days a reading's body is kept after the node accepted it (0..=36500,
+    /// default 30; 0 keeps them forever).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: RetentionDays,
+    /// Most reading bodies kept; past it the oldest go first (0..=10^12,
+    /// default 10000000; 0: no limit).
+    #[serde(default = "default_max_readings")]
+    pub max_readings: MaxReadings,
+}
+
+impl Default for ReadingsConfig {
+    fn default() -> Self {
+        ReadingsConfig {
+            retention_days: default_retention_days(),
+            max_readings: default_max_readings(),
+        }
+    }
+}
+
+fn default_retention_days() -> RetentionDays {
+    RetentionDays(DEFAULT_RETENTION_DAYS)
+}
+
+fn default_max_readings() -> MaxReadings {
+    MaxReadings(DEFAULT_MAX_READINGS)
+}
+
 /// Declares a newtype over `$raw` whose values pass `$check`; serde reads
 /// it through `try_from`, so an invalid value fails where it stands.
 macro_rules! validated {
@@ -486,6 +529,18 @@ validated!(
     check = |v| if (1..=16_777_216).contains(v) { Ok(()) } else { Err(format!("disk_budget_mb {v} is out of range 1..=16777216")) }
 );
 
+validated!(
+    /// Days a reading is kept, 0..=36500 (0: forever).
+    RetentionDays(u32, "u32"), schema = u32,
+    check = |v| if *v <= 36_500 { Ok(()) } else { Err(format!("retention_days {v} is out of range 0..=36500 (0 keeps readings forever)")) }
+);
+
+validated!(
+    /// Most readings kept, 0..=10^12 (0: no limit).
+    MaxReadings(u64, "u64"), schema = u64,
+    check = |v| if *v <= 1_000_000_000_000 { Ok(()) } else { Err(format!("max_readings {v} is out of range 0..=1000000000000 (0 means no limit)")) }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +645,23 @@ refresh_secs = 10
         assert_eq!(err.line, Some(2));
         let err = Config::from_toml_str("[inventory]\nrefresh_secs = 0\n").expect_err("range");
         assert!(err.message.contains("1..=86400"), "{err}");
+    }
+
+    #[test]
+    fn readings_section_has_defaults_and_checked_values() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(*c.readings.retention_days.get(), DEFAULT_RETENTION_DAYS);
+        assert_eq!(*c.readings.max_readings.get(), DEFAULT_MAX_READINGS);
+        let c =
+            Config::from_toml_str("[readings]\nretention_days = 0\nmax_readings = 5\n").unwrap();
+        assert_eq!(*c.readings.retention_days.get(), 0);
+        assert_eq!(*c.readings.max_readings.get(), 5);
+        let err = Config::from_toml_str("[readings]\nretention_days = 40000\n").unwrap_err();
+        assert_eq!(err.path, "readings.retention_days");
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("0..=36500"), "{err}");
+        let err = Config::from_toml_str("[readings]\nmax_readings = -1\n").unwrap_err();
+        assert_eq!(err.path, "readings.max_readings");
     }
 
     proptest! {

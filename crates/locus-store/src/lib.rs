@@ -122,6 +122,9 @@ pub struct EdgexResource {
     pub value_type: String,
 }
 
+/// The key of the prune watermark in `readings_state`.
+const PRUNED_BELOW: &str = "pruned_below";
+
 /// The columns [`reading_row`] reads, readings joined with their leaves.
 const READING_SELECT: &str = "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
      FROM readings r JOIN seal_leaves l ON l.seq = r.seq";
@@ -570,6 +573,53 @@ impl Store {
             .await
     }
 
+    /// Seqs below this had their bodies deleted by retention (0: none).
+    pub async fn readings_pruned_below(&self) -> Result<u64, StoreError> {
+        self.writer.call(|c| Ok(pruned_below(c)?)).await
+    }
+
+    /// Delete the bodies of readings below seq `below`, oldest first and at
+    /// most `max_rows` of them, and move the prune watermark in the same
+    /// transaction; leaves are kept. Returns the new watermark.
+    pub async fn prune_readings(&self, below: u64, max_rows: u64) -> Result<u64, StoreError> {
+        self.writer
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let from = pruned_below(&tx)?;
+                let to = below.min(from.saturating_add(max_rows));
+                if to <= from {
+                    return Ok(from);
+                }
+                tx.execute(
+                    "DELETE FROM readings WHERE seq >= ?1 AND seq < ?2",
+                    params![from as i64, to as i64],
+                )?;
+                tx.execute(
+                    "INSERT INTO readings_state (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = MAX(value, ?2)",
+                    params![PRUNED_BELOW, to as i64],
+                )?;
+                tx.commit()?;
+                Ok(to)
+            })
+            .await
+    }
+
+    /// The largest size of a checkpoint signed at or before `at_ms` (0 when
+    /// none): every seq below it was accepted by then.
+    pub async fn checkpoint_size_signed_by(&self, at_ms: u64) -> Result<u64, StoreError> {
+        self.writer
+            .call(move |c| {
+                let n: i64 = c.query_row(
+                    "SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE signed_at_ms <= ?1",
+                    params![at_ms.min(i64::MAX as u64) as i64],
+                    |r| r.get(0),
+                )?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
     /// Record a signed checkpoint of the seal log.
     pub async fn put_checkpoint(
         &self,
@@ -617,6 +667,16 @@ impl Store {
     pub async fn close(&self) -> Result<(), StoreError> {
         self.writer.close().await
     }
+}
+
+fn pruned_below(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    Ok(c.query_row(
+        "SELECT value FROM readings_state WHERE key = ?1",
+        params![PRUNED_BELOW],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()?
+    .map_or(0, |n| n as u64))
 }
 
 #[cfg(test)]

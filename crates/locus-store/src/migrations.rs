@@ -67,6 +67,12 @@ const MIGRATIONS: &[&str] = &[
         value_type TEXT NOT NULL,
         PRIMARY KEY (device, resource)
     ) STRICT, WITHOUT ROWID;",
+    // 6: counters of readings housekeeping; `pruned_below`: the bodies of
+    // seqs below it were deleted by retention (their leaves stay).
+    "CREATE TABLE readings_state (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

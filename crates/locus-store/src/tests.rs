@@ -224,3 +224,59 @@ async fn artifacts_keep_the_stronger_of_two_records() {
     store.delete_artifact(a.cid).await.unwrap();
     assert!(store.artifacts().await.unwrap().is_empty());
 }
+
+fn stored_reading(seq: u64) -> StoredReading {
+    StoredReading {
+        seq,
+        thing: "t".into(),
+        resource: "r".into(),
+        time_ms: seq as i64,
+        body: format!("{{\"n\":{seq}}}"),
+        leaf: vec![seq as u8; 32],
+    }
+}
+
+#[tokio::test]
+async fn pruning_deletes_bodies_oldest_first_and_keeps_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append_readings((0..10).map(stored_reading).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.readings_pruned_below().await.unwrap(), 0);
+    // At most 3 per call, never past the target.
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), 3);
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), 5);
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), 5);
+    // Never backwards.
+    assert_eq!(store.prune_readings(2, 3).await.unwrap(), 5);
+    let left: Vec<u64> = store
+        .readings_by_seq(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, (5..10).collect::<Vec<_>>());
+    assert_eq!(store.reading_leaves().await.unwrap().len(), 10);
+    assert_eq!(store.sealed_size().await.unwrap(), 10);
+    store.close().await.unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.readings_pruned_below().await.unwrap(), 5);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn checkpoints_tell_what_was_accepted_by_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put_checkpoint(3, "a".into(), 100).await.unwrap();
+    store.put_checkpoint(7, "b".into(), 200).await.unwrap();
+    assert_eq!(store.checkpoint_size_signed_by(99).await.unwrap(), 0);
+    assert_eq!(store.checkpoint_size_signed_by(150).await.unwrap(), 3);
+    assert_eq!(store.checkpoint_size_signed_by(u64::MAX).await.unwrap(), 7);
+    assert_eq!(store.checkpoint_at(7).await.unwrap().as_deref(), Some("b"));
+    assert_eq!(store.checkpoint_at(5).await.unwrap(), None);
+    store.close().await.unwrap();
+}

@@ -48,8 +48,15 @@ fn readings(agent: &Agent, thing: &str) -> Vec<Value> {
 
 /// Export seq `0..count` and run `locus verify` on it: (exit code, output).
 fn export_and_verify(agent: &Agent, dir: &Path, count: u64) -> (i32, String) {
+    export_range_and_verify(agent, dir, 0, count)
+}
+
+/// Export seq `start..start + count` and run `locus verify` on it.
+fn export_range_and_verify(agent: &Agent, dir: &Path, start: u64, count: u64) -> (i32, String) {
     let bundle = http()
-        .get(agent.url(&format!("/api/v1/readings/bundle?start=0&count={count}")))
+        .get(agent.url(&format!(
+            "/api/v1/readings/bundle?start={start}&count={count}"
+        )))
         .send()
         .unwrap()
         .text()
@@ -391,4 +398,68 @@ fn proofs_served_by_an_honest_node_verify() {
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(says), "{path}: {message}");
     }
+}
+
+#[test]
+fn retention_deletes_the_oldest_bodies_and_what_is_kept_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("locus.toml");
+    std::fs::write(&config, "[readings]\nmax_readings = 5\n").unwrap();
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("n");
+    let agent = Agent::start(&data, &["--config", config]);
+    for i in 0..12 {
+        let body = event(
+            "meter",
+            &format!("e{i}"),
+            &[f64::from(i)],
+            1_700_000_000_000_000_000,
+        );
+        assert_eq!(post(&agent, "meter", &body).unwrap(), 201);
+    }
+    // The retention pass runs at start, then every minute.
+    let addr = agent.addr;
+    assert!(agent.stop().success());
+    let agent = Agent::spawn(&data, addr, &["--config", config]);
+    agent.wait_healthy();
+    wait_until("retention ran", Duration::from_secs(10), || {
+        status(&agent, "/api/v1/readings/bundle?start=0&count=12").0 == 410
+    });
+    let (_, body) = status(&agent, "/api/v1/readings/bundle?start=0&count=12");
+    assert_eq!(body["error"]["code"], "pruned", "{body}");
+    assert_eq!(body["error"]["details"]["first_pruned_seq"], 0);
+    assert_eq!(body["error"]["details"]["pruned_below"], 7);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("reading seq 0 was deleted by retention"),
+        "{message}"
+    );
+    let (code, body) = status(&agent, "/api/v1/readings/6/proof");
+    assert_eq!(code, 410, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("seq 6"));
+
+    // Queries say so, and hold what is kept.
+    let r = http()
+        .get(agent.url("/api/v1/readings?thing=meter"))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["locus-pruned-below"], "7");
+    let kept: Vec<Value> = r.json().unwrap();
+    let seqs: Vec<u64> = kept.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (7..12).collect::<Vec<_>>());
+
+    // The log is whole: what is kept exports and verifies, and proves.
+    let (code, text) = export_range_and_verify(&agent, dir.path(), 7, 5);
+    assert_eq!(code, 0, "{text}");
+    let p = get_json(&agent, "/api/v1/readings/9/proof");
+    let reading: locus_iot::Reading = serde_json::from_value(p["reading"].clone()).unwrap();
+    let leaf = locus_iot::Sealed { seq: 9, reading }.leaf_hash();
+    locus_iot::merkle::verify_inclusion(
+        &leaf,
+        9,
+        p["tree_size"].as_u64().unwrap(),
+        &unhex_all(&p["proof"]),
+        &unhex(&p["root"]),
+    )
+    .unwrap();
 }

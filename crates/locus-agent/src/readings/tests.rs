@@ -30,6 +30,13 @@ fn reading(thing: &str, i: u64) -> Reading {
 }
 
 async fn start(dir: &std::path::Path) -> (Readings, Store, Arc<Metrics>) {
+    start_with(dir, Default::default()).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    config: locus_core::config::ReadingsConfig,
+) -> (Readings, Store, Arc<Metrics>) {
     let store = Store::open(dir).unwrap();
     let metrics = Arc::new(Metrics::new("test").unwrap());
     let key = key();
@@ -39,6 +46,7 @@ async fn start(dir: &std::path::Path) -> (Readings, Store, Arc<Metrics>) {
         key,
         node,
         metrics: metrics.clone(),
+        config,
     })
     .await
     .unwrap();
@@ -401,4 +409,118 @@ async fn proofs_of_an_honest_log_verify() {
     assert!(matches!(e, ReadingsError::Conflict(_)), "{e}");
     let e = r.consistency(3, 21).await.unwrap_err();
     assert!(matches!(e, ReadingsError::Invalid(_)), "{e}");
+}
+
+fn retention(toml: &str) -> locus_core::config::ReadingsConfig {
+    locus_core::Config::from_toml_str(&format!("[readings]\n{toml}"))
+        .unwrap()
+        .readings
+}
+
+#[tokio::test]
+async fn retention_by_count_deletes_the_oldest_bodies_and_keeps_their_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, store, metrics) = start_with(dir.path(), retention("max_readings = 5")).await;
+    r.ingest((0..12).map(|i| reading("k", i)).collect())
+        .await
+        .unwrap();
+    r.checkpoint().await.unwrap();
+    let root = r.inner.log.read().await.checkpoint("o").root;
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 7);
+    assert_eq!(r.pruned_below(), 7);
+    assert_eq!(metrics.readings_pruned.get(), 7);
+    // The bodies are gone, the leaves and the log are not.
+    assert_eq!(
+        stored(&store).await.keys().copied().collect::<Vec<_>>(),
+        (7..12).collect::<Vec<_>>()
+    );
+    assert_eq!(store.reading_leaves().await.unwrap().len(), 12);
+    assert_eq!(r.inner.log.read().await.checkpoint("o").root, root);
+    // What needs a pruned body says which.
+    let e = r.bundle(0..12).await.unwrap_err();
+    assert!(
+        matches!(e, ReadingsError::Pruned { first: 0, below: 7 }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("reading seq 0 was deleted by retention"),
+        "{e}"
+    );
+    let e = r.bundle(6..8).await.unwrap_err();
+    assert!(
+        matches!(e, ReadingsError::Pruned { first: 6, below: 7 }),
+        "{e}"
+    );
+    let e = r.inclusion(3, None).await.unwrap_err();
+    assert!(matches!(e, ReadingsError::Pruned { first: 3, .. }), "{e}");
+    // What is kept still exports and verifies clean.
+    let bundle = r.bundle(7..12).await.unwrap();
+    let report = locus_iot::seal::verify(&bundle, &r.verifier_key());
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let p = r.inclusion(9, None).await.unwrap();
+    let leaf = Sealed {
+        seq: 9,
+        reading: reading("k", 9),
+    }
+    .leaf_hash();
+    locus_iot::merkle::verify_inclusion(&leaf, 9, p.tree_size, &unhex_all(&p.proof), &root)
+        .unwrap();
+    // A second pass has nothing to do; a restart remembers the watermark.
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 7);
+    drop(r);
+    store.close().await.unwrap();
+    let (again, _store, _) = start_with(dir.path(), retention("max_readings = 5")).await;
+    assert_eq!(again.pruned_below(), 7);
+    assert!(again.bundle(0..3).await.is_err());
+}
+
+#[tokio::test]
+async fn retention_by_age_counts_from_when_the_node_accepted_a_reading() {
+    use locus_iot::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let config = retention("retention_days = 1\nmax_readings = 0");
+    let (r, store, _) = start_with(dir.path(), config).await;
+    let now = crate::unix_ms();
+    let day = 86_400_000;
+    // Readings 0..4 were in a checkpoint signed two days ago (whatever
+    // their own timestamps say); 4..6 in one signed an hour ago.
+    r.ingest((0..4).map(|i| reading("a", i)).collect())
+        .await
+        .unwrap();
+    let origin = r.inner.origin.clone();
+    let sign = |size: u64| {
+        let log = r.inner.log.clone();
+        let origin = origin.clone();
+        let key = key();
+        async move {
+            let cp = log.read().await.checkpoint_at(&origin, size).unwrap();
+            checkpoint::sign(&cp, &origin, &key).unwrap()
+        }
+    };
+    store
+        .put_checkpoint(4, sign(4).await, now - 2 * day)
+        .await
+        .unwrap();
+    r.ingest((4..6).map(|i| reading("a", i)).collect())
+        .await
+        .unwrap();
+    store
+        .put_checkpoint(6, sign(6).await, now - day / 24)
+        .await
+        .unwrap();
+    assert_eq!(r.prune(now).await.unwrap(), 4);
+    assert_eq!(stored(&store).await.len(), 2);
+    // A day later the second checkpoint is old enough too.
+    assert_eq!(r.prune(now + day).await.unwrap(), 6);
+    // Forever keeps everything.
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _store, _) = start_with(
+        dir.path(),
+        retention("retention_days = 0\nmax_readings = 0"),
+    )
+    .await;
+    r.ingest(vec![reading("a", 0)]).await.unwrap();
+    r.checkpoint().await.unwrap();
+    assert_eq!(r.prune(now + 1000 * day).await.unwrap(), 0);
 }
