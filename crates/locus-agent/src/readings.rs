@@ -21,6 +21,7 @@
 //! only after its commit. See [`ingest`] for what a failed commit does.
 
 pub mod edgex;
+pub mod export;
 pub mod ingest;
 pub mod retention;
 #[cfg(test)]
@@ -166,11 +167,16 @@ fn hexes(hashes: &[locus_iot::Hash]) -> Vec<String> {
 struct Inner {
     store: Store,
     key: SigningKey,
+    node: NodeId,
     origin: String,
     /// The seal log; only the writer task appends to it, after each commit.
     log: Arc<RwLock<SealLog>>,
     /// Requests for the writer task.
     queue: mpsc::Sender<Request>,
+    /// Woken by the writer after each commit.
+    grown: Arc<Notify>,
+    /// Where readings are exported, if anywhere.
+    export: Option<locus_core::config::ExportUrl>,
     /// Bodies below this seq were deleted by retention (announced before
     /// the deletion, see `retention`).
     pruned_below: std::sync::atomic::AtomicU64,
@@ -233,9 +239,12 @@ impl Readings {
             inner: Arc::new(Inner {
                 store,
                 key,
+                node,
                 origin: format!("locus/{node}"),
                 log,
                 queue,
+                grown,
+                export: config.export_url.clone(),
                 pruned_below: pruned_below.into(),
                 policy: retention::Policy::from_config(&config),
                 metrics,
@@ -251,8 +260,11 @@ impl Readings {
                 }
             }
         });
-        let retention = tokio::spawn(retention::run(r.clone()));
-        Ok((r, vec![checkpoints, retention]))
+        let mut loops = vec![checkpoints, tokio::spawn(retention::run(r.clone()))];
+        if let Some(url) = config.export_url {
+            loops.push(tokio::spawn(export::run(r.clone(), url)));
+        }
+        Ok((r, loops))
     }
 
     /// The node's verifier key for its checkpoints.

@@ -52,7 +52,10 @@ fn api_error(e: WorkloadError) -> ApiError {
 
 /// Read a JSON body into `T`, naming the field path of an error; floats
 /// without a fraction count as integers (as JSON Schema says).
-fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], code: &str) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    code: &str,
+) -> Result<T, ApiError> {
     // serde would also read a struct from an array of its fields.
     if serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| !v.is_object()) {
         return Err(ApiError::new(

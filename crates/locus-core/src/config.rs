@@ -54,7 +54,7 @@ pub struct Config {
     /// Artifact store settings.
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
-    /// Readings: retention.
+    /// Readings: retention and export to a parent node.
     #[serde(default)]
     pub readings: ReadingsConfig,
 }
@@ -293,11 +293,12 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 /// Default of `[readings] max_readings`.
 pub const DEFAULT_MAX_READINGS: u64 = 10_000_000;
 
-/// Readings: how long their bodies are kept.
+/// Readings: how long their bodies are kept, and where they are exported.
 ///
 /// Retention deletes the bodies of the oldest readings (by seq, the order
 /// the node accepted them in) but never their leaves, so the seal log, its
-/// checkpoints and the proofs of the readings kept stay valid.
+/// checkpoints and the proofs of the readings kept stay valid; a reading not
+/// yet acknowledged by the parent of `export_url` is never deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadingsConfig {
@@ -309,6 +310,10 @@ pub struct ReadingsConfig {
     /// default 10000000; 0: no limit).
     #[serde(default = "default_max_readings")]
     pub max_readings: MaxReadings,
+    /// The API of a parent node (`http://HOST:PORT`) this node sends every
+    /// reading to, in order, at least once; none by default.
+    #[serde(default)]
+    pub export_url: Option<ExportUrl>,
 }
 
 impl Default for ReadingsConfig {
@@ -316,6 +321,7 @@ impl Default for ReadingsConfig {
         ReadingsConfig {
             retention_days: default_retention_days(),
             max_readings: default_max_readings(),
+            export_url: None,
         }
     }
 }
@@ -541,6 +547,62 @@ validated!(
     check = |v| if *v <= 1_000_000_000_000 { Ok(()) } else { Err(format!("max_readings {v} is out of range 0..=1000000000000 (0 means no limit)")) }
 );
 
+validated!(
+    /// The base URL of a parent node's API: `http://HOST[:PORT][/PATH]`,
+    /// without a query or fragment; kept without a trailing `/`.
+    ExportUrl(String, "String"), schema = String,
+    check = |v| check_export_url(v)
+);
+
+impl ExportUrl {
+    /// The URL of `path` (which starts with `/`) on the parent.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0.trim_end_matches('/'))
+    }
+}
+
+fn check_export_url(v: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("export_url {v:?} {why}"));
+    let Some(rest) = v.strip_prefix("http://") else {
+        return bad(
+            "must start with http:// (the API of a parent node, e.g. http://10.0.0.1:7400)",
+        );
+    };
+    if v.len() > 2048 {
+        return bad("is longer than 2048 characters");
+    }
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains a space or a control character");
+    }
+    if v.contains(['?', '#']) {
+        return bad("must not have a query or fragment");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return bad("must not hold credentials");
+    }
+    let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+        match h.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return bad("has an unclosed '[' in its host"),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    if let Some(p) = port
+        && !matches!(p.parse::<u16>(), Ok(1..))
+    {
+        return bad("has an invalid port (1..=65535)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,16 +714,46 @@ refresh_secs = 10
         let c = Config::from_toml_str("").unwrap();
         assert_eq!(*c.readings.retention_days.get(), DEFAULT_RETENTION_DAYS);
         assert_eq!(*c.readings.max_readings.get(), DEFAULT_MAX_READINGS);
-        let c =
-            Config::from_toml_str("[readings]\nretention_days = 0\nmax_readings = 5\n").unwrap();
+        assert_eq!(c.readings.export_url, None);
+        let c = Config::from_toml_str(
+            "[readings]\nretention_days = 0\nmax_readings = 5\nexport_url = \"http://10.0.0.1:7400/\"\n",
+        )
+        .unwrap();
         assert_eq!(*c.readings.retention_days.get(), 0);
         assert_eq!(*c.readings.max_readings.get(), 5);
+        let url = c.readings.export_url.unwrap();
+        assert_eq!(
+            url.join("/api/v1/readings/import"),
+            "http://10.0.0.1:7400/api/v1/readings/import"
+        );
         let err = Config::from_toml_str("[readings]\nretention_days = 40000\n").unwrap_err();
         assert_eq!(err.path, "readings.retention_days");
         assert_eq!(err.line, Some(2));
         assert!(err.message.contains("0..=36500"), "{err}");
         let err = Config::from_toml_str("[readings]\nmax_readings = -1\n").unwrap_err();
         assert_eq!(err.path, "readings.max_readings");
+        for bad in [
+            "https://a:1",
+            "10.0.0.1:7400",
+            "http://",
+            "http://a:0",
+            "http://a:99999",
+            "http://a b",
+            "http://u:p@a",
+            "http://a/?x=1",
+        ] {
+            let err = Config::from_toml_str(&format!("[readings]\nexport_url = {bad:?}\n"))
+                .expect_err(bad);
+            assert_eq!(err.path, "readings.export_url", "{bad}");
+            assert!(err.message.contains("export_url"), "{err}");
+        }
+        for good in [
+            "http://a",
+            "http://[::1]:7400",
+            "http://parent.example:80/edge",
+        ] {
+            Config::from_toml_str(&format!("[readings]\nexport_url = {good:?}\n")).expect(good);
+        }
     }
 
     proptest! {

@@ -120,12 +120,6 @@ impl Readings {
         );
         Ok(at)
     }
-
-    /// The first seq a parent has not acknowledged, when readings are
-    /// exported (retention keeps it and everything after).
-    pub(crate) async fn export_floor(&self) -> Result<Option<u64>, ReadingsError> {
-        Ok(None)
-    }
 }
 
 /// Run a retention pass now and every [`RETENTION_EVERY`].

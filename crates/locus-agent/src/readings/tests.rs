@@ -193,23 +193,26 @@ async fn callers_waiting_during_a_commit_share_the_next_one() {
     // Hold the log: the writer takes its first request and waits; every
     // other caller queues meanwhile.
     let held = r.inner.log.clone().write_owned().await;
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for c in 0..100u64 {
-        let r = r.clone();
+        let (r, started) = (r.clone(), started.clone());
         tasks.push(tokio::spawn(async move {
             let batch = vec![reading("q", c)];
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             (r.ingest(batch.clone()).await.unwrap(), batch)
         }));
     }
-    let queue = r.inner.queue.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while queue.max_capacity() - queue.capacity() < 99 {
+    while started.load(std::sync::atomic::Ordering::SeqCst) < 100 {
         assert!(
             std::time::Instant::now() < deadline,
-            "callers did not queue"
+            "callers did not start"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Queuing is immediate once started (the queue has room).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     drop(held);
     let mut acked = Vec::new();
     for t in tasks {
@@ -523,4 +526,202 @@ async fn retention_by_age_counts_from_when_the_node_accepted_a_reading() {
     r.ingest(vec![reading("a", 0)]).await.unwrap();
     r.checkpoint().await.unwrap();
     assert_eq!(r.prune(now + 1000 * day).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn imports_are_checked_and_stored_once_per_origin_and_seq() {
+    use locus_iot::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, _store, metrics) = start(dir.path()).await;
+    let child_key = SigningKey::from_bytes(&[9; 32]);
+    let child = NodeId::from_public_key(&child_key.verifying_key()).to_string();
+    let vk =
+        checkpoint::verifier_key(&format!("locus/{child}"), &child_key.verifying_key()).unwrap();
+    let r = |i| reading("c", i);
+
+    let out = parent
+        .import(&child, &vk, vec![(0, r(0)), (1, r(1))])
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.duplicates), (2, 0));
+    // A resent batch: what is there already is a duplicate, the rest new.
+    let out = parent
+        .import(&child, &vk, vec![(1, r(1)), (2, r(2))])
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.duplicates), (1, 1));
+    // Another body at a stored seq: the first is kept.
+    let out = parent.import(&child, &vk, vec![(2, r(99))]).await.unwrap();
+    assert_eq!(out.conflicting, vec![2]);
+    let got = parent.imported(&child, 0, 100).await.unwrap().unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|v| (v.seq, v.reading.clone()))
+            .collect::<Vec<_>>(),
+        vec![(0, r(0)), (1, r(1)), (2, r(2))]
+    );
+    let origins = parent.import_origins().await.unwrap();
+    assert_eq!(origins.len(), 1);
+    assert_eq!((origins[0].count, origins[0].next_seq), (3, 3));
+    assert_eq!(origins[0].verifier_key, vk);
+    assert_eq!(
+        metrics
+            .readings_imported
+            .with_label_values(&["duplicate"])
+            .get(),
+        1
+    );
+
+    // An origin and a key that do not belong together, the node itself,
+    // and something that is not a node id are refused.
+    let other = SigningKey::from_bytes(&[10; 32]);
+    let other_vk =
+        checkpoint::verifier_key(&format!("locus/{child}"), &other.verifying_key()).unwrap();
+    for (origin, key, says) in [
+        (child.as_str(), other_vk.as_str(), "is not the key of node"),
+        ("not-a-node", vk.as_str(), "is not a node id"),
+        (
+            &*parent.inner.node.to_string(),
+            &*parent.verifier_key(),
+            "does not import its own readings",
+        ),
+    ] {
+        let e = parent
+            .import(origin, key, vec![(5, r(5))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ReadingsError::Conflict(_)), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert!(
+        parent
+            .imported("00000000000000000000", 0, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A parent that records the seqs of every import it receives and
+/// answers the first `fail_first` of them 503.
+struct FakeParent {
+    url: String,
+    received: Arc<std::sync::Mutex<Vec<Vec<u64>>>>,
+}
+
+async fn fake_parent(fail_first: usize) -> FakeParent {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received: Arc<std::sync::Mutex<Vec<Vec<u64>>>> = Arc::default();
+    let log = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                    buf.drain(..end + 4 + len);
+                    let seqs: Vec<u64> = body["readings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["seq"].as_u64().unwrap())
+                        .collect();
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(seqs);
+                        log.len()
+                    };
+                    let answer: &[u8] = if n <= fail_first {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                    };
+                    if sock.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FakeParent { url, received }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_sent_again_until_acknowledged_and_resumes_from_its_cursor() {
+    let parent = fake_parent(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = retention(&format!(
+        "max_readings = 2\nexport_url = \"{}\"",
+        parent.url
+    ));
+    let (r, store, metrics) = start_with(dir.path(), config.clone()).await;
+    r.ingest((0..10).map(|i| reading("x", i)).collect())
+        .await
+        .unwrap();
+    // Refused twice: nothing acknowledged, so retention keeps everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while parent.received.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no export attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 0);
+    assert_eq!(stored(&store).await.len(), 10);
+    // Then acknowledged: the cursor is durable, retention may go up to it.
+    let target = parent.url.clone();
+    while store.export_cursor(target.clone()).await.unwrap() != Some(10) {
+        assert!(std::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.readings_export_failures.get() >= 2);
+    assert_eq!(metrics.readings_exported.get(), 10);
+    assert_eq!(
+        parent.received.lock().unwrap().clone(),
+        vec![(0..10).collect::<Vec<_>>(); 3],
+        "the same batch, until it was acknowledged"
+    );
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 8);
+
+    // A restart goes on from the cursor.
+    drop(r);
+    store.close().await.unwrap();
+    let (r, _store, _) = start_with(dir.path(), config).await;
+    r.ingest((10..15).map(|i| reading("x", i)).collect())
+        .await
+        .unwrap();
+    while parent.received.lock().unwrap().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing sent after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        parent.received.lock().unwrap()[3],
+        (10..15).collect::<Vec<_>>()
+    );
 }
