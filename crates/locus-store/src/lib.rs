@@ -744,18 +744,23 @@ impl Store {
     }
 
     /// Delete the bodies of readings below seq `below`, oldest first and at
-    /// most `max_rows` of them, and move the prune watermark in the same
-    /// transaction; leaves are kept. Returns the new watermark.
-    pub async fn prune_readings(&self, below: u64, max_rows: u64) -> Result<u64, StoreError> {
+    /// most `max_rows` seqs of them, and move the prune watermark in the
+    /// same transaction; leaves are kept. Returns the new watermark and the
+    /// number of bodies deleted.
+    pub async fn prune_readings(
+        &self,
+        below: u64,
+        max_rows: u64,
+    ) -> Result<(u64, u64), StoreError> {
         self.writer
             .call(move |c| {
                 let tx = c.transaction()?;
                 let from = pruned_below(&tx)?;
                 let to = below.min(from.saturating_add(max_rows));
                 if to <= from {
-                    return Ok(from);
+                    return Ok((from, 0));
                 }
-                tx.execute(
+                let deleted = tx.execute(
                     "DELETE FROM readings WHERE seq >= ?1 AND seq < ?2",
                     params![from as i64, to as i64],
                 )?;
@@ -765,7 +770,7 @@ impl Store {
                     params![PRUNED_BELOW, to as i64],
                 )?;
                 tx.commit()?;
-                Ok(to)
+                Ok((to, deleted as u64))
             })
             .await
     }

@@ -246,11 +246,11 @@ async fn pruning_deletes_bodies_oldest_first_and_keeps_leaves() {
         .unwrap();
     assert_eq!(store.readings_pruned_below().await.unwrap(), 0);
     // At most 3 per call, never past the target.
-    assert_eq!(store.prune_readings(5, 3).await.unwrap(), 3);
-    assert_eq!(store.prune_readings(5, 3).await.unwrap(), 5);
-    assert_eq!(store.prune_readings(5, 3).await.unwrap(), 5);
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), (3, 3));
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), (5, 2));
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), (5, 0));
     // Never backwards.
-    assert_eq!(store.prune_readings(2, 3).await.unwrap(), 5);
+    assert_eq!(store.prune_readings(2, 3).await.unwrap(), (5, 0));
     let left: Vec<u64> = store
         .readings_by_seq(0, 10)
         .await

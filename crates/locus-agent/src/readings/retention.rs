@@ -110,8 +110,8 @@ impl Readings {
         self.inner.pruned_below.store(target, Ordering::Release);
         let mut at = current;
         while at < target {
-            let next = store.prune_readings(target, PRUNE_CHUNK).await?;
-            self.inner.metrics.readings_pruned.inc_by(next - at);
+            let (next, deleted) = store.prune_readings(target, PRUNE_CHUNK).await?;
+            self.inner.metrics.readings_pruned.inc_by(deleted);
             at = next;
         }
         tracing::info!(
