@@ -1,7 +1,9 @@
-//! Readings end to end on a real agent: an EdgeX event posted with curl is
-//! stored and queryable; every acknowledged reading survives a SIGKILL
-//! under load; an exported bundle verifies with `locus verify`, and a
-//! reading altered or dropped in the store is named by it.
+//! Readings end to end on real agents: an EdgeX event posted with curl is
+//! stored and queryable, also through EdgeX's own query paths; every
+//! acknowledged reading survives a SIGKILL under load; an exported bundle
+//! verifies with `locus verify`, and a reading altered or dropped in the
+//! store is named by it; proofs verify; retention keeps the log provable;
+//! readings reach a parent node exactly once through crashes of both.
 
 mod common;
 
