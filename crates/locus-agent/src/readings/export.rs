@@ -282,7 +282,19 @@ impl Readings {
                 "readings missing from the store (deleted outside locus?) are not exported"
             );
         }
-        let rows: Vec<(u64, String)> = stored.into_iter().map(|r| (r.seq, r.body)).collect();
+        // A body that is no longer a reading (edited outside locus) would
+        // be refused by the parent forever: it is left out, and said so.
+        let rows: Vec<(u64, String)> = stored
+            .into_iter()
+            .filter(|r| match serde_json::from_str::<Reading>(&r.body) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(seq = r.seq, error = %e, "a stored reading is unreadable; not exported");
+                    false
+                }
+            })
+            .map(|r| (r.seq, r.body))
+            .collect();
         let key = self.verifier_key();
         let origin = self.inner.node.to_string();
         let (range, body) = export_batch(&origin, &key, next, end, &rows);
