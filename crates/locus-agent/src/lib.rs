@@ -268,6 +268,7 @@ impl Node {
             key: key.clone(),
             node: id,
             metrics: metrics.clone(),
+            config: settings.config.readings.clone(),
         })
         .await
         .map_err(|e| AgentError::Readings(e.to_string()))?;

@@ -65,6 +65,17 @@ pub struct Metrics {
     pub readings_batch: Histogram,
     /// Group commits the store refused (every caller of the batch got an error).
     pub readings_commit_failures: IntCounter,
+    /// Reading bodies deleted by retention.
+    pub readings_pruned: IntCounter,
+    /// Readings sealed but not yet acknowledged by the parent (the outbox).
+    pub readings_export_backlog: IntGauge,
+    /// Readings the parent acknowledged.
+    pub readings_exported: IntCounter,
+    /// Export attempts that failed (each is retried).
+    pub readings_export_failures: IntCounter,
+    /// Readings imported from child nodes, by result (stored, duplicate,
+    /// conflicting).
+    pub readings_imported: IntCounterVec,
     fabric_members: IntGaugeVec,
     fabric_counters: IntCounterVec,
     fabric_coordinate_error: prometheus::Gauge,
@@ -276,6 +287,34 @@ impl Metrics {
             "Group commits the store refused; every caller of the batch got an error.",
         )?;
         registry.register(Box::new(readings_commit_failures.clone()))?;
+        let readings_pruned = IntCounter::new(
+            "locus_readings_pruned_total",
+            "Reading bodies deleted by retention (their seal leaves stay).",
+        )?;
+        registry.register(Box::new(readings_pruned.clone()))?;
+        let readings_export_backlog = IntGauge::new(
+            "locus_readings_export_backlog",
+            "Readings sealed but not yet acknowledged by the parent node (the outbox).",
+        )?;
+        registry.register(Box::new(readings_export_backlog.clone()))?;
+        let readings_exported = IntCounter::new(
+            "locus_readings_exported_total",
+            "Readings the parent node acknowledged.",
+        )?;
+        registry.register(Box::new(readings_exported.clone()))?;
+        let readings_export_failures = IntCounter::new(
+            "locus_readings_export_failures_total",
+            "Export requests that failed; each is retried with backoff.",
+        )?;
+        registry.register(Box::new(readings_export_failures.clone()))?;
+        let readings_imported = IntCounterVec::new(
+            Opts::new(
+                "locus_readings_imported_total",
+                "Readings imported from child nodes, by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(readings_imported.clone()))?;
 
         Ok(Metrics {
             registry,
@@ -292,6 +331,11 @@ impl Metrics {
             readings_sealed,
             readings_batch,
             readings_commit_failures,
+            readings_pruned,
+            readings_export_backlog,
+            readings_exported,
+            readings_export_failures,
+            readings_imported,
             artifact_fetched_bytes,
             artifact_served_bytes,
             artifact_corrupt_chunks,

@@ -21,7 +21,9 @@
 //! only after its commit. See [`ingest`] for what a failed commit does.
 
 pub mod edgex;
+pub mod export;
 pub mod ingest;
+pub mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +71,13 @@ pub enum ReadingsError {
         "reading seq {seq} is sealed in the log but its row is missing from the store (deleted outside locus?)"
     )]
     Missing { seq: u64 },
+    /// Retention deleted the bodies of seqs below `below`; `first` is the
+    /// first of them the request needed.
+    #[error(
+        "reading seq {first} was deleted by retention (bodies of seqs below {below} are gone; \
+         their leaves stay in the log, so proofs of later readings still verify)"
+    )]
+    Pruned { first: u64, below: u64 },
     /// The batch the readings were in was not committed; nothing of it is
     /// stored (see [`ingest`] for the ambiguous case).
     #[error("the readings were not committed: {0}")]
@@ -158,11 +167,21 @@ fn hexes(hashes: &[locus_iot::Hash]) -> Vec<String> {
 struct Inner {
     store: Store,
     key: SigningKey,
+    node: NodeId,
     origin: String,
     /// The seal log; only the writer task appends to it, after each commit.
     log: Arc<RwLock<SealLog>>,
     /// Requests for the writer task.
     queue: mpsc::Sender<Request>,
+    /// Woken by the writer after each commit.
+    grown: Arc<Notify>,
+    /// Where readings are exported, if anywhere.
+    export: Option<locus_core::config::ExportUrl>,
+    /// Bodies below this seq were deleted by retention (announced before
+    /// the deletion, see `retention`).
+    pruned_below: std::sync::atomic::AtomicU64,
+    policy: retention::Policy,
+    metrics: Arc<Metrics>,
     /// EdgeX (device, resource) → (profile, value type), as last stored.
     edgex: std::sync::Mutex<std::collections::HashMap<(String, String), (String, String)>>,
 }
@@ -173,6 +192,7 @@ pub struct ReadingsSetup {
     pub key: SigningKey,
     pub node: NodeId,
     pub metrics: Arc<Metrics>,
+    pub config: locus_core::config::ReadingsConfig,
 }
 
 /// The node's readings. Cheap to clone.
@@ -193,7 +213,9 @@ impl Readings {
             key,
             node,
             metrics,
+            config,
         } = setup;
+        let pruned_below = store.readings_pruned_below().await?;
         let mut leaves = Vec::new();
         for (i, l) in store.reading_leaves().await?.into_iter().enumerate() {
             let leaf: [u8; 32] = l.try_into().map_err(|_| {
@@ -217,9 +239,15 @@ impl Readings {
             inner: Arc::new(Inner {
                 store,
                 key,
+                node,
                 origin: format!("locus/{node}"),
                 log,
                 queue,
+                grown,
+                export: config.export_url.clone(),
+                pruned_below: pruned_below.into(),
+                policy: retention::Policy::from_config(&config),
+                metrics,
                 edgex: Default::default(),
             }),
         };
@@ -232,7 +260,11 @@ impl Readings {
                 }
             }
         });
-        Ok((r, vec![checkpoints]))
+        let mut loops = vec![checkpoints, tokio::spawn(retention::run(r.clone()))];
+        if let Some(url) = config.export_url {
+            loops.push(tokio::spawn(export::run(r.clone(), url)));
+        }
+        Ok((r, loops))
     }
 
     /// The node's verifier key for its checkpoints.
@@ -357,13 +389,10 @@ impl Readings {
                 }
             },
         };
-        let row = self
-            .inner
-            .store
-            .readings_by_seq(seq, seq + 1)
-            .await?
-            .pop()
-            .ok_or(ReadingsError::Missing { seq })?;
+        self.check_not_pruned(seq, seq + 1)?;
+        let row = self.inner.store.readings_by_seq(seq, seq + 1).await?.pop();
+        self.check_not_pruned(seq, seq + 1)?;
+        let row = row.ok_or(ReadingsError::Missing { seq })?;
         let reading: Reading = serde_json::from_str(&row.body).map_err(|e| {
             ReadingsError::Invalid(format!("stored reading seq {seq} is unreadable: {e}"))
         })?;
@@ -484,6 +513,7 @@ impl Readings {
                 range.end
             )));
         }
+        self.check_not_pruned(range.start, range.end)?;
         if self.inner.store.latest_checkpoint().await?.map(|c| c.0) < Some(range.end.max(1)) {
             self.checkpoint().await?;
         }
@@ -499,6 +529,8 @@ impl Readings {
             .store
             .readings_by_seq(range.start, range.end)
             .await?;
+        // Retention may have run meanwhile: what it took is gone, not dropped.
+        self.check_not_pruned(range.start, range.end)?;
         // What is stored is exported as it is: if it was altered on disk,
         // its proof from the log will not verify, and says where.
         let mut readings = Vec::with_capacity(stored.len());

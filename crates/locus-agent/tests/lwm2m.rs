@@ -105,6 +105,7 @@ async fn fixture() -> Fixture {
         key,
         node,
         metrics: metrics.clone(),
+        config: Default::default(),
     })
     .await
     .unwrap();

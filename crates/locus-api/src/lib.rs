@@ -100,6 +100,9 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(readings::consistency))
         .routes(utoipa_axum::routes!(readings::edgex_by_time))
         .routes(utoipa_axum::routes!(readings::edgex_by_device))
+        .routes(utoipa_axum::routes!(readings::import))
+        .routes(utoipa_axum::routes!(readings::import_origins))
+        .routes(utoipa_axum::routes!(readings::imported))
 }
 
 /// The OpenAPI document of this API.

@@ -8,10 +8,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
 use locus_agent::readings::edgex::{EDGEX_DEFAULT_LIMIT, EDGEX_MAX_LIMIT, MultiReadingsResponse};
+use locus_agent::readings::export::{ImportOriginView, ImportResult, MAX_IMPORT};
 use locus_agent::readings::{
     CheckpointView, ConsistencyProof, InclusionProof, MAX_BUNDLE, MAX_QUERY, ReadingView,
     ReadingsError,
@@ -32,6 +33,11 @@ fn api_error(e: ReadingsError) -> ApiError {
         }
         ReadingsError::Conflict(_) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        ReadingsError::Pruned { first, below } => {
+            ApiError::new(StatusCode::GONE, "pruned", e.to_string()).with_details(
+                serde_json::json!({ "first_pruned_seq": first, "pruned_below": below }),
+            )
         }
         ReadingsError::Store(_) | ReadingsError::Sign(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
@@ -202,6 +208,21 @@ fn default_limit() -> u32 {
     1000
 }
 
+/// The header that tells a query's reader that retention deleted the
+/// bodies of the seqs below it (absent when it deleted none).
+pub(crate) const PRUNED_BELOW_HEADER: &str = "locus-pruned-below";
+
+/// `body`, with [`PRUNED_BELOW_HEADER`] when retention deleted anything.
+fn with_pruned(node: &Node, body: impl IntoResponse) -> Response {
+    let mut r = body.into_response();
+    let below = node.readings().pruned_below();
+    if below > 0 {
+        r.headers_mut()
+            .insert(PRUNED_BELOW_HEADER, HeaderValue::from(below));
+    }
+    r
+}
+
 /// Stored readings, by thing and time range, oldest first.
 #[utoipa::path(
     get,
@@ -210,14 +231,15 @@ fn default_limit() -> u32 {
     tag = "readings",
     params(ReadingsQuery),
     responses(
-        (status = 200, description = "Readings with their seq in the seal log", body = Vec<ReadingView>),
+        (status = 200, description = "Readings with their seq in the seal log", body = Vec<ReadingView>,
+            headers(("locus-pruned-below" = u64, description = "Retention deleted the bodies of every seq below this one; they are not in any answer"))),
         (status = 400, description = "Bad query", body = ErrorBody),
     )
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
     query: Result<Query<ReadingsQuery>, QueryRejection>,
-) -> Result<Json<Vec<ReadingView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     if q.limit == 0 || q.limit > MAX_QUERY {
         return Err(ApiError::new(
@@ -226,11 +248,12 @@ pub(crate) async fn list(
             format!("limit {} is out of range 1..={MAX_QUERY}", q.limit),
         ));
     }
-    node.readings()
+    let found = node
+        .readings()
         .query(q.thing, q.from_ms, q.to_ms, q.limit)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(with_pruned(&node, Json(found)))
 }
 
 /// The newest signed checkpoint of the seal log, and the node's verifier
@@ -274,6 +297,7 @@ pub(crate) struct BundleQuery {
         (status = 200, description = "The bundle (JSON)", body = Object),
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 404, description = "Those readings are not sealed (yet)", body = ErrorBody),
+        (status = 410, description = "Retention deleted some of those readings; `details.first_pruned_seq` names the first", body = ErrorBody),
     )
 )]
 pub(crate) async fn bundle(
@@ -335,6 +359,7 @@ pub(crate) struct ProofQuery {
         (status = 400, description = "A seq or size that is not a number", body = ErrorBody),
         (status = 404, description = "The seq or the size is beyond the sealed log, or the reading's row is missing", body = ErrorBody),
         (status = 409, description = "The seq is not in the tree of that size", body = ErrorBody),
+        (status = 410, description = "Retention deleted the reading (its leaf stays in the log)", body = ErrorBody),
     )
 )]
 pub(crate) async fn proof(
@@ -444,7 +469,8 @@ impl EdgexPage {
         EdgexPage,
     ),
     responses(
-        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse),
+        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse,
+            headers(("locus-pruned-below" = u64, description = "Retention deleted the bodies of every seq below this one; they are not in any answer"))),
         (status = 400, description = "Bad path or query", body = ErrorBody),
     )
 )]
@@ -452,15 +478,16 @@ pub(crate) async fn edgex_by_time(
     State(node): State<Arc<Node>>,
     path: Result<Path<(String, i64, i64)>, PathRejection>,
     query: Result<Query<EdgexPage>, QueryRejection>,
-) -> Result<Json<MultiReadingsResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path((name, start, end)) = path.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
     let (offset, limit) = (q.offset()?, q.limit()?);
-    node.readings()
+    let found = node
+        .readings()
         .edgex_readings(name, start, end, offset, limit)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(with_pruned(&node, Json(found)))
 }
 
 /// EdgeX core-data: the newest readings of a device.
@@ -474,7 +501,8 @@ pub(crate) async fn edgex_by_time(
         EdgexPage,
     ),
     responses(
-        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse),
+        (status = 200, description = "EdgeX MultiReadingsResponse", body = MultiReadingsResponse,
+            headers(("locus-pruned-below" = u64, description = "Retention deleted the bodies of every seq below this one; they are not in any answer"))),
         (status = 400, description = "Bad query", body = ErrorBody),
     )
 )]
@@ -482,12 +510,261 @@ pub(crate) async fn edgex_by_device(
     State(node): State<Arc<Node>>,
     Path(name): Path<String>,
     query: Result<Query<EdgexPage>, QueryRejection>,
-) -> Result<Json<MultiReadingsResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     let (offset, limit) = (q.offset()?, q.limit()?);
-    node.readings()
+    let found = node
+        .readings()
         .edgex_readings(name, i64::MIN, i64::MAX, offset, limit)
+        .await
+        .map_err(api_error)?;
+    Ok(with_pruned(&node, Json(found)))
+}
+
+/// A reading as a child node exports it (the JSON shape of a reading).
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ImportedReading {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    thing: String,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    resource: String,
+    value: ImportedValue,
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    #[serde(default)]
+    unit: Option<String>,
+    /// Unix milliseconds.
+    time_ms: i64,
+}
+
+/// A reading's value: exactly one of the four kinds.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1)]
+pub(crate) struct ImportedValue {
+    #[schema(nullable = false)]
+    number: Option<f64>,
+    #[schema(nullable = false, max_length = 65536)]
+    string: Option<String>,
+    #[schema(nullable = false)]
+    bool: Option<bool>,
+    /// Base64 (standard alphabet, padded).
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9+/]*={0,2}$")]
+    data: Option<String>,
+}
+
+/// One sealed reading of the child.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ImportedEntry {
+    /// Its seq in the child's seal log.
+    seq: u64,
+    reading: ImportedReading,
+}
+
+/// What a child node exports: its id, its verifier key and sealed readings.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ImportRequest {
+    /// The child's node id.
+    #[schema(pattern = "^[0-9a-f]{20}$")]
+    origin: String,
+    /// The child's verifier key (`locus/<origin>+KEYID+BASE64`).
+    #[schema(max_length = 512)]
+    verifier_key: String,
+    #[schema(max_items = 1000)]
+    readings: Vec<ImportedEntry>,
+}
+
+/// Why an imported entry is refused: its shape (400) or its content (409).
+enum EntryError {
+    Shape(String),
+    Invalid(String),
+}
+use EntryError::{Invalid, Shape};
+
+impl ImportedEntry {
+    fn into_reading(self) -> Result<(u64, locus_iot::Reading), EntryError> {
+        use base64::Engine;
+        let r = self.reading;
+        let value = match r.value {
+            ImportedValue {
+                number: Some(x),
+                string: None,
+                bool: None,
+                data: None,
+            } => locus_iot::Value::Number(x),
+            ImportedValue {
+                number: None,
+                string: Some(v),
+                bool: None,
+                data: None,
+            } => locus_iot::Value::String(v),
+            ImportedValue {
+                number: None,
+                string: None,
+                bool: Some(b),
+                data: None,
+            } => locus_iot::Value::Bool(b),
+            ImportedValue {
+                number: None,
+                string: None,
+                bool: None,
+                data: Some(d),
+            } => locus_iot::Value::Data(
+                base64::engine::general_purpose::STANDARD
+                    .decode(d)
+                    .map_err(|e| Invalid(format!("value.data is not base64: {e}")))?,
+            ),
+            _ => {
+                return Err(Shape(
+                    "value must hold exactly one of number, string, bool, data".into(),
+                ));
+            }
+        };
+        locus_iot::Reading::new(r.thing, r.resource, value, r.unit, r.time_ms)
+            .map(|reading| (self.seq, reading))
+            .map_err(|e| Invalid(e.to_string()))
+    }
+}
+
+/// Node to node: store the sealed readings a child node exports (its
+/// `[readings] export_url` points here). Durable before the answer, and
+/// stored once per (origin, seq): a batch sent again is answered 200 with
+/// its readings counted as duplicates.
+#[utoipa::path(
+    post,
+    path = "/api/v1/readings/import",
+    operation_id = "import_readings",
+    tag = "readings",
+    request_body(content = ImportRequest, description = "Sealed readings of a child node"),
+    responses(
+        (status = 200, description = "Stored (or already stored)", body = ImportResult),
+        (status = 400, description = "Not an import request; `message` names the field", body = ErrorBody),
+        (status = 409, description = "The verifier key is not the origin's, the origin is this node, or a reading is not valid", body = ErrorBody),
+        (status = 503, description = "The store did not commit; nothing of the batch is stored, retry", body = ErrorBody),
+    )
+)]
+pub(crate) async fn import(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Json<ImportResult>, ApiError> {
+    let req: ImportRequest = crate::workloads::json_body(&body, "invalid_import")?;
+    if req.readings.len() > MAX_IMPORT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_import",
+            format!(
+                "{} readings in one import; the limit is {MAX_IMPORT}",
+                req.readings.len()
+            ),
+        ));
+    }
+    let mut readings = Vec::with_capacity(req.readings.len());
+    for (i, entry) in req.readings.into_iter().enumerate() {
+        readings.push(entry.into_reading().map_err(|e| {
+            let (status, code, why) = match e {
+                Shape(why) => (StatusCode::BAD_REQUEST, "invalid_import", why),
+                Invalid(why) => (StatusCode::CONFLICT, "invalid_reading", why),
+            };
+            ApiError::new(status, code, format!("readings[{i}]: {why}"))
+                .with_details(serde_json::json!({ "path": format!("readings[{i}]") }))
+        })?);
+    }
+    node.readings()
+        .import(&req.origin, &req.verifier_key, readings)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            ReadingsError::Store(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_committed",
+                e.to_string(),
+            ),
+            e => api_error(e),
+        })
+}
+
+/// Child nodes whose readings were imported here.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/imports",
+    operation_id = "list_import_origins",
+    tag = "readings",
+    responses((status = 200, description = "Every origin with its count and next seq", body = Vec<ImportOriginView>))
+)]
+pub(crate) async fn import_origins(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<Vec<ImportOriginView>>, ApiError> {
+    node.readings()
+        .import_origins()
         .await
         .map(Json)
         .map_err(api_error)
+}
+
+/// A page of imported readings.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ImportedQuery {
+    /// From this seq of the child's log.
+    #[serde(default)]
+    start: u64,
+    /// Most readings returned (1–10000, default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+/// Readings imported from one child node, in its seq order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/readings/imports/{origin}",
+    operation_id = "list_imported_readings",
+    tag = "readings",
+    params(
+        ("origin" = String, Path, description = "The child's node id", pattern = "^[0-9a-f]{20}$"),
+        ImportedQuery,
+    ),
+    responses(
+        (status = 200, description = "Readings with their seq in the child's log", body = Vec<ReadingView>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 404, description = "Nothing was imported from that node", body = ErrorBody),
+    )
+)]
+pub(crate) async fn imported(
+    State(node): State<Arc<Node>>,
+    Path(origin): Path<String>,
+    query: Result<Query<ImportedQuery>, QueryRejection>,
+) -> Result<Json<Vec<ReadingView>>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    if q.limit == 0 || q.limit > MAX_QUERY {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit {} is out of range 1..={MAX_QUERY}", q.limit),
+        ));
+    }
+    node.readings()
+        .imported(&origin, q.start, q.limit)
+        .await
+        .map_err(api_error)?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_imports",
+                format!("nothing was imported from node {origin}"),
+            )
+            .with_details(serde_json::json!({ "origin": origin }))
+        })
 }

@@ -57,6 +57,9 @@ pub struct Config {
     /// Device servers.
     #[serde(default)]
     pub things: ThingsConfig,
+    /// Readings: retention and export to a parent node.
+    #[serde(default)]
+    pub readings: ReadingsConfig,
 }
 
 /// A configuration error, located in the source text.
@@ -474,6 +477,52 @@ fn default_budget() -> DiskBudgetMb {
     DiskBudgetMb(10_240)
 }
 
+/// Default of `[readings] retention_days`.
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Default of `[readings] max_readings`.
+pub const DEFAULT_MAX_READINGS: u64 = 10_000_000;
+
+/// Readings: how long their bodies are kept, and where they are exported.
+///
+/// Retention deletes the bodies of the oldest readings (by seq, the order
+/// the node accepted them in) but never their leaves, so the seal log, its
+/// checkpoints and the proofs of the readings kept stay valid; a reading not
+/// yet acknowledged by the parent of `export_url` is never deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingsConfig {
+    /// Days a reading's body is kept after the node accepted it (0..=36500,
+    /// default 30; 0 keeps them forever).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: RetentionDays,
+    /// Most reading bodies kept; past it the oldest go first (0..=10^12,
+    /// default 10000000; 0: no limit).
+    #[serde(default = "default_max_readings")]
+    pub max_readings: MaxReadings,
+    /// The API of a parent node (`http://HOST:PORT`) this node sends every
+    /// reading to, in order, at least once; none by default.
+    #[serde(default)]
+    pub export_url: Option<ExportUrl>,
+}
+
+impl Default for ReadingsConfig {
+    fn default() -> Self {
+        ReadingsConfig {
+            retention_days: default_retention_days(),
+            max_readings: default_max_readings(),
+            export_url: None,
+        }
+    }
+}
+
+fn default_retention_days() -> RetentionDays {
+    RetentionDays(DEFAULT_RETENTION_DAYS)
+}
+
+fn default_max_readings() -> MaxReadings {
+    MaxReadings(DEFAULT_MAX_READINGS)
+}
+
 /// Declares a newtype over `$raw` whose values pass `$check`; serde reads
 /// it through `try_from`, so an invalid value fails where it stands.
 macro_rules! validated {
@@ -675,6 +724,74 @@ validated!(
     check = |v| if (1..=16_777_216).contains(v) { Ok(()) } else { Err(format!("disk_budget_mb {v} is out of range 1..=16777216")) }
 );
 
+validated!(
+    /// Days a reading is kept, 0..=36500 (0: forever).
+    RetentionDays(u32, "u32"), schema = u32,
+    check = |v| if *v <= 36_500 { Ok(()) } else { Err(format!("retention_days {v} is out of range 0..=36500 (0 keeps readings forever)")) }
+);
+
+validated!(
+    /// Most readings kept, 0..=10^12 (0: no limit).
+    MaxReadings(u64, "u64"), schema = u64,
+    check = |v| if *v <= 1_000_000_000_000 { Ok(()) } else { Err(format!("max_readings {v} is out of range 0..=1000000000000 (0 means no limit)")) }
+);
+
+validated!(
+    /// The base URL of a parent node's API: `http://HOST[:PORT][/PATH]`,
+    /// without a query or fragment; kept without a trailing `/`.
+    ExportUrl(String, "String"), schema = String,
+    check = |v| check_export_url(v)
+);
+
+impl ExportUrl {
+    /// The URL of `path` (which starts with `/`) on the parent.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0.trim_end_matches('/'))
+    }
+}
+
+fn check_export_url(v: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("export_url {v:?} {why}"));
+    let Some(rest) = v.strip_prefix("http://") else {
+        return bad(
+            "must start with http:// (the API of a parent node, e.g. http://10.0.0.1:7400)",
+        );
+    };
+    if v.len() > 2048 {
+        return bad("is longer than 2048 characters");
+    }
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains a space or a control character");
+    }
+    if v.contains(['?', '#']) {
+        return bad("must not have a query or fragment");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return bad("must not hold credentials");
+    }
+    let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+        match h.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return bad("has an unclosed '[' in its host"),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return bad("has no host");
+    }
+    if let Some(p) = port
+        && !matches!(p.parse::<u16>(), Ok(1..))
+    {
+        return bad("has an invalid port (1..=65535)");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,6 +896,53 @@ refresh_secs = 10
         assert_eq!(err.line, Some(2));
         let err = Config::from_toml_str("[inventory]\nrefresh_secs = 0\n").expect_err("range");
         assert!(err.message.contains("1..=86400"), "{err}");
+    }
+
+    #[test]
+    fn readings_section_has_defaults_and_checked_values() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(*c.readings.retention_days.get(), DEFAULT_RETENTION_DAYS);
+        assert_eq!(*c.readings.max_readings.get(), DEFAULT_MAX_READINGS);
+        assert_eq!(c.readings.export_url, None);
+        let c = Config::from_toml_str(
+            "[readings]\nretention_days = 0\nmax_readings = 5\nexport_url = \"http://10.0.0.1:7400/\"\n",
+        )
+        .unwrap();
+        assert_eq!(*c.readings.retention_days.get(), 0);
+        assert_eq!(*c.readings.max_readings.get(), 5);
+        let url = c.readings.export_url.unwrap();
+        assert_eq!(
+            url.join("/api/v1/readings/import"),
+            "http://10.0.0.1:7400/api/v1/readings/import"
+        );
+        let err = Config::from_toml_str("[readings]\nretention_days = 40000\n").unwrap_err();
+        assert_eq!(err.path, "readings.retention_days");
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("0..=36500"), "{err}");
+        let err = Config::from_toml_str("[readings]\nmax_readings = -1\n").unwrap_err();
+        assert_eq!(err.path, "readings.max_readings");
+        for bad in [
+            "https://a:1",
+            "10.0.0.1:7400",
+            "http://",
+            "http://a:0",
+            "http://a:99999",
+            "http://a b",
+            "http://u:p@a",
+            "http://a/?x=1",
+        ] {
+            let err = Config::from_toml_str(&format!("[readings]\nexport_url = {bad:?}\n"))
+                .expect_err(bad);
+            assert_eq!(err.path, "readings.export_url", "{bad}");
+            assert!(err.message.contains("export_url"), "{err}");
+        }
+        for good in [
+            "http://a",
+            "http://[::1]:7400",
+            "http://parent.example:80/edge",
+        ] {
+            Config::from_toml_str(&format!("[readings]\nexport_url = {good:?}\n")).expect(good);
+        }
     }
 
     proptest! {

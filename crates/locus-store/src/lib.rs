@@ -113,6 +113,38 @@ pub struct StoredReading {
     pub leaf: Vec<u8>,
 }
 
+/// A reading a child node exported here: its seq in the child's seal log
+/// and its JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedReading {
+    pub seq: u64,
+    pub body: String,
+}
+
+/// What one import stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Readings stored now.
+    pub stored: u64,
+    /// Readings already stored with the same body (a resent batch).
+    pub duplicates: u64,
+    /// Seqs already stored with another body; the first body is kept.
+    pub conflicting: Vec<u64>,
+}
+
+/// A child node whose readings were imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOrigin {
+    /// The child's node id.
+    pub origin: String,
+    /// The key its seal log is signed with.
+    pub verifier_key: String,
+    /// Readings stored.
+    pub count: u64,
+    /// One past the highest seq stored (0 when none).
+    pub next_seq: u64,
+}
+
 /// The EdgeX profile and value type last posted for a device's resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgexResource {
@@ -121,6 +153,9 @@ pub struct EdgexResource {
     pub profile: String,
     pub value_type: String,
 }
+
+/// The key of the prune watermark in `readings_state`.
+const PRUNED_BELOW: &str = "pruned_below";
 
 /// The columns [`reading_row`] reads, readings joined with their leaves.
 const READING_SELECT: &str = "SELECT r.seq, r.thing, r.resource, r.time_ms, r.body, l.leaf
@@ -571,6 +606,139 @@ impl Store {
             .await
     }
 
+    /// The export cursor of `target`: the seqs below it were acknowledged
+    /// by that parent. `None` before the first export there.
+    pub async fn export_cursor(&self, target: String) -> Result<Option<u64>, StoreError> {
+        self.writer
+            .call(move |c| {
+                Ok(c.query_row(
+                    "SELECT next FROM export_cursors WHERE target = ?1",
+                    params![target],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(|n| n as u64))
+            })
+            .await
+    }
+
+    /// Move the export cursor of `target` to `next` (never backwards);
+    /// acknowledged once committed.
+    pub async fn set_export_cursor(
+        &self,
+        target: String,
+        next: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO export_cursors (target, next, updated_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(target) DO UPDATE SET next = MAX(next, ?2), updated_at_ms = ?3",
+                    params![target, next as i64, now_ms as i64],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Store readings a child node exported, in one transaction, each
+    /// (origin, seq) at most once: a resent reading is counted as a
+    /// duplicate (or a conflict when its body differs) and the stored one
+    /// kept. Acknowledged once committed.
+    pub async fn import_readings(
+        &self,
+        origin: String,
+        verifier_key: String,
+        rows: Vec<ImportedReading>,
+        now_ms: u64,
+    ) -> Result<ImportOutcome, StoreError> {
+        self.writer
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let mut out = ImportOutcome::default();
+                tx.execute(
+                    "INSERT INTO import_origins (origin, verifier_key, first_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(origin) DO NOTHING",
+                    params![origin, verifier_key, now_ms as i64],
+                )?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO imports (origin, seq, body, imported_at_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(origin, seq) DO NOTHING",
+                    )?;
+                    let mut stored = tx.prepare_cached(
+                        "SELECT body FROM imports WHERE origin = ?1 AND seq = ?2",
+                    )?;
+                    for r in &rows {
+                        if insert.execute(params![origin, r.seq as i64, r.body, now_ms as i64])? == 1 {
+                            out.stored += 1;
+                            continue;
+                        }
+                        let body: String =
+                            stored.query_row(params![origin, r.seq as i64], |x| x.get(0))?;
+                        if body == r.body {
+                            out.duplicates += 1;
+                        } else {
+                            out.conflicting.push(r.seq);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Every child node with imported readings, by origin.
+    pub async fn import_origins(&self) -> Result<Vec<ImportOrigin>, StoreError> {
+        self.writer
+            .call(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT o.origin, o.verifier_key, COUNT(i.seq), COALESCE(MAX(i.seq) + 1, 0)
+                     FROM import_origins o LEFT JOIN imports i ON i.origin = o.origin
+                     GROUP BY o.origin ORDER BY o.origin",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(ImportOrigin {
+                        origin: r.get(0)?,
+                        verifier_key: r.get(1)?,
+                        count: r.get::<_, i64>(2)? as u64,
+                        next_seq: r.get::<_, i64>(3)? as u64,
+                    })
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
+    /// Readings imported from `origin` with `seq >= start`, in seq order,
+    /// at most `limit`.
+    pub async fn imported(
+        &self,
+        origin: String,
+        start: u64,
+        limit: u32,
+    ) -> Result<Vec<ImportedReading>, StoreError> {
+        self.writer
+            .call(move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT seq, body FROM imports WHERE origin = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(
+                    params![origin, start.min(i64::MAX as u64) as i64, limit as i64],
+                    |r| {
+                        Ok(ImportedReading {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            body: r.get(1)?,
+                        })
+                    },
+                )?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    }
+
     /// Record the EdgeX profile and value type of device resources.
     pub async fn put_edgex_resources(&self, rows: Vec<EdgexResource>) -> Result<(), StoreError> {
         self.writer
@@ -629,6 +797,58 @@ impl Store {
             .await
     }
 
+    /// Seqs below this had their bodies deleted by retention (0: none).
+    pub async fn readings_pruned_below(&self) -> Result<u64, StoreError> {
+        self.writer.call(|c| Ok(pruned_below(c)?)).await
+    }
+
+    /// Delete the bodies of readings below seq `below`, oldest first and at
+    /// most `max_rows` seqs of them, and move the prune watermark in the
+    /// same transaction; leaves are kept. Returns the new watermark and the
+    /// number of bodies deleted.
+    pub async fn prune_readings(
+        &self,
+        below: u64,
+        max_rows: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        self.writer
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let from = pruned_below(&tx)?;
+                let to = below.min(from.saturating_add(max_rows));
+                if to <= from {
+                    return Ok((from, 0));
+                }
+                let deleted = tx.execute(
+                    "DELETE FROM readings WHERE seq >= ?1 AND seq < ?2",
+                    params![from as i64, to as i64],
+                )?;
+                tx.execute(
+                    "INSERT INTO readings_state (key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = MAX(value, ?2)",
+                    params![PRUNED_BELOW, to as i64],
+                )?;
+                tx.commit()?;
+                Ok((to, deleted as u64))
+            })
+            .await
+    }
+
+    /// The largest size of a checkpoint signed at or before `at_ms` (0 when
+    /// none): every seq below it was accepted by then.
+    pub async fn checkpoint_size_signed_by(&self, at_ms: u64) -> Result<u64, StoreError> {
+        self.writer
+            .call(move |c| {
+                let n: i64 = c.query_row(
+                    "SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE signed_at_ms <= ?1",
+                    params![at_ms.min(i64::MAX as u64) as i64],
+                    |r| r.get(0),
+                )?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
     /// Record a signed checkpoint of the seal log.
     pub async fn put_checkpoint(
         &self,
@@ -676,6 +896,16 @@ impl Store {
     pub async fn close(&self) -> Result<(), StoreError> {
         self.writer.close().await
     }
+}
+
+fn pruned_below(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    Ok(c.query_row(
+        "SELECT value FROM readings_state WHERE key = ?1",
+        params![PRUNED_BELOW],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()?
+    .map_or(0, |n| n as u64))
 }
 
 #[cfg(test)]

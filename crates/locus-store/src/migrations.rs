@@ -73,6 +73,34 @@ const MIGRATIONS: &[&str] = &[
         value_type TEXT NOT NULL,
         PRIMARY KEY (device, resource)
     ) STRICT, WITHOUT ROWID;",
+    // 7: counters of readings housekeeping; `pruned_below`: the bodies of
+    // seqs below it were deleted by retention (their leaves stay).
+    "CREATE TABLE readings_state (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) STRICT;",
+    // 8: the durable outbox and inbox of readings between nodes.
+    // `export_cursors`: per parent URL, the seqs below `next` were
+    // acknowledged by that parent. `imports`: what child nodes exported
+    // here, once per (origin, seq), with the key each origin's log is
+    // signed with in `import_origins`.
+    "CREATE TABLE export_cursors (
+        target        TEXT PRIMARY KEY,
+        next          INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE import_origins (
+        origin       TEXT PRIMARY KEY,
+        verifier_key TEXT NOT NULL,
+        first_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE imports (
+        origin         TEXT NOT NULL REFERENCES import_origins (origin),
+        seq            INTEGER NOT NULL,
+        body           TEXT NOT NULL,
+        imported_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (origin, seq)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

@@ -224,3 +224,130 @@ async fn artifacts_keep_the_stronger_of_two_records() {
     store.delete_artifact(a.cid).await.unwrap();
     assert!(store.artifacts().await.unwrap().is_empty());
 }
+
+fn stored_reading(seq: u64) -> StoredReading {
+    StoredReading {
+        seq,
+        thing: "t".into(),
+        resource: "r".into(),
+        time_ms: seq as i64,
+        body: format!("{{\"n\":{seq}}}"),
+        leaf: vec![seq as u8; 32],
+    }
+}
+
+#[tokio::test]
+async fn pruning_deletes_bodies_oldest_first_and_keeps_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append_readings((0..10).map(stored_reading).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.readings_pruned_below().await.unwrap(), 0);
+    // At most 3 per call, never past the target.
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), (3, 3));
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), (5, 2));
+    assert_eq!(store.prune_readings(5, 3).await.unwrap(), (5, 0));
+    // Never backwards.
+    assert_eq!(store.prune_readings(2, 3).await.unwrap(), (5, 0));
+    let left: Vec<u64> = store
+        .readings_by_seq(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, (5..10).collect::<Vec<_>>());
+    assert_eq!(store.reading_leaves().await.unwrap().len(), 10);
+    assert_eq!(store.sealed_size().await.unwrap(), 10);
+    store.close().await.unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.readings_pruned_below().await.unwrap(), 5);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn checkpoints_tell_what_was_accepted_by_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put_checkpoint(3, "a".into(), 100).await.unwrap();
+    store.put_checkpoint(7, "b".into(), 200).await.unwrap();
+    assert_eq!(store.checkpoint_size_signed_by(99).await.unwrap(), 0);
+    assert_eq!(store.checkpoint_size_signed_by(150).await.unwrap(), 3);
+    assert_eq!(store.checkpoint_size_signed_by(u64::MAX).await.unwrap(), 7);
+    assert_eq!(store.checkpoint_at(7).await.unwrap().as_deref(), Some("b"));
+    assert_eq!(store.checkpoint_at(5).await.unwrap(), None);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_export_cursor_only_moves_forward_and_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let t = "http://parent:7400".to_owned();
+    assert_eq!(store.export_cursor(t.clone()).await.unwrap(), None);
+    store.set_export_cursor(t.clone(), 10, 1).await.unwrap();
+    store.set_export_cursor(t.clone(), 4, 2).await.unwrap();
+    assert_eq!(store.export_cursor(t.clone()).await.unwrap(), Some(10));
+    assert_eq!(
+        store.export_cursor("http://other".into()).await.unwrap(),
+        None
+    );
+    store.close().await.unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.export_cursor(t).await.unwrap(), Some(10));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn imports_are_stored_once_per_origin_and_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let rows = |seqs: std::ops::Range<u64>, tag: &str| -> Vec<ImportedReading> {
+        seqs.map(|seq| ImportedReading {
+            seq,
+            body: format!("{tag}{seq}"),
+        })
+        .collect()
+    };
+    let out = store
+        .import_readings("a".into(), "ka".into(), rows(0..5, "x"), 1)
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.duplicates), (5, 0));
+    // A resent batch overlapping the first, one seq with another body.
+    let mut again = rows(3..8, "x");
+    again[0].body = "changed".into();
+    let out = store
+        .import_readings("a".into(), "ka".into(), again, 2)
+        .await
+        .unwrap();
+    assert_eq!(out.stored, 3);
+    assert_eq!(out.duplicates, 1);
+    assert_eq!(out.conflicting, vec![3]);
+    // Another origin has its own seqs.
+    store
+        .import_readings("b".into(), "kb".into(), rows(0..2, "y"), 3)
+        .await
+        .unwrap();
+    let got = store.imported("a".into(), 0, 100).await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    assert_eq!(got[3].body, "x3", "the first body is kept");
+    assert_eq!(store.imported("a".into(), 6, 1).await.unwrap()[0].seq, 6);
+    let origins = store.import_origins().await.unwrap();
+    assert_eq!(origins.len(), 2);
+    assert_eq!(
+        (
+            origins[0].origin.as_str(),
+            origins[0].count,
+            origins[0].next_seq
+        ),
+        ("a", 8, 8)
+    );
+    assert_eq!(origins[1].verifier_key, "kb");
+    store.close().await.unwrap();
+}

@@ -30,6 +30,13 @@ fn reading(thing: &str, i: u64) -> Reading {
 }
 
 async fn start(dir: &std::path::Path) -> (Readings, Store, Arc<Metrics>) {
+    start_with(dir, Default::default()).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    config: locus_core::config::ReadingsConfig,
+) -> (Readings, Store, Arc<Metrics>) {
     let store = Store::open(dir).unwrap();
     let metrics = Arc::new(Metrics::new("test").unwrap());
     let key = key();
@@ -39,6 +46,7 @@ async fn start(dir: &std::path::Path) -> (Readings, Store, Arc<Metrics>) {
         key,
         node,
         metrics: metrics.clone(),
+        config,
     })
     .await
     .unwrap();
@@ -185,23 +193,26 @@ async fn callers_waiting_during_a_commit_share_the_next_one() {
     // Hold the log: the writer takes its first request and waits; every
     // other caller queues meanwhile.
     let held = r.inner.log.clone().write_owned().await;
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for c in 0..100u64 {
-        let r = r.clone();
+        let (r, started) = (r.clone(), started.clone());
         tasks.push(tokio::spawn(async move {
             let batch = vec![reading("q", c)];
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             (r.ingest(batch.clone()).await.unwrap(), batch)
         }));
     }
-    let queue = r.inner.queue.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while queue.max_capacity() - queue.capacity() < 99 {
+    while started.load(std::sync::atomic::Ordering::SeqCst) < 100 {
         assert!(
             std::time::Instant::now() < deadline,
-            "callers did not queue"
+            "callers did not start"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Queuing is immediate once started (the queue has room).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     drop(held);
     let mut acked = Vec::new();
     for t in tasks {
@@ -401,4 +412,316 @@ async fn proofs_of_an_honest_log_verify() {
     assert!(matches!(e, ReadingsError::Conflict(_)), "{e}");
     let e = r.consistency(3, 21).await.unwrap_err();
     assert!(matches!(e, ReadingsError::Invalid(_)), "{e}");
+}
+
+fn retention(toml: &str) -> locus_core::config::ReadingsConfig {
+    locus_core::Config::from_toml_str(&format!("[readings]\n{toml}"))
+        .unwrap()
+        .readings
+}
+
+#[tokio::test]
+async fn retention_by_count_deletes_the_oldest_bodies_and_keeps_their_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, store, metrics) = start_with(dir.path(), retention("max_readings = 5")).await;
+    r.ingest((0..12).map(|i| reading("k", i)).collect())
+        .await
+        .unwrap();
+    r.checkpoint().await.unwrap();
+    let root = r.inner.log.read().await.checkpoint("o").root;
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 7);
+    assert_eq!(r.pruned_below(), 7);
+    assert_eq!(metrics.readings_pruned.get(), 7);
+    // The bodies are gone, the leaves and the log are not.
+    assert_eq!(
+        stored(&store).await.keys().copied().collect::<Vec<_>>(),
+        (7..12).collect::<Vec<_>>()
+    );
+    assert_eq!(store.reading_leaves().await.unwrap().len(), 12);
+    assert_eq!(r.inner.log.read().await.checkpoint("o").root, root);
+    // What needs a pruned body says which.
+    let e = r.bundle(0..12).await.unwrap_err();
+    assert!(
+        matches!(e, ReadingsError::Pruned { first: 0, below: 7 }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("reading seq 0 was deleted by retention"),
+        "{e}"
+    );
+    let e = r.bundle(6..8).await.unwrap_err();
+    assert!(
+        matches!(e, ReadingsError::Pruned { first: 6, below: 7 }),
+        "{e}"
+    );
+    let e = r.inclusion(3, None).await.unwrap_err();
+    assert!(matches!(e, ReadingsError::Pruned { first: 3, .. }), "{e}");
+    // What is kept still exports and verifies clean.
+    let bundle = r.bundle(7..12).await.unwrap();
+    let report = locus_iot::seal::verify(&bundle, &r.verifier_key());
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let p = r.inclusion(9, None).await.unwrap();
+    let leaf = Sealed {
+        seq: 9,
+        reading: reading("k", 9),
+    }
+    .leaf_hash();
+    locus_iot::merkle::verify_inclusion(&leaf, 9, p.tree_size, &unhex_all(&p.proof), &root)
+        .unwrap();
+    // A second pass has nothing to do; a restart remembers the watermark.
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 7);
+    drop(r);
+    store.close().await.unwrap();
+    let (again, _store, _) = start_with(dir.path(), retention("max_readings = 5")).await;
+    assert_eq!(again.pruned_below(), 7);
+    assert!(again.bundle(0..3).await.is_err());
+}
+
+#[tokio::test]
+async fn retention_by_age_counts_from_when_the_node_accepted_a_reading() {
+    use locus_iot::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let config = retention("retention_days = 1\nmax_readings = 0");
+    let (r, store, _) = start_with(dir.path(), config).await;
+    let now = crate::unix_ms();
+    let day = 86_400_000;
+    // Readings 0..4 were in a checkpoint signed two days ago (whatever
+    // their own timestamps say); 4..6 in one signed an hour ago.
+    r.ingest((0..4).map(|i| reading("a", i)).collect())
+        .await
+        .unwrap();
+    let origin = r.inner.origin.clone();
+    let sign = |size: u64| {
+        let log = r.inner.log.clone();
+        let origin = origin.clone();
+        let key = key();
+        async move {
+            let cp = log.read().await.checkpoint_at(&origin, size).unwrap();
+            checkpoint::sign(&cp, &origin, &key).unwrap()
+        }
+    };
+    store
+        .put_checkpoint(4, sign(4).await, now - 2 * day)
+        .await
+        .unwrap();
+    r.ingest((4..6).map(|i| reading("a", i)).collect())
+        .await
+        .unwrap();
+    store
+        .put_checkpoint(6, sign(6).await, now - day / 24)
+        .await
+        .unwrap();
+    assert_eq!(r.prune(now).await.unwrap(), 4);
+    assert_eq!(stored(&store).await.len(), 2);
+    // A day later the second checkpoint is old enough too.
+    assert_eq!(r.prune(now + day).await.unwrap(), 6);
+    // Forever keeps everything.
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _store, _) = start_with(
+        dir.path(),
+        retention("retention_days = 0\nmax_readings = 0"),
+    )
+    .await;
+    r.ingest(vec![reading("a", 0)]).await.unwrap();
+    r.checkpoint().await.unwrap();
+    assert_eq!(r.prune(now + 1000 * day).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn imports_are_checked_and_stored_once_per_origin_and_seq() {
+    use locus_iot::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, _store, metrics) = start(dir.path()).await;
+    let child_key = SigningKey::from_bytes(&[9; 32]);
+    let child = NodeId::from_public_key(&child_key.verifying_key()).to_string();
+    let vk =
+        checkpoint::verifier_key(&format!("locus/{child}"), &child_key.verifying_key()).unwrap();
+    let r = |i| reading("c", i);
+
+    let out = parent
+        .import(&child, &vk, vec![(0, r(0)), (1, r(1))])
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.duplicates), (2, 0));
+    // A resent batch: what is there already is a duplicate, the rest new.
+    let out = parent
+        .import(&child, &vk, vec![(1, r(1)), (2, r(2))])
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.duplicates), (1, 1));
+    // Another body at a stored seq: the first is kept.
+    let out = parent.import(&child, &vk, vec![(2, r(99))]).await.unwrap();
+    assert_eq!(out.conflicting, vec![2]);
+    let got = parent.imported(&child, 0, 100).await.unwrap().unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|v| (v.seq, v.reading.clone()))
+            .collect::<Vec<_>>(),
+        vec![(0, r(0)), (1, r(1)), (2, r(2))]
+    );
+    let origins = parent.import_origins().await.unwrap();
+    assert_eq!(origins.len(), 1);
+    assert_eq!((origins[0].count, origins[0].next_seq), (3, 3));
+    assert_eq!(origins[0].verifier_key, vk);
+    assert_eq!(
+        metrics
+            .readings_imported
+            .with_label_values(&["duplicate"])
+            .get(),
+        1
+    );
+
+    // An origin and a key that do not belong together, the node itself,
+    // and something that is not a node id are refused.
+    let other = SigningKey::from_bytes(&[10; 32]);
+    let other_vk =
+        checkpoint::verifier_key(&format!("locus/{child}"), &other.verifying_key()).unwrap();
+    for (origin, key, says) in [
+        (child.as_str(), other_vk.as_str(), "is not the key of node"),
+        ("not-a-node", vk.as_str(), "is not a node id"),
+        (
+            &*parent.inner.node.to_string(),
+            &*parent.verifier_key(),
+            "does not import its own readings",
+        ),
+    ] {
+        let e = parent
+            .import(origin, key, vec![(5, r(5))])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ReadingsError::Conflict(_)), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert!(
+        parent
+            .imported("00000000000000000000", 0, 10)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A parent that records the seqs of every import it receives and
+/// answers the first `fail_first` of them 503.
+struct FakeParent {
+    url: String,
+    received: Arc<std::sync::Mutex<Vec<Vec<u64>>>>,
+}
+
+async fn fake_parent(fail_first: usize) -> FakeParent {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received: Arc<std::sync::Mutex<Vec<Vec<u64>>>> = Arc::default();
+    let log = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                    buf.drain(..end + 4 + len);
+                    let seqs: Vec<u64> = body["readings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["seq"].as_u64().unwrap())
+                        .collect();
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(seqs);
+                        log.len()
+                    };
+                    let answer: &[u8] = if n <= fail_first {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                    };
+                    if sock.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FakeParent { url, received }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_is_sent_again_until_acknowledged_and_resumes_from_its_cursor() {
+    let parent = fake_parent(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = retention(&format!(
+        "max_readings = 2\nexport_url = \"{}\"",
+        parent.url
+    ));
+    let (r, store, metrics) = start_with(dir.path(), config.clone()).await;
+    r.ingest((0..10).map(|i| reading("x", i)).collect())
+        .await
+        .unwrap();
+    // Refused twice: nothing acknowledged, so retention keeps everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while parent.received.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no export attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 0);
+    assert_eq!(stored(&store).await.len(), 10);
+    // Then acknowledged: the cursor is durable, retention may go up to it.
+    let target = parent.url.clone();
+    while store.export_cursor(target.clone()).await.unwrap() != Some(10) {
+        assert!(std::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.readings_export_failures.get() >= 2);
+    assert_eq!(metrics.readings_exported.get(), 10);
+    assert_eq!(
+        parent.received.lock().unwrap().clone(),
+        vec![(0..10).collect::<Vec<_>>(); 3],
+        "the same batch, until it was acknowledged"
+    );
+    assert_eq!(r.prune(crate::unix_ms()).await.unwrap(), 8);
+
+    // A restart goes on from the cursor.
+    drop(r);
+    store.close().await.unwrap();
+    let (r, _store, _) = start_with(dir.path(), config).await;
+    r.ingest((10..15).map(|i| reading("x", i)).collect())
+        .await
+        .unwrap();
+    while parent.received.lock().unwrap().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing sent after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        parent.received.lock().unwrap()[3],
+        (10..15).collect::<Vec<_>>()
+    );
 }
