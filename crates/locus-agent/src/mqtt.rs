@@ -535,15 +535,7 @@ impl Broker {
         })
         .await
         .map_err(|_| MqttCommandError::Closed(thing.to_owned(), "session gone".into()))?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
-            Err(_) => Err(MqttCommandError::Timeout(thing.to_owned())),
-            Ok(Err(_)) => Err(MqttCommandError::Closed(
-                thing.to_owned(),
-                "session gone".into(),
-            )),
-            Ok(Ok(Err(e))) => Err(MqttCommandError::Closed(thing.to_owned(), e)),
-            Ok(Ok(Ok(()))) => Ok(topic),
-        }
+        acknowledged(thing, topic, rx, "session gone").await
     }
 }
 
@@ -626,15 +618,23 @@ impl Upstream {
             .map_err(|_| {
                 MqttCommandError::Closed(thing.to_owned(), "broker link stopped".into())
             })?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
-            Err(_) => Err(MqttCommandError::Timeout(thing.to_owned())),
-            Ok(Err(_)) => Err(MqttCommandError::Closed(
-                thing.to_owned(),
-                "broker link stopped".into(),
-            )),
-            Ok(Ok(Err(e))) => Err(MqttCommandError::Closed(thing.to_owned(), e)),
-            Ok(Ok(Ok(()))) => Ok(topic),
-        }
+        acknowledged(thing, topic, rx, "broker link stopped").await
+    }
+}
+
+/// Wait (at most [`COMMAND_TIMEOUT`]) for the PUBACK of a command sent on
+/// `topic`; `gone` says why when the sender vanished.
+async fn acknowledged(
+    thing: &str,
+    topic: String,
+    rx: oneshot::Receiver<Result<(), String>>,
+    gone: &str,
+) -> Result<String, MqttCommandError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+        Err(_) => Err(MqttCommandError::Timeout(thing.to_owned())),
+        Ok(Err(_)) => Err(MqttCommandError::Closed(thing.to_owned(), gone.to_owned())),
+        Ok(Ok(Err(e))) => Err(MqttCommandError::Closed(thing.to_owned(), e)),
+        Ok(Ok(Ok(()))) => Ok(topic),
     }
 }
 

@@ -123,19 +123,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn metric(agent: &Agent, name: &str) -> f64 {
-    let text = http()
-        .get(agent.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn rss_kb(agent: &Agent) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
     status

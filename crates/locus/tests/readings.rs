@@ -9,8 +9,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
@@ -186,55 +186,20 @@ fn every_acknowledged_reading_survives_a_sigkill() {
     let data = dir.path().join("n");
     let agent = Agent::start(&data, &[]);
     let addr = agent.addr;
-    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publishers: Vec<_> = (0..4)
-        .map(|p| {
-            let (acked, stop) = (acked.clone(), stop.clone());
-            let url = format!("http://{addr}/api/v3/event/svc/climate/dev{p}/temperature");
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .unwrap();
-                for i in 0..5000u32 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let id = format!("p{p}-{i}");
-                    let body = event(
-                        &format!("dev{p}"),
-                        &id,
-                        &[f64::from(i)],
-                        1_700_000_000_000_000_000,
-                    );
-                    match client.post(&url).json(&body).send() {
-                        Ok(r) if r.status().as_u16() == 201 => {
-                            acked.lock().unwrap().insert(format!("dev{p}/{i}"));
-                        }
-                        _ => break,
-                    }
-                }
-            })
-        })
-        .collect();
-    let t0 = Instant::now();
-    while acked.lock().unwrap().len() < 300 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "publishers are too slow"
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let acked = kill_under_load(agent, 4, 300, move |p, i| {
+        let url = format!("http://{addr}/api/v3/event/svc/climate/dev{p}/temperature");
+        let body = event(
+            &format!("dev{p}"),
+            &format!("p{p}-{i}"),
+            &[f64::from(i)],
+            1_700_000_000_000_000_000,
         );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut agent = agent;
-    agent.signal(Signal::SIGKILL);
-    agent.wait_exit(Duration::from_secs(10));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for p in publishers {
-        p.join().unwrap();
-    }
-    drop(agent);
-    let acked = acked.lock().unwrap().clone();
+        matches!(client.post(&url).json(&body).send(), Ok(r) if r.status().as_u16() == 201)
+    });
 
     let agent = Agent::spawn(&data, addr, &[]);
     agent.wait_healthy();
@@ -494,18 +459,6 @@ fn imported(parent: &Agent, origin: &str) -> Vec<(u64, Value)> {
 }
 
 /// A metric's value in the Prometheus text of `agent`.
-fn metric(agent: &Agent, name: &str) -> f64 {
-    let text = http()
-        .get(agent.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,10 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
 const PASSWORD: &str = "change-me-please";
@@ -87,20 +86,6 @@ fn readings(agent: &Agent, thing: &str) -> Vec<Value> {
     .as_array()
     .cloned()
     .unwrap_or_default()
-}
-
-fn metric(agent: &Agent, line_start: &str) -> f64 {
-    let text = http()
-        .get(agent.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -386,58 +371,24 @@ fn every_acknowledged_mqtt_reading_survives_a_sigkill() {
         ));
     }
     let (h, port) = broker(&agent);
-    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publishers: Vec<_> = (0..4)
-        .map(|p| {
-            let (acked, stop, h, port) = (acked.clone(), stop.clone(), h.clone(), port.clone());
-            std::thread::spawn(move || {
-                for i in 0..2000u32 {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let out = Command::new("mosquitto_pub")
-                        .args([
-                            "-h",
-                            &h,
-                            "-p",
-                            &port,
-                            "-u",
-                            &format!("dev{p}"),
-                            "-P",
-                            PASSWORD,
-                        ])
-                        .args(["-q", "1", "-t", &format!("things/dev{p}/readings")])
-                        .args(["-m", &format!("{{\"temperature\": {i}}}")])
-                        .output();
-                    match out {
-                        Ok(o) if o.status.success() => {
-                            acked.lock().unwrap().insert(format!("dev{p}/{i}"));
-                        }
-                        _ => break,
-                    }
-                }
-            })
-        })
-        .collect();
-    let t0 = Instant::now();
-    while acked.lock().unwrap().len() < 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "publishers are too slow"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut agent = agent;
-    agent.signal(Signal::SIGKILL);
-    agent.wait_exit(Duration::from_secs(10));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for p in publishers {
-        p.join().unwrap();
-    }
     let addr = agent.addr;
-    drop(agent);
-    let acked = acked.lock().unwrap().clone();
+    let acked = kill_under_load(agent, 4, 200, move |p, i| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                &h,
+                "-p",
+                &port,
+                "-u",
+                &format!("dev{p}"),
+                "-P",
+                PASSWORD,
+            ])
+            .args(["-q", "1", "-t", &format!("things/dev{p}/readings")])
+            .args(["-m", &format!("{{\"temperature\": {i}}}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     let agent = Agent::spawn(&data, addr, &[]);
     agent.wait_healthy();
     let mut stored = BTreeSet::new();

@@ -371,3 +371,65 @@ pub fn image_tarball() -> PathBuf {
     );
     tar
 }
+
+/// The sum of the values of the `/metrics` lines that start with `prefix`
+/// (a whole family, or one labelled series).
+pub fn metric(agent: &Agent, prefix: &str) -> f64 {
+    let text = http()
+        .get(agent.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Run `publishers` threads calling `publish(p, i)` for i = 0, 1, … (each
+/// call true once the agent acknowledged it), SIGKILL the agent once
+/// `acked_before_kill` calls were acknowledged, and return what was
+/// acknowledged, as `dev{p}/{i}`.
+pub fn kill_under_load(
+    agent: Agent,
+    publishers: usize,
+    acked_before_kill: usize,
+    publish: impl Fn(usize, u32) -> bool + Send + Sync + 'static,
+) -> std::collections::BTreeSet<String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let acked: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publish = Arc::new(publish);
+    let threads: Vec<_> = (0..publishers)
+        .map(|p| {
+            let (acked, stop, publish) = (acked.clone(), stop.clone(), publish.clone());
+            std::thread::spawn(move || {
+                for i in 0..10_000u32 {
+                    if stop.load(Ordering::Relaxed) || !publish(p, i) {
+                        break;
+                    }
+                    acked.lock().unwrap().insert(format!("dev{p}/{i}"));
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    while acked.lock().unwrap().len() < acked_before_kill {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "publishers are too slow"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut agent = agent;
+    agent.signal(Signal::SIGKILL);
+    agent.wait_exit(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(agent);
+    acked.lock().unwrap().clone()
+}
