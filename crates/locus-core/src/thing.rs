@@ -618,6 +618,20 @@ unit = "Cel"
     }
 
     #[test]
+    fn the_example_things_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/things");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let format = SpecFormat::from_path(&path.display().to_string());
+            ThingSpec::parse(&text, format).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 3);
+    }
+
+    #[test]
     fn lwm2m_paths_split_into_ids() {
         let p = Lwm2mPath::try_from("3303/0/5700".to_owned()).unwrap();
         assert_eq!(p.ids(), (3303, 0, 5700));
