@@ -38,6 +38,8 @@ pub const MAX_CHUNKS: usize = 32;
 pub const MOVED_MEMORY: Duration = Duration::from_secs(60);
 /// Timeout of a handover call to the new manager.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// argon2 password verifications running at once.
+pub const MAX_HASHING: usize = 1;
 /// Key of the record that says where this node's device servers listen.
 pub const KEY_ENDPOINTS: &str = "iot";
 
@@ -121,6 +123,9 @@ struct Inner {
     moved: Mutex<HashMap<String, (Thing, Instant)>>,
     /// Thing name → BLAKE3 of the last password that verified.
     logins: std::sync::Mutex<HashMap<String, [u8; 32]>>,
+    /// Bounds the argon2 verifications running at once, so that a flood of
+    /// bad logins costs at most that many cores.
+    hashing: tokio::sync::Semaphore,
     events: broadcast::Sender<ThingEvent>,
     /// Where this node's own device servers listen.
     endpoints: std::sync::Mutex<Endpoints>,
@@ -230,6 +235,7 @@ impl Things {
                 owned: Mutex::new(owned),
                 moved: Mutex::new(HashMap::new()),
                 logins: std::sync::Mutex::new(HashMap::new()),
+                hashing: tokio::sync::Semaphore::new(MAX_HASHING),
                 events,
                 endpoints: std::sync::Mutex::new(Endpoints::default()),
             }),
@@ -613,6 +619,9 @@ impl Things {
             return Ok(());
         }
         let pw = password.to_vec();
+        let Ok(_permit) = self.inner.hashing.acquire().await else {
+            return Err(AuthError::BadPassword(name.to_owned()));
+        };
         let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
             .await
             .unwrap_or(false);
