@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,26 +202,9 @@ fn every_acknowledged_reading_survives_a_sigkill() {
 
     let agent = Agent::spawn(&data, addr, &[]);
     agent.wait_healthy();
-    let mut stored = BTreeSet::new();
-    for p in 0..4 {
-        for r in readings(&agent, &format!("dev{p}")) {
-            let v = r["reading"]["value"]["number"].as_f64().unwrap();
-            stored.insert(format!("dev{p}/{v}"));
-        }
-    }
-    let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged readings lost: {lost:?}",
-        lost.len()
-    );
-    eprintln!(
-        "{} acknowledged, {} stored after the SIGKILL",
-        acked.len(),
-        stored.len()
-    );
+    let stored = assert_acked_stored(&agent, 4, &acked);
     // The log rebuilt from the store still verifies.
-    let (code, text) = export_and_verify(&agent, dir.path(), stored.len() as u64);
+    let (code, text) = export_and_verify(&agent, dir.path(), stored as u64);
     assert_eq!(code, 0, "{text}");
 }
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -391,24 +390,7 @@ fn every_acknowledged_mqtt_reading_survives_a_sigkill() {
     });
     let agent = Agent::spawn(&data, addr, &[]);
     agent.wait_healthy();
-    let mut stored = BTreeSet::new();
-    for p in 0..4 {
-        for r in readings(&agent, &format!("dev{p}")) {
-            let v = r["reading"]["value"]["number"].as_f64().unwrap();
-            stored.insert(format!("dev{p}/{v}"));
-        }
-    }
-    let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(
-        lost.is_empty(),
-        "{} acknowledged readings lost: {lost:?}",
-        lost.len()
-    );
-    eprintln!(
-        "{} acknowledged over MQTT, {} stored after the SIGKILL",
-        acked.len(),
-        stored.len()
-    );
+    assert_acked_stored(&agent, 4, &acked);
     // The things survived too: they log in again.
     assert!(
         publish(

@@ -433,3 +433,33 @@ pub fn kill_under_load(
     drop(agent);
     acked.lock().unwrap().clone()
 }
+
+/// Assert that every acknowledged `dev{p}/{value}` of [`kill_under_load`]
+/// is stored on `agent` (things `dev0`… with a numeric reading each);
+/// returns how many are stored.
+pub fn assert_acked_stored(
+    agent: &Agent,
+    things: usize,
+    acked: &std::collections::BTreeSet<String>,
+) -> usize {
+    let mut stored = std::collections::BTreeSet::new();
+    for p in 0..things {
+        let list = get_json(agent, &format!("/api/v1/readings?thing=dev{p}&limit=10000"));
+        for r in list.as_array().cloned().unwrap_or_default() {
+            let v = r["reading"]["value"]["number"].as_f64().unwrap();
+            stored.insert(format!("dev{p}/{v}"));
+        }
+    }
+    let lost: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged readings lost: {lost:?}",
+        lost.len()
+    );
+    eprintln!(
+        "{} acknowledged, {} stored after the SIGKILL",
+        acked.len(),
+        stored.len()
+    );
+    stored.len()
+}
