@@ -179,35 +179,8 @@ pub struct Commands {
     pub(crate) readings: Readings,
     pub(crate) broker: Option<Arc<Broker>>,
     pub(crate) upstream: Option<Arc<crate::mqtt::Upstream>>,
-    pub(crate) lwm2m: Option<Arc<dyn Lwm2mCommands>>,
+    pub(crate) lwm2m: Option<crate::lwm2m::Lwm2m>,
     pub(crate) http: reqwest::Client,
-}
-
-/// What commands need from the LwM2M server.
-#[async_trait::async_trait]
-pub trait Lwm2mCommands: Send + Sync {
-    async fn read(&self, thing: &str, path: &str) -> Result<Value, String>;
-    async fn write(&self, thing: &str, path: &str, value: &Value) -> Result<(), String>;
-    async fn execute(&self, thing: &str, path: &str, args: Option<&str>) -> Result<(), String>;
-}
-
-#[async_trait::async_trait]
-impl Lwm2mCommands for crate::lwm2m::Lwm2m {
-    async fn read(&self, thing: &str, path: &str) -> Result<Value, String> {
-        crate::lwm2m::Lwm2m::read(self, thing, path)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn write(&self, thing: &str, path: &str, value: &Value) -> Result<(), String> {
-        crate::lwm2m::Lwm2m::write(self, thing, path, value)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn execute(&self, thing: &str, path: &str, args: Option<&str>) -> Result<(), String> {
-        crate::lwm2m::Lwm2m::execute(self, thing, path, args)
-            .await
-            .map_err(|e| e.to_string())
-    }
 }
 
 impl Commands {
@@ -305,7 +278,7 @@ impl Commands {
                 let v = lwm2m
                     .read(thing, &path)
                     .await
-                    .map_err(CommandError::Failed)?;
+                    .map_err(|e| CommandError::Failed(e.to_string()))?;
                 out.value = value_json(&v);
                 out.detail = format!("LwM2M Read /{path}");
             }
@@ -317,14 +290,14 @@ impl Commands {
                 lwm2m
                     .write(thing, &path, v)
                     .await
-                    .map_err(CommandError::Failed)?;
+                    .map_err(|e| CommandError::Failed(e.to_string()))?;
                 out.detail = format!("LwM2M Write /{path}");
             }
             Action::Execute => {
                 lwm2m
                     .execute(thing, &path, plan.args.as_deref())
                     .await
-                    .map_err(CommandError::Failed)?;
+                    .map_err(|e| CommandError::Failed(e.to_string()))?;
                 out.detail = format!("LwM2M Execute /{path}");
             }
         }

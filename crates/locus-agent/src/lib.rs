@@ -341,9 +341,7 @@ impl Node {
             readings: readings.clone(),
             broker: broker.clone(),
             upstream,
-            lwm2m: lwm2m
-                .clone()
-                .map(|l| Arc::new(l) as Arc<dyn commands::Lwm2mCommands>),
+            lwm2m: lwm2m.clone(),
             http: reqwest::Client::new(),
         };
         let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
