@@ -12,6 +12,7 @@
 
 pub mod artifacts;
 pub mod capacity;
+mod chunks;
 pub mod commands;
 pub mod identity;
 pub mod inventory;

@@ -275,37 +275,34 @@ impl Things {
             .and_then(|(_, _, v)| serde_json::from_slice(v).ok())
     }
 
-    /// Publish a thing's records; returns its chunk count.
+    /// Publish a thing's records (chunks, then the header that names
+    /// them); returns its chunk count.
     async fn publish(&self, t: &Thing, old_chunks: u32) -> u32 {
         let name = t.spec.name.get();
         let json = serde_json::to_vec(t).unwrap_or_default();
-        let chunks: Vec<&[u8]> = json.chunks(CHUNK).collect();
         let f = &self.inner.fabric;
-        for (i, c) in chunks.iter().enumerate() {
-            if let Err(e) = f.publish(&chunk_key(name, i), Some(c.to_vec())).await {
-                tracing::warn!(thing = %name, error = %e, "cannot publish a thing chunk");
-            }
-        }
+        let n = crate::chunks::publish(
+            f,
+            |i| chunk_key(name, i),
+            json.chunks(CHUNK).map(<[u8]>::to_vec),
+            old_chunks as usize,
+        )
+        .await;
         let header = Header {
-            n: chunks.len() as u32,
+            n: n as u32,
             digest: blake3::hash(&json).to_hex().to_string(),
             generation: t.generation,
         };
         if let Err(e) = f.publish_json(&header_key(name), &header).await {
             tracing::warn!(thing = %name, error = %e, "cannot publish a thing");
         }
-        for i in chunks.len()..old_chunks as usize {
-            let _ = f.publish(&chunk_key(name, i), None).await;
-        }
-        chunks.len() as u32
+        n as u32
     }
 
     async fn unpublish(&self, name: &str, chunks: u32) {
         let f = &self.inner.fabric;
         let _ = f.publish(&header_key(name), None).await;
-        for i in 0..chunks as usize {
-            let _ = f.publish(&chunk_key(name, i), None).await;
-        }
+        crate::chunks::delete(f, |i| chunk_key(name, i), 0..chunks as usize).await;
     }
 
     /// Every thing in the cluster, with its manager's API address. A thing

@@ -1328,15 +1328,8 @@ impl Workloads {
         for (id, chunks, old_chunks, summary) in changes {
             // Spec first, then the summary that names its digest.
             if let Some(chunks) = chunks {
-                let n = chunks.len();
-                for (i, c) in chunks.into_iter().enumerate() {
-                    if let Err(e) = fabric.publish(&chunk_key(id, i), Some(c)).await {
-                        tracing::warn!(workload = %id, error = %e, "cannot publish a spec chunk");
-                    }
-                }
-                for i in n..old_chunks as usize {
-                    let _ = fabric.publish(&chunk_key(id, i), None).await;
-                }
+                crate::chunks::publish(fabric, |i| chunk_key(id, i), chunks, old_chunks as usize)
+                    .await;
             }
             if let Err(e) = fabric.publish_json(&summary_key(id), &summary).await {
                 tracing::warn!(workload = %id, error = %e, "cannot publish a workload");
@@ -1348,9 +1341,7 @@ impl Workloads {
         }
         for (id, chunks) in forget {
             let _ = fabric.publish(&summary_key(id), None).await;
-            for i in 0..chunks as usize {
-                let _ = fabric.publish(&chunk_key(id, i), None).await;
-            }
+            crate::chunks::delete(fabric, |i| chunk_key(id, i), 0..chunks as usize).await;
         }
         let owned = self.inner.owned.lock().await;
         for s in State::ALL {
