@@ -488,20 +488,27 @@ impl Things {
 
     /// Remove a thing this node manages.
     pub async fn remove(&self, name: &str) -> Result<Thing, ThingsError> {
+        let thing = self.forget(name).await?;
+        let _ = self.inner.events.send(ThingEvent::Removed {
+            name: name.to_owned(),
+        });
+        Ok(thing)
+    }
+
+    /// Stop managing a thing: out of the store, off the fabric, out of
+    /// memory and of the login cache.
+    async fn forget(&self, name: &str) -> Result<Thing, ThingsError> {
         let mut owned = self.inner.owned.lock().await;
-        let Some(o) = owned.get(name) else {
+        let Some(chunks) = owned.get(name).map(|o| o.chunks) else {
             return Err(ThingsError::NotFound(name.to_owned()));
         };
         self.inner.store.delete_thing(name.to_owned()).await?;
-        self.unpublish(name, o.chunks).await;
+        self.unpublish(name, chunks).await;
         let o = owned
             .remove(name)
             .ok_or_else(|| ThingsError::NotFound(name.to_owned()))?;
         drop(owned);
         self.inner.logins.lock().map(|mut l| l.remove(name)).ok();
-        let _ = self.inner.events.send(ThingEvent::Removed {
-            name: name.to_owned(),
-        });
         Ok(o.thing)
     }
 
@@ -547,13 +554,7 @@ impl Things {
             )));
         }
         // The new manager has it durably: forget it here.
-        let mut owned = self.inner.owned.lock().await;
-        let chunks = owned.get(name).map_or(0, |o| o.chunks);
-        self.inner.store.delete_thing(name.to_owned()).await?;
-        self.unpublish(name, chunks).await;
-        owned.remove(name);
-        drop(owned);
-        self.inner.logins.lock().map(|mut l| l.remove(name)).ok();
+        self.forget(name).await?;
         let mut moved = self.inner.moved.lock().await;
         moved.retain(|_, (_, at)| at.elapsed() < MOVED_MEMORY);
         moved.insert(name.to_owned(), (thing.clone(), Instant::now()));
