@@ -221,7 +221,14 @@ pub(crate) async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ThingView>>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
+    // The managing node, as every node query names one: id, unique id
+    // prefix or name.
     let nodes = node.fabric().nodes().await;
+    let manager = q.node.as_ref().map(|n| {
+        locus_core::cluster::find(&nodes, n)
+            .ok()
+            .map(|c| c.id.to_string())
+    });
     let mut out: Vec<ThingView> = node
         .things()
         .directory()
@@ -232,14 +239,9 @@ pub(crate) async fn list(
     out.retain(|v| {
         q.protocol.is_none_or(|p| v.protocol == p)
             && q.tenant.as_ref().is_none_or(|t| v.tenant == *t)
-            && q.node.as_ref().is_none_or(|n| {
-                v.manager == *n
-                    || (n.len() >= 4 && v.manager.starts_with(n.as_str()))
-                    || nodes.iter().any(|c| {
-                        c.id.to_string() == v.manager
-                            && c.info.as_ref().is_some_and(|i| i.name == *n)
-                    })
-            })
+            && manager
+                .as_ref()
+                .is_none_or(|m| m.as_ref() == Some(&v.manager))
     });
     Ok(Json(out))
 }

@@ -37,16 +37,6 @@ fn post(agent: &Agent, device: &str, body: &Value) -> reqwest::Result<u16> {
         .map(|r| r.status().as_u16())
 }
 
-fn readings(agent: &Agent, thing: &str) -> Vec<Value> {
-    get_json(
-        agent,
-        &format!("/api/v1/readings?thing={thing}&limit=10000"),
-    )
-    .as_array()
-    .cloned()
-    .unwrap_or_default()
-}
-
 /// Export seq `0..count` and run `locus verify` on it: (exit code, output).
 fn export_and_verify(agent: &Agent, dir: &Path, count: u64) -> (i32, String) {
     export_range_and_verify(agent, dir, 0, count)

@@ -77,16 +77,6 @@ fn publish(agent: &Agent, user: &str, password: &str, topic: &str, msg: &str) ->
         .unwrap()
 }
 
-fn readings(agent: &Agent, thing: &str) -> Vec<Value> {
-    get_json(
-        agent,
-        &format!("/api/v1/readings?thing={thing}&limit=10000"),
-    )
-    .as_array()
-    .cloned()
-    .unwrap_or_default()
-}
-
 #[test]
 fn things_log_in_with_their_own_password_and_readings_are_stored() {
     let dir = tempfile::tempdir().unwrap();

@@ -372,6 +372,17 @@ pub fn image_tarball() -> PathBuf {
     tar
 }
 
+/// The stored readings of `thing` (up to 10 000), oldest first.
+pub fn readings(agent: &Agent, thing: &str) -> Vec<serde_json::Value> {
+    get_json(
+        agent,
+        &format!("/api/v1/readings?thing={thing}&limit=10000"),
+    )
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
+
 /// The sum of the values of the `/metrics` lines that start with `prefix`
 /// (a whole family, or one labelled series).
 pub fn metric(agent: &Agent, prefix: &str) -> f64 {
@@ -444,8 +455,7 @@ pub fn assert_acked_stored(
 ) -> usize {
     let mut stored = std::collections::BTreeSet::new();
     for p in 0..things {
-        let list = get_json(agent, &format!("/api/v1/readings?thing=dev{p}&limit=10000"));
-        for r in list.as_array().cloned().unwrap_or_default() {
+        for r in readings(agent, &format!("dev{p}")) {
             let v = r["reading"]["value"]["number"].as_f64().unwrap();
             stored.insert(format!("dev{p}/{v}"));
         }
