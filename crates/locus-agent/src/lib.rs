@@ -10,18 +10,9 @@
 //! Must never: speak HTTP (that is `locus-api`), parse command lines (that is
 //! the `locus` binary), or replace a key or database it cannot read.
 
-pub mod artifacts;
-pub mod capacity;
-mod chunks;
-pub mod commands;
 pub mod identity;
 pub mod inventory;
-pub mod lwm2m;
 pub mod metrics;
-pub mod mqtt;
-pub mod readings;
-pub mod things;
-pub mod workloads;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -41,16 +32,13 @@ use locus_store::{Boot, Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use artifacts::Artifacts;
-pub use commands::{CommandError, CommandResult, Commands};
 pub use identity::IdentityError;
 pub use inventory::HostPaths;
-pub use lwm2m::{Lwm2m, Lwm2mDirectory, Lwm2mResource, Lwm2mThing};
+pub use locus_artifacts::Artifacts;
+pub use locus_readings::Readings;
+pub use locus_things::{Doors, DoorsSetup, Things};
+pub use locus_workloads::Workloads;
 pub use metrics::Metrics;
-pub use mqtt::Broker;
-pub use readings::Readings;
-pub use things::{Endpoints, Things};
-pub use workloads::Workloads;
 
 /// Name of the lock file that keeps two agents off one data dir.
 pub const LOCK_FILE: &str = "lock";
@@ -102,8 +90,8 @@ pub enum AgentError {
     Workloads(String),
     #[error("cannot load the things: {0}")]
     Things(String),
-    #[error("cannot start the LwM2M servers: {0}")]
-    Lwm2m(String),
+    #[error(transparent)]
+    Doors(#[from] locus_things::DoorsError),
     #[error("cannot start {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -126,14 +114,12 @@ pub struct Node {
     inventory: watch::Receiver<Arc<Inventory>>,
     metrics: Arc<Metrics>,
     fabric: FabricHandle,
-    capacity: Arc<capacity::CapacityPublisher>,
+    capacity: Arc<locus_workloads::CapacityPublisher>,
     workloads: Workloads,
     artifacts: Artifacts,
     readings: Readings,
     things: Things,
-    broker: Option<Arc<Broker>>,
-    commands: Commands,
-    endpoints: Endpoints,
+    doors: Doors,
     refresh: JoinHandle<()>,
     /// Checkpoint, retention and export loops of the readings.
     readings_loops: Vec<JoinHandle<()>>,
@@ -211,7 +197,7 @@ impl Node {
         .await?;
         let info = NodeInfo {
             id,
-            public_key: hex(key.verifying_key().as_bytes()),
+            public_key: locus_core::hex(key.verifying_key().as_bytes()),
             name: name.clone(),
             site: settings.config.site.clone(),
             api_addr: settings.api_addr.to_string(),
@@ -238,7 +224,7 @@ impl Node {
 
         let first = collect_inventory(&settings.host_paths, &data_dir).await;
         metrics.inventory_refreshes.inc();
-        let capacity = Arc::new(capacity::CapacityPublisher::new(fabric.clone()));
+        let capacity = Arc::new(locus_workloads::CapacityPublisher::new(fabric.clone()));
         let drivers = drivers(id).await;
         capacity.set_usage(
             Default::default(),
@@ -254,21 +240,21 @@ impl Node {
             metrics.inventory_refreshes.clone(),
             capacity.clone(),
         ));
-        let (artifacts, repair) = Artifacts::start(artifacts::ArtifactsSetup {
+        let (artifacts, repair) = Artifacts::start(locus_artifacts::ArtifactsSetup {
             me: id,
             data_dir: data_dir.clone(),
             store: store.clone(),
             fabric: fabric.clone(),
-            metrics: metrics.clone(),
+            metrics: metrics.artifacts.clone(),
             budget_bytes: settings.config.artifacts.disk_budget_bytes(),
         })
         .await
         .map_err(|e| AgentError::Artifacts(e.to_string()))?;
-        let (readings, readings_loops) = Readings::start(readings::ReadingsSetup {
+        let (readings, readings_loops) = Readings::start(locus_readings::ReadingsSetup {
             store: store.clone(),
             key: key.clone(),
             node: id,
-            metrics: metrics.clone(),
+            metrics: metrics.readings.clone(),
             config: settings.config.readings.clone(),
         })
         .await
@@ -276,76 +262,26 @@ impl Node {
         let things = Things::start(id, store.clone(), fabric.clone())
             .await
             .map_err(|e| AgentError::Things(e.to_string()))?;
-        let upstream = match &settings.config.things.mqtt_broker {
-            Some(url) => Some(Arc::new(
-                mqtt::Upstream::start(
-                    url,
-                    format!("locus-{id}"),
-                    things.clone(),
-                    readings.clone(),
-                    metrics.clone(),
-                )
-                .map_err(|e| AgentError::Things(format!("cannot start the MQTT client: {e}")))?,
-            )),
-            None => None,
-        };
-        let broker = if settings.config.things.mqtt && upstream.is_none() {
-            let addr = settings.config.mqtt_addr();
-            Some(Arc::new(
-                Broker::start(addr, things.clone(), readings.clone(), metrics.clone()).map_err(
-                    |source| AgentError::Listen {
-                        what: "the MQTT broker",
-                        addr,
-                        source,
-                    },
-                )?,
-            ))
-        } else {
-            None
-        };
-        let lwm2m = if settings.config.things.lwm2m {
-            let lwm2m = Lwm2m::start(
-                lwm2m::Settings::new(
-                    settings.config.lwm2m_addr(),
-                    settings.config.lwm2m_bootstrap_addr(),
-                ),
-                Arc::new(things.clone()),
-                readings.clone(),
-                metrics.clone(),
-            )
-            .await
-            .map_err(|e| AgentError::Lwm2m(e.to_string()))?;
-            tokio::spawn(rebootstrap_moved_things(things.subscribe(), lwm2m.clone()));
-            Some(lwm2m)
-        } else {
-            None
-        };
-        // What devices are told to reach: a wildcard bind is reached at the
-        // address the node advertises for gossip.
-        let reachable = |a: SocketAddr| {
-            if a.ip().is_unspecified() {
-                SocketAddr::new(advertise.ip(), a.port()).to_string()
-            } else {
-                a.to_string()
-            }
-        };
-        let endpoints = Endpoints {
-            mqtt: match &upstream {
-                Some(u) => Some(u.addr().to_owned()),
-                None => broker.as_ref().map(|b| reachable(b.local_addr())),
+        let things_config = &settings.config.things;
+        let doors = Doors::open(
+            DoorsSetup {
+                client_id: format!("locus-{id}"),
+                upstream: things_config.mqtt_broker.clone(),
+                mqtt: things_config.mqtt.then(|| settings.config.mqtt_addr()),
+                lwm2m: things_config.lwm2m.then(|| {
+                    locus_things::lwm2m::Settings::new(
+                        settings.config.lwm2m_addr(),
+                        settings.config.lwm2m_bootstrap_addr(),
+                    )
+                }),
+                advertise: advertise.ip(),
             },
-            lwm2m: lwm2m.as_ref().map(|l| reachable(l.server_addr())),
-            bootstrap: lwm2m.as_ref().map(|l| reachable(l.bootstrap_addr())),
-        };
-        things.publish_endpoints(&endpoints).await;
-        let commands = Commands {
-            readings: readings.clone(),
-            broker: broker.clone(),
-            upstream,
-            lwm2m: lwm2m.clone(),
-            http: reqwest::Client::new(),
-        };
-        let (workloads, reconcile) = Workloads::start(workloads::WorkloadsSetup {
+            things.clone(),
+            readings.clone(),
+            metrics.things.clone(),
+        )
+        .await?;
+        let (workloads, reconcile) = Workloads::start(locus_workloads::WorkloadsSetup {
             artifacts: artifacts.clone(),
             me: id,
             data_dir: data_dir.clone(),
@@ -353,7 +289,7 @@ impl Node {
             fabric: fabric.clone(),
             capacity: capacity.clone(),
             inventory: inventory.clone(),
-            metrics: metrics.clone(),
+            metrics: metrics.workloads.clone(),
             drivers,
             // After a restart, first learn whether the workloads moved.
             hold: if boot.generation > 1 {
@@ -388,9 +324,7 @@ impl Node {
             artifacts,
             readings,
             things,
-            broker,
-            commands,
-            endpoints,
+            doors,
             refresh,
             readings_loops,
             reconcile,
@@ -434,26 +368,9 @@ impl Node {
         &self.things
     }
 
-    /// The embedded MQTT broker, when it runs.
-    pub fn broker(&self) -> Option<&Broker> {
-        self.broker.as_deref()
-    }
-
-    /// Run a command on a thing this node manages: `value` absent reads
-    /// (or executes an executable resource), present writes.
-    pub async fn command(
-        &self,
-        thing: &str,
-        resource: &str,
-        value: Option<&str>,
-    ) -> Result<CommandResult, CommandError> {
-        let Some(t) = self.things.get_local(thing).await else {
-            return Err(CommandError::Unavailable(format!(
-                "thing {thing:?} is not managed by this node"
-            )));
-        };
-        let plan = commands::plan(&t.spec, resource, value)?;
-        self.commands.run(&t.spec, plan).await
+    /// The device doors: MQTT, LwM2M, commands.
+    pub fn doors(&self) -> &Doors {
+        &self.doors
     }
 
     /// The readings this node accepted, sealed.
@@ -499,9 +416,9 @@ impl Node {
             labels: info.labels.clone(),
             api_addr: info.api_addr.clone(),
             gossip_addr: self.fabric.local_addr().to_string(),
-            mqtt_addr: self.endpoints.mqtt.clone(),
-            lwm2m_addr: self.endpoints.lwm2m.clone(),
-            lwm2m_bootstrap_addr: self.endpoints.bootstrap.clone(),
+            mqtt_addr: self.doors.endpoints().mqtt.clone(),
+            lwm2m_addr: self.doors.endpoints().lwm2m.clone(),
+            lwm2m_bootstrap_addr: self.doors.endpoints().bootstrap.clone(),
             seeds: self
                 .settings
                 .config
@@ -608,7 +525,7 @@ async fn refresh_inventory(
     data_dir: PathBuf,
     every: Duration,
     refreshes: prometheus::IntCounter,
-    capacity: Arc<capacity::CapacityPublisher>,
+    capacity: Arc<locus_workloads::CapacityPublisher>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -671,37 +588,8 @@ fn load_cluster_key(config: &Config) -> Result<Option<ClusterKey>, AgentError> {
     ClusterKey::parse(&text).map(Some).map_err(err)
 }
 
-pub(crate) fn unix_ms() -> u64 {
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A thing that moved to another manager is asked to bootstrap again
-/// (Execute /1/0/9 while it is still registered here), so that it learns
-/// its new LwM2M server.
-async fn rebootstrap_moved_things(
-    mut events: tokio::sync::broadcast::Receiver<things::ThingEvent>,
-    lwm2m: Lwm2m,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        match events.recv().await {
-            Ok(things::ThingEvent::Moved { name, to }) => match lwm2m.rebootstrap(&name).await {
-                Ok(()) => {
-                    tracing::info!(thing = %name, %to, "thing re-bootstrapped towards its new manager")
-                }
-                Err(lwm2m::Lwm2mError::NotRegistered(_)) => {}
-                Err(e) => {
-                    tracing::warn!(thing = %name, error = %e, "cannot re-bootstrap the thing")
-                }
-            },
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => break,
-        }
-    }
 }

@@ -12,10 +12,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use locus_agent::Node;
-use locus_agent::artifacts::{
+use locus_artifacts::pipe::stream_reader;
+use locus_artifacts::service::{
     ArtifactView, ArtifactsError, FetchProgress, FetchReport, GcReport, MAX_REPLICAS,
 };
-use locus_artifacts::pipe::stream_reader;
 use locus_artifacts::{RangeError, parse_range};
 use locus_core::ArtifactId;
 use serde::Deserialize;

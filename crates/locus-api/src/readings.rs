@@ -11,9 +11,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
-use locus_agent::readings::edgex::{EDGEX_DEFAULT_LIMIT, EDGEX_MAX_LIMIT, MultiReadingsResponse};
-use locus_agent::readings::export::{ImportOriginView, ImportResult, MAX_IMPORT};
-use locus_agent::readings::{
+use locus_readings::edgex::{EDGEX_DEFAULT_LIMIT, EDGEX_MAX_LIMIT, MultiReadingsResponse};
+use locus_readings::export::{ImportOriginView, ImportResult, MAX_IMPORT};
+use locus_readings::{
     CheckpointView, ConsistencyProof, InclusionProof, MAX_BUNDLE, MAX_QUERY, ReadingView,
     ReadingsError,
 };

@@ -11,10 +11,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use locus_agent::things::{Located, ThingsError};
-use locus_agent::{CommandError, CommandResult, Node};
+use locus_agent::Node;
 use locus_core::thing::{Thing, ThingProtocol, ThingSpec, ThingView};
 use locus_core::workload::SpecFormat;
+use locus_things::{CommandError, CommandResult};
+use locus_things::{Located, ThingsError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -175,7 +176,7 @@ pub(crate) async fn add(
 /// The id of the workload `query` names on this node.
 async fn managing_workload(node: &Node, query: &str) -> Result<String, ApiError> {
     match node.workloads().locate(query).await {
-        Ok(locus_agent::workloads::Located::Local(w)) => Ok(w.id.to_string()),
+        Ok(locus_workloads::Located::Local(w)) => Ok(w.id.to_string()),
         Ok(_) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "workload_elsewhere",
@@ -428,6 +429,7 @@ pub(crate) async fn command(
     let path = format!("/api/v1/things/{name}/commands");
     match local_or_forward(&node, &name, Method::POST, &path, &headers, body).await? {
         Ok(_) => node
+            .doors()
             .command(&name, &c.resource, c.value.as_deref())
             .await
             .map(|r| Json(r).into_response())
@@ -506,6 +508,7 @@ pub(crate) async fn edgex_get(
         ));
     }
     let r = node
+        .doors()
         .command(&name, &command, None)
         .await
         .map_err(command_error)?;
@@ -598,7 +601,8 @@ pub(crate) async fn edgex_put(
         }
         Some(other) => other.to_string(),
     };
-    node.command(&name, &command, Some(&value))
+    node.doors()
+        .command(&name, &command, Some(&value))
         .await
         .map_err(edgex_command_error)?;
     Ok(Json(EdgexBase {

@@ -12,10 +12,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
-use locus_agent::workloads::{
+use locus_core::workload::{SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
+use locus_workloads::{
     Handover, Located, Submitted, Verb, WorkloadError, WorkloadUpdate, WorkloadView,
 };
-use locus_core::workload::{SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
 use serde::Deserialize;
 use utoipa::IntoParams;
 

@@ -1,7 +1,9 @@
 //! # locus-artifacts
 //!
-//! The bytes of artifacts on this node's disk, and the verified encoding
-//! that moves them between nodes.
+//! Content-addressed artifacts: their bytes on this node's disk, the
+//! verified encoding that moves them between nodes, and the service that
+//! keeps the node's index, the cluster's holder records and the replicas in
+//! step.
 //!
 //! An artifact is named by the BLAKE3 digest of its bytes
 //! ([`locus_core::ArtifactId`]). BLAKE3 is a Merkle tree over 1 KiB chunks;
@@ -20,18 +22,28 @@
 //! - [`pipe`]: bounded bridges between async byte streams and the
 //!   synchronous encoder and decoder, so memory stays flat whatever the size.
 //!
-//! What it must never do: talk to the network, touch the node's SQLite
-//! index, or decide *which* node holds what (that is `locus-sched` and the
-//! agent). Every buffer here has a fixed upper size.
+//! - [`service`]: the [`Artifacts`] service — the `artifacts` table of the
+//!   store, holder records `art/<cid>` on the fabric, verified fetches from
+//!   the nearest holders, replication to K copies, pins and collection.
+//!
+//! What it must never do: decide *which* node fetches a missing replica
+//! (that is `locus-sched`), speak HTTP to clients (that is `locus-api`), or
+//! let [`blob`], [`range`] and [`pipe`] reach the network or the store: the
+//! service alone moves bytes between them and the world. Every buffer here
+//! has a fixed upper size.
 
 pub mod blob;
+pub mod metrics;
 pub mod pipe;
 pub mod range;
+pub mod service;
 
 pub use blob::{
     ArtifactError, BlobStore, DecodeFailure, GROUP_BYTES, Ingested, Partial, SpanError,
 };
+pub use metrics::ArtifactMetrics;
 pub use range::{RangeError, parse_range, spans};
+pub use service::{Artifacts, ArtifactsError, ArtifactsSetup};
 
 /// Bytes a peer is asked for in one request: large enough that the
 /// per-request cost vanishes, small enough that a failed span wastes little.

@@ -26,3 +26,8 @@ pub use workload::{Kind, State, Workload, WorkloadId, WorkloadSpec};
 
 /// The version of locus, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Lowercase hex of `bytes` (keys, hashes and roots are shown this way).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -9,7 +9,8 @@
 //! - Owned records ([`records`]): each node is the only writer of its keys;
 //!   updates ride on foca's custom broadcasts, and a replica that missed one
 //!   learns it from a bounded digest a random peer sends every few seconds,
-//!   then pulls it.
+//!   then pulls it. A document larger than one record (a workload spec, a
+//!   thing) is published as numbered [`chunks`].
 //! - Network coordinates (Vivaldi) learn from the round-trip time of every
 //!   exchange, measured by timestamps echoed in each datagram, which also
 //!   carries the sender's coordinate ([`wire`]).
@@ -20,6 +21,7 @@
 //! block, or let bytes from the network panic, allocate without bound or
 //! overwrite a record it does not own.
 
+pub mod chunks;
 mod deadlines;
 pub mod fabric;
 pub mod member;

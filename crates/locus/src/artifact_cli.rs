@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use locus_agent::artifacts::{ArtifactView, FetchEnd, FetchProgress, FetchReport, GcReport};
+use locus_artifacts::service::{ArtifactView, FetchEnd, FetchProgress, FetchReport, GcReport};
 use locus_core::ArtifactId;
 use reqwest::Method;
 

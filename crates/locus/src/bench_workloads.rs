@@ -145,7 +145,7 @@ impl Cluster {
         let child = cmd
             .env(
                 "LOCUS_LOG",
-                "warn,locus_agent::workloads=debug,locus_agent::artifacts=info",
+                "warn,locus_workloads=debug,locus_artifacts=info",
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())

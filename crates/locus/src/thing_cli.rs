@@ -2,9 +2,9 @@
 //! commands, as calls to a node's API.
 
 use anyhow::{Context, anyhow};
-use locus_agent::CommandResult;
 use locus_core::thing::{ThingSpec, ThingView};
 use locus_core::workload::SpecFormat;
+use locus_things::CommandResult;
 use reqwest::Method;
 
 use crate::cli::{ThingAddArgs, ThingCommand};

@@ -2,8 +2,8 @@
 //! the workload commands, as calls to a node's API.
 
 use anyhow::{Context, anyhow};
-use locus_agent::workloads::{Submitted, WorkloadView};
 use locus_core::workload::{SpecFormat, Workload, WorkloadSpec};
+use locus_workloads::{Submitted, WorkloadView};
 use reqwest::Method;
 
 use crate::cli::{LogsArgs, PsArgs, RmArgs, RunArgs, UpdateArgs};

@@ -39,9 +39,9 @@ use ntex::util::Bytes;
 use ntex_mqtt::v3;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::metrics::Metrics;
-use crate::readings::Readings;
-use crate::things::{AuthError, ThingEvent, Things};
+use crate::metrics::ThingMetrics;
+use crate::registry::{AuthError, ThingEvent, Things};
+use locus_readings::Readings;
 
 /// Most MQTT sessions open at once.
 pub const MAX_SESSIONS: usize = 4096;
@@ -89,7 +89,7 @@ struct SessionEntry {
 struct Shared {
     things: Things,
     readings: Readings,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ThingMetrics>,
     /// Thing name → its open sessions.
     sessions: Mutex<HashMap<String, Vec<SessionEntry>>>,
     next_id: AtomicU64,
@@ -407,7 +407,7 @@ impl Broker {
         bind: SocketAddr,
         things: Things,
         readings: Readings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ThingMetrics>,
     ) -> std::io::Result<Broker> {
         let listener = std::net::TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
@@ -564,7 +564,7 @@ impl Upstream {
         client_id: String,
         things: Things,
         readings: Readings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ThingMetrics>,
     ) -> std::io::Result<Upstream> {
         let (addr, auth) = url.parts();
         let shared = Arc::new(Shared {

@@ -57,8 +57,9 @@ use utoipa::ToSchema;
 
 pub use coap::{ACK_TIMEOUT, CoapError, MAX_RETRANSMIT, RESPONSE_TIMEOUT, Timing};
 
-use crate::{Metrics, Readings};
+use crate::metrics::ThingMetrics;
 use coap::{Endpoint, Outgoing, Reply, Service, Verdict};
+use locus_readings::Readings;
 
 /// Most registrations the LWM2M server holds.
 pub const MAX_REGISTRATIONS: usize = 1024;
@@ -322,7 +323,7 @@ struct Inner {
     bootstrap: Arc<Endpoint>,
     directory: Arc<dyn Lwm2mDirectory>,
     readings: Readings,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ThingMetrics>,
     state: Mutex<ServerState>,
     bootstraps: Mutex<BootstrapState>,
     notifications: mpsc::Sender<Notification>,
@@ -352,7 +353,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn now_ms() -> u64 {
-    crate::unix_ms()
+    crate::registry::unix_ms()
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -394,7 +395,7 @@ fn fresher(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
 fn registration_id() -> String {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
-        b = crate::unix_ms().to_be_bytes();
+        b = crate::registry::unix_ms().to_be_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -414,7 +415,7 @@ impl Lwm2m {
         settings: Settings,
         directory: Arc<dyn Lwm2mDirectory>,
         readings: Readings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ThingMetrics>,
     ) -> Result<Lwm2m, Lwm2mError> {
         let bind = |role, addr| {
             let metrics = metrics.clone();
@@ -1297,6 +1298,33 @@ async fn expire_registrations(inner: Arc<Inner>) {
         }
         if !gone.is_empty() {
             inner.set_registration_gauge(&mut st);
+        }
+    }
+}
+
+/// A thing that moved to another manager is asked to bootstrap again
+/// (Execute /1/0/9 while it is still registered here), so that it learns
+/// its new LwM2M server.
+pub async fn rebootstrap_moved_things(
+    mut events: tokio::sync::broadcast::Receiver<crate::registry::ThingEvent>,
+    lwm2m: Lwm2m,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(crate::registry::ThingEvent::Moved { name, to }) => {
+                match lwm2m.rebootstrap(&name).await {
+                    Ok(()) => {
+                        tracing::info!(thing = %name, %to, "thing re-bootstrapped towards its new manager")
+                    }
+                    Err(Lwm2mError::NotRegistered(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(thing = %name, error = %e, "cannot re-bootstrap the thing")
+                    }
+                }
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => break,
         }
     }
 }

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::pipe::{StreamReader, stream_reader, stream_writer};
+use crate::{ArtifactError, BlobStore, DecodeFailure, Partial, SPAN_BYTES, spans};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use locus_artifacts::pipe::{StreamReader, stream_reader, stream_writer};
-use locus_artifacts::{ArtifactError, BlobStore, DecodeFailure, Partial, SPAN_BYTES, spans};
 use locus_core::cluster::{ClusterNode, Liveness};
 use locus_core::{ArtifactId, NodeId};
 use locus_fabric::udp::FabricHandle;
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use utoipa::ToSchema;
 
-use crate::metrics::Metrics;
+use crate::metrics::ArtifactMetrics;
 
 /// Period of the replication pass when nothing wakes it.
 pub const REPAIR_TICK: Duration = Duration::from_secs(1);
@@ -190,7 +190,7 @@ pub struct ArtifactsSetup {
     pub data_dir: std::path::PathBuf,
     pub store: Store,
     pub fabric: FabricHandle,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ArtifactMetrics>,
     pub budget_bytes: u64,
 }
 
@@ -199,7 +199,7 @@ struct Inner {
     blobs: BlobStore,
     store: Store,
     fabric: FabricHandle,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ArtifactMetrics>,
     budget: u64,
     http: reqwest::Client,
     /// Fetches under way: later callers wait on the first.
@@ -218,7 +218,9 @@ pub struct Artifacts {
 }
 
 fn now_ms() -> u64 {
-    crate::unix_ms()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -601,11 +603,11 @@ impl Artifacts {
                 span.start, span.end
             )));
         }
-        if !span.start.is_multiple_of(locus_artifacts::GROUP_BYTES) {
+        if !span.start.is_multiple_of(crate::GROUP_BYTES) {
             return Err(ArtifactsError::Invalid(format!(
                 "span start {} is not a multiple of {}",
                 span.start,
-                locus_artifacts::GROUP_BYTES
+                crate::GROUP_BYTES
             )));
         }
         let (w, rx) = stream_writer();
@@ -1143,7 +1145,7 @@ struct Peer {
 
 enum SpanFailure {
     Request(String),
-    Decode(locus_artifacts::SpanError),
+    Decode(crate::SpanError),
 }
 
 /// One span asked of one peer.
@@ -1155,7 +1157,7 @@ struct SpanJob {
     partial: Partial,
     got: Arc<AtomicU64>,
     peer_bytes: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ArtifactMetrics>,
 }
 
 impl SpanJob {

@@ -1,4 +1,13 @@
+//! # locus-readings
+//!
 //! The readings this node accepted, sealed into its tamper-evident log.
+//!
+//! Owns: the `readings`, `checkpoints`, export-outbox and import tables of
+//! the store, the in-memory seal log, the group-commit writer, the
+//! checkpoint, retention and export loops, and the EdgeX reading queries.
+//! Must never: speak a device protocol (MQTT, LwM2M and HTTP doors hand it
+//! readings), acknowledge a reading before its commit, or change a sealed
+//! leaf.
 //!
 //! Every accepted reading gets the next sequence number and becomes a leaf
 //! of the node's seal log (`locus_iot::seal`, RFC 6962 hashing). Every
@@ -23,6 +32,7 @@
 pub mod edgex;
 pub mod export;
 pub mod ingest;
+pub mod metrics;
 pub mod retention;
 #[cfg(test)]
 mod tests;
@@ -40,8 +50,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, RwLock, mpsc, oneshot};
 use utoipa::ToSchema;
 
-use crate::metrics::Metrics;
 use ingest::{Prepared, Request};
+pub use metrics::ReadingsMetrics;
 
 /// How often a grown log gets a signed checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -161,7 +171,7 @@ pub struct ConsistencyProof {
 }
 
 fn hexes(hashes: &[locus_iot::Hash]) -> Vec<String> {
-    hashes.iter().map(|h| crate::hex(h)).collect()
+    hashes.iter().map(|h| locus_core::hex(h)).collect()
 }
 
 struct Inner {
@@ -181,7 +191,7 @@ struct Inner {
     /// the deletion, see `retention`).
     pruned_below: std::sync::atomic::AtomicU64,
     policy: retention::Policy,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ReadingsMetrics>,
     /// EdgeX (device, resource) → (profile, value type), as last stored.
     edgex: std::sync::Mutex<std::collections::HashMap<(String, String), (String, String)>>,
 }
@@ -191,7 +201,7 @@ pub struct ReadingsSetup {
     pub store: Store,
     pub key: SigningKey,
     pub node: NodeId,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<ReadingsMetrics>,
     pub config: locus_core::config::ReadingsConfig,
 }
 
@@ -409,9 +419,9 @@ impl Readings {
         Ok(InclusionProof {
             seq,
             reading,
-            leaf_hash: crate::hex(&leaf),
+            leaf_hash: locus_core::hex(&leaf),
             tree_size: size,
-            root: crate::hex(&root),
+            root: locus_core::hex(&root),
             proof: hexes(&proof),
             checkpoint: self.inner.store.checkpoint_at(size).await?,
             verifier_key: self.verifier_key(),
@@ -445,8 +455,8 @@ impl Readings {
         Ok(ConsistencyProof {
             from,
             to,
-            from_root: crate::hex(&from_root),
-            to_root: crate::hex(&to_root),
+            from_root: locus_core::hex(&from_root),
+            to_root: locus_core::hex(&to_root),
             proof: hexes(&proof),
             from_checkpoint: self.inner.store.checkpoint_at(from).await?,
             to_checkpoint: self.inner.store.checkpoint_at(to).await?,
@@ -567,4 +577,10 @@ impl Readings {
         }
         bundle.ok_or_else(|| ReadingsError::Invalid("nothing to export".into()))
     }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,5 +1,16 @@
+//! # locus-workloads
+//!
 //! The workloads a node owns, and the reconcile loop that keeps them as
-//! asked.
+//! asked: placement of new workloads, adoption of a dead owner's workloads,
+//! yielding to a newer epoch, handover calls, and the capacity the node
+//! publishes.
+//!
+//! Owns: the `workloads` table of the store, the `wl/<id>` records and spec
+//! chunks on the fabric, the node's `capacity` record, the instances the
+//! drivers run for it.
+//! Must never: decide placement or adoption itself (those are pure
+//! functions of `locus-sched`), run a workload it does not own, or wait on
+//! a driver while holding its lock.
 //!
 //! Every owned workload lives in three places that this module keeps in
 //! step: the store (written before any answer, so nothing is lost on a
@@ -33,8 +44,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 use utoipa::ToSchema;
 
-use crate::capacity::CapacityPublisher;
-use crate::metrics::Metrics;
+pub mod capacity;
+pub mod metrics;
+
+pub use capacity::CapacityPublisher;
+pub use metrics::WorkloadMetrics;
 
 /// Period of the reconcile loop when nothing wakes it.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -213,7 +227,7 @@ struct Inner {
     fabric: FabricHandle,
     capacity: Arc<CapacityPublisher>,
     inventory: tokio::sync::watch::Receiver<Arc<locus_core::inventory::Inventory>>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<WorkloadMetrics>,
     drivers: BTreeMap<Kind, Arc<dyn Driver>>,
     owned: Mutex<Owned>,
     wake: Notify,
@@ -221,7 +235,7 @@ struct Inner {
     /// first learns whether its workloads were adopted elsewhere).
     hold_until: Instant,
     http: reqwest::Client,
-    artifacts: crate::artifacts::Artifacts,
+    artifacts: locus_artifacts::Artifacts,
 }
 
 /// The workloads of this node. Cheap to clone.
@@ -238,16 +252,18 @@ pub struct WorkloadsSetup {
     pub fabric: FabricHandle,
     pub capacity: Arc<CapacityPublisher>,
     pub inventory: tokio::sync::watch::Receiver<Arc<locus_core::inventory::Inventory>>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<WorkloadMetrics>,
     pub drivers: Vec<Arc<dyn Driver>>,
     /// Where `cid:` sources are fetched from.
-    pub artifacts: crate::artifacts::Artifacts,
+    pub artifacts: locus_artifacts::Artifacts,
     /// How long to hold starts after boot.
     pub hold: Duration,
 }
 
 fn now_ms() -> u64 {
-    crate::unix_ms()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn new_id() -> WorkloadId {
@@ -1328,8 +1344,13 @@ impl Workloads {
         for (id, chunks, old_chunks, summary) in changes {
             // Spec first, then the summary that names its digest.
             if let Some(chunks) = chunks {
-                crate::chunks::publish(fabric, |i| chunk_key(id, i), chunks, old_chunks as usize)
-                    .await;
+                locus_fabric::chunks::publish(
+                    fabric,
+                    |i| chunk_key(id, i),
+                    chunks,
+                    old_chunks as usize,
+                )
+                .await;
             }
             if let Err(e) = fabric.publish_json(&summary_key(id), &summary).await {
                 tracing::warn!(workload = %id, error = %e, "cannot publish a workload");
@@ -1341,7 +1362,7 @@ impl Workloads {
         }
         for (id, chunks) in forget {
             let _ = fabric.publish(&summary_key(id), None).await;
-            crate::chunks::delete(fabric, |i| chunk_key(id, i), 0..chunks as usize).await;
+            locus_fabric::chunks::delete(fabric, |i| chunk_key(id, i), 0..chunks as usize).await;
         }
         let owned = self.inner.owned.lock().await;
         for s in State::ALL {

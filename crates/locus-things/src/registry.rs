@@ -137,7 +137,7 @@ pub struct Things {
     inner: Arc<Inner>,
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -281,7 +281,7 @@ impl Things {
         let name = t.spec.name.get();
         let json = serde_json::to_vec(t).unwrap_or_default();
         let f = &self.inner.fabric;
-        let n = crate::chunks::publish(
+        let n = locus_fabric::chunks::publish(
             f,
             |i| chunk_key(name, i),
             json.chunks(CHUNK).map(<[u8]>::to_vec),
@@ -302,7 +302,7 @@ impl Things {
     async fn unpublish(&self, name: &str, chunks: u32) {
         let f = &self.inner.fabric;
         let _ = f.publish(&header_key(name), None).await;
-        crate::chunks::delete(f, |i| chunk_key(name, i), 0..chunks as usize).await;
+        locus_fabric::chunks::delete(f, |i| chunk_key(name, i), 0..chunks as usize).await;
     }
 
     /// Every thing in the cluster, with its manager's API address. A thing

@@ -39,7 +39,7 @@ use locus_store::{Store, StoredReading};
 use tokio::sync::{Notify, RwLock, mpsc, oneshot};
 
 use super::ReadingsError;
-use crate::metrics::Metrics;
+use crate::metrics::ReadingsMetrics;
 
 /// Requests waiting for the writer, at most; past it, `ingest` waits for
 /// room.
@@ -128,7 +128,7 @@ pub(crate) struct Writer {
     pub(crate) log: Arc<RwLock<SealLog>>,
     /// Woken after each commit (the exporter waits on it).
     pub(crate) grown: Arc<Notify>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<ReadingsMetrics>,
 }
 
 impl Writer {

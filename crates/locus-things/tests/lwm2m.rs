@@ -18,14 +18,15 @@ use coap_lite::{
     option_value::{OptionValueU16, OptionValueU32},
 };
 use ed25519_dalek::SigningKey;
-use locus_agent::lwm2m::{Lwm2mError, Settings, Timing};
-use locus_agent::readings::ReadingsSetup;
-use locus_agent::{Lwm2m, Lwm2mDirectory, Lwm2mResource, Lwm2mThing, Metrics, Readings};
 use locus_core::NodeId;
 use locus_iot::Value;
 use locus_iot::lwm2m::SecurityMode;
 use locus_iot::lwm2m::content::ResourceKind;
+use locus_readings::{Readings, ReadingsMetrics, ReadingsSetup};
 use locus_store::Store;
+use locus_things::lwm2m::{Lwm2mError, Settings, Timing};
+use locus_things::{Lwm2m, Lwm2mDirectory, Lwm2mResource, Lwm2mThing, ThingMetrics};
+use prometheus::Registry;
 use serde_json::Value as Json;
 use tokio::net::UdpSocket;
 
@@ -79,7 +80,7 @@ fn thing(name: &str, endpoint: &str, managed_here: bool, server: SocketAddr) -> 
 struct Fixture {
     lwm2m: Lwm2m,
     readings: Readings,
-    metrics: Arc<Metrics>,
+    metrics: Registry,
     directory: Arc<Directory>,
     sealer: Vec<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -99,12 +100,12 @@ async fn fixture() -> Fixture {
     let store = Store::open(dir.path()).unwrap();
     let key = SigningKey::from_bytes(&[7; 32]);
     let node = NodeId::from_public_key(&key.verifying_key());
-    let metrics = Arc::new(Metrics::new("test").unwrap());
+    let metrics = Registry::new();
     let (readings, sealer) = Readings::start(ReadingsSetup {
         store,
         key,
         node,
-        metrics: metrics.clone(),
+        metrics: Arc::new(ReadingsMetrics::register(&metrics).unwrap()),
         config: Default::default(),
     })
     .await
@@ -123,7 +124,7 @@ async fn fixture() -> Fixture {
         settings,
         directory.clone(),
         readings.clone(),
-        metrics.clone(),
+        Arc::new(ThingMetrics::register(&metrics).unwrap()),
     )
     .await
     .unwrap();
@@ -257,9 +258,10 @@ where
     }
 }
 
-fn metric(metrics: &Metrics, line_start: &str) -> f64 {
-    metrics
-        .render()
+fn metric(metrics: &Registry, line_start: &str) -> f64 {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&metrics.gather())
+        .unwrap()
         .lines()
         .filter(|l| l.starts_with(line_start))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

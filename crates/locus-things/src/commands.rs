@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::mqtt::Broker;
-use crate::readings::Readings;
+use locus_readings::Readings;
 
 /// Timeout of a call to an HTTP thing's device service.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -28,7 +28,7 @@ use futures_util::future::BoxFuture;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
-use crate::Metrics;
+use crate::metrics::ThingMetrics;
 
 /// RFC 7252 §4.8: the first retransmission timeout of a confirmable
 /// message (before the random factor).
@@ -285,7 +285,7 @@ pub struct Endpoint {
     role: &'static str,
     socket: UdpSocket,
     timing: Timing,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ThingMetrics>,
     handling: Arc<Semaphore>,
     state: Mutex<State>,
 }
@@ -393,13 +393,13 @@ impl Endpoint {
         role: &'static str,
         addr: SocketAddr,
         timing: Timing,
-        metrics: Arc<Metrics>,
+        metrics: Arc<ThingMetrics>,
     ) -> std::io::Result<Arc<Endpoint>> {
         let socket = UdpSocket::bind(addr).await?;
         let mut seed = [0u8; 16];
         // Without OS randomness, ids still differ between runs by the clock.
         if getrandom::fill(&mut seed).is_err() {
-            let t = crate::unix_ms().to_le_bytes();
+            let t = crate::registry::unix_ms().to_le_bytes();
             seed[..8].copy_from_slice(&t);
             seed[8..].copy_from_slice(&t);
         }

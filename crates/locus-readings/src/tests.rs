@@ -29,16 +29,16 @@ fn reading(thing: &str, i: u64) -> Reading {
     .unwrap()
 }
 
-async fn start(dir: &std::path::Path) -> (Readings, Store, Arc<Metrics>) {
+async fn start(dir: &std::path::Path) -> (Readings, Store, Arc<ReadingsMetrics>) {
     start_with(dir, Default::default()).await
 }
 
 async fn start_with(
     dir: &std::path::Path,
     config: locus_core::config::ReadingsConfig,
-) -> (Readings, Store, Arc<Metrics>) {
+) -> (Readings, Store, Arc<ReadingsMetrics>) {
     let store = Store::open(dir).unwrap();
-    let metrics = Arc::new(Metrics::new("test").unwrap());
+    let metrics = Arc::new(ReadingsMetrics::register(&prometheus::Registry::new()).unwrap());
     let key = key();
     let node = NodeId::from_public_key(&key.verifying_key());
     let (r, _loops) = Readings::start(ReadingsSetup {
@@ -357,7 +357,7 @@ async fn proofs_of_an_honest_log_verify() {
         reading: p.reading.clone(),
     }
     .leaf_hash();
-    assert_eq!(crate::hex(&leaf), p.leaf_hash);
+    assert_eq!(locus_core::hex(&leaf), p.leaf_hash);
     merkle::verify_inclusion(&leaf, 5, 7, &unhex_all(&p.proof), &unhex(&p.root)).unwrap();
     let cp = checkpoint::open(p.checkpoint.as_deref().unwrap(), &name, &vk).unwrap();
     assert_eq!((cp.size, cp.root), (7, unhex(&p.root)));

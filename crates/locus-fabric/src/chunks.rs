@@ -4,13 +4,13 @@
 
 use std::ops::Range;
 
-use locus_fabric::udp::FabricHandle;
+use crate::udp::FabricHandle;
 
 /// Publish `chunks` under `key(0)`, `key(1)`, … and delete the chunks
 /// `n..old` that an older, longer version left; returns `n`. A chunk the
 /// fabric refuses is logged: readers find the document incomplete (its
 /// digest does not match) and wait for the next version.
-pub(crate) async fn publish(
+pub async fn publish(
     fabric: &FabricHandle,
     key: impl Fn(usize) -> String,
     chunks: impl IntoIterator<Item = Vec<u8>>,
@@ -28,11 +28,7 @@ pub(crate) async fn publish(
 }
 
 /// Delete the chunks `range`.
-pub(crate) async fn delete(
-    fabric: &FabricHandle,
-    key: impl Fn(usize) -> String,
-    range: Range<usize>,
-) {
+pub async fn delete(fabric: &FabricHandle, key: impl Fn(usize) -> String, range: Range<usize>) {
     for i in range {
         let _ = fabric.publish(&key(i), None).await;
     }
