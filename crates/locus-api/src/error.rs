@@ -82,3 +82,41 @@ impl IntoResponse for ApiError {
 pub(crate) fn query_error(e: QueryRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text())
 }
+
+/// Read a JSON body into `T`, naming the field path of an error; floats
+/// without a fraction count as integers (as JSON Schema says).
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    code: &str,
+) -> Result<T, ApiError> {
+    // serde would also read a struct from an array of its fields.
+    if serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| !v.is_object()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            "the body must be a JSON object",
+        ));
+    }
+    let strict = {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize::<_, T>(&mut de)
+    };
+    match strict {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body)
+                && locus_core::workload::integral_floats_to_integers(&mut v)
+                && let Ok(t) = serde_json::from_value::<T>(v)
+            {
+                return Ok(t);
+            }
+            let path = e.path().to_string();
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                code,
+                format!("{path}: {}", e.inner()),
+            )
+            .with_details(serde_json::json!({ "path": path })))
+        }
+    }
+}

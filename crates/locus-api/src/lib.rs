@@ -11,6 +11,7 @@
 
 mod artifacts;
 mod error;
+mod forward;
 mod readings;
 mod routes;
 mod things;

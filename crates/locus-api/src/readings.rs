@@ -658,7 +658,7 @@ pub(crate) async fn import(
     State(node): State<Arc<Node>>,
     body: Bytes,
 ) -> Result<Json<ImportResult>, ApiError> {
-    let req: ImportRequest = crate::workloads::json_body(&body, "invalid_import")?;
+    let req: ImportRequest = crate::error::json_body(&body, "invalid_import")?;
     if req.readings.len() > MAX_IMPORT {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

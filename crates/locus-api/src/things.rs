@@ -19,9 +19,9 @@ use locus_things::{Located, ThingsError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody, query_error};
+use crate::error::{ApiError, ErrorBody, json_body, query_error};
+use crate::forward::{self, Call, FORWARDED, Owner, forward};
 use crate::routes::{known_nodes, lookup};
-use crate::workloads::{FORWARDED, forward, json_body};
 
 fn api_error(e: ThingsError) -> ApiError {
     match e {
@@ -70,24 +70,17 @@ async fn local_or_forward(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Result<Thing, Response>, ApiError> {
-    match node.things().locate(name).await.map_err(api_error)? {
-        Located::Local(t) => Ok(Ok(t)),
+    let at = match node.things().locate(name).await.map_err(api_error)? {
+        Located::Local(t) => Owner::Here(t),
         Located::Remote {
             owner, api_addr, ..
-        } => {
-            if headers.contains_key(FORWARDED) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "moved",
-                    format!(
-                        "thing {name} moved to node {owner} while the call was forwarded; retry"
-                    ),
-                ));
-            }
-            let url = format!("http://{api_addr}{path}");
-            forward(method, &url, headers, body).await.map(Err)
-        }
-    }
+        } => Owner::There {
+            what: format!("thing {name}"),
+            owner,
+            url: format!("http://{api_addr}{path}"),
+        },
+    };
+    forward::resolve(at, Call::new(method, headers, body)).await
 }
 
 /// Register a thing. The body is a thing in JSON, or in TOML with

@@ -19,10 +19,9 @@ use locus_workloads::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::{ApiError, ErrorBody, query_error};
+use crate::error::{ApiError, ErrorBody, json_body, query_error};
+use crate::forward::{self, Call, Owner};
 
-/// Header set on a call forwarded to the owner.
-pub(crate) const FORWARDED: &str = "x-locus-forwarded";
 /// Most bytes of log returned by one call.
 const MAX_LOG_BYTES: u64 = 1 << 20;
 /// How often a followed log is polled.
@@ -46,44 +45,6 @@ fn api_error(e: WorkloadError) -> ApiError {
         }
         WorkloadError::Store(_) => {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
-        }
-    }
-}
-
-/// Read a JSON body into `T`, naming the field path of an error; floats
-/// without a fraction count as integers (as JSON Schema says).
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    code: &str,
-) -> Result<T, ApiError> {
-    // serde would also read a struct from an array of its fields.
-    if serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| !v.is_object()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            code,
-            "the body must be a JSON object",
-        ));
-    }
-    let strict = {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize::<_, T>(&mut de)
-    };
-    match strict {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body)
-                && locus_core::workload::integral_floats_to_integers(&mut v)
-                && let Ok(t) = serde_json::from_value::<T>(v)
-            {
-                return Ok(t);
-            }
-            let path = e.path().to_string();
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                code,
-                format!("{path}: {}", e.inner()),
-            )
-            .with_details(serde_json::json!({ "path": path })))
         }
     }
 }
@@ -201,56 +162,19 @@ async fn local_or_forward(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Result<WorkloadId, Response>, ApiError> {
-    match node.workloads().locate(query).await.map_err(api_error)? {
-        Located::Local(w) => Ok(Ok(w.id)),
+    let at = match node.workloads().locate(query).await.map_err(api_error)? {
+        Located::Local(w) => Owner::Here(w.id),
         Located::Remote {
             id,
             owner,
             api_addr,
-        } => {
-            if headers.contains_key(FORWARDED) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "moved",
-                    format!(
-                        "workload {id} moved to node {owner} while the call was forwarded; retry"
-                    ),
-                ));
-            }
-            let url = format!("http://{api_addr}/api/v1/workloads/{id}{rest}");
-            forward(method, &url, headers, body).await.map(Err)
-        }
-    }
-}
-
-pub(crate) async fn forward(
-    method: Method,
-    url: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let client = reqwest::Client::new();
-    let mut req = client
-        .request(method, url)
-        .header(FORWARDED, "1")
-        .body(body);
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        req = req.header(header::CONTENT_TYPE, ct);
-    }
-    let resp = req.send().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "owner_unreachable",
-            format!("the node that owns it did not answer: {e}"),
-        )
-    })?;
-    let status = resp.status();
-    let mut out = Response::builder().status(status.as_u16());
-    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
-        out = out.header(header::CONTENT_TYPE, ct.as_bytes());
-    }
-    out.body(Body::from_stream(resp.bytes_stream()))
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "owner_unreachable", e.to_string()))
+        } => Owner::There {
+            what: format!("workload {id}"),
+            owner,
+            url: format!("http://{api_addr}/api/v1/workloads/{id}{rest}"),
+        },
+    };
+    forward::resolve(at, Call::new(method, headers, body)).await
 }
 
 /// One workload, by id, unique id prefix or name, with its state history.
