@@ -259,13 +259,10 @@ where
 }
 
 fn metric(metrics: &Registry, line_start: &str) -> f64 {
-    prometheus::TextEncoder::new()
+    let text = prometheus::TextEncoder::new()
         .encode_to_string(&metrics.gather())
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with(line_start))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .unwrap();
+    locus_testkit::sum_metric(&text, line_start)
 }
 
 /// The bootstrap steps the client saw from its last Bootstrap-Request on

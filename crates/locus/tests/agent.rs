@@ -1,12 +1,10 @@
 //! The agent as a user meets it: the real binary, real sockets, real signals.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use locus_testkit::*;
 use nix::sys::signal::Signal;
 
 fn meminfo_total_bytes() -> u64 {

@@ -4,13 +4,11 @@
 //! holder caught at the chunk, a fetch resumed after its agent was killed,
 //! a multi-GB transfer with flat memory, and workloads started from CIDs.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use locus_testkit::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

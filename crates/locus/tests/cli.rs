@@ -1,8 +1,6 @@
 //! The CLI as a client: tables, JSON, exit codes.
 
-mod common;
-
-use common::*;
+use locus_testkit::*;
 
 #[test]
 fn node_status_and_devices_ls_print_tables_and_json() {
@@ -45,7 +43,7 @@ fn node_status_and_devices_ls_print_tables_and_json() {
     );
 
     // LOCUS_API selects the node too.
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["node", "status", "--json"])
         .env("LOCUS_API", &api)
         .output()

@@ -1,13 +1,11 @@
 //! The fabric between real agent processes on 127.0.0.x: joins, SIGKILL,
 //! restart, graceful stop, cluster keys, and hostile datagrams.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use locus_testkit::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

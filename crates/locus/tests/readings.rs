@@ -5,13 +5,11 @@
 //! store is named by it; proofs verify; retention keeps the log provable;
 //! readings reach a parent node exactly once through crashes of both.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use locus_testkit::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 

@@ -3,13 +3,11 @@
 //! CLI, per-thing logins, readings durable before PUBACK, refusals that
 //! never store anything, commands, and a manager change between two nodes.
 
-mod common;
-
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use locus_testkit::*;
 use serde_json::Value;
 
 const PASSWORD: &str = "change-me-please";

@@ -2,11 +2,9 @@
 //! 0); one altered, dropped or reordered reading is named (exit 1); the
 //! wrong key and a file that is not a bundle are refused with the reason.
 
-mod common;
-
-use common::locus;
 use ed25519_dalek::SigningKey;
 use locus_iot::{Bundle, Reading, SealLog, Value, checkpoint};
+use locus_testkit::locus;
 use serde_json::Value as Json;
 
 const ORIGIN: &str = "locus.test/node/verify";

@@ -3,13 +3,11 @@
 //! forwarding across agents and sites, a pending workload placed when a
 //! node joins, and failover after SIGKILL with exactly one copy afterwards.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use locus_testkit::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

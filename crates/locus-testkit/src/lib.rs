@@ -1,7 +1,14 @@
-//! Test harness: start the real `locus` binary as an agent on a free
-//! loopback port and a fresh data dir, and drive it with a real HTTP client.
-
-#![allow(dead_code)]
+//! # locus-testkit
+//!
+//! The test harness every crate's tests share: start the real `locus`
+//! binary as an agent on a free loopback port and a fresh data dir, drive
+//! it with a real HTTP client and the CLI, form clusters of agents on
+//! 127.0.7.x, read metrics, and SIGKILL an agent under load to check that
+//! every acknowledged write survived.
+//!
+//! Owns: nothing of the product; it is a dev-dependency only.
+//! Must never: be a dependency of a crate that ships in the binary, or
+//! reach any address outside the loopback range.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,7 +18,26 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_locus");
+/// The `locus` binary under test: `$LOCUS_BIN`, else `locus` next to the
+/// test executable's `deps/` folder (where cargo builds it for the tests of
+/// the `locus` package).
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOCUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let bin = dir.join("locus");
+    assert!(
+        bin.exists(),
+        "{} is not built: run the tests of the locus package, or set LOCUS_BIN",
+        bin.display()
+    );
+    bin
+}
 
 /// A free TCP port on loopback address `ip` (bound then released; the
 /// agent binds it next).
@@ -57,7 +83,7 @@ impl Agent {
     pub fn spawn(data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Agent {
         let log = data_dir.with_extension(format!("{}.log", addr.port()));
         let stderr = std::fs::File::create(&log).expect("create log file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["agent", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir);
         if !extra.contains(&"--gossip") {
@@ -159,7 +185,7 @@ pub fn get_json(agent: &Agent, path: &str) -> serde_json::Value {
 
 /// Run the CLI to completion.
 pub fn locus(args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env_remove("LOCUS_API")
         .stdin(Stdio::null())
@@ -179,7 +205,7 @@ pub fn any_device_ports(cmd: &mut Command, extra: &[&str]) {
 
 /// Run `locus agent` expecting it to fail at start; returns (exit code, stderr).
 pub fn agent_fails(data_dir: &Path, extra: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(["agent", "--data-dir"]).arg(data_dir);
     if !extra.contains(&"--gossip") {
         cmd.args(["--gossip", &free_udp_addr().to_string()]);
@@ -392,6 +418,12 @@ pub fn metric(agent: &Agent, prefix: &str) -> f64 {
         .unwrap()
         .text()
         .unwrap();
+    sum_metric(&text, prefix)
+}
+
+/// The sum of the values of the lines of a Prometheus text exposition
+/// that start with `prefix`.
+pub fn sum_metric(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
