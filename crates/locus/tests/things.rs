@@ -498,7 +498,7 @@ impl Lwm2mClient {
             python.display()
         );
         let mut child = Command::new(python)
-            .arg(root.join("crates/locus-agent/tests/lwm2m_client.py"))
+            .arg(root.join("crates/locus-things/tests/lwm2m_client.py"))
             .args(["--bootstrap", &format!("coap://{bootstrap}")])
             .args(["--endpoint", endpoint, "--notify-every", "0.3"])
             .stdin(Stdio::piped())
