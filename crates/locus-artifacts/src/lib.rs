@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pipe;
 pub mod range;
 pub mod service;
+mod table;
 
 pub use blob::{
     ArtifactError, BlobStore, DecodeFailure, GROUP_BYTES, Ingested, Partial, SpanError,

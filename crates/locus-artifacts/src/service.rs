@@ -33,7 +33,9 @@ use futures_util::StreamExt;
 use locus_core::cluster::{ClusterNode, Liveness};
 use locus_core::{ArtifactId, NodeId};
 use locus_fabric::udp::FabricHandle;
-use locus_store::{Store, StoredArtifact};
+use locus_store::Store;
+
+use crate::table::{ArtifactTable, StoredArtifact};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify, mpsc, watch};
 use utoipa::ToSchema;

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
+use crate::table::{EdgexResource, ReadingsTable};
 use locus_iot::Reading;
 use locus_iot::edgex::{edgex_value, reading_id};
-use locus_store::EdgexResource;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -26,10 +26,10 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use crate::table::{ImportOutcome, ImportedReading, ReadingsTable};
 use locus_core::NodeId;
 use locus_core::config::ExportUrl;
 use locus_iot::{Reading, checkpoint};
-use locus_store::{ImportOutcome, ImportedReading};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

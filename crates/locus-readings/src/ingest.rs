@@ -35,7 +35,9 @@ use std::sync::Arc;
 use locus_iot::Reading;
 use locus_iot::merkle::Hash;
 use locus_iot::seal::{SealLog, sealed_leaf_hash};
-use locus_store::{Store, StoredReading};
+use locus_store::Store;
+
+use crate::table::{ReadingsTable, StoredReading};
 use tokio::sync::{Notify, RwLock, mpsc, oneshot};
 
 use super::ReadingsError;

@@ -34,6 +34,7 @@ pub mod export;
 pub mod ingest;
 pub mod metrics;
 pub mod retention;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ use utoipa::ToSchema;
 
 use ingest::{Prepared, Request};
 pub use metrics::ReadingsMetrics;
+use table::ReadingsTable;
 
 /// How often a grown log gets a signed checkpoint.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Readings, ReadingsError};
+use crate::table::ReadingsTable;
 
 /// How often the retention pass runs (the first runs at start).
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);

@@ -19,6 +19,7 @@ pub mod lwm2m;
 pub mod metrics;
 pub mod mqtt;
 pub mod registry;
+mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

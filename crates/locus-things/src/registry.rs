@@ -24,6 +24,8 @@ use locus_core::cluster::Liveness;
 use locus_core::thing::{Thing, ThingSpec};
 use locus_fabric::udp::FabricHandle;
 use locus_store::Store;
+
+use crate::table::ThingTable;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 

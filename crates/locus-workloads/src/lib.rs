@@ -46,9 +46,11 @@ use utoipa::ToSchema;
 
 pub mod capacity;
 pub mod metrics;
+mod table;
 
 pub use capacity::CapacityPublisher;
 pub use metrics::WorkloadMetrics;
+use table::WorkloadTable;
 
 /// Period of the reconcile loop when nothing wakes it.
 pub const TICK: Duration = Duration::from_millis(250);
