@@ -1,0 +1,232 @@
+//! The reconcile loop: read the cluster, adopt the workloads of dead
+//! owners and yield copies a newer epoch replaced (both decided by
+//! `locus_sched::plan`), place pending workloads, then drive each owned
+//! workload towards what is asked.
+
+use super::*;
+
+impl Workloads {
+    pub(crate) async fn run(self) {
+        loop {
+            let _ = tokio::time::timeout(TICK, self.inner.wake.notified()).await;
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+        }
+    }
+
+    /// The cluster as the fabric sees it now (empty if the fabric stopped).
+    pub(crate) async fn cluster(&self) -> Vec<ClusterNode> {
+        self.inner.fabric.nodes().await
+    }
+
+    /// One pass of the loop. Public for tests and benchmarks.
+    pub async fn reconcile(&self) -> Result<(), WorkloadError> {
+        let nodes = self.cluster().await;
+        let replicas = self.replicas(&nodes).await;
+        let copies = replicas.copies();
+        self.fence_and_adopt(&nodes, &copies, &replicas).await?;
+        self.place_pending(&nodes).await?;
+        self.drive().await?;
+        self.publish().await;
+        Ok(())
+    }
+
+    /// The records of every known node, fetched once per pass.
+    pub(crate) async fn replicas(&self, nodes: &[ClusterNode]) -> Replicas {
+        let mut by_owner = BTreeMap::new();
+        for n in nodes {
+            if let Ok(records) = self.inner.fabric.records_of(n.id).await {
+                by_owner.insert(n.id, records.into_iter().map(|(k, _, v)| (k, v)).collect());
+            }
+        }
+        Replicas { by_owner }
+    }
+
+    pub(crate) async fn fence_and_adopt(
+        &self,
+        nodes: &[ClusterNode],
+        copies: &[WorkloadSummary],
+        replicas: &Replicas,
+    ) -> Result<(), WorkloadError> {
+        // Specs of copies whose owner is gone: the candidates for adoption.
+        let liveness: BTreeMap<NodeId, Liveness> =
+            nodes.iter().map(|n| (n.id, n.liveness)).collect();
+        let mut specs: BTreeMap<WorkloadId, WorkloadSpec> = BTreeMap::new();
+        for c in copies {
+            if c.failover == Failover::Reschedule
+                && !c.destroyed
+                && matches!(
+                    liveness.get(&c.owner),
+                    Some(Liveness::Dead | Liveness::Left)
+                )
+            {
+                match replicas.spec(c) {
+                    Some(spec) => {
+                        tracing::debug!(
+                            workload = %c.id,
+                            owner = %c.owner,
+                            successor = ?locus_sched::successor(c.id, &spec, nodes, &[c.owner]),
+                            majority = locus_sched::has_majority(nodes),
+                            "a gone node's workload"
+                        );
+                        specs.insert(c.id, spec);
+                    }
+                    None => tracing::debug!(
+                        workload = %c.id,
+                        owner = %c.owner,
+                        "a gone node's workload whose spec has not fully arrived"
+                    ),
+                }
+            }
+        }
+        let actions =
+            locus_sched::plan(self.inner.me, nodes, copies, |id| specs.get(&id), now_ms());
+        for action in actions {
+            match action {
+                Action::Yield { id, by, epoch } => {
+                    let mut owned = self.inner.owned.lock().await;
+                    let Some(e) = owned.entries.get_mut(&id) else {
+                        continue;
+                    };
+                    if e.busy {
+                        continue;
+                    }
+                    tracing::warn!(workload = %id, %by, epoch, "a newer copy exists; stopping ours");
+                    self.inner.metrics.workload_yields.inc();
+                    e.busy = true;
+                    let instance = e.instance.clone();
+                    let driver = self.inner.drivers.get(&e.w.spec.kind).cloned();
+                    drop(owned);
+                    if let (Some(inst), Some(d)) = (instance, driver) {
+                        let _ = d.kill(&inst).await;
+                        let _ = d.remove(&inst).await;
+                    }
+                    self.drop_owned(id).await?;
+                }
+                Action::Adopt { id, from, epoch } => {
+                    let Some(spec) = specs.get(&id).cloned() else {
+                        continue;
+                    };
+                    let mut owned = self.inner.owned.lock().await;
+                    if owned.entries.get(&id).is_some_and(|e| e.w.epoch >= epoch) {
+                        continue;
+                    }
+                    let now = now_ms();
+                    let mut w = Workload::new(id, spec, self.inner.me, now);
+                    w.epoch = epoch;
+                    let _ = w.transition(
+                        State::Scheduled,
+                        format!("adopted from node {from}, which is gone"),
+                        now,
+                    );
+                    tracing::info!(workload = %id, %from, epoch, "adopting");
+                    self.inner.metrics.workload_adoptions.inc();
+                    let e = Entry::new(w, None);
+                    self.persist(&e).await?;
+                    owned.entries.insert(id, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop tracking a workload here: store, fabric (tombstones), entries.
+    pub(crate) async fn drop_owned(&self, id: WorkloadId) -> Result<(), WorkloadError> {
+        self.inner.store.delete_workload(id.to_string()).await?;
+        let mut owned = self.inner.owned.lock().await;
+        if let Some(e) = owned.entries.remove(&id) {
+            let chunks = e.published_spec.map_or(0, |(_, n)| n);
+            owned.forget.push((id, chunks));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn place_pending(&self, nodes: &[ClusterNode]) -> Result<(), WorkloadError> {
+        let pending: Vec<Workload> = {
+            let owned = self.inner.owned.lock().await;
+            owned
+                .entries
+                .values()
+                .filter(|e| {
+                    e.w.state == State::Pending && e.w.desired == Desired::Running && !e.busy
+                })
+                .map(|e| e.w.clone())
+                .collect()
+        };
+        for w in pending {
+            let decision = locus_sched::place(w.id, &w.spec, nodes);
+            match decision.chosen {
+                Some(node) if node == self.inner.me => {
+                    self.update_entry(w.id, |e| {
+                        let _ =
+                            e.w.transition(State::Scheduled, "placed on this node", now_ms());
+                    })
+                    .await?;
+                }
+                Some(node) => {
+                    let mut moved = w.clone();
+                    moved.owner = node;
+                    moved.epoch += 1;
+                    let _ = moved.transition(
+                        State::Scheduled,
+                        "placed by the node that held it pending",
+                        now_ms(),
+                    );
+                    match self.handover(nodes, node, &moved).await {
+                        Ok(_) => self.drop_owned(w.id).await?,
+                        Err(e) => {
+                            self.update_entry(w.id, |en| {
+                                en.w.reason = format!("handover to {node} failed: {e}; retrying");
+                            })
+                            .await?
+                        }
+                    }
+                }
+                None => {
+                    let why = decision.why_none();
+                    self.update_entry(w.id, |e| e.w.reason = why.clone())
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every known node's records, as fetched for one pass: the copies of
+/// every workload and the specs behind them come from here.
+pub(crate) struct Replicas {
+    by_owner: BTreeMap<NodeId, BTreeMap<String, Vec<u8>>>,
+}
+
+impl Replicas {
+    /// Every copy of every workload (each owner's summaries).
+    pub(crate) fn copies(&self) -> Vec<WorkloadSummary> {
+        let mut out = Vec::new();
+        for (owner, records) in &self.by_owner {
+            for (key, value) in records {
+                if key.starts_with("wl/")
+                    && !key.contains("/spec/")
+                    && let Ok(s) = serde_json::from_slice::<WorkloadSummary>(value)
+                    && s.owner == *owner
+                {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// A copy's spec from its owner's chunks; `None` unless every chunk is
+    /// there and the digest matches.
+    pub(crate) fn spec(&self, s: &WorkloadSummary) -> Option<WorkloadSpec> {
+        let records = self.by_owner.get(&s.owner)?;
+        let mut json = Vec::new();
+        for i in 0..s.spec_chunks as usize {
+            json.extend_from_slice(records.get(&chunk_key(s.id, i))?);
+        }
+        let spec: WorkloadSpec = serde_json::from_slice(&json).ok()?;
+        (spec.digest() == s.spec_digest).then_some(spec)
+    }
+}
