@@ -92,13 +92,6 @@ pub enum AgentError {
     Things(String),
     #[error(transparent)]
     Doors(#[from] locus_things::DoorsError),
-    #[error("cannot start {what} on {addr}: {source}")]
-    Listen {
-        what: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// A running node.
@@ -453,16 +446,18 @@ impl Node {
     /// Announce the leave to the cluster, stop the loops, record a clean
     /// stop and close the store.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
-        self.refresh.abort();
+        // The reverse of the start: workloads, (device doors end with the
+        // process), readings, artifacts, the inventory, the fabric, the store.
         self.reconcile.abort();
-        self.repair.abort();
+        self.workloads.shutdown().await;
         for l in &self.readings_loops {
             l.abort();
         }
         if let Err(e) = self.readings.checkpoint().await {
             tracing::warn!(error = %e, "cannot sign the last checkpoint");
         }
-        self.workloads.shutdown().await;
+        self.repair.abort();
+        self.refresh.abort();
         self.fabric.leave().await;
         self.store.end_boot(self.boot.generation, unix_ms()).await?;
         self.store.close().await?;

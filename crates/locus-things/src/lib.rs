@@ -110,10 +110,7 @@ impl Doors {
                     metrics.clone(),
                 )
                 .await?;
-                tokio::spawn(lwm2m::rebootstrap_moved_things(
-                    things.subscribe(),
-                    lwm2m.clone(),
-                ));
+                tokio::spawn(rebootstrap_moved_things(things.subscribe(), lwm2m.clone()));
                 Some(lwm2m)
             }
             None => None,
@@ -177,4 +174,36 @@ impl Doors {
         let plan = commands::plan(&t.spec, resource, value)?;
         self.commands.run(&t.spec, plan).await
     }
+}
+
+/// A thing that moved to another manager is asked to bootstrap again
+/// (Execute /1/0/9 while it is still registered here), so that it learns
+/// its new LwM2M server.
+async fn rebootstrap_moved_things(
+    mut events: tokio::sync::broadcast::Receiver<ThingEvent>,
+    lwm2m: Lwm2m,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(ThingEvent::Moved { name, to }) => match lwm2m.rebootstrap(&name).await {
+                Ok(()) => {
+                    tracing::info!(thing = %name, %to, "thing re-bootstrapped towards its new manager")
+                }
+                Err(lwm2m::Lwm2mError::NotRegistered(_)) => {}
+                Err(e) => {
+                    tracing::warn!(thing = %name, error = %e, "cannot re-bootstrap the thing")
+                }
+            },
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as records and readings carry them.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -61,7 +61,6 @@ pub use coap::{ACK_TIMEOUT, CoapError, MAX_RETRANSMIT, RESPONSE_TIMEOUT, Timing}
 
 use crate::metrics::ThingMetrics;
 use bootstrap::BootstrapRole;
-pub use bootstrap::rebootstrap_moved_things;
 use coap::{Endpoint, Outgoing, Reply, Service, Verdict};
 use locus_readings::Readings;
 use server::{ServerRole, expire_registrations, store_notifications};
@@ -358,7 +357,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn now_ms() -> u64 {
-    crate::registry::unix_ms()
+    crate::unix_ms()
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -400,7 +399,7 @@ fn fresher(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
 fn registration_id() -> String {
     let mut b = [0u8; 8];
     if getrandom::fill(&mut b).is_err() {
-        b = crate::registry::unix_ms().to_be_bytes();
+        b = crate::unix_ms().to_be_bytes();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -139,12 +139,6 @@ pub struct Things {
     inner: Arc<Inner>,
 }
 
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The header and chunk keys of a thing's records.
 fn header_key(name: &str) -> String {
     format!("thing/{name}")
@@ -445,7 +439,7 @@ impl Things {
             }
             None => None,
         };
-        let now = unix_ms();
+        let now = crate::unix_ms();
         let thing = Thing {
             spec,
             password_hash,
@@ -527,7 +521,7 @@ impl Things {
             return Err(ThingsError::NotFound(name.to_owned()));
         };
         thing.generation += 1;
-        thing.updated_unix_ms = unix_ms();
+        thing.updated_unix_ms = crate::unix_ms();
         thing.workload = workload;
         if to == self.inner.me {
             self.keep(thing.clone()).await?;

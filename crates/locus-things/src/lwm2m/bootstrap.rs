@@ -163,33 +163,6 @@ pub(super) fn bootstrap_plan(
 /// What the bootstrap server's socket serves.
 pub(super) struct BootstrapRole(pub(super) Arc<Inner>);
 
-/// A thing that moved to another manager is asked to bootstrap again
-/// (Execute /1/0/9 while it is still registered here), so that it learns
-/// its new LwM2M server.
-pub async fn rebootstrap_moved_things(
-    mut events: tokio::sync::broadcast::Receiver<crate::registry::ThingEvent>,
-    lwm2m: Lwm2m,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    loop {
-        match events.recv().await {
-            Ok(crate::registry::ThingEvent::Moved { name, to }) => {
-                match lwm2m.rebootstrap(&name).await {
-                    Ok(()) => {
-                        tracing::info!(thing = %name, %to, "thing re-bootstrapped towards its new manager")
-                    }
-                    Err(Lwm2mError::NotRegistered(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(thing = %name, error = %e, "cannot re-bootstrap the thing")
-                    }
-                }
-            }
-            Ok(_) | Err(RecvError::Lagged(_)) => {}
-            Err(RecvError::Closed) => break,
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl Service for BootstrapRole {
     async fn handle(&self, req: Packet, peer: SocketAddr) -> Reply {

@@ -399,7 +399,7 @@ impl Endpoint {
         let mut seed = [0u8; 16];
         // Without OS randomness, ids still differ between runs by the clock.
         if getrandom::fill(&mut seed).is_err() {
-            let t = crate::registry::unix_ms().to_le_bytes();
+            let t = crate::unix_ms().to_le_bytes();
             seed[..8].copy_from_slice(&t);
             seed[8..].copy_from_slice(&t);
         }
