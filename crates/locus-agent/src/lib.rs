@@ -275,7 +275,7 @@ impl Node {
         )
         .await?;
         let (workloads, reconcile) = Workloads::start(locus_workloads::WorkloadsSetup {
-            artifacts: artifacts.clone(),
+            artifacts: Arc::new(SourceOf(artifacts.clone())),
             me: id,
             data_dir: data_dir.clone(),
             store: store.clone(),
@@ -587,4 +587,23 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The artifact service as the workloads see it: a `cid:` source made
+/// local, and the artifacts in use.
+struct SourceOf(Artifacts);
+
+#[async_trait::async_trait]
+impl locus_workloads::ArtifactSource for SourceOf {
+    async fn local_path(&self, id: locus_core::ArtifactId) -> Result<PathBuf, String> {
+        self.0
+            .fetch_and_wait(id)
+            .await
+            .map_err(|e| format!("cannot fetch the source artifact: {e}"))?;
+        Ok(self.0.path(&id))
+    }
+
+    fn set_in_use(&self, ids: std::collections::BTreeSet<locus_core::ArtifactId>) {
+        self.0.set_in_use(ids);
+    }
 }

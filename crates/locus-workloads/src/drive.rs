@@ -187,12 +187,7 @@ impl Workloads {
         parsed: Result<locus_core::ArtifactId, locus_core::artifact::ArtifactIdError>,
     ) -> Result<locus_core::workload::Source, String> {
         let id = parsed.map_err(|e| e.to_string())?;
-        self.inner
-            .artifacts
-            .fetch_and_wait(id)
-            .await
-            .map_err(|e| format!("cannot fetch the source artifact: {e}"))?;
-        let path = self.inner.artifacts.path(&id);
+        let path = self.inner.artifacts.local_path(id).await?;
         locus_core::workload::Source::try_from(path.display().to_string())
     }
 

@@ -186,6 +186,17 @@ impl Handover {
     }
 }
 
+/// What the workloads need of the artifact service, and nothing more: a
+/// `cid:` source made local (fetched and verified when missing), and which
+/// artifacts the owned workloads start from (never collected).
+#[async_trait::async_trait]
+pub trait ArtifactSource: Send + Sync + 'static {
+    /// Fetch and verify `id` when this node lacks it; the path of its bytes.
+    async fn local_path(&self, id: locus_core::ArtifactId) -> Result<PathBuf, String>;
+    /// The artifacts the owned workloads start from.
+    fn set_in_use(&self, ids: BTreeSet<locus_core::ArtifactId>);
+}
+
 /// A lifecycle verb on one workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
@@ -243,7 +254,7 @@ struct Inner {
     /// first learns whether its workloads were adopted elsewhere).
     hold_until: Instant,
     http: reqwest::Client,
-    artifacts: locus_artifacts::Artifacts,
+    artifacts: Arc<dyn ArtifactSource>,
 }
 
 /// The workloads of this node. Cheap to clone.
@@ -263,7 +274,8 @@ pub struct WorkloadsSetup {
     pub metrics: Arc<WorkloadMetrics>,
     pub drivers: Vec<Arc<dyn Driver>>,
     /// Where `cid:` sources are fetched from.
-    pub artifacts: locus_artifacts::Artifacts,
+    /// Where `cid:` sources come from (the artifact service).
+    pub artifacts: Arc<dyn ArtifactSource>,
     /// How long to hold starts after boot.
     pub hold: Duration,
 }
