@@ -140,3 +140,68 @@ fn the_agent_stays_a_composition_root() {
         "locus-agent has {lines} lines of non-test Rust; a domain belongs in its own crate"
     );
 }
+
+/// `crate::module` paths used by each top-level module of `src` (outside
+/// its tests): who imports whom inside one crate.
+fn module_edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    fn walk(dir: &Path, top: Option<&str>, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            let module = top.map_or(stem.clone(), str::to_owned);
+            if path.is_dir() {
+                walk(&path, Some(&module), out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap().to_owned();
+                out.push((module, code));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(src, None, &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|(m, _)| m.clone()).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, code) in &files {
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        for part in code.split("crate::").skip(1) {
+            let used: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if used != *module && modules.contains(&used) {
+                edges.entry(module.clone()).or_default().insert(used);
+            }
+        }
+    }
+    edges
+}
+
+#[test]
+fn no_module_imports_itself_back() {
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        let edges = module_edges(&src);
+        // A cycle exists when a module reaches itself.
+        for start in edges.keys() {
+            let mut seen = BTreeSet::new();
+            let mut stack: Vec<&String> = edges[start].iter().collect();
+            while let Some(m) = stack.pop() {
+                assert_ne!(
+                    m,
+                    start,
+                    "{}: module {start} imports itself back through {seen:?}",
+                    src.display()
+                );
+                if seen.insert(m.clone()) {
+                    stack.extend(edges.get(m).into_iter().flatten());
+                }
+            }
+        }
+    }
+}
