@@ -40,7 +40,7 @@ step "cargo test"
 scripts/test-images.sh  # busybox + image tarball for the runtime driver tests
 log=target/cargo-test.log
 set +e
-cargo test --workspace --all-targets 2>&1 | tee "$log"
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite, summed over every test binary.
