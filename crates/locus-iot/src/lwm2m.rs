@@ -297,6 +297,8 @@ pub struct Request {
     pub path: String,
     /// CoAP Content-Format of the payload, when it has one.
     pub content_format: Option<u16>,
+    /// The Content-Format asked for in the answer, when one is.
+    pub accept: Option<u16>,
     pub payload: Vec<u8>,
 }
 
@@ -308,13 +310,67 @@ impl Request {
 }
 
 /// The requests of a bootstrap, in the order they must be sent: Delete
-/// `/0` and `/1`, Write the Security instance (TLV), Write the Server
-/// instance (TLV), Bootstrap-Finish (`POST /bs`). The two instances must
-/// name the same short server id.
+/// `/0` and `/1` ([`bootstrap_clear`]), then the writes and
+/// Bootstrap-Finish ([`bootstrap_writes`]). A bootstrap server that can
+/// ask sends [`bootstrap_discover`] between the two and writes the
+/// Security instance at [`free_instance`]; this is the plan for a client
+/// that cannot be asked.
 pub fn bootstrap_requests(
     security: &Security,
     server: &Server,
 ) -> Result<Vec<Request>, Lwm2mError> {
+    let mut out = bootstrap_clear();
+    out.extend(bootstrap_writes(security, server)?);
+    Ok(out)
+}
+
+/// Delete `/0` and `/1`. A Delete of `/0` leaves the client's own
+/// Bootstrap-Server account in place (LwM2M 1.1 TS §5.2.7.5), so the
+/// instances the client keeps must be discovered before writing.
+pub fn bootstrap_clear() -> Vec<Request> {
+    [SECURITY_OBJECT, SERVER_OBJECT]
+        .into_iter()
+        .map(|o| Request {
+            method: Method::Delete,
+            path: format!("/{o}"),
+            content_format: None,
+            accept: None,
+            payload: Vec::new(),
+        })
+        .collect()
+}
+
+/// Bootstrap-Discover of the Security object (`GET /0`, Accept
+/// `application/link-format`): which instances the client kept. A 1.0
+/// client may not know the operation and answer 4.xx.
+pub fn bootstrap_discover() -> Request {
+    Request {
+        method: Method::Get,
+        path: format!("/{SECURITY_OBJECT}"),
+        content_format: None,
+        accept: Some(content::LINK_FORMAT),
+        payload: Vec::new(),
+    }
+}
+
+/// The lowest instance id of `object` that `discovered` (the client's
+/// answer to a Bootstrap-Discover) does not list.
+pub fn free_instance(discovered: &Links, object: u16) -> u16 {
+    let taken: std::collections::BTreeSet<u16> = discovered
+        .objects
+        .iter()
+        .filter(|o| o.object == object)
+        .filter_map(|o| o.instance)
+        .collect();
+    (0..=content::MAX_ID)
+        .find(|i| !taken.contains(i))
+        .unwrap_or(content::MAX_ID)
+}
+
+/// Write the Security instance (TLV), write the Server instance (TLV),
+/// then Bootstrap-Finish (`POST /bs`). The two instances must name the
+/// same short server id.
+pub fn bootstrap_writes(security: &Security, server: &Server) -> Result<Vec<Request>, Lwm2mError> {
     if security.short_server_id != server.short_server_id {
         return Err(Lwm2mError::ShortServerIdMismatch {
             security: security.short_server_id,
@@ -337,11 +393,10 @@ pub fn bootstrap_requests(
         method,
         path,
         content_format: payload.as_ref().map(|_| content::TLV),
+        accept: None,
         payload: payload.unwrap_or_default(),
     };
     Ok(vec![
-        req(Method::Delete, format!("/{SECURITY_OBJECT}"), None),
-        req(Method::Delete, format!("/{SERVER_OBJECT}"), None),
         req(
             Method::Put,
             format!("/{SECURITY_OBJECT}/{}", security.instance),

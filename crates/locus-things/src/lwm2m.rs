@@ -734,9 +734,9 @@ mod tests {
             resources: vec![],
         };
         let security_of = |t: &Lwm2mThing| {
-            let reqs = bootstrap_plan(t, &Settings::new(any, any)).unwrap();
-            assert_eq!(reqs[2].path, "/0/0");
-            let mut top = locus_iot::tlv::decode(&reqs[2].payload).unwrap();
+            let plan = bootstrap_plan(t, &Settings::new(any, any)).unwrap();
+            let writes = iot::bootstrap_writes(&plan.security, &plan.server).unwrap();
+            let mut top = locus_iot::tlv::decode(&writes[0].payload).unwrap();
             top.remove(0)
         };
         let s = security_of(&t);

@@ -306,7 +306,9 @@ async fn a_real_client_bootstraps_registers_is_observed_and_takes_commands() {
     let server_uri = format!("coap://{}", f.lwm2m.server_addr());
     let mut c = Client::spawn(f.lwm2m.bootstrap_addr(), "dev-1", &[]);
 
-    // The bootstrap, in order, with the right contents.
+    // The bootstrap, in order, with the right contents. This 1.0 client
+    // knows no Bootstrap-Discover, so its server account goes to /0/1,
+    // clear of where clients keep a Bootstrap-Server account.
     let requested = c.wait("bootstrap-requested", |_| true).await;
     assert_eq!(requested["code"], "2.04 Changed");
     c.wait("registered", |_| true).await;
@@ -316,7 +318,8 @@ async fn a_real_client_bootstraps_registers_is_observed_and_takes_commands() {
             "bootstrap-request",
             "bootstrap-delete /0",
             "bootstrap-delete /1",
-            "bootstrap-write /0/0",
+            "bootstrap-discover /0",
+            "bootstrap-write /0/1",
             "bootstrap-write /1/0",
             "bootstrap-finish"
         ]
@@ -324,7 +327,7 @@ async fn a_real_client_bootstraps_registers_is_observed_and_takes_commands() {
     let security = c
         .seen
         .iter()
-        .find(|e| e["event"] == "bootstrap-write" && e["path"] == "/0/0")
+        .find(|e| e["event"] == "bootstrap-write" && e["path"] == "/0/1")
         .unwrap();
     assert_eq!(security["server_uri"], server_uri.as_str());
     assert_eq!(security["bootstrap_server"], false);
@@ -372,7 +375,11 @@ async fn a_real_client_bootstraps_registers_is_observed_and_takes_commands() {
         f.lwm2m.registrations()[0].observed,
         ["/3303/0/5700".to_owned()]
     );
-    assert!(metric(&f.metrics, "locus_lwm2m_readings_total") >= 3.0);
+    // Counted once stored: the count follows the commit the query saw.
+    eventually("the readings counted", || async {
+        (metric(&f.metrics, "locus_lwm2m_readings_total") >= 3.0).then_some(())
+    })
+    .await;
 
     // Commands reach the client.
     let Value::Number(t) = f.lwm2m.read("thing-1", "3303/0/5700").await.unwrap() else {
@@ -429,7 +436,8 @@ async fn a_real_client_bootstraps_registers_is_observed_and_takes_commands() {
             "bootstrap-request",
             "bootstrap-delete /0",
             "bootstrap-delete /1",
-            "bootstrap-write /0/0",
+            "bootstrap-discover /0",
+            "bootstrap-write /0/1",
             "bootstrap-write /1/0",
             "bootstrap-finish"
         ]
@@ -924,4 +932,80 @@ async fn a_client_that_does_not_answer_fails_the_bootstrap_in_bounded_time() {
         ),
         1.0
     );
+}
+
+/// A client that keeps its Bootstrap-Server account at `/0/0` (LwM2M 1.1
+/// with Bootstrap-Discover, and 1.0 without) keeps it through the
+/// bootstrap, gets its server account elsewhere and registers after one
+/// bootstrap; a 1.1 client with no account of its own gets `/0/0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap() {
+    let f = fixture().await;
+    for (i, (args, security_at)) in [
+        (&["--lwm2m", "1.1", "--bootstrap-account"][..], "/0/1"),
+        (&["--lwm2m", "1.0", "--bootstrap-account"][..], "/0/1"),
+        (&["--lwm2m", "1.1"][..], "/0/0"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let endpoint = format!("keeper-{i}");
+        f.directory.add(thing(
+            &format!("keeper-{i}"),
+            &endpoint,
+            true,
+            f.lwm2m.server_addr(),
+        ));
+        let mut c = Client::spawn(f.lwm2m.bootstrap_addr(), &endpoint, args);
+        c.wait("registered", |_| true).await;
+        let steps = bootstrap_steps(&c.seen);
+        assert_eq!(
+            steps,
+            [
+                "bootstrap-request",
+                "bootstrap-delete /0",
+                "bootstrap-delete /1",
+                "bootstrap-discover /0",
+                &format!("bootstrap-write {security_at}"),
+                "bootstrap-write /1/0",
+                "bootstrap-finish"
+            ],
+            "{args:?}"
+        );
+        let finish = c
+            .seen
+            .iter()
+            .find(|e| e["event"] == "bootstrap-finish")
+            .unwrap();
+        let kept: &[u16] = if args.contains(&"--bootstrap-account") {
+            &[0]
+        } else {
+            &[]
+        };
+        assert_eq!(
+            finish["bootstrap_accounts"],
+            serde_json::json!(kept),
+            "{args:?}"
+        );
+        assert_eq!(
+            c.seen
+                .iter()
+                .filter(|e| e["event"] == "bootstrap-request")
+                .count(),
+            1,
+            "{args:?}: one bootstrap"
+        );
+        assert!(
+            !c.seen
+                .iter()
+                .any(|e| e["event"] == "bootstrap-account-overwritten"),
+            "{args:?}"
+        );
+        let discover = c
+            .seen
+            .iter()
+            .find(|e| e["event"] == "bootstrap-discover")
+            .unwrap();
+        assert_eq!(discover["answered"], args.contains(&"1.1"), "{args:?}");
+    }
 }

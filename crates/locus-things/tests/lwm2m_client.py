@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""A small LwM2M 1.0 client on aiocoap, to test locus's LWM2M servers
-against a CoAP stack nobody here wrote.
+"""A small LwM2M 1.0 or 1.1 client on aiocoap, to test locus's LWM2M
+servers against a CoAP stack nobody here wrote.
 
 It bootstraps (POST /bs?ep=NAME to the bootstrap server, then serves the
-server's Delete /0, Delete /1, Write /0/0, Write /1/0 and Bootstrap-Finish),
-registers at the server URI written into /0/0 resource 0, and serves:
+server's Delete /0, Delete /1, Bootstrap-Discover of /0 when it speaks 1.1,
+Write of a Security instance /0/N and of /1/0, and Bootstrap-Finish),
+registers at the server URI of the Security instance that is not a
+Bootstrap-Server account, and serves:
 
   /3303/0/5700  temperature, readable and observable (TLV float or text)
   /3303/0/5605  Execute: reset min/max
   /3311/0/5850  on/off, writable (TLV boolean or text "0"/"1")
   /3311/0/5706  colour, writable (string)
   /1/0/9        Execute: Bootstrap-Request Trigger (bootstraps again)
+
+With --bootstrap-account it keeps its own Bootstrap-Server account at
+/0/0, as the specification lets a client do: a Delete of /0 leaves it in
+place, and a Write over it is reported (event bootstrap-account-overwritten).
 
 Every step is printed on stdout as one JSON object per line
 ({"event": ..., ...}), which is what the tests read. Commands on stdin, one
@@ -89,6 +95,10 @@ class Client:
         self.args = args
         self.ctx = None
         self.server_uri = None
+        # Security instances by id: {"uri", "bootstrap", "ssid"}.
+        self.security = {}
+        if args.bootstrap_account:
+            self.security[0] = {"uri": args.bootstrap, "bootstrap": True, "ssid": None}
         self.lifetime = args.lifetime
         self.location = None
         self.finished = asyncio.Event()
@@ -111,10 +121,31 @@ class Client:
             async def render_delete(self, request):
                 event("bootstrap-delete", path=self.path)
                 if self.path == "/0":
+                    # The Bootstrap-Server account survives (LwM2M 1.1 §5.2.7.5).
+                    client.security = {i: a for i, a in client.security.items() if a["bootstrap"]}
                     client.server_uri = None
                 return Message(code=Code.DELETED)
 
+            async def render_get(self, request):
+                if self.path != "/0" or client.args.lwm2m != "1.1":
+                    # A 1.0 client knows no Bootstrap-Discover.
+                    event("bootstrap-discover", path=self.path, answered=False)
+                    return Message(code=Code.METHOD_NOT_ALLOWED)
+                links = ["</>;lwm2m=1.1"]
+                for i, a in sorted(client.security.items()):
+                    if a["bootstrap"]:
+                        links.append(f"</0/{i}>")
+                    else:
+                        links.append(f'</0/{i}>;ssid={a["ssid"]};uri="{a["uri"]}"')
+                event("bootstrap-discover", path=self.path, answered=True, instances=sorted(client.security))
+                return Message(code=Code.CONTENT, payload=",".join(links).encode(), content_format=LINK_FORMAT)
+
         class SecurityInstance(resource.Resource):
+            def __init__(self, instance):
+                super().__init__()
+                self.instance = instance
+                self.path = f"/0/{instance}"
+
             async def render_put(self, request):
                 try:
                     res = resources_of(request.payload)
@@ -127,10 +158,19 @@ class Client:
                         "psk_identity": res.get(3, b"").decode(errors="replace"),
                     }
                 except (KeyError, ValueError, UnicodeDecodeError) as e:
-                    event("bootstrap-write-refused", path="/0/0", why=str(e))
+                    event("bootstrap-write-refused", path=self.path, why=str(e))
                     return Message(code=Code.BAD_REQUEST, payload=str(e).encode())
-                client.server_uri = uri
-                event("bootstrap-write", path="/0/0", content_format=int(request.opt.content_format or 0), **fields)
+                old = client.security.get(self.instance)
+                if old is not None and old["bootstrap"]:
+                    event("bootstrap-account-overwritten", path=self.path)
+                client.security[self.instance] = {
+                    "uri": uri,
+                    "bootstrap": fields["bootstrap_server"],
+                    "ssid": fields["short_server_id"],
+                }
+                if not fields["bootstrap_server"]:
+                    client.server_uri = uri
+                event("bootstrap-write", path=self.path, content_format=int(request.opt.content_format or 0), **fields)
                 return Message(code=Code.CHANGED)
 
         class ServerInstance(resource.Resource):
@@ -151,7 +191,8 @@ class Client:
 
         class BootstrapFinish(resource.Resource):
             async def render_post(self, request):
-                event("bootstrap-finish")
+                accounts = sorted(i for i, a in client.security.items() if a["bootstrap"])
+                event("bootstrap-finish", bootstrap_accounts=accounts)
                 client.finished.set()
                 return Message(code=Code.CHANGED)
 
@@ -212,7 +253,8 @@ class Client:
         self.temperature_resource = Temperature()
         site.add_resource(["0"], BootstrapDelete("/0"))
         site.add_resource(["1"], BootstrapDelete("/1"))
-        site.add_resource(["0", "0"], SecurityInstance())
+        for i in range(4):
+            site.add_resource(["0", str(i)], SecurityInstance(i))
         site.add_resource(["1", "0"], ServerInstance())
         site.add_resource(["bs"], BootstrapFinish())
         site.add_resource(["3303", "0", "5700"], self.temperature_resource)
@@ -240,7 +282,10 @@ class Client:
         return True
 
     async def register(self):
-        query = f"ep={self.args.endpoint}&lt={self.lifetime}&lwm2m=1.0&b=U"
+        if self.server_uri is None:
+            event("register-failed", why="no LwM2M server account after the bootstrap")
+            return False
+        query = f"ep={self.args.endpoint}&lt={self.lifetime}&lwm2m={self.args.lwm2m}&b=U"
         msg = Message(
             code=Code.POST,
             uri=f"{self.server_uri}/rd?{query}",
@@ -335,6 +380,8 @@ def main():
     p.add_argument("--notify-every", type=float, default=0.3, help="seconds between temperature changes (0: never)")
     p.add_argument("--start-temperature", type=float, default=20.0)
     p.add_argument("--links", default="</1/0>,</3/0>,</3303/0>,</3311/0>", help="the Register payload")
+    p.add_argument("--lwm2m", choices=["1.0", "1.1"], default="1.0", help="the LwM2M version it speaks (1.1 answers Bootstrap-Discover)")
+    p.add_argument("--bootstrap-account", action="store_true", help="keep a Bootstrap-Server account at /0/0")
     p.add_argument("--retry", type=float, default=1.0, help="seconds before bootstrapping again after a failure")
     args = p.parse_args()
     loop = asyncio.new_event_loop()

@@ -387,3 +387,46 @@ fn bindings_parse_by_name() {
     assert_eq!(Binding::parse("T"), None);
     assert_eq!(Binding::parse("u"), None);
 }
+
+#[test]
+fn a_bootstrap_discover_asks_for_link_format_and_finds_the_free_instance() {
+    let d = bootstrap_discover();
+    assert_eq!((d.method, d.path.as_str()), (Method::Get, "/0"));
+    assert_eq!(d.accept, Some(content::LINK_FORMAT));
+    // A 1.1 client that kept its Bootstrap-Server account at /0/0.
+    let kept = parse_links(b"</>;lwm2m=1.1,</0/0>").unwrap();
+    assert_eq!(free_instance(&kept, SECURITY_OBJECT), 1);
+    // Accounts at /0/0 and /0/2 (and an instance of another object).
+    let gaps = parse_links(b"</>;lwm2m=1.1,</0/0>,</0/2>;ssid=9,</1/1>").unwrap();
+    assert_eq!(free_instance(&gaps, SECURITY_OBJECT), 1);
+    assert_eq!(free_instance(&gaps, SERVER_OBJECT), 0);
+    // Nothing kept: the first instance.
+    let none = parse_links(b"</0>").unwrap();
+    assert_eq!(free_instance(&none, SECURITY_OBJECT), 0);
+}
+
+#[test]
+fn the_writes_go_to_the_instances_chosen() {
+    let security = Security {
+        instance: 1,
+        server_uri: "coap://127.0.0.1:5683".into(),
+        mode: SecurityMode::NoSec,
+        short_server_id: 7,
+    };
+    let writes = bootstrap_writes(&security, &Server::new(0, 7, 300)).unwrap();
+    let paths: Vec<&str> = writes.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/0/1", "/1/0", "/bs"]);
+    let clear: Vec<String> = bootstrap_clear().into_iter().map(|r| r.path).collect();
+    assert_eq!(clear, ["/0", "/1"]);
+}
+
+proptest! {
+    #[test]
+    fn the_free_instance_is_never_one_the_client_listed(ids in proptest::collection::btree_set(0u16..64, 0..40)) {
+        let payload: Vec<String> = ids.iter().map(|i| format!("</0/{i}>")).collect();
+        let links = parse_links(payload.join(",").as_bytes()).unwrap();
+        let free = free_instance(&links, SECURITY_OBJECT);
+        prop_assert!(!ids.contains(&free));
+        prop_assert!((0..free).all(|i| ids.contains(&i)));
+    }
+}

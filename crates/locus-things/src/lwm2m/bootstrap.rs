@@ -1,11 +1,77 @@
-//! The LwM2M bootstrap server: a Bootstrap-Request starts the thing's plan
-//! (Delete `/0` and `/1`, Write the Security and Server objects of its
-//! manager's LwM2M server, Bootstrap-Finish); a thing that moved is asked to
-//! bootstrap again.
+//! The LwM2M bootstrap server: a Bootstrap-Request starts the thing's plan:
+//! Delete `/0` and `/1`, Bootstrap-Discover `/0` to learn which Security
+//! instances the client kept (its own Bootstrap-Server account survives the
+//! Delete), Write the Security instance of its manager's LwM2M server at the
+//! first free instance id and the Server instance, Bootstrap-Finish. A
+//! client that does not know Bootstrap-Discover (LwM2M 1.0) gets the
+//! Security instance at `/0/1`, which never overwrites an account kept at
+//! the conventional `/0/0`.
 
 use super::*;
 
 impl Inner {
+    /// Send one bootstrap request; the answer when its code is `want`.
+    async fn bootstrap_step(
+        &self,
+        peer: SocketAddr,
+        step: usize,
+        r: iot::Request,
+        want: &[ResponseType],
+    ) -> Result<coap::Response, String> {
+        let name = method_name(r.method);
+        let out = Outgoing::new(request_type(r.method), segments("/", &r.path))
+            .payload(r.content_format, r.payload)
+            .accept(r.accept);
+        let step = format!("step {step} ({name} {})", r.path);
+        match self.bootstrap.request(peer, out, true).await {
+            Ok(resp) if coap::response_code(&resp.packet).is_some_and(|c| want.contains(&c)) => {
+                Ok(resp)
+            }
+            Ok(resp) => Err(format!(
+                "{step} answered {} {}",
+                coap::code_text(&resp.packet),
+                coap::diagnostic(&resp.packet)
+            )),
+            Err(e) => Err(format!("{step}: {e}")),
+        }
+    }
+
+    /// The requests of one bootstrap, in order; the first that fails ends it.
+    async fn bootstrap_steps(&self, peer: SocketAddr, mut plan: Plan) -> Result<(), String> {
+        let mut step = 0;
+        for r in iot::bootstrap_clear() {
+            step += 1;
+            self.bootstrap_step(peer, step, r, &[ResponseType::Deleted])
+                .await?;
+        }
+        // Which Security instances the client kept. Any answer but 2.05
+        // (a 1.0 client: 4.00, 4.04, 4.05) means it cannot tell.
+        step += 1;
+        let discovered = self
+            .bootstrap_step(peer, step, iot::bootstrap_discover(), &ALL_CODES)
+            .await?;
+        plan.security.instance = match coap::response_code(&discovered.packet) {
+            Some(ResponseType::Content) => match iot::parse_links(&discovered.packet.payload) {
+                Ok(links) => iot::free_instance(&links, iot::SECURITY_OBJECT),
+                Err(e) => {
+                    self.malformed_payload("bootstrap", "link-format");
+                    return Err(format!(
+                        "step {step} (GET /0) answered links that do not parse: {e}"
+                    ));
+                }
+            },
+            _ => UNDISCOVERED_INSTANCE,
+        };
+        let writes =
+            iot::bootstrap_writes(&plan.security, &plan.server).map_err(|e| e.to_string())?;
+        for r in writes {
+            step += 1;
+            self.bootstrap_step(peer, step, r, &[ResponseType::Changed])
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Bootstrap-Request (`POST /bs?ep=NAME`).
     pub(crate) async fn bootstrap_request(
         self: &Arc<Self>,
@@ -28,8 +94,8 @@ impl Inner {
                 format!("unknown endpoint client name {endpoint:?}"),
             );
         };
-        let requests = match bootstrap_plan(&thing, &self.settings) {
-            Ok(r) => r,
+        let plan = match bootstrap_plan(&thing, &self.settings) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(endpoint, thing = thing.name, error = %e, "cannot bootstrap");
                 return Reply::diagnostic(
@@ -67,43 +133,13 @@ impl Inner {
         let mut reply = Reply::new(ResponseType::Changed);
         let this = self.clone();
         reply.then = Some(Box::pin(async move {
-            this.run_bootstrap(endpoint, peer, requests).await;
+            this.run_bootstrap(endpoint, peer, plan).await;
         }));
         reply
     }
 
-    pub(crate) async fn run_bootstrap(
-        &self,
-        endpoint: String,
-        peer: SocketAddr,
-        requests: Vec<iot::Request>,
-    ) {
-        let mut result = Ok(());
-        for (i, r) in requests.into_iter().enumerate() {
-            let name = method_name(r.method);
-            let want = match r.method {
-                Method::Delete => ResponseType::Deleted,
-                _ => ResponseType::Changed,
-            };
-            let out = Outgoing::new(request_type(r.method), segments("/", &r.path))
-                .payload(r.content_format, r.payload);
-            let step = format!("step {} ({name} {})", i + 1, r.path);
-            match self.bootstrap.request(peer, out, true).await {
-                Ok(resp) if coap::response_code(&resp.packet) == Some(want) => {}
-                Ok(resp) => {
-                    result = Err(format!(
-                        "{step} answered {} {}",
-                        coap::code_text(&resp.packet),
-                        coap::diagnostic(&resp.packet)
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    result = Err(format!("{step}: {e}"));
-                    break;
-                }
-            }
-        }
+    pub(crate) async fn run_bootstrap(&self, endpoint: String, peer: SocketAddr, plan: Plan) {
+        let result = self.bootstrap_steps(peer, plan).await;
         let label = match &result {
             Ok(()) => {
                 tracing::info!(endpoint, %peer, "bootstrap finished");
@@ -135,13 +171,37 @@ impl Inner {
     }
 }
 
-/// The bootstrap requests for `thing`: its manager's server URI (as
-/// `coaps://` when the thing has PSK credentials), its security mode, and
-/// the short server id and lifetime of `settings`.
+/// The Security instance given to a client that cannot say which it kept
+/// (no Bootstrap-Discover): `/0/0` is where clients keep their
+/// Bootstrap-Server account by convention.
+pub(super) const UNDISCOVERED_INSTANCE: u16 = 1;
+
+/// Every answer a Bootstrap-Discover may get and still let the bootstrap go on.
+const ALL_CODES: [ResponseType; 6] = [
+    ResponseType::Content,
+    ResponseType::BadRequest,
+    ResponseType::NotFound,
+    ResponseType::MethodNotAllowed,
+    ResponseType::NotAcceptable,
+    ResponseType::NotImplemented,
+];
+
+/// What a thing's bootstrap writes; the Security instance id is settled
+/// once the client said which it kept.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) security: Security,
+    pub(crate) server: Server,
+}
+
+/// The bootstrap of `thing`: its manager's server URI (as `coaps://` when
+/// the thing has PSK credentials), its security mode, and the short server
+/// id and lifetime of `settings`. Checked here, so that a thing that cannot
+/// be bootstrapped is refused at its Bootstrap-Request.
 pub(super) fn bootstrap_plan(
     thing: &Lwm2mThing,
     settings: &Settings,
-) -> Result<Vec<iot::Request>, iot::Lwm2mError> {
+) -> Result<Plan, iot::Lwm2mError> {
     let mut uri = thing.server_uri.clone();
     if let SecurityMode::Psk { .. } = thing.security
         && let Some(rest) = uri.strip_prefix("coap://")
@@ -149,15 +209,17 @@ pub(super) fn bootstrap_plan(
         uri = format!("coaps://{rest}");
     }
     let ssid = settings.short_server_id;
-    iot::bootstrap_requests(
-        &Security {
+    let plan = Plan {
+        security: Security {
             instance: 0,
             server_uri: uri,
             mode: thing.security.clone(),
             short_server_id: ssid,
         },
-        &Server::new(0, ssid, settings.lifetime_s),
-    )
+        server: Server::new(0, ssid, settings.lifetime_s),
+    };
+    iot::bootstrap_writes(&plan.security, &plan.server)?;
+    Ok(plan)
 }
 
 /// What the bootstrap server's socket serves.

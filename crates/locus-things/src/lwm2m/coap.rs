@@ -98,6 +98,8 @@ pub struct Outgoing {
     pub path: Vec<String>,
     pub query: Vec<String>,
     pub content_format: Option<u16>,
+    /// The Content-Format asked for in the answer.
+    pub accept: Option<u16>,
     pub observe: Option<u32>,
     pub payload: Vec<u8>,
     /// The token to use (an observation's); a fresh one otherwise.
@@ -111,6 +113,7 @@ impl Outgoing {
             path: path.into_iter().map(Into::into).collect(),
             query: Vec::new(),
             content_format: None,
+            accept: None,
             observe: None,
             payload: Vec::new(),
             token: None,
@@ -120,6 +123,12 @@ impl Outgoing {
     pub fn payload(mut self, content_format: Option<u16>, payload: Vec<u8>) -> Self {
         self.content_format = content_format;
         self.payload = payload;
+        self
+    }
+
+    /// Ask for the answer in `content_format`.
+    pub fn accept(mut self, content_format: Option<u16>) -> Self {
+        self.accept = content_format;
         self
     }
 }
@@ -492,6 +501,9 @@ impl Endpoint {
         }
         if let Some(cf) = out.content_format {
             p.add_option_as(CoapOption::ContentFormat, OptionValueU16(cf));
+        }
+        if let Some(a) = out.accept {
+            p.add_option_as(CoapOption::Accept, OptionValueU16(a));
         }
         for q in &out.query {
             p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
