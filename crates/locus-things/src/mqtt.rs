@@ -1,5 +1,7 @@
-//! The node's embedded MQTT broker for things: MQTT 3.1.1 over TCP, built
-//! on ntex-mqtt, on its own thread and runtime.
+//! The node's embedded MQTT broker for things: MQTT 3.1.1 and MQTT 5 over
+//! TCP on one listener, built on ntex-mqtt, on its own thread and runtime.
+//! Login, ingest, subscriptions and commands are one code path; only what
+//! each version can say differs.
 //!
 //! - **Login**: the user name is a thing's name, the password its own
 //!   (checked against the argon2 hash in the registry). Only things this
@@ -11,11 +13,12 @@
 //!   values; see `locus_iot::senml`). The readings are durable and sealed
 //!   (`Readings::ingest`) *before* the QoS 1 PUBACK leaves. A thing whose
 //!   profile declares resources may only publish those.
-//! - **Refusals**: MQTT 3.1.1 has no negative PUBACK, so a publish that is
-//!   refused (another topic, a malformed payload, an undeclared resource)
-//!   closes the connection without an acknowledgement; it is logged with
-//!   the reason and counted (`locus_thing_malformed_total`,
-//!   `locus_mqtt_refused_total`). Nothing unacknowledged was stored.
+//! - **Refusals**: a publish that is refused (another topic, a malformed
+//!   payload, an undeclared resource) is logged with the reason and counted
+//!   (`locus_thing_malformed_total`, `locus_mqtt_refused_total`), and
+//!   nothing of it is stored. MQTT 3.1.1 has no negative PUBACK, so the
+//!   connection closes without an acknowledgement; MQTT 5 answers a PUBACK
+//!   whose reason code says why (135, 153, or 128 when the store failed).
 //! - **Commands**: a thing subscribes to `things/{thing}/commands/#`; a
 //!   command is a QoS 1 publish on `things/{thing}/commands/{resource}`,
 //!   reported delivered once the thing's PUBACK arrives. A thing may not
@@ -36,7 +39,7 @@ use locus_core::thing::ThingSpec;
 use locus_iot::{Reading, senml};
 use ntex::SharedCfg;
 use ntex::util::Bytes;
-use ntex_mqtt::v3;
+use ntex_mqtt::{v3, v5};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::ThingMetrics;
@@ -168,51 +171,62 @@ fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-async fn connect(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<Conn>, Refused> {
-    let pkt = c.packet();
-    let user = pkt.username.as_ref().map(|u| u.to_string());
-    let password = pkt.password.clone().unwrap_or_default();
+/// Why a login is refused, in terms both protocol versions can say.
+enum LoginRefused {
+    /// Unknown thing, wrong password, no user name.
+    BadCredentials,
+    /// The thing exists but may not log in here (managed by another node,
+    /// not an MQTT thing).
+    NotAuthorized,
+    /// Too many sessions.
+    Unavailable,
+}
+
+/// Check a login and open the thing's session: its connection state and
+/// the queue of commands for it.
+async fn login(
+    shared: Arc<Shared>,
+    user: Option<String>,
+    password: &[u8],
+    client_id: String,
+) -> Result<(Conn, mpsc::Receiver<Cmd>), LoginRefused> {
     let Some(user) = user else {
         shared.refuse("no_credentials");
         tracing::info!("MQTT login without a user name refused");
-        return Ok(c.bad_username_or_pwd());
+        return Err(LoginRefused::BadCredentials);
     };
-    match shared.things.authenticate(&user, &password).await {
-        Ok(()) => {}
-        Err(e) => {
-            tracing::info!(thing = %user, reason = %e, "MQTT login refused");
-            return Ok(match e {
-                AuthError::ManagedElsewhere(..) => {
-                    shared.refuse("managed_elsewhere");
-                    c.not_authorized()
-                }
-                AuthError::NotMqtt(_) => {
-                    shared.refuse("not_mqtt");
-                    c.not_authorized()
-                }
-                AuthError::Unknown(_) => {
-                    shared.refuse("unknown_thing");
-                    c.bad_username_or_pwd()
-                }
-                AuthError::BadPassword(_) => {
-                    shared.refuse("bad_password");
-                    c.bad_username_or_pwd()
-                }
-            });
-        }
+    if let Err(e) = shared.things.authenticate(&user, password).await {
+        tracing::info!(thing = %user, reason = %e, "MQTT login refused");
+        return Err(match e {
+            AuthError::ManagedElsewhere(..) => {
+                shared.refuse("managed_elsewhere");
+                LoginRefused::NotAuthorized
+            }
+            AuthError::NotMqtt(_) => {
+                shared.refuse("not_mqtt");
+                LoginRefused::NotAuthorized
+            }
+            AuthError::Unknown(_) => {
+                shared.refuse("unknown_thing");
+                LoginRefused::BadCredentials
+            }
+            AuthError::BadPassword(_) => {
+                shared.refuse("bad_password");
+                LoginRefused::BadCredentials
+            }
+        });
     }
     let Some(thing) = shared.things.get_local(&user).await else {
         shared.refuse("unknown_thing");
-        return Ok(c.bad_username_or_pwd());
+        return Err(LoginRefused::BadCredentials);
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::channel(COMMAND_QUEUE);
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let subs = Arc::new(Mutex::new(Vec::new()));
     {
         let Ok(mut sessions) = shared.sessions.lock() else {
-            return Ok(c.service_unavailable());
+            return Err(LoginRefused::Unavailable);
         };
-        let client_id = pkt.client_id.to_string();
         let total: usize = sessions.values().map(Vec::len).sum();
         let list = sessions.entry(user.clone()).or_default();
         // A new login with the same client id takes over (MQTT-3.1.4-2).
@@ -225,7 +239,7 @@ async fn connect(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<C
         });
         if total >= MAX_SESSIONS || list.len() >= MAX_SESSIONS_PER_THING {
             shared.refuse("too_many_sessions");
-            return Ok(c.service_unavailable());
+            return Err(LoginRefused::Unavailable);
         }
         list.push(SessionEntry {
             id,
@@ -235,25 +249,6 @@ async fn connect(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<C
         });
     }
     shared.metrics.mqtt_sessions.inc();
-    let sink = c.sink();
-    ntex::rt::spawn(async move {
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                Cmd::Publish {
-                    topic,
-                    payload,
-                    reply,
-                } => {
-                    let sent = sink.publish(topic).send_at_least_once(payload).await;
-                    let _ = reply.send(sent.map_err(|e| format!("{e:?}")));
-                }
-                Cmd::Close => {
-                    sink.close();
-                    break;
-                }
-            }
-        }
-    });
     tracing::debug!(thing = %user, "MQTT session open");
     let conn = Conn {
         topic: format!("things/{user}/readings"),
@@ -263,7 +258,95 @@ async fn connect(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<C
         shared,
         subs,
     };
-    Ok(c.ack(conn, false))
+    Ok((conn, rx))
+}
+
+/// Deliver the session's commands through `send` (a QoS 1 publish that
+/// ends with the thing's PUBACK) until it closes.
+fn deliver_commands<F, Fut>(mut rx: mpsc::Receiver<Cmd>, send: F, close: impl FnOnce() + 'static)
+where
+    F: Fn(String, Bytes) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    ntex::rt::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Cmd::Publish {
+                    topic,
+                    payload,
+                    reply,
+                } => {
+                    let _ = reply.send(send(topic, payload).await);
+                }
+                Cmd::Close => {
+                    close();
+                    break;
+                }
+            }
+        }
+    });
+}
+
+async fn connect_v3(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<Conn>, Refused> {
+    let pkt = c.packet();
+    let user = pkt.username.as_ref().map(|u| u.to_string());
+    let password = pkt.password.clone().unwrap_or_default();
+    let client_id = pkt.client_id.to_string();
+    match login(shared, user, &password, client_id).await {
+        Ok((conn, rx)) => {
+            let sink = c.sink();
+            let closer = sink.clone();
+            deliver_commands(
+                rx,
+                move |topic, payload| {
+                    let sink = sink.clone();
+                    async move {
+                        sink.publish(topic)
+                            .send_at_least_once(payload)
+                            .await
+                            .map_err(|e| format!("{e:?}"))
+                    }
+                },
+                move || closer.close(),
+            );
+            Ok(c.ack(conn, false))
+        }
+        Err(LoginRefused::BadCredentials) => Ok(c.bad_username_or_pwd()),
+        Err(LoginRefused::NotAuthorized) => Ok(c.not_authorized()),
+        Err(LoginRefused::Unavailable) => Ok(c.service_unavailable()),
+    }
+}
+
+async fn connect_v5(shared: Arc<Shared>, c: v5::Connect) -> Result<v5::ConnectAck<Conn>, Refused> {
+    use v5::codec::ConnectAckReason;
+    let pkt = c.packet();
+    let user = pkt.username.as_ref().map(|u| u.to_string());
+    let password = pkt.password.clone().unwrap_or_default();
+    let client_id = pkt.client_id.to_string();
+    match login(shared, user, &password, client_id).await {
+        Ok((conn, rx)) => {
+            let sink = c.sink();
+            let closer = sink.clone();
+            deliver_commands(
+                rx,
+                move |topic, payload| {
+                    let sink = sink.clone();
+                    async move {
+                        sink.publish(topic)
+                            .send_at_least_once(payload)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| format!("{e:?}"))
+                    }
+                },
+                move || closer.close(),
+            );
+            Ok(c.ack(conn))
+        }
+        Err(LoginRefused::BadCredentials) => Ok(c.failed(ConnectAckReason::BadUserNameOrPassword)),
+        Err(LoginRefused::NotAuthorized) => Ok(c.failed(ConnectAckReason::NotAuthorized)),
+        Err(LoginRefused::Unavailable) => Ok(c.failed(ConnectAckReason::ServerUnavailable)),
+    }
 }
 
 /// The readings of one payload of `spec`'s thing, or what is wrong with
@@ -314,63 +397,158 @@ async fn store(shared: &Shared, thing: &str, readings: Vec<Reading>) -> bool {
     }
 }
 
-async fn publish(session: &v3::Session<Conn>, p: v3::Publish) -> Result<(), Refused> {
-    let conn: &Conn = session;
+/// Why a publish is not acknowledged as stored.
+enum PublishRefused {
+    /// Outside `things/{thing}/readings`.
+    Topic(String),
+    /// The payload is not readings of this thing.
+    Malformed(String),
+    /// The store did not commit them.
+    Store,
+}
+
+/// Store the readings of one publish of `conn`'s thing; `Ok` once they are
+/// durable and sealed.
+async fn accept(
+    conn: &Conn,
+    topic: &str,
+    payload: Result<Bytes, String>,
+) -> Result<(), PublishRefused> {
     let shared = &conn.shared;
-    if p.publish_topic() != conn.topic {
+    if topic != conn.topic {
         shared.refuse("topic");
-        tracing::warn!(thing = %conn.thing, topic = %p.publish_topic(), "publish outside things/{{thing}}/readings refused; closing");
-        return Err(Refused(format!("topic {} refused", p.publish_topic())));
+        tracing::warn!(thing = %conn.thing, %topic, "publish outside things/{{thing}}/readings refused");
+        return Err(PublishRefused::Topic(format!("topic {topic} refused")));
     }
-    let payload = p.read_all().await.map_err(|e| {
+    let payload = payload.map_err(|e| {
         shared.malformed("payload");
-        Refused(format!("payload: {e:?}"))
+        PublishRefused::Malformed(format!("payload: {e}"))
     })?;
     let readings = readings_of(&conn.spec, &payload).map_err(|(kind, why)| {
         shared.malformed(kind);
-        tracing::warn!(thing = %conn.thing, kind, %why, "malformed readings refused; closing");
-        Refused(why)
+        tracing::warn!(thing = %conn.thing, kind, %why, "malformed readings refused");
+        PublishRefused::Malformed(why)
     })?;
     if store(shared, &conn.thing, readings).await {
         Ok(())
     } else {
-        Err(Refused("store".into()))
+        Err(PublishRefused::Store)
     }
 }
 
-async fn protocol(
+/// MQTT 3.1.1 has no negative PUBACK: a refused publish closes the
+/// connection unacknowledged.
+async fn publish_v3(session: &v3::Session<Conn>, p: v3::Publish) -> Result<(), Refused> {
+    let payload = p.read_all().await.map_err(|e| format!("{e:?}"));
+    accept(session, p.publish_topic(), payload)
+        .await
+        .map_err(|e| match e {
+            PublishRefused::Topic(why) | PublishRefused::Malformed(why) => Refused(why),
+            PublishRefused::Store => Refused("store".into()),
+        })
+}
+
+/// MQTT 5 says why: a refused publish gets a PUBACK with its reason code
+/// (nothing of it was stored) and the session stays open.
+async fn publish_v5(
+    session: &v5::Session<Conn>,
+    p: v5::Publish,
+) -> Result<v5::PublishAck, Refused> {
+    use v5::codec::PublishAckReason;
+    let payload = p.read_all().await.map_err(|e| format!("{e:?}"));
+    let topic = p.publish_topic().to_owned();
+    Ok(match accept(session, &topic, payload).await {
+        Ok(()) => p.ack(),
+        Err(PublishRefused::Topic(why)) => p
+            .ack()
+            .reason_code(PublishAckReason::NotAuthorized)
+            .reason(why.into()),
+        Err(PublishRefused::Malformed(why)) => p
+            .ack()
+            .reason_code(PublishAckReason::PayloadFormatInvalid)
+            .reason(why.into()),
+        Err(PublishRefused::Store) => p
+            .ack()
+            .reason_code(PublishAckReason::UnspecifiedError)
+            .reason("the readings could not be stored".into()),
+    })
+}
+
+impl TryFrom<Refused> for v5::PublishAck {
+    type Error = Refused;
+
+    fn try_from(e: Refused) -> Result<Self, Self::Error> {
+        Err(e)
+    }
+}
+
+/// May `conn`'s thing subscribe to `topic`? Only to its own commands;
+/// an allowed filter is remembered for command delivery.
+fn subscribe(conn: &Conn, topic: &str) -> bool {
+    let own = format!("things/{}/commands/", conn.thing);
+    let inside = topic.starts_with(&own)
+        && !topic[own.len()..].is_empty()
+        && !topic[own.len()..].contains("/#/");
+    if inside {
+        if let Ok(mut subs) = conn.subs.lock()
+            && subs.len() < 64
+        {
+            subs.push(topic.to_owned());
+        }
+    } else {
+        conn.shared.refuse("subscription");
+        tracing::info!(thing = %conn.thing, %topic, "subscription outside things/{{thing}}/commands/ refused");
+    }
+    inside
+}
+
+fn unsubscribe<'a>(conn: &Conn, topics: impl Iterator<Item = &'a ntex::util::ByteString>) {
+    let gone: Vec<String> = topics.map(|t| t.to_string()).collect();
+    if let Ok(mut subs) = conn.subs.lock() {
+        subs.retain(|s| !gone.contains(s));
+    }
+}
+
+async fn protocol_v3(
     session: &v3::Session<Conn>,
     msg: v3::ProtocolMessage,
 ) -> Result<v3::ProtocolMessageAck, Refused> {
-    let conn: &Conn = session;
     Ok(match msg {
         v3::ProtocolMessage::Subscribe(mut s) => {
-            let own = format!("things/{}/commands/", conn.thing);
             for mut sub in s.iter_mut() {
-                let topic = sub.topic().to_string();
-                let inside = topic.starts_with(&own)
-                    && !topic[own.len()..].is_empty()
-                    && !topic[own.len()..].contains("/#/");
-                if inside {
-                    if let Ok(mut subs) = conn.subs.lock()
-                        && subs.len() < 64
-                    {
-                        subs.push(topic);
-                    }
+                if subscribe(session, sub.topic().as_ref()) {
                     sub.confirm(v3::QoS::AtLeastOnce);
                 } else {
-                    conn.shared.refuse("subscription");
-                    tracing::info!(thing = %conn.thing, %topic, "subscription outside things/{{thing}}/commands/ refused");
                     sub.fail();
                 }
             }
             s.ack()
         }
         v3::ProtocolMessage::Unsubscribe(u) => {
-            let gone: Vec<String> = u.iter().map(|t| t.to_string()).collect();
-            if let Ok(mut subs) = conn.subs.lock() {
-                subs.retain(|s| !gone.contains(s));
+            unsubscribe(session, u.iter());
+            u.ack()
+        }
+        other => other.ack(),
+    })
+}
+
+async fn protocol_v5(
+    session: &v5::Session<Conn>,
+    msg: v5::ProtocolMessage,
+) -> Result<v5::ProtocolMessageAck, Refused> {
+    Ok(match msg {
+        v5::ProtocolMessage::Subscribe(mut s) => {
+            for mut sub in s.iter_mut() {
+                if subscribe(session, sub.topic().as_ref()) {
+                    sub.confirm(v5::QoS::AtLeastOnce);
+                } else {
+                    sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
+                }
             }
+            s.ack()
+        }
+        v5::ProtocolMessage::Unsubscribe(u) => {
+            unsubscribe(session, u.iter());
             u.ack()
         }
         other => other.ack(),
@@ -392,9 +570,8 @@ fn config() -> SharedCfg {
 }
 
 /// Count what ends a session badly: a broken MQTT packet after login.
-fn control(session: &v3::Session<Conn>, c: ntex_mqtt::Control<Refused>) {
+fn control(conn: &Conn, c: ntex_mqtt::Control<Refused>) {
     if let ntex_mqtt::Control::Stop(ntex_mqtt::Reason::Protocol(e)) = c {
-        let conn: &Conn = session;
         conn.shared.refuse("protocol");
         conn.shared.malformed("packet");
         tracing::warn!(thing = %conn.thing, error = ?e.get_ref(), "malformed MQTT packet; closing");
@@ -432,18 +609,34 @@ impl Broker {
                             .workers(1)
                             .disable_signals()
                             .listen("mqtt", listener, config(), async move |_| {
-                                let for_connect = for_server.clone();
-                                v3::MqttServer::new(async move |s: &v3::Session<Conn>, p| {
-                                    publish(s, p).await
-                                })
-                                .protocol(async move |s: &v3::Session<Conn>, m| {
-                                    protocol(s, m).await
-                                })
-                                .control(async move |s: &v3::Session<Conn>, c| {
-                                    control(s, c);
-                                    Ok::<_, Refused>(None)
-                                })
-                                .build(move |c| connect(for_connect.clone(), c))
+                                let (v3_login, v5_login) = (for_server.clone(), for_server.clone());
+                                ntex_mqtt::MqttServer::new()
+                                    .v3(v3::MqttServer::new(
+                                        async move |s: &v3::Session<Conn>, p| {
+                                            publish_v3(s, p).await
+                                        },
+                                    )
+                                    .protocol(async move |s: &v3::Session<Conn>, m| {
+                                        protocol_v3(s, m).await
+                                    })
+                                    .control(async move |s: &v3::Session<Conn>, c| {
+                                        control(s, c);
+                                        Ok::<_, Refused>(None)
+                                    })
+                                    .build(move |c| connect_v3(v3_login.clone(), c)))
+                                    .v5(v5::MqttServer::new(
+                                        async move |s: &v5::Session<Conn>, p| {
+                                            publish_v5(s, p).await
+                                        },
+                                    )
+                                    .protocol(async move |s: &v5::Session<Conn>, m| {
+                                        protocol_v5(s, m).await
+                                    })
+                                    .control(async move |s: &v5::Session<Conn>, c| {
+                                        control(s, c);
+                                        Ok::<_, Refused>(None)
+                                    })
+                                    .build(move |c| connect_v5(v5_login.clone(), c)))
                             })?
                             .run();
                         if let Err(e) = server.await {
