@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use locus_iot::merkle::{self, MerkleLog};
 use ntex::{Pipeline, SharedCfg};
-use ntex_mqtt::v3;
+use ntex_mqtt::{v3, v5};
 use serde_json::{Value, json};
 
 use crate::bench_workloads::{Cluster, in_scratch_dir, rss, stats};
-use crate::cli::ThingsBenchArgs;
+use crate::cli::{MqttVersion, ThingsBenchArgs};
 
 const PASSWORD: &str = "bench-password";
 
@@ -57,9 +57,81 @@ struct Load {
     elapsed: f64,
 }
 
+/// One publisher's connection, in the version it speaks.
+#[derive(Clone)]
+enum Sink {
+    V3(v3::MqttSink),
+    V5(v5::MqttSink),
+}
+
+impl Sink {
+    async fn connect(version: MqttVersion, broker: &str, p: usize) -> anyhow::Result<Sink> {
+        let password = ntex::util::Bytes::from_static(PASSWORD.as_bytes());
+        let cannot = |e: &dyn std::fmt::Debug| anyhow!("publisher {p} cannot connect: {e:?}");
+        Ok(match version {
+            MqttVersion::V311 => {
+                let client = Pipeline::new(SharedCfg::default(), v3::client::MqttConnector::new())
+                    .call(
+                        v3::client::Connect::new(broker.to_owned())
+                            .client_id(format!("bench-{p}"))
+                            .username(format!("b{p}"))
+                            .password(password),
+                    )
+                    .await
+                    .map_err(|e| cannot(&e))?;
+                let sink = client.sink();
+                ntex::rt::spawn(client.start_default());
+                Sink::V3(sink)
+            }
+            MqttVersion::V5 => {
+                let client = Pipeline::new(SharedCfg::default(), v5::client::MqttConnector::new())
+                    .call(
+                        v5::client::Connect::new(broker.to_owned())
+                            .client_id(format!("bench-{p}"))
+                            .username(format!("b{p}").into())
+                            .password(password),
+                    )
+                    .await
+                    .map_err(|e| cannot(&e))?;
+                let sink = client.sink();
+                ntex::rt::spawn(client.start_default());
+                Sink::V5(sink)
+            }
+        })
+    }
+
+    /// A QoS 1 publish; `Ok` once a successful PUBACK came back.
+    async fn publish(&self, topic: String, payload: ntex::util::Bytes) -> Result<(), ()> {
+        match self {
+            Sink::V3(s) => s
+                .publish(topic)
+                .send_at_least_once(payload)
+                .await
+                .map_err(|_| ()),
+            Sink::V5(s) => match s.publish(topic).send_at_least_once(payload).await {
+                Ok(ack) if ack.reason_code == v5::codec::PublishAckReason::Success => Ok(()),
+                _ => Err(()),
+            },
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Sink::V3(s) => s.close(),
+            Sink::V5(s) => s.close(),
+        }
+    }
+}
+
 /// Run `publishers` MQTT connections with `window` QoS 1 publishes in
 /// flight each, for `secs` after a one-second warm-up, on one thread.
-fn load(broker: &str, publishers: usize, window: usize, secs: u64) -> anyhow::Result<Load> {
+fn load(
+    version: MqttVersion,
+    broker: &str,
+    publishers: usize,
+    window: usize,
+    secs: u64,
+) -> anyhow::Result<Load> {
     let broker = broker.to_owned();
     let handle = std::thread::spawn(move || {
         ntex::rt::System::build()
@@ -69,19 +141,7 @@ fn load(broker: &str, publishers: usize, window: usize, secs: u64) -> anyhow::Re
             .block_on(async move {
                 let mut sinks = Vec::new();
                 for p in 0..publishers {
-                    let client =
-                        Pipeline::new(SharedCfg::default(), v3::client::MqttConnector::new())
-                            .call(
-                                v3::client::Connect::new(broker.clone())
-                                    .client_id(format!("bench-{p}"))
-                                    .username(format!("b{p}"))
-                                    .password(ntex::util::Bytes::from_static(PASSWORD.as_bytes())),
-                            )
-                            .await
-                            .map_err(|e| anyhow!("publisher {p} cannot connect: {e:?}"))?;
-                    let sink = client.sink();
-                    ntex::rt::spawn(client.start_default());
-                    sinks.push(sink);
+                    sinks.push(Sink::connect(version, &broker, p).await?);
                 }
                 let start = Instant::now();
                 let warm = start + Duration::from_secs(1);
@@ -99,8 +159,7 @@ fn load(broker: &str, publishers: usize, window: usize, secs: u64) -> anyhow::Re
                                 let payload = format!("{{\"temperature\": {}.{w}}}", i % 1000);
                                 let t0 = Instant::now();
                                 let r = sink
-                                    .publish(topic.clone())
-                                    .send_at_least_once(ntex::util::Bytes::from(payload))
+                                    .publish(topic.clone(), ntex::util::Bytes::from(payload))
                                     .await;
                                 if t0 >= warm {
                                     let mut s = shared.borrow_mut();
@@ -254,6 +313,7 @@ fn run(args: &ThingsBenchArgs, root: &Path) -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let l = load(
+        args.mqtt_version,
         &broker,
         usize::from(args.publishers),
         usize::from(args.window),
@@ -270,6 +330,10 @@ fn run(args: &ThingsBenchArgs, root: &Path) -> anyhow::Result<()> {
     let mean = l.latencies_ms.iter().sum::<f64>() / l.latencies_ms.len().max(1) as f64;
     let s = stats(l.latencies_ms);
     let ingest = json!({
+        "mqtt_version": match args.mqtt_version {
+            MqttVersion::V311 => "3.1.1",
+            MqttVersion::V5 => "5",
+        },
         "publishers": args.publishers,
         "in_flight_per_publisher": args.window,
         "seconds": l.elapsed,

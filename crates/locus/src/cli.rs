@@ -293,6 +293,9 @@ pub struct ThingsBenchArgs {
     /// Seconds of measured load (after a one-second warm-up).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub secs: u64,
+    /// MQTT version the publishers speak.
+    #[arg(long, value_enum, default_value_t = MqttVersion::V311)]
+    pub mqtt_version: MqttVersion,
     /// Leaves of the in-process Merkle log the proof rates are measured on.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub proof_leaves: u64,
@@ -302,6 +305,17 @@ pub struct ThingsBenchArgs {
     /// Also write the JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// An MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1.
+    #[value(name = "3.1.1")]
+    V311,
+    /// MQTT 5.
+    #[value(name = "5")]
+    V5,
 }
 
 #[derive(Debug, Args)]
