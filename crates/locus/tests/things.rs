@@ -354,6 +354,118 @@ fn mqtt5_clients_log_in_publish_take_commands_and_are_told_why_when_refused() {
     agent.wait_healthy();
 }
 
+/// paho-mqtt 2 (PyPI), a client nobody here wrote, as a thing in MQTT
+/// 3.1.1 and in MQTT 5: login, readings acknowledged once stored, a
+/// refused publish answered with its reason (MQTT 5), commands delivered.
+#[test]
+fn paho_mqtt_things_in_both_versions_publish_and_take_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("n"), &[]);
+    let (h, p) = broker(&agent);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join("target/pyenv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test.sh makes the venv",
+        python.display()
+    );
+    for (version, thing) in [("3.1.1", "paho-3"), ("5", "paho-5")] {
+        ok(&cli(
+            &agent,
+            &["thing", "add", &thing_file(dir.path(), thing)],
+        ));
+        let mut cmd = Command::new(&python);
+        cmd.arg(root.join("crates/locus/tests/mqtt_paho.py"))
+            .args([
+                "--host",
+                &h,
+                "--port",
+                &p,
+                "--user",
+                thing,
+                "--password",
+                PASSWORD,
+            ])
+            .args(["--version", version])
+            .arg("--publish")
+            .arg(format!("things/{thing}/readings={{\"temperature\": 18.5}}"))
+            .args([
+                "--subscribe",
+                &format!("things/{thing}/commands/#"),
+                "--commands",
+                "1",
+            ]);
+        if version == "5" {
+            cmd.arg("--publish")
+                .arg(format!("things/{thing}/readings=not json"));
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::<Value>::new()));
+        let stdout = child.stdout.take().unwrap();
+        let seen = events.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    seen.lock().unwrap().push(v);
+                }
+            }
+        });
+        let count = |name: &str| {
+            events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e["event"] == name)
+                .count()
+        };
+        let pubacks = if version == "5" { 2 } else { 1 };
+        wait_until(
+            "the publishes are answered",
+            Duration::from_secs(20),
+            || count("puback") == pubacks,
+        );
+        wait_until("the command is delivered", Duration::from_secs(10), || {
+            cli(&agent, &["thing", "cmd", thing, "fan", "true"])
+                .status
+                .success()
+        });
+        assert!(child.wait().unwrap().success());
+        reader.join().unwrap();
+        let events = events.lock().unwrap().clone();
+        let of = |name: &str| -> Vec<Value> {
+            events
+                .iter()
+                .filter(|e| e["event"] == name)
+                .cloned()
+                .collect()
+        };
+        assert_eq!(of("connack")[0]["reason"], 0, "{version}: {events:?}");
+        assert_eq!(
+            of("suback")[0]["reasons"],
+            serde_json::json!([1]),
+            "{version}"
+        );
+        let acks = of("puback");
+        assert_eq!(acks[0]["reason"], 0, "{version}: {events:?}");
+        if version == "5" {
+            assert_eq!(acks[1]["reason"], 153, "payload format invalid: {events:?}");
+        }
+        let cmds = of("command");
+        assert_eq!(cmds[0]["topic"], format!("things/{thing}/commands/fan"));
+        assert_eq!(cmds[0]["payload"], "true");
+        assert_eq!(readings(&agent, thing).len(), 1, "{version}");
+    }
+    agent.wait_healthy();
+}
+
 /// A `mosquitto_sub` of the thing's commands, printing `topic payload`.
 fn subscriber(agent: &Agent, thing: &str, filter: &str) -> (Child, Arc<Mutex<String>>) {
     let (h, p) = broker(agent);
