@@ -101,6 +101,23 @@ const MIGRATIONS: &[&str] = &[
         imported_at_ms INTEGER NOT NULL,
         PRIMARY KEY (origin, seq)
     ) STRICT, WITHOUT ROWID;",
+    // 9: persistent MQTT sessions of things (their command subscriptions)
+    // and the QoS 1 commands queued for things while they are offline.
+    "CREATE TABLE mqtt_sessions (
+        thing         TEXT NOT NULL,
+        client_id     TEXT NOT NULL,
+        filters       TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (thing, client_id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE mqtt_queue (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        thing        TEXT NOT NULL,
+        topic        TEXT NOT NULL,
+        payload      BLOB NOT NULL,
+        queued_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX mqtt_queue_by_thing ON mqtt_queue (thing, id);",
 ];
 
 /// The schema version this build writes.

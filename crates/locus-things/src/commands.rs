@@ -85,8 +85,12 @@ pub struct CommandResult {
     pub value: serde_json::Value,
     /// Unix ms of the value read, when known.
     pub time_ms: Option<i64>,
-    /// How it was carried out (`PUBACK on things/t/commands/led`).
+    /// How it was carried out (`delivered: PUBACK on things/t/commands/led`).
     pub detail: String,
+    /// Not delivered yet: kept for the thing's persistent MQTT session and
+    /// delivered when it is back.
+    #[serde(default)]
+    pub queued: bool,
 }
 
 /// Parse `text` as a value of `ty`.
@@ -198,6 +202,7 @@ impl Commands {
                 .map_or(serde_json::Value::Null, value_json),
             time_ms: None,
             detail: String::new(),
+            queued: false,
         };
         match spec.protocol {
             ThingProtocol::Mqtt => self.run_mqtt(&thing, &plan, &mut out).await?,
@@ -248,11 +253,21 @@ impl Commands {
                 "the MQTT broker does not run on this node".into(),
             ));
         };
-        let topic = broker
+        match broker
             .command(thing, &plan.resource, payload)
             .await
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
-        out.detail = format!("PUBACK on {topic}");
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?
+        {
+            crate::mqtt::Delivery::Delivered { topic } => {
+                out.detail = format!("delivered: PUBACK on {topic}");
+            }
+            crate::mqtt::Delivery::Queued { topic, waiting } => {
+                out.queued = true;
+                out.detail = format!(
+                    "queued: {thing} is offline; {waiting} command(s) wait for its persistent session on {topic}"
+                );
+            }
+        }
         Ok(())
     }
 

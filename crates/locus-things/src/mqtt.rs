@@ -23,11 +23,18 @@
 //!   command is a QoS 1 publish on `things/{thing}/commands/{resource}`,
 //!   reported delivered once the thing's PUBACK arrives. A thing may not
 //!   subscribe to anything else.
+//! - **Persistent sessions**: a thing that logs in without a clean session
+//!   (3.1.1 `clean_session = 0`, 5 `clean_start = 0` with a session expiry)
+//!   keeps its command subscriptions across disconnections and restarts.
+//!   A command to such a thing while it is offline is queued durably (at
+//!   most [`MAX_QUEUED`] per thing; past that it is refused, saying so) and
+//!   delivered, oldest first, when it is back; a queued command is
+//!   forgotten only once the thing's PUBACK arrives. `locus thing cmd` says
+//!   whether a command was delivered or queued.
 //! - **Manager change**: when a thing moves to another node, its session
 //!   here is closed and its next login here is refused with code 5.
 //!
-//! The broker never keeps messages for offline clients and never relays
-//! one thing's messages to another.
+//! The broker never relays one thing's messages to another.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +48,11 @@ use ntex::SharedCfg;
 use ntex::util::Bytes;
 use ntex_mqtt::{v3, v5};
 use tokio::sync::{mpsc, oneshot};
+
+mod persisted;
+
+pub use persisted::MAX_QUEUED;
+use persisted::{Enqueued, Persisted};
 
 use crate::metrics::ThingMetrics;
 use crate::registry::{AuthError, ThingEvent, Things};
@@ -71,6 +83,23 @@ pub enum MqttCommandError {
     Timeout(String),
     #[error("the session of thing {0:?} closed: {1}")]
     Closed(String, String),
+    #[error(
+        "thing {thing:?} is offline and already has {max} commands queued (the most kept); this one was not queued"
+    )]
+    QueueFull { thing: String, max: u32 },
+    #[error("cannot queue the command for thing {0:?}: {1}")]
+    Store(String, String),
+}
+
+/// How a command reached its thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The thing acknowledged it (PUBACK) on `topic`.
+    Delivered { topic: String },
+    /// The thing is offline with a persistent session: the command is
+    /// stored and `waiting` commands (this one included) will be delivered
+    /// on `topic` when it is back.
+    Queued { topic: String, waiting: u32 },
 }
 
 enum Cmd {
@@ -79,6 +108,8 @@ enum Cmd {
         payload: Bytes,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Deliver what is queued for the thing.
+    Drain,
     Close,
 }
 
@@ -96,6 +127,9 @@ struct Shared {
     /// Thing name → its open sessions.
     sessions: Mutex<HashMap<String, Vec<SessionEntry>>>,
     next_id: AtomicU64,
+    /// Things whose queued commands are being delivered (one session at a
+    /// time, so that none goes out twice).
+    draining: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -118,6 +152,11 @@ struct Conn {
     shared: Arc<Shared>,
     subs: Arc<Mutex<Vec<String>>>,
     topic: String,
+    client_id: String,
+    /// Not a clean session: its subscriptions are kept.
+    persistent: bool,
+    /// This session's command queue.
+    tx: mpsc::Sender<Cmd>,
 }
 
 impl Drop for Conn {
@@ -189,6 +228,7 @@ async fn login(
     user: Option<String>,
     password: &[u8],
     client_id: String,
+    persistent: bool,
 ) -> Result<(Conn, mpsc::Receiver<Cmd>), LoginRefused> {
     let Some(user) = user else {
         shared.refuse("no_credentials");
@@ -243,13 +283,34 @@ async fn login(
         }
         list.push(SessionEntry {
             id,
-            client_id,
-            tx,
+            client_id: client_id.clone(),
+            tx: tx.clone(),
             subs: subs.clone(),
         });
     }
     shared.metrics.mqtt_sessions.inc();
-    tracing::debug!(thing = %user, "MQTT session open");
+    // A persistent session gets its subscriptions back and what was queued
+    // while it was away; a clean one discards what its client id had.
+    let store = shared.things.store();
+    let kept = if persistent {
+        store.session_filters(user.clone(), client_id.clone()).await
+    } else {
+        store
+            .drop_session(user.clone(), client_id.clone())
+            .await
+            .map(|()| None)
+    };
+    match kept {
+        Ok(Some(filters)) => {
+            if let Ok(mut s) = subs.lock() {
+                *s = filters;
+            }
+            let _ = tx.try_send(Cmd::Drain);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(thing = %user, error = %e, "cannot read the MQTT session"),
+    }
+    tracing::debug!(thing = %user, persistent, "MQTT session open");
     let conn = Conn {
         topic: format!("things/{user}/readings"),
         thing: user,
@@ -257,17 +318,25 @@ async fn login(
         id,
         shared,
         subs,
+        client_id,
+        persistent,
+        tx,
     };
     Ok((conn, rx))
 }
 
 /// Deliver the session's commands through `send` (a QoS 1 publish that
 /// ends with the thing's PUBACK) until it closes.
-fn deliver_commands<F, Fut>(mut rx: mpsc::Receiver<Cmd>, send: F, close: impl FnOnce() + 'static)
-where
+fn deliver_commands<F, Fut>(
+    conn: &Conn,
+    mut rx: mpsc::Receiver<Cmd>,
+    send: F,
+    close: impl FnOnce() + 'static,
+) where
     F: Fn(String, Bytes) -> Fut + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + 'static,
 {
+    let (shared, thing, subs) = (conn.shared.clone(), conn.thing.clone(), conn.subs.clone());
     ntex::rt::spawn(async move {
         while let Some(cmd) = rx.recv().await {
             match cmd {
@@ -278,6 +347,7 @@ where
                 } => {
                     let _ = reply.send(send(topic, payload).await);
                 }
+                Cmd::Drain => drain(&shared, &thing, &subs, &send).await,
                 Cmd::Close => {
                     close();
                     break;
@@ -287,16 +357,65 @@ where
     });
 }
 
+/// Deliver the commands queued for `thing` that this session subscribed
+/// to, oldest first; each is forgotten once the thing acknowledged it.
+/// Stops at the first that is not acknowledged (the rest stay queued).
+async fn drain<F, Fut>(shared: &Shared, thing: &str, subs: &Mutex<Vec<String>>, send: &F)
+where
+    F: Fn(String, Bytes) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if !shared
+        .draining
+        .lock()
+        .is_ok_and(|mut d| d.insert(thing.to_owned()))
+    {
+        return;
+    }
+    let store = shared.things.store();
+    match store.queued(thing.to_owned()).await {
+        Ok(queued) => {
+            for q in queued {
+                let wanted = subs
+                    .lock()
+                    .is_ok_and(|s| s.iter().any(|f| matches(f, &q.topic)));
+                if !wanted {
+                    continue;
+                }
+                if let Err(e) = send(q.topic.clone(), Bytes::from(q.payload)).await {
+                    tracing::info!(thing, topic = %q.topic, error = %e, "queued command not acknowledged; kept");
+                    break;
+                }
+                if let Err(e) = store.delivered(q.id).await {
+                    tracing::warn!(thing, error = %e, "cannot forget a delivered command");
+                }
+                tracing::info!(thing, topic = %q.topic, "queued command delivered");
+            }
+        }
+        Err(e) => tracing::warn!(thing, error = %e, "cannot read the queued commands"),
+    }
+    if let Ok(mut d) = shared.draining.lock() {
+        d.remove(thing);
+    }
+}
+
+/// Session present: a persistent session whose subscriptions were kept.
+fn session_present(conn: &Conn) -> bool {
+    conn.persistent && conn.subs.lock().is_ok_and(|s| !s.is_empty())
+}
+
 async fn connect_v3(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAck<Conn>, Refused> {
     let pkt = c.packet();
     let user = pkt.username.as_ref().map(|u| u.to_string());
     let password = pkt.password.clone().unwrap_or_default();
     let client_id = pkt.client_id.to_string();
-    match login(shared, user, &password, client_id).await {
+    let persistent = !pkt.clean_session;
+    match login(shared, user, &password, client_id, persistent).await {
         Ok((conn, rx)) => {
             let sink = c.sink();
             let closer = sink.clone();
             deliver_commands(
+                &conn,
                 rx,
                 move |topic, payload| {
                     let sink = sink.clone();
@@ -309,7 +428,8 @@ async fn connect_v3(shared: Arc<Shared>, c: v3::Connect) -> Result<v3::ConnectAc
                 },
                 move || closer.close(),
             );
-            Ok(c.ack(conn, false))
+            let present = session_present(&conn);
+            Ok(c.ack(conn, present))
         }
         Err(LoginRefused::BadCredentials) => Ok(c.bad_username_or_pwd()),
         Err(LoginRefused::NotAuthorized) => Ok(c.not_authorized()),
@@ -323,25 +443,33 @@ async fn connect_v5(shared: Arc<Shared>, c: v5::Connect) -> Result<v5::ConnectAc
     let user = pkt.username.as_ref().map(|u| u.to_string());
     let password = pkt.password.clone().unwrap_or_default();
     let client_id = pkt.client_id.to_string();
-    match login(shared, user, &password, client_id).await {
+    let persistent = !pkt.clean_start && pkt.session_expiry_interval_secs > 0;
+    match login(shared, user, &password, client_id, persistent).await {
         Ok((conn, rx)) => {
             let sink = c.sink();
             let closer = sink.clone();
             deliver_commands(
+                &conn,
                 rx,
                 move |topic, payload| {
                     let sink = sink.clone();
                     async move {
-                        sink.publish(topic)
+                        let ack = sink
+                            .publish(topic)
                             .send_at_least_once(payload)
                             .await
-                            .map(|_| ())
-                            .map_err(|e| format!("{e:?}"))
+                            .map_err(|e| format!("{e:?}"))?;
+                        if ack.reason_code == v5::codec::PublishAckReason::Success {
+                            Ok(())
+                        } else {
+                            Err(format!("PUBACK reason {:?}", ack.reason_code))
+                        }
                     }
                 },
                 move || closer.close(),
             );
-            Ok(c.ack(conn))
+            let present = session_present(&conn);
+            Ok(c.ack(conn).with(|ack| ack.session_present = present))
         }
         Err(LoginRefused::BadCredentials) => Ok(c.failed(ConnectAckReason::BadUserNameOrPassword)),
         Err(LoginRefused::NotAuthorized) => Ok(c.failed(ConnectAckReason::NotAuthorized)),
@@ -509,6 +637,30 @@ fn unsubscribe<'a>(conn: &Conn, topics: impl Iterator<Item = &'a ntex::util::Byt
     }
 }
 
+/// After a SUBSCRIBE or UNSUBSCRIBE: a persistent session keeps its filters
+/// (before the acknowledgement, so that a SUBACK means they survive); then
+/// what waits for them is delivered.
+async fn subscriptions_changed(conn: &Conn) {
+    if conn.persistent {
+        let filters = conn.subs.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Err(e) = conn
+            .shared
+            .things
+            .store()
+            .keep_session(
+                conn.thing.clone(),
+                conn.client_id.clone(),
+                filters,
+                crate::unix_ms(),
+            )
+            .await
+        {
+            tracing::warn!(thing = %conn.thing, error = %e, "cannot keep the MQTT session");
+        }
+    }
+    let _ = conn.tx.try_send(Cmd::Drain);
+}
+
 async fn protocol_v3(
     session: &v3::Session<Conn>,
     msg: v3::ProtocolMessage,
@@ -522,10 +674,12 @@ async fn protocol_v3(
                     sub.fail();
                 }
             }
+            subscriptions_changed(session).await;
             s.ack()
         }
         v3::ProtocolMessage::Unsubscribe(u) => {
             unsubscribe(session, u.iter());
+            subscriptions_changed(session).await;
             u.ack()
         }
         other => other.ack(),
@@ -545,10 +699,12 @@ async fn protocol_v5(
                     sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);
                 }
             }
+            subscriptions_changed(session).await;
             s.ack()
         }
         v5::ProtocolMessage::Unsubscribe(u) => {
             unsubscribe(session, u.iter());
+            subscriptions_changed(session).await;
             u.ack()
         }
         other => other.ack(),
@@ -595,6 +751,7 @@ impl Broker {
             metrics,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            draining: Mutex::new(std::collections::HashSet::new()),
         });
         let for_server = shared.clone();
         std::thread::Builder::new()
@@ -667,6 +824,10 @@ impl Broker {
                         for e in entries {
                             let _ = e.tx.send(Cmd::Close).await;
                         }
+                        let forgotten = for_events.things.store().forget_thing(name.clone()).await;
+                        if let Err(e) = forgotten {
+                            tracing::warn!(thing = %name, error = %e, "cannot forget its MQTT sessions and queue");
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
@@ -698,27 +859,30 @@ impl Broker {
         thing: &str,
         resource: &str,
         payload: Vec<u8>,
-    ) -> Result<String, MqttCommandError> {
+    ) -> Result<Delivery, MqttCommandError> {
         let topic = format!("things/{thing}/commands/{resource}");
-        let tx = {
+        let live = {
             let sessions = self.shared.sessions.lock().ok();
-            let Some(list) = sessions.as_ref().and_then(|s| s.get(thing)) else {
-                return Err(MqttCommandError::NotConnected(thing.to_owned()));
-            };
-            let subscriber = list.iter().find(|e| {
-                e.subs
-                    .lock()
-                    .is_ok_and(|subs| subs.iter().any(|f| matches(f, &topic)))
+            let list = sessions.as_ref().and_then(|s| s.get(thing));
+            let subscriber = list.and_then(|list| {
+                list.iter().find(|e| {
+                    e.subs
+                        .lock()
+                        .is_ok_and(|subs| subs.iter().any(|f| matches(f, &topic)))
+                })
             });
             match subscriber {
-                Some(e) => e.tx.clone(),
-                None => {
-                    return Err(MqttCommandError::NotSubscribed {
-                        thing: thing.to_owned(),
-                        topic,
-                    });
-                }
+                Some(e) => Ok(e.tx.clone()),
+                None if list.is_some() => Err(MqttCommandError::NotSubscribed {
+                    thing: thing.to_owned(),
+                    topic: topic.clone(),
+                }),
+                None => Err(MqttCommandError::NotConnected(thing.to_owned())),
             }
+        };
+        let tx = match live {
+            Ok(tx) => tx,
+            Err(offline) => return self.queue(thing, topic, payload, offline).await,
         };
         let (reply, rx) = oneshot::channel();
         tx.send(Cmd::Publish {
@@ -728,7 +892,43 @@ impl Broker {
         })
         .await
         .map_err(|_| MqttCommandError::Closed(thing.to_owned(), "session gone".into()))?;
-        acknowledged(thing, topic, rx, "session gone").await
+        let topic = acknowledged(thing, topic, rx, "session gone").await?;
+        Ok(Delivery::Delivered { topic })
+    }
+
+    /// Queue a command for a thing that is not subscribed now, when one of
+    /// its persistent sessions subscribed to the topic; `offline` otherwise.
+    async fn queue(
+        &self,
+        thing: &str,
+        topic: String,
+        payload: Vec<u8>,
+        offline: MqttCommandError,
+    ) -> Result<Delivery, MqttCommandError> {
+        let store = self.shared.things.store();
+        let stored =
+            |e: locus_store::StoreError| MqttCommandError::Store(thing.to_owned(), e.to_string());
+        let filters = store
+            .thing_filters(thing.to_owned())
+            .await
+            .map_err(stored)?;
+        if !filters.iter().any(|f| matches(f, &topic)) {
+            return Err(offline);
+        }
+        match store
+            .enqueue(thing.to_owned(), topic.clone(), payload, crate::unix_ms())
+            .await
+            .map_err(stored)?
+        {
+            Enqueued::Queued(waiting) => {
+                tracing::info!(thing, %topic, waiting, "command queued for an offline thing");
+                Ok(Delivery::Queued { topic, waiting })
+            }
+            Enqueued::Full => Err(MqttCommandError::QueueFull {
+                thing: thing.to_owned(),
+                max: MAX_QUEUED,
+            }),
+        }
     }
 }
 
@@ -766,6 +966,7 @@ impl Upstream {
             metrics,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            draining: Mutex::new(std::collections::HashSet::new()),
         });
         let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
         let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -199,6 +199,11 @@ fn things_in(records: &[(String, u64, Vec<u8>)]) -> Vec<Thing> {
 }
 
 impl Things {
+    /// The node's store (the MQTT broker keeps its sessions there).
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// Load the things this node manages and publish them.
     pub async fn start(
         me: NodeId,

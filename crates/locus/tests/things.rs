@@ -466,6 +466,102 @@ fn paho_mqtt_things_in_both_versions_publish_and_take_commands() {
     agent.wait_healthy();
 }
 
+/// `mosquitto_sub` of a thing's commands with a persistent session
+/// (`-c`, fixed client id), for at most `secs` seconds or `count` messages.
+fn persistent_sub(agent: &Agent, version: &str, id: &str, count: u32, secs: u32) -> Output {
+    let (h, p) = broker(agent);
+    mosquitto("mosquitto_sub")
+        .args([
+            "-V", version, "-h", &h, "-p", &p, "-u", "vent-q", "-P", PASSWORD,
+        ])
+        .args([
+            "-c",
+            "-i",
+            id,
+            "-q",
+            "1",
+            "-t",
+            "things/vent-q/commands/#",
+            "-v",
+        ])
+        .args(["-C", &count.to_string(), "-W", &secs.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A QoS 1 command to a thing that is offline but had a persistent session
+/// is stored, reported as queued, survives a SIGKILL of the agent, and is
+/// delivered exactly once when the session is back; a clean login discards
+/// the session; the queue is bounded per thing.
+#[test]
+fn a_command_to_an_offline_thing_waits_for_its_persistent_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("n");
+    let mut agent = Agent::start(&data, &[]);
+    ok(&cli(
+        &agent,
+        &["thing", "add", &thing_file(dir.path(), "vent-q")],
+    ));
+    for (version, id) in [("mqttv311", "keeper-3"), ("mqttv5", "keeper-5")] {
+        // The session subscribes, then goes away.
+        persistent_sub(&agent, version, id, 1, 1);
+        let out = ok(&cli(&agent, &["thing", "cmd", "vent-q", "fan", "true"]));
+        assert!(out.contains("queued"), "{version}: {out}");
+        let json: Value = serde_json::from_str(&ok(&cli(
+            &agent,
+            &["--json", "thing", "cmd", "vent-q", "fan", "false"],
+        )))
+        .unwrap();
+        assert_eq!(json["queued"], true, "{json}");
+        // Stored, not in memory: the agent dies and comes back.
+        agent.signal(nix::sys::signal::Signal::SIGKILL);
+        agent.wait_exit(Duration::from_secs(10));
+        agent = Agent::start(&data, &[]);
+        let got = persistent_sub(&agent, version, id, 2, 10);
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout).trim(),
+            "things/vent-q/commands/fan true\nthings/vent-q/commands/fan false",
+            "{version}: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        // Exactly once: nothing more the next time.
+        let again = persistent_sub(&agent, version, id, 1, 2);
+        assert!(again.stdout.is_empty(), "{version}: {again:?}");
+        // A clean login with that client id discards the session.
+        let (h, p) = broker(&agent);
+        mosquitto("mosquitto_sub")
+            .args([
+                "-V", version, "-h", &h, "-p", &p, "-u", "vent-q", "-P", PASSWORD,
+            ])
+            .args(["-i", id, "-t", "things/vent-q/commands/#", "-W", "1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let gone = cli(&agent, &["thing", "cmd", "vent-q", "fan", "true"]);
+        assert!(!gone.status.success(), "{version}: {gone:?}");
+        assert!(
+            String::from_utf8_lossy(&gone.stderr).contains("no MQTT session"),
+            "{version}: {gone:?}"
+        );
+    }
+    // The bound: a persistent session, then more commands than are kept.
+    persistent_sub(&agent, "mqttv5", "keeper-bound", 1, 1);
+    for i in 0..16 {
+        let out = ok(&cli(&agent, &["thing", "cmd", "vent-q", "fan", "true"]));
+        assert!(out.contains(&format!("{} command(s) wait", i + 1)), "{out}");
+    }
+    let full = cli(&agent, &["thing", "cmd", "vent-q", "fan", "true"]);
+    assert!(!full.status.success());
+    assert!(
+        String::from_utf8_lossy(&full.stderr).contains("already has 16 commands queued"),
+        "{full:?}"
+    );
+    let got = persistent_sub(&agent, "mqttv5", "keeper-bound", 16, 10);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).lines().count(), 16);
+    agent.wait_healthy();
+}
+
 /// A `mosquitto_sub` of the thing's commands, printing `topic payload`.
 fn subscriber(agent: &Agent, thing: &str, filter: &str) -> (Child, Arc<Mutex<String>>) {
     let (h, p) = broker(agent);
