@@ -469,7 +469,16 @@ async fn connect_v5(shared: Arc<Shared>, c: v5::Connect) -> Result<v5::ConnectAc
                 move || closer.close(),
             );
             let present = session_present(&conn);
-            Ok(c.ack(conn).with(|ack| ack.session_present = present))
+            // What this broker does not do, said up front (MQTT 5 §3.2.2.3):
+            // the codec then refuses a QoS 2 or retained publish with
+            // DISCONNECT 0x9B / 0x9A.
+            Ok(c.ack(conn).with(|ack| {
+                ack.session_present = present;
+                ack.max_qos = v5::QoS::AtLeastOnce;
+                ack.retain_available = false;
+                ack.shared_subscription_available = false;
+                ack.subscription_identifiers_available = false;
+            }))
         }
         Err(LoginRefused::BadCredentials) => Ok(c.failed(ConnectAckReason::BadUserNameOrPassword)),
         Err(LoginRefused::NotAuthorized) => Ok(c.failed(ConnectAckReason::NotAuthorized)),
@@ -693,7 +702,10 @@ async fn protocol_v5(
     Ok(match msg {
         v5::ProtocolMessage::Subscribe(mut s) => {
             for mut sub in s.iter_mut() {
-                if subscribe(session, sub.topic().as_ref()) {
+                if sub.topic().starts_with("$share/") {
+                    session.shared.refuse("subscription");
+                    sub.fail(v5::codec::SubscribeAckReason::SharedSubscriptionNotSupported);
+                } else if subscribe(session, sub.topic().as_ref()) {
                     sub.confirm(v5::QoS::AtLeastOnce);
                 } else {
                     sub.fail(v5::codec::SubscribeAckReason::NotAuthorized);

@@ -282,6 +282,40 @@ fn mqtt5_clients_log_in_publish_take_commands_and_are_told_why_when_refused() {
         assert!(err.contains(&format!("failed: {why}")), "{t} {m}: {err}");
     }
     assert_eq!(readings(&agent, "vent-5").len(), 1);
+    // What the broker does not do is said in the CONNACK (maximum QoS 1,
+    // no retain): a QoS 2 publish is refused by the client itself, a
+    // retained one closes the session; neither is stored. QoS 0 is stored.
+    let (h, p) = broker(&agent);
+    let extra = |args: &[&str]| {
+        mosquitto("mosquitto_pub")
+            .args([
+                "-V", "mqttv5", "-h", &h, "-p", &p, "-u", "vent-5", "-P", PASSWORD,
+            ])
+            .args([
+                "-i",
+                "pub5-extra",
+                "-t",
+                topic,
+                "-m",
+                r#"{"temperature": 20.5}"#,
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let qos2 = extra(&["-q", "2"]);
+    assert!(
+        String::from_utf8_lossy(&qos2.stderr).contains("QoS not supported"),
+        "{qos2:?}"
+    );
+    extra(&["-q", "1", "-r"]);
+    extra(&["-q", "0"]);
+    wait_until(
+        "the QoS 0 reading is stored",
+        Duration::from_secs(10),
+        || readings(&agent, "vent-5").len() == 2,
+    );
     assert_eq!(
         metric(&agent, "locus_mqtt_refused_total{reason=\"bad_password\"}"),
         1.0
@@ -291,8 +325,8 @@ fn mqtt5_clients_log_in_publish_take_commands_and_are_told_why_when_refused() {
         1.0
     );
 
-    // Commands reach an MQTT 5 subscriber; other topics are refused to it.
-    let (h, p) = broker(&agent);
+    // Commands reach an MQTT 5 subscriber; other topics (and shared
+    // subscriptions) are refused to it.
     let denied = mosquitto("mosquitto_sub")
         .args([
             "-V", "mqttv5", "-h", &h, "-p", &p, "-u", "vent-5", "-P", PASSWORD,
@@ -309,6 +343,7 @@ fn mqtt5_clients_log_in_publish_take_commands_and_are_told_why_when_refused() {
             "-W",
             "3",
         ])
+        .args(["-t", "$share/g/things/vent-5/commands/#"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
