@@ -279,7 +279,30 @@ struct Base {
     sum: Option<f64>,
 }
 
+/// How resolved names are checked: RFC 8428 §4.5.1, or LwM2M's object
+/// paths (`/3303/0/5700`), which start with a `/` (LwM2M 1.1 TS §7.4.4).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Names {
+    Rfc8428,
+    Lwm2mPaths,
+}
+
+/// Resolve a SenML JSON pack whose names are LwM2M paths (content format
+/// 110 of an LwM2M 1.1 Read or Notify).
+pub fn resolve_lwm2m(json: &[u8]) -> Result<Vec<Record>, SenmlError> {
+    match parse_json(json)? {
+        Json::Array(records) => resolve_records(&records, 0.0, Names::Lwm2mPaths),
+        other => Err(SenmlError::TopLevel {
+            found: kind(&other),
+        }),
+    }
+}
+
 fn resolve_pack(records: &[Json], now: f64) -> Result<Vec<Record>, SenmlError> {
+    resolve_records(records, now, Names::Rfc8428)
+}
+
+fn resolve_records(records: &[Json], now: f64, names: Names) -> Result<Vec<Record>, SenmlError> {
     if records.len() > MAX_RECORDS {
         return Err(SenmlError::TooMany {
             count: records.len(),
@@ -332,7 +355,10 @@ fn resolve_pack(records: &[Json], now: f64) -> Result<Vec<Record>, SenmlError> {
         }
 
         let name = format!("{}{}", base.name, f.str("n")?.unwrap_or(""));
-        check_name(index, &name)?;
+        match (names, name.strip_prefix('/')) {
+            (Names::Lwm2mPaths, Some(rest)) => check_name(index, rest)?,
+            _ => check_name(index, &name)?,
+        }
         let unit = match f.str("u")? {
             Some("") => None,
             Some(u) => Some(u.to_owned()),

@@ -942,9 +942,12 @@ async fn a_client_that_does_not_answer_fails_the_bootstrap_in_bounded_time() {
 async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap() {
     let f = fixture().await;
     for (i, (args, security_at)) in [
-        (&["--lwm2m", "1.1", "--bootstrap-account"][..], "/0/1"),
+        (
+            &["--lwm2m", "1.1", "--bootstrap-account", "--format", "senml"][..],
+            "/0/1",
+        ),
         (&["--lwm2m", "1.0", "--bootstrap-account"][..], "/0/1"),
-        (&["--lwm2m", "1.1"][..], "/0/0"),
+        (&["--lwm2m", "1.1", "--format", "senml"][..], "/0/0"),
     ]
     .into_iter()
     .enumerate()
@@ -1007,5 +1010,17 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
             .find(|e| e["event"] == "bootstrap-discover")
             .unwrap();
         assert_eq!(discover["answered"], args.contains(&"1.1"), "{args:?}");
+        // Observed into readings, in SenML JSON (1.1) or TLV (1.0).
+        let name = format!("keeper-{i}");
+        eventually("its temperature readings", || async {
+            let n = f
+                .readings
+                .query(Some(name.clone()), 0, i64::MAX, 10)
+                .await
+                .unwrap()
+                .len();
+            (n >= 2).then_some(())
+        })
+        .await;
     }
 }

@@ -33,7 +33,7 @@ import aiocoap
 import aiocoap.resource as resource
 from aiocoap import Code, Message
 
-TEXT, LINK_FORMAT, TLV = 0, 40, 11542
+TEXT, LINK_FORMAT, SENML_JSON, TLV = 0, 40, 110, 11542
 
 
 def event(name, **fields):
@@ -208,6 +208,10 @@ class Client:
                         payload=tlv_resource(5700, struct.pack(">d", value)),
                         content_format=TLV,
                     )
+                if client.args.format == "senml":
+                    # LwM2M 1.1 SenML JSON: the base name and the resource id.
+                    pack = [{"bn": "/3303/0/", "n": "5700", "v": value}]
+                    return Message(payload=json.dumps(pack).encode(), content_format=SENML_JSON)
                 return Message(payload=repr(value).encode(), content_format=TEXT)
 
         class Writable(resource.Resource):
@@ -376,7 +380,7 @@ def main():
     p.add_argument("--bootstrap", required=True, help="coap://host:port of the bootstrap server")
     p.add_argument("--endpoint", required=True, help="endpoint client name")
     p.add_argument("--lifetime", type=int, default=60, help="lifetime until the bootstrap writes one")
-    p.add_argument("--format", choices=["tlv", "text"], default="tlv", help="how the temperature is sent")
+    p.add_argument("--format", choices=["tlv", "text", "senml"], default="tlv", help="how the temperature is sent")
     p.add_argument("--notify-every", type=float, default=0.3, help="seconds between temperature changes (0: never)")
     p.add_argument("--start-temperature", type=float, default=20.0)
     p.add_argument("--links", default="</1/0>,</3/0>,</3303/0>,</3311/0>", help="the Register payload")

@@ -205,9 +205,11 @@ impl FromStr for ResourceKind {
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ContentError {
     #[error(
-        "{path}: content format {format} is not read (text/plain 0, octet-stream 42, LwM2M TLV 11542 are)"
+        "{path}: content format {format} is not read (text/plain 0, octet-stream 42, SenML JSON 110, LwM2M TLV 11542 are)"
     )]
     Format { path: ResourcePath, format: u16 },
+    #[error("{path}: SenML JSON: {why}")]
+    Senml { path: ResourcePath, why: String },
     #[error("{path}: TLV: {source}")]
     Tlv {
         path: ResourcePath,
@@ -388,7 +390,57 @@ pub fn decode_value(
                 tlv::decode(payload).map_err(|source| ContentError::Tlv { path, source })?;
             tlv_value(path, kind, find(path, &entries)?)
         }
+        SENML_JSON => senml_value(path, kind, payload),
         format => Err(ContentError::Format { path, format }),
+    }
+}
+
+/// The value of resource `path` in a SenML JSON pack (LwM2M 1.1): the
+/// record named by the path (`bn` + `n`); of several (a notification that
+/// carries a history), the last. The value must fit `kind`.
+fn senml_value(
+    path: ResourcePath,
+    kind: Option<ResourceKind>,
+    payload: &[u8],
+) -> Result<Value, ContentError> {
+    let records = crate::senml::resolve_lwm2m(payload).map_err(|e| ContentError::Senml {
+        path,
+        why: e.to_string(),
+    })?;
+    let name = path.to_string();
+    let Some(record) = records.iter().rev().find(|r| r.name == name) else {
+        let found: Vec<&str> = records.iter().map(|r| r.name.as_str()).take(8).collect();
+        return Err(ContentError::Senml {
+            path,
+            why: format!("no record named {name}; the pack names {found:?}"),
+        });
+    };
+    let Some(value) = record.value.clone() else {
+        return Err(ContentError::Senml {
+            path,
+            why: format!("record {name} has a sum but no value"),
+        });
+    };
+    let mismatch = |kind| ContentError::Mismatch {
+        path,
+        kind,
+        value: describe(&value),
+    };
+    match (kind, &value) {
+        (None, _)
+        | (Some(ResourceKind::String), Value::String(_))
+        | (Some(ResourceKind::Float), Value::Number(_))
+        | (Some(ResourceKind::Boolean), Value::Bool(_))
+        | (Some(ResourceKind::Opaque), Value::Data(_)) => Ok(value.clone()),
+        (Some(ResourceKind::Integer | ResourceKind::Time), Value::Number(x))
+            if x.fract() == 0.0 =>
+        {
+            Ok(value.clone())
+        }
+        (Some(ResourceKind::ObjLnk), Value::String(s)) if s.split_once(':').is_some() => {
+            Ok(value.clone())
+        }
+        (Some(kind), _) => Err(mismatch(kind)),
     }
 }
 
@@ -621,10 +673,10 @@ mod tests {
     #[test]
     fn other_formats_are_refused_by_number() {
         assert_eq!(
-            decode_value(TEMP, None, Some(SENML_JSON), b"[]"),
+            decode_value(TEMP, None, Some(LWM2M_JSON), b"[]"),
             Err(ContentError::Format {
                 path: TEMP,
-                format: 110
+                format: LWM2M_JSON
             })
         );
         assert_eq!(
@@ -766,6 +818,80 @@ mod tests {
                     (None, Value::Data(_)) => prop_assert_eq!(back, value),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod senml_tests {
+    use super::*;
+
+    const TEMP: ResourcePath = ResourcePath::new(3303, 0, 5700);
+    const ON: ResourcePath = ResourcePath::new(3311, 0, 5850);
+
+    #[test]
+    fn lwm2m_1_1_senml_json_values_are_read_by_path_and_kind() {
+        let d =
+            |path, kind, json: &str| decode_value(path, kind, Some(SENML_JSON), json.as_bytes());
+        // bn + n name the resource; a notification may carry a history: the last counts.
+        let pack = r#"[{"bn":"/3303/0/","n":"5700","v":21.5,"bt":1700000000},{"n":"5700","v":22.0,"t":1}]"#;
+        assert_eq!(
+            d(TEMP, Some(ResourceKind::Float), pack),
+            Ok(Value::Number(22.0))
+        );
+        assert_eq!(d(TEMP, None, pack), Ok(Value::Number(22.0)));
+        // Whole names, booleans, strings, data.
+        assert_eq!(
+            d(
+                ON,
+                Some(ResourceKind::Boolean),
+                r#"[{"n":"/3311/0/5850","vb":true}]"#
+            ),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            d(ON, None, r#"[{"n":"/3311/0/5850","vs":"red"}]"#),
+            Ok(Value::String("red".into()))
+        );
+        assert_eq!(
+            d(
+                ON,
+                Some(ResourceKind::Opaque),
+                r#"[{"n":"/3311/0/5850","vd":"AAE"}]"#
+            ),
+            Ok(Value::Data(vec![0, 1]))
+        );
+        // A value of the wrong kind, a missing record, bad names and bad JSON are errors that name the path.
+        let e = d(
+            ON,
+            Some(ResourceKind::Boolean),
+            r#"[{"n":"/3311/0/5850","v":1}]"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ContentError::Mismatch { .. }), "{e}");
+        let e = d(
+            TEMP,
+            Some(ResourceKind::Integer),
+            r#"[{"n":"/3303/0/5700","v":1.5}]"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ContentError::Mismatch { .. }), "{e}");
+        let e = d(TEMP, None, r#"[{"n":"/3303/0/5701","v":1}]"#).unwrap_err();
+        assert!(
+            e.to_string().contains("no record named /3303/0/5700"),
+            "{e}"
+        );
+        let e = d(TEMP, None, r#"[{"n":"//3303","v":1}]"#).unwrap_err();
+        assert!(matches!(e, ContentError::Senml { .. }), "{e}");
+        let e = d(TEMP, None, "[{").unwrap_err();
+        assert!(e.to_string().starts_with("/3303/0/5700: SenML JSON"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_senml_payload_is_read_or_refused_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = decode_value(TEMP, None, Some(SENML_JSON), &bytes);
+            let _ = decode_value(TEMP, Some(ResourceKind::Integer), Some(SENML_JSON), &bytes);
         }
     }
 }
