@@ -119,6 +119,21 @@ impl Security {
     /// server id). Resources 3–5 are mandatory in the object, so NoSec
     /// writes them empty.
     pub fn to_tlv(&self) -> Result<Tlv, Lwm2mError> {
+        Ok(instance_tlv(self.instance, self.resources()?))
+    }
+
+    /// The instance as SenML JSON (LwM2M 1.1): the resources of
+    /// [`Security::to_tlv`], named `/0/{instance}/{resource}`.
+    pub fn to_senml_json(&self) -> Result<Vec<u8>, Lwm2mError> {
+        Ok(instance_senml_json(
+            SECURITY_OBJECT,
+            self.instance,
+            &self.resources()?,
+        ))
+    }
+
+    /// The resources written, checked.
+    fn resources(&self) -> Result<Vec<(u16, crate::Value)>, Lwm2mError> {
         check_ssid(self.short_server_id)?;
         let scheme = match self.mode {
             SecurityMode::NoSec => "coap://",
@@ -169,19 +184,17 @@ impl Security {
                 (identity, key)
             }
         };
+        use crate::Value;
         use security_res::*;
-        Ok(Tlv::object_instance(
-            self.instance,
-            vec![
-                Tlv::resource(SERVER_URI, value::string(&self.server_uri)),
-                Tlv::resource(BOOTSTRAP_SERVER, value::boolean(false)),
-                Tlv::resource(SECURITY_MODE, value::int(self.mode.code())),
-                Tlv::resource(PUBLIC_KEY_OR_IDENTITY, identity.to_vec()),
-                Tlv::resource(SERVER_PUBLIC_KEY, Vec::new()),
-                Tlv::resource(SECRET_KEY, key.to_vec()),
-                Tlv::resource(SHORT_SERVER_ID, value::int(self.short_server_id.into())),
-            ],
-        ))
+        Ok(vec![
+            (SERVER_URI, Value::String(self.server_uri.clone())),
+            (BOOTSTRAP_SERVER, Value::Bool(false)),
+            (SECURITY_MODE, Value::Number(self.mode.code() as f64)),
+            (PUBLIC_KEY_OR_IDENTITY, Value::Data(identity.to_vec())),
+            (SERVER_PUBLIC_KEY, Value::Data(Vec::new())),
+            (SECRET_KEY, Value::Data(key.to_vec())),
+            (SHORT_SERVER_ID, Value::Number(self.short_server_id.into())),
+        ])
     }
 }
 
@@ -260,24 +273,69 @@ impl Server {
     /// The instance as TLV: resources 0 (short server id), 1 (lifetime),
     /// 6 (notification storing) and 7 (binding).
     pub fn to_tlv(&self) -> Result<Tlv, Lwm2mError> {
+        Ok(instance_tlv(self.instance, self.resources()?))
+    }
+
+    /// The instance as SenML JSON (LwM2M 1.1), named `/1/{instance}/…`.
+    pub fn to_senml_json(&self) -> Result<Vec<u8>, Lwm2mError> {
+        Ok(instance_senml_json(
+            SERVER_OBJECT,
+            self.instance,
+            &self.resources()?,
+        ))
+    }
+
+    fn resources(&self) -> Result<Vec<(u16, crate::Value)>, Lwm2mError> {
         check_ssid(self.short_server_id)?;
         if self.lifetime_s == 0 {
             return Err(Lwm2mError::Lifetime);
         }
+        use crate::Value;
         use server_res::*;
-        Ok(Tlv::object_instance(
-            self.instance,
-            vec![
-                Tlv::resource(SHORT_SERVER_ID, value::int(self.short_server_id.into())),
-                Tlv::resource(LIFETIME, value::int(self.lifetime_s.into())),
-                Tlv::resource(
-                    NOTIFICATION_STORING,
-                    value::boolean(self.store_notifications),
-                ),
-                Tlv::resource(BINDING, value::string(self.binding.as_str())),
-            ],
-        ))
+        Ok(vec![
+            (SHORT_SERVER_ID, Value::Number(self.short_server_id.into())),
+            (LIFETIME, Value::Number(self.lifetime_s.into())),
+            (NOTIFICATION_STORING, Value::Bool(self.store_notifications)),
+            (BINDING, Value::String(self.binding.as_str().to_owned())),
+        ])
     }
+}
+
+/// An object instance of `resources` as TLV (numbers here are integers).
+fn instance_tlv(instance: u16, resources: Vec<(u16, crate::Value)>) -> Tlv {
+    use crate::Value;
+    Tlv::object_instance(
+        instance,
+        resources
+            .into_iter()
+            .map(|(id, v)| {
+                let bytes = match v {
+                    Value::String(s) => value::string(&s),
+                    Value::Bool(b) => value::boolean(b),
+                    Value::Number(x) => value::int(x as i64),
+                    Value::Data(d) => d,
+                };
+                Tlv::resource(id, bytes)
+            })
+            .collect(),
+    )
+}
+
+/// An object instance of `resources` as a SenML JSON pack: the base name
+/// `/{object}/{instance}/` and one record per resource.
+fn instance_senml_json(object: u16, instance: u16, resources: &[(u16, crate::Value)]) -> Vec<u8> {
+    let records: Vec<serde_json::Value> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, (id, v))| {
+            let mut r = content::senml_record(&id.to_string(), v);
+            if i == 0 {
+                r.insert("bn".into(), format!("/{object}/{instance}/").into());
+            }
+            serde_json::Value::Object(r)
+        })
+        .collect();
+    serde_json::to_vec(&records).unwrap_or_default()
 }
 
 /// A CoAP method of the requests a bootstrap server sends.
@@ -371,6 +429,46 @@ pub fn free_instance(discovered: &Links, object: u16) -> u16 {
 /// then Bootstrap-Finish (`POST /bs`). The two instances must name the
 /// same short server id.
 pub fn bootstrap_writes(security: &Security, server: &Server) -> Result<Vec<Request>, Lwm2mError> {
+    bootstrap_writes_as(security, server, content::TLV)
+}
+
+/// [`bootstrap_writes`] in content format `format`: TLV, or SenML JSON
+/// for an LwM2M 1.1 client that speaks no TLV (any other format is TLV).
+pub fn bootstrap_writes_as(
+    security: &Security,
+    server: &Server,
+    format: u16,
+) -> Result<Vec<Request>, Lwm2mError> {
+    if format == content::SENML_JSON {
+        if security.short_server_id != server.short_server_id {
+            return Err(Lwm2mError::ShortServerIdMismatch {
+                security: security.short_server_id,
+                server: server.short_server_id,
+            });
+        }
+        let req = |path: String, payload: Option<Vec<u8>>| Request {
+            method: if payload.is_some() {
+                Method::Put
+            } else {
+                Method::Post
+            },
+            path,
+            content_format: payload.as_ref().map(|_| content::SENML_JSON),
+            accept: None,
+            payload: payload.unwrap_or_default(),
+        };
+        return Ok(vec![
+            req(
+                format!("/{SECURITY_OBJECT}/{}", security.instance),
+                Some(security.to_senml_json()?),
+            ),
+            req(
+                format!("/{SERVER_OBJECT}/{}", server.instance),
+                Some(server.to_senml_json()?),
+            ),
+            req("/bs".to_owned(), None),
+        ]);
+    }
     if security.short_server_id != server.short_server_id {
         return Err(Lwm2mError::ShortServerIdMismatch {
             security: security.short_server_id,

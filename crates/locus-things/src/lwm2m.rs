@@ -306,6 +306,15 @@ impl ServerState {
     }
 }
 
+/// A registered thing, as commands reach it.
+struct Target {
+    addr: SocketAddr,
+    root: String,
+    /// The LwM2M version of its Register (`1.0`, `1.1`).
+    version: String,
+    thing: Lwm2mThing,
+}
+
 #[derive(Default)]
 struct BootstrapState {
     running: HashSet<String>,
@@ -556,12 +565,19 @@ impl Lwm2m {
         )?)
     }
 
-    /// Write `value` to resource `path` of a registered thing: TLV when the
-    /// resource's kind is known, else text (or an octet-stream for data).
+    /// Write `value` to resource `path` of a registered thing: for an LwM2M
+    /// 1.0 client TLV when the resource's kind is known, else text (or an
+    /// octet-stream for data); for a 1.1 client SenML JSON.
     pub async fn write(&self, thing: &str, path: &str, value: &Value) -> Result<(), Lwm2mError> {
         let path: ResourcePath = path.parse()?;
-        let kind = self.inner.session_thing(thing)?.kind_of(&path);
-        let (format, payload) = content::encode_value(path, kind, value)?;
+        let (version, t) = self.inner.version_and_thing(thing)?;
+        let kind = t.kind_of(&path);
+        // A 1.1 client may speak no TLV; SenML JSON is mandatory for it.
+        let (format, payload) = if version == "1.0" {
+            content::encode_value(path, kind, value)?
+        } else {
+            content::encode_senml_json(path, kind, value)?
+        };
         self.inner
             .command(
                 thing,
@@ -608,12 +624,14 @@ impl Lwm2m {
 }
 
 impl Inner {
-    fn session_thing(&self, thing: &str) -> Result<Lwm2mThing, Lwm2mError> {
-        Ok(self.target(thing)?.2)
+    /// The LwM2M version a registered thing registered with, and its thing.
+    fn version_and_thing(&self, thing: &str) -> Result<(String, Lwm2mThing), Lwm2mError> {
+        let t = self.target(thing)?;
+        Ok((t.version, t.thing))
     }
 
-    /// The address, root path and definition of a registered thing.
-    fn target(&self, thing: &str) -> Result<(SocketAddr, String, Lwm2mThing), Lwm2mError> {
+    /// Where a registered thing is reached, and what it registered as.
+    fn target(&self, thing: &str) -> Result<Target, Lwm2mError> {
         let mut st = lock(&self.state);
         let (id, t) = st
             .sessions
@@ -625,7 +643,12 @@ impl Inner {
             .registry()
             .get(&id)
             .ok_or_else(|| Lwm2mError::NotRegistered(thing.to_owned()))?;
-        Ok((r.addr, r.root.clone(), t))
+        Ok(Target {
+            addr: r.addr,
+            root: r.root.clone(),
+            version: r.version.clone(),
+            thing: t,
+        })
     }
 
     /// Send a command to a registered thing and check the response code.
@@ -638,7 +661,12 @@ impl Inner {
         payload: Vec<u8>,
         want: ResponseType,
     ) -> Result<(Lwm2mThing, Packet), Lwm2mError> {
-        let (peer, root, t) = self.target(thing)?;
+        let Target {
+            addr: peer,
+            root,
+            thing: t,
+            ..
+        } = self.target(thing)?;
         let out = Outgoing::new(request_type(method), segments(&root, &path.to_string()))
             .payload(format, payload);
         let name = method_name(method);

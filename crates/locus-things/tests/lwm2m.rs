@@ -962,19 +962,31 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
         let mut c = Client::spawn(f.lwm2m.bootstrap_addr(), &endpoint, args);
         c.wait("registered", |_| true).await;
         let steps = bootstrap_steps(&c.seen);
-        assert_eq!(
-            steps,
-            [
-                "bootstrap-request",
-                "bootstrap-delete /0",
-                "bootstrap-delete /1",
-                "bootstrap-discover /0",
-                &format!("bootstrap-write {security_at}"),
-                "bootstrap-write /1/0",
-                "bootstrap-finish"
-            ],
-            "{args:?}"
-        );
+        let senml = args.contains(&"senml");
+        let mut expected = vec![
+            "bootstrap-request".to_owned(),
+            "bootstrap-delete /0".to_owned(),
+            "bootstrap-delete /1".to_owned(),
+            "bootstrap-discover /0".to_owned(),
+        ];
+        // A SenML-only client refuses the TLV write (4.15) and gets the
+        // writes again in SenML JSON.
+        if senml {
+            expected.push(format!("bootstrap-write-refused {security_at}"));
+        }
+        expected.extend([
+            format!("bootstrap-write {security_at}"),
+            "bootstrap-write /1/0".to_owned(),
+            "bootstrap-finish".to_owned(),
+        ]);
+        assert_eq!(steps, expected, "{args:?}");
+        let written = c
+            .seen
+            .iter()
+            .filter(|e| e["event"] == "bootstrap-write")
+            .map(|e| e["content_format"].as_u64().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(written, [if senml { 110 } else { 11542 }; 2], "{args:?}");
         let finish = c
             .seen
             .iter()
@@ -1022,5 +1034,15 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
             (n >= 2).then_some(())
         })
         .await;
+        // A Write goes in SenML JSON to a 1.1 client, in TLV to a 1.0 one
+        // (the on/off resource is a well-known boolean).
+        f.lwm2m
+            .write(&name, "3311/0/5850", &Value::Bool(true))
+            .await
+            .unwrap();
+        let w = c.wait("write", |e| e["path"] == "/3311/0/5850").await;
+        assert_eq!(w["value"], true, "{args:?}");
+        let want = if args.contains(&"1.1") { 110 } else { 11542 };
+        assert_eq!(w["content_format"], want, "{args:?}");
     }
 }

@@ -25,6 +25,7 @@ per line: "deregister", "update", "notify", "quit".
 
 import argparse
 import asyncio
+import base64
 import json
 import struct
 import sys
@@ -77,13 +78,45 @@ def tlv_resource(ident, value):
     return bytes([head | 0x10]) + ident_bytes + n.to_bytes(2, "big") + value
 
 
-def resources_of(payload):
-    """The resources of a TLV payload, by id, whether it holds an object
-    instance or resources."""
-    entries = tlv_decode(payload)
+def resources_of(request):
+    """The resources of a Write payload, by id, as TLV would carry them
+    (bytes): TLV whether it holds an object instance or resources, or
+    SenML JSON (LwM2M 1.1; names are paths, `bn` carried forward)."""
+    if int(request.opt.content_format or 0) == SENML_JSON:
+        return senml_resources(request.payload)
+    entries = tlv_decode(request.payload)
     if len(entries) == 1 and entries[0][0] == 0:
         entries = entries[0][2]
     return {ident: value for kind, ident, value in entries if kind == 3}
+
+
+def senml_resources(payload):
+    out = {}
+    base = ""
+    for record in json.loads(payload):
+        base = record.get("bn", base)
+        name = base + record.get("n", "")
+        ident = int(name.rstrip("/").rsplit("/", 1)[1])
+        if "vs" in record:
+            value = record["vs"].encode()
+        elif "vb" in record:
+            value = b"\x01" if record["vb"] else b"\x00"
+        elif "vd" in record:
+            data = record["vd"]
+            value = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        elif isinstance(record.get("v"), (int, float)) and float(record["v"]).is_integer():
+            x = int(record["v"])
+            value = x.to_bytes(max(1, (x.bit_length() + 8) // 8), "big", signed=True)
+        else:
+            value = struct.pack(">d", float(record["v"]))
+        out[ident] = value
+    return out
+
+
+def refuses(client, request):
+    """A SenML-only client (an LwM2M 1.1 client built without TLV) answers
+    a TLV write 4.15 Unsupported Content-Format."""
+    return client.args.format == "senml" and int(request.opt.content_format or 0) == TLV
 
 
 def tlv_int(b):
@@ -147,8 +180,11 @@ class Client:
                 self.path = f"/0/{instance}"
 
             async def render_put(self, request):
+                if refuses(client, request):
+                    event("bootstrap-write-refused", path=self.path, why="no TLV")
+                    return Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
                 try:
-                    res = resources_of(request.payload)
+                    res = resources_of(request)
                     uri = res[0].decode()
                     fields = {
                         "server_uri": uri,
@@ -175,8 +211,11 @@ class Client:
 
         class ServerInstance(resource.Resource):
             async def render_put(self, request):
+                if refuses(client, request):
+                    event("bootstrap-write-refused", path="/1/0", why="no TLV")
+                    return Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
                 try:
-                    res = resources_of(request.payload)
+                    res = resources_of(request)
                     fields = {
                         "short_server_id": tlv_int(res[0]),
                         "lifetime": tlv_int(res[1]),
@@ -221,9 +260,12 @@ class Client:
 
             async def render_put(self, request):
                 cf = int(request.opt.content_format or 0)
+                if refuses(client, request):
+                    event("write-refused", path=self.path, why="no TLV")
+                    return Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
                 try:
-                    if cf == TLV:
-                        raw = resources_of(request.payload)[int(self.path.rsplit("/", 1)[1])]
+                    if cf in (TLV, SENML_JSON):
+                        raw = resources_of(request)[int(self.path.rsplit("/", 1)[1])]
                         value = raw == b"\x01" if self.kind == "bool" else raw.decode()
                     else:
                         text = request.payload.decode()
@@ -380,7 +422,7 @@ def main():
     p.add_argument("--bootstrap", required=True, help="coap://host:port of the bootstrap server")
     p.add_argument("--endpoint", required=True, help="endpoint client name")
     p.add_argument("--lifetime", type=int, default=60, help="lifetime until the bootstrap writes one")
-    p.add_argument("--format", choices=["tlv", "text", "senml"], default="tlv", help="how the temperature is sent")
+    p.add_argument("--format", choices=["tlv", "text", "senml"], default="tlv", help="how values are sent; senml: SenML JSON only, TLV writes are refused (4.15)")
     p.add_argument("--notify-every", type=float, default=0.3, help="seconds between temperature changes (0: never)")
     p.add_argument("--start-temperature", type=float, default=20.0)
     p.add_argument("--links", default="</1/0>,</3/0>,</3303/0>,</3311/0>", help="the Register payload")

@@ -478,6 +478,43 @@ impl ResourceDef {
     }
 }
 
+/// One SenML record of `value` named `name` (`v`, `vs`, `vb`, or `vd` in
+/// base64url without padding, RFC 8428 §4.3).
+pub fn senml_record(name: &str, value: &Value) -> serde_json::Map<String, serde_json::Value> {
+    use base64::Engine;
+    let mut r = serde_json::Map::new();
+    r.insert("n".into(), name.into());
+    let (key, v): (&str, serde_json::Value) = match value {
+        Value::Number(x) => ("v", (*x).into()),
+        Value::String(s) => ("vs", s.clone().into()),
+        Value::Bool(b) => ("vb", (*b).into()),
+        Value::Data(d) => (
+            "vd",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(d)
+                .into(),
+        ),
+    };
+    r.insert(key.into(), v);
+    r
+}
+
+/// A Write payload for resource `path` in SenML JSON (for an LwM2M 1.1
+/// client): one record named by the path. The value is checked against
+/// `kind` as [`encode_value`] checks it.
+pub fn encode_senml_json(
+    path: ResourcePath,
+    kind: Option<ResourceKind>,
+    value: &Value,
+) -> Result<(u16, Vec<u8>), ContentError> {
+    encode_value(path, kind, value)?;
+    let record = serde_json::Value::Object(senml_record(&path.to_string(), value));
+    Ok((
+        SENML_JSON,
+        serde_json::to_vec(&[record]).unwrap_or_default(),
+    ))
+}
+
 /// A Write payload for resource `path`: its content format and bytes.
 ///
 /// With a `kind`, the value is written as a TLV resource of that type, and
@@ -885,6 +922,22 @@ mod senml_tests {
         assert!(matches!(e, ContentError::Senml { .. }), "{e}");
         let e = d(TEMP, None, "[{").unwrap_err();
         assert!(e.to_string().starts_with("/3303/0/5700: SenML JSON"), "{e}");
+    }
+
+    #[test]
+    fn senml_json_writes_read_back() {
+        for (path, kind, v) in [
+            (ON, Some(ResourceKind::Boolean), Value::Bool(true)),
+            (TEMP, Some(ResourceKind::Float), Value::Number(-3.25)),
+            (TEMP, Some(ResourceKind::Integer), Value::Number(42.0)),
+            (ON, None, Value::String("red".into())),
+            (ON, Some(ResourceKind::Opaque), Value::Data(vec![0, 1, 250])),
+        ] {
+            let (format, bytes) = encode_senml_json(path, kind, &v).unwrap();
+            assert_eq!(format, SENML_JSON);
+            assert_eq!(decode_value(path, kind, Some(format), &bytes), Ok(v));
+        }
+        assert!(encode_senml_json(ON, Some(ResourceKind::Boolean), &Value::Number(1.0)).is_err());
     }
 
     proptest::proptest! {

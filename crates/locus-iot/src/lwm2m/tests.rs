@@ -430,3 +430,53 @@ proptest! {
         prop_assert!((0..free).all(|i| ids.contains(&i)));
     }
 }
+
+#[test]
+fn senml_json_bootstrap_writes_carry_the_same_resources_as_tlv() {
+    let security = Security {
+        instance: 1,
+        server_uri: "coaps://127.0.0.1:5684".into(),
+        mode: SecurityMode::Psk {
+            identity: b"dev-1".to_vec(),
+            key: vec![9; 16],
+        },
+        short_server_id: 7,
+    };
+    let server = Server::new(0, 7, 300);
+    let writes = bootstrap_writes_as(&security, &server, content::SENML_JSON).unwrap();
+    let shape: Vec<(Method, &str, Option<u16>)> = writes
+        .iter()
+        .map(|r| (r.method, r.path.as_str(), r.content_format))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (Method::Put, "/0/1", Some(110)),
+            (Method::Put, "/1/0", Some(110)),
+            (Method::Post, "/bs", None),
+        ]
+    );
+    let records = crate::senml::resolve_lwm2m(&writes[0].payload).unwrap();
+    let by_name = |n: &str| records.iter().find(|r| r.name == n).unwrap().value.clone();
+    assert_eq!(
+        by_name("/0/1/0"),
+        Some(crate::Value::String("coaps://127.0.0.1:5684".into()))
+    );
+    assert_eq!(by_name("/0/1/1"), Some(crate::Value::Bool(false)));
+    assert_eq!(by_name("/0/1/2"), Some(crate::Value::Number(0.0)));
+    assert_eq!(
+        by_name("/0/1/3"),
+        Some(crate::Value::Data(b"dev-1".to_vec()))
+    );
+    assert_eq!(by_name("/0/1/5"), Some(crate::Value::Data(vec![9; 16])));
+    assert_eq!(by_name("/0/1/10"), Some(crate::Value::Number(7.0)));
+    let records = crate::senml::resolve_lwm2m(&writes[1].payload).unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[1].name, "/1/0/1");
+    assert_eq!(records[1].value, Some(crate::Value::Number(300.0)));
+    // TLV stays byte-identical to what it was.
+    assert_eq!(
+        bootstrap_writes(&security, &server).unwrap()[0].payload,
+        tlv::encode(&[security.to_tlv().unwrap()]).unwrap()
+    );
+}

@@ -62,12 +62,42 @@ impl Inner {
             },
             _ => UNDISCOVERED_INSTANCE,
         };
-        let writes =
-            iot::bootstrap_writes(&plan.security, &plan.server).map_err(|e| e.to_string())?;
-        for r in writes {
+        // The writes, in the client's format: what it asked for (pct), or
+        // TLV; a client that answers a TLV write 4.15 or 4.06 (an LwM2M 1.1
+        // client built without TLV) gets it again in SenML JSON.
+        let mut format = plan.format;
+        let mut i = 0;
+        while i < 3 {
+            let writes = iot::bootstrap_writes_as(&plan.security, &plan.server, format)
+                .map_err(|e| e.to_string())?;
+            let Some(r) = writes.into_iter().nth(i) else {
+                break;
+            };
             step += 1;
-            self.bootstrap_step(peer, step, r, &[ResponseType::Changed])
+            let refused = [
+                ResponseType::UnsupportedContentFormat,
+                ResponseType::NotAcceptable,
+            ];
+            let resp = self
+                .bootstrap_step(
+                    peer,
+                    step,
+                    r,
+                    &[ResponseType::Changed, refused[0], refused[1]],
+                )
                 .await?;
+            let code = coap::response_code(&resp.packet);
+            if code.is_some_and(|c| refused.contains(&c)) {
+                if format == content::SENML_JSON {
+                    return Err(format!(
+                        "step {step} answered {}: the client reads neither TLV nor SenML JSON",
+                        coap::code_text(&resp.packet)
+                    ));
+                }
+                format = content::SENML_JSON;
+                continue;
+            }
+            i += 1;
         }
         Ok(())
     }
@@ -95,7 +125,10 @@ impl Inner {
             );
         };
         let plan = match bootstrap_plan(&thing, &self.settings) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                p.format = preferred_format(&req);
+                p
+            }
             Err(e) => {
                 tracing::warn!(endpoint, thing = thing.name, error = %e, "cannot bootstrap");
                 return Reply::diagnostic(
@@ -192,6 +225,21 @@ const ALL_CODES: [ResponseType; 6] = [
 pub(crate) struct Plan {
     pub(crate) security: Security,
     pub(crate) server: Server,
+    /// The content format of the writes (TLV unless the client asked).
+    pub(crate) format: u16,
+}
+
+/// The content format a Bootstrap-Request prefers (`pct`, LwM2M 1.1):
+/// SenML JSON when it names it, else TLV.
+fn preferred_format(req: &Packet) -> u16 {
+    let pct = coap::query(req).into_iter().find_map(|q| {
+        let q = String::from_utf8(q).ok()?;
+        q.strip_prefix("pct=")?.parse::<u16>().ok()
+    });
+    match pct {
+        Some(content::SENML_JSON) => content::SENML_JSON,
+        _ => content::TLV,
+    }
 }
 
 /// The bootstrap of `thing`: its manager's server URI (as `coaps://` when
@@ -217,6 +265,7 @@ pub(super) fn bootstrap_plan(
             short_server_id: ssid,
         },
         server: Server::new(0, ssid, settings.lifetime_s),
+        format: content::TLV,
     };
     iot::bootstrap_writes(&plan.security, &plan.server)?;
     Ok(plan)
