@@ -1044,5 +1044,12 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
         assert_eq!(w["value"], true, "{args:?}");
         let want = if args.contains(&"1.1") { 110 } else { 11542 };
         assert_eq!(w["content_format"], want, "{args:?}");
+        // It answers a Read (in its format) and an Execute.
+        let Value::Number(t) = f.lwm2m.read(&name, "3303/0/5700").await.unwrap() else {
+            panic!("{args:?}: the temperature is not a number");
+        };
+        assert!(t >= 20.0, "{args:?}: {t}");
+        f.lwm2m.execute(&name, "3303/0/5605", None).await.unwrap();
+        c.wait("execute", |e| e["path"] == "/3303/0/5605").await;
     }
 }
