@@ -122,13 +122,14 @@ impl Security {
         Ok(instance_tlv(self.instance, self.resources()?))
     }
 
-    /// The instance as SenML JSON (LwM2M 1.1): the resources of
-    /// [`Security::to_tlv`], named `/0/{instance}/{resource}`.
-    pub fn to_senml_json(&self) -> Result<Vec<u8>, Lwm2mError> {
-        Ok(instance_senml_json(
+    /// The instance as SenML JSON or CBOR (`format`, LwM2M 1.1): the
+    /// resources of [`Security::to_tlv`], named `/0/{instance}/{resource}`.
+    pub fn to_senml(&self, format: u16) -> Result<Vec<u8>, Lwm2mError> {
+        Ok(instance_senml(
             SECURITY_OBJECT,
             self.instance,
             &self.resources()?,
+            format,
         ))
     }
 
@@ -276,12 +277,14 @@ impl Server {
         Ok(instance_tlv(self.instance, self.resources()?))
     }
 
-    /// The instance as SenML JSON (LwM2M 1.1), named `/1/{instance}/…`.
-    pub fn to_senml_json(&self) -> Result<Vec<u8>, Lwm2mError> {
-        Ok(instance_senml_json(
+    /// The instance as SenML JSON or CBOR (`format`, LwM2M 1.1), named
+    /// `/1/{instance}/…`.
+    pub fn to_senml(&self, format: u16) -> Result<Vec<u8>, Lwm2mError> {
+        Ok(instance_senml(
             SERVER_OBJECT,
             self.instance,
             &self.resources()?,
+            format,
         ))
     }
 
@@ -321,10 +324,15 @@ fn instance_tlv(instance: u16, resources: Vec<(u16, crate::Value)>) -> Tlv {
     )
 }
 
-/// An object instance of `resources` as a SenML JSON pack: the base name
-/// `/{object}/{instance}/` and one record per resource.
-fn instance_senml_json(object: u16, instance: u16, resources: &[(u16, crate::Value)]) -> Vec<u8> {
-    let records: Vec<serde_json::Value> = resources
+/// An object instance of `resources` as a SenML pack (JSON or CBOR): the
+/// base name `/{object}/{instance}/` and one record per resource.
+fn instance_senml(
+    object: u16,
+    instance: u16,
+    resources: &[(u16, crate::Value)],
+    format: u16,
+) -> Vec<u8> {
+    let records = resources
         .iter()
         .enumerate()
         .map(|(i, (id, v))| {
@@ -332,10 +340,10 @@ fn instance_senml_json(object: u16, instance: u16, resources: &[(u16, crate::Val
             if i == 0 {
                 r.insert("bn".into(), format!("/{object}/{instance}/").into());
             }
-            serde_json::Value::Object(r)
+            r
         })
         .collect();
-    serde_json::to_vec(&records).unwrap_or_default()
+    content::senml_pack(records, format)
 }
 
 /// A CoAP method of the requests a bootstrap server sends.
@@ -432,14 +440,15 @@ pub fn bootstrap_writes(security: &Security, server: &Server) -> Result<Vec<Requ
     bootstrap_writes_as(security, server, content::TLV)
 }
 
-/// [`bootstrap_writes`] in content format `format`: TLV, or SenML JSON
-/// for an LwM2M 1.1 client that speaks no TLV (any other format is TLV).
+/// [`bootstrap_writes`] in content format `format`: TLV, or SenML JSON or
+/// SenML CBOR for an LwM2M 1.1 client that speaks no TLV (any other format
+/// is TLV).
 pub fn bootstrap_writes_as(
     security: &Security,
     server: &Server,
     format: u16,
 ) -> Result<Vec<Request>, Lwm2mError> {
-    if format == content::SENML_JSON {
+    if format == content::SENML_JSON || format == content::SENML_CBOR {
         if security.short_server_id != server.short_server_id {
             return Err(Lwm2mError::ShortServerIdMismatch {
                 security: security.short_server_id,
@@ -453,18 +462,18 @@ pub fn bootstrap_writes_as(
                 Method::Post
             },
             path,
-            content_format: payload.as_ref().map(|_| content::SENML_JSON),
+            content_format: payload.as_ref().map(|_| format),
             accept: None,
             payload: payload.unwrap_or_default(),
         };
         return Ok(vec![
             req(
                 format!("/{SECURITY_OBJECT}/{}", security.instance),
-                Some(security.to_senml_json()?),
+                Some(security.to_senml(format)?),
             ),
             req(
                 format!("/{SERVER_OBJECT}/{}", server.instance),
-                Some(server.to_senml_json()?),
+                Some(server.to_senml(format)?),
             ),
             req("/bs".to_owned(), None),
         ]);

@@ -88,6 +88,8 @@ impl Record {
 /// What is wrong with a payload, naming the record and the field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SenmlError {
+    #[error("not SenML CBOR: {why}")]
+    Cbor { why: String },
     #[error("not JSON, line {line} column {column}: {why}")]
     Json {
         line: usize,
@@ -296,6 +298,117 @@ pub fn resolve_lwm2m(json: &[u8]) -> Result<Vec<Record>, SenmlError> {
             found: kind(&other),
         }),
     }
+}
+
+/// The labels of SenML CBOR (RFC 8428 Table 6) and their JSON names.
+const CBOR_LABELS: [(i64, &str); 15] = [
+    (-1, "bver"),
+    (-2, "bn"),
+    (-3, "bt"),
+    (-4, "bu"),
+    (-5, "bv"),
+    (-6, "bs"),
+    (0, "n"),
+    (1, "u"),
+    (2, "v"),
+    (3, "vs"),
+    (4, "vb"),
+    (5, "s"),
+    (6, "t"),
+    (7, "ut"),
+    (8, "vd"),
+];
+
+/// Resolve a SenML CBOR pack whose names are LwM2M paths (content format
+/// 112): each record's integer labels become their JSON names and `vd`
+/// bytes base64url, then it resolves as SenML JSON does.
+pub fn resolve_lwm2m_cbor(cbor: &[u8]) -> Result<Vec<Record>, SenmlError> {
+    use base64::Engine;
+    use ciborium::Value as Cbor;
+    let bad = |why: String| SenmlError::Cbor { why };
+    let value: Cbor = ciborium::de::from_reader(cbor).map_err(|e| bad(e.to_string()))?;
+    let Cbor::Array(records) = value else {
+        return Err(bad("the pack is not an array".into()));
+    };
+    if records.len() > MAX_RECORDS {
+        return Err(SenmlError::TooMany {
+            count: records.len(),
+            max: MAX_RECORDS,
+        });
+    }
+    let mut json = Vec::with_capacity(records.len());
+    for (index, record) in records.into_iter().enumerate() {
+        let Cbor::Map(fields) = record else {
+            return Err(bad(format!("record {index} is not a map")));
+        };
+        let mut o = Map::new();
+        for (k, v) in fields {
+            let label = k
+                .as_integer()
+                .and_then(|i| i64::try_from(i).ok())
+                .ok_or_else(|| bad(format!("record {index}: a label is not an integer")))?;
+            let name = CBOR_LABELS
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map(|(_, n)| *n)
+                .ok_or_else(|| bad(format!("record {index}: unknown label {label}")))?;
+            let v = match v {
+                Cbor::Bytes(b) if name == "vd" => {
+                    Json::String(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+                }
+                Cbor::Text(t) => Json::String(t),
+                Cbor::Bool(b) => Json::Bool(b),
+                Cbor::Integer(i) => Json::from(i128::from(i) as f64),
+                Cbor::Float(x) => serde_json::Number::from_f64(x)
+                    .map(Json::Number)
+                    .ok_or_else(|| bad(format!("record {index}, {name}: not a finite number")))?,
+                _ => return Err(bad(format!("record {index}, {name}: not a SenML value"))),
+            };
+            o.insert(name.to_owned(), v);
+        }
+        json.push(Json::Object(o));
+    }
+    resolve_records(&json, 0.0, Names::Lwm2mPaths)
+}
+
+/// A SenML CBOR pack of `records` written as SenML JSON objects (`n`, `v`,
+/// `vs`, `vb`, `vd` in base64url, `bn`, …): integer labels, `vd` as bytes.
+pub fn to_cbor(records: &[Map<String, Json>]) -> Vec<u8> {
+    use base64::Engine;
+    use ciborium::Value as Cbor;
+    let pack = Cbor::Array(
+        records
+            .iter()
+            .map(|r| {
+                Cbor::Map(
+                    r.iter()
+                        .filter_map(|(k, v)| {
+                            let (label, _) = CBOR_LABELS.iter().find(|(_, n)| n == k)?;
+                            let v = match (k.as_str(), v) {
+                                ("vd", Json::String(s)) => Cbor::Bytes(
+                                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                                        .decode(s)
+                                        .unwrap_or_default(),
+                                ),
+                                (_, Json::String(s)) => Cbor::Text(s.clone()),
+                                (_, Json::Bool(b)) => Cbor::Bool(*b),
+                                (_, Json::Number(n)) => match n.as_i64() {
+                                    Some(i) => Cbor::Integer(i.into()),
+                                    None => Cbor::Float(n.as_f64().unwrap_or(0.0)),
+                                },
+                                _ => return None,
+                            };
+                            Some((Cbor::Integer((*label).into()), v))
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    );
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = ciborium::ser::into_writer(&pack, &mut out);
+    out
 }
 
 fn resolve_pack(records: &[Json], now: f64) -> Result<Vec<Record>, SenmlError> {

@@ -567,17 +567,38 @@ impl Lwm2m {
 
     /// Write `value` to resource `path` of a registered thing: for an LwM2M
     /// 1.0 client TLV when the resource's kind is known, else text (or an
-    /// octet-stream for data); for a 1.1 client SenML JSON.
+    /// octet-stream for data); for a 1.1 client SenML JSON, or SenML CBOR
+    /// when it refuses JSON.
     pub async fn write(&self, thing: &str, path: &str, value: &Value) -> Result<(), Lwm2mError> {
         let path: ResourcePath = path.parse()?;
         let (version, t) = self.inner.version_and_thing(thing)?;
         let kind = t.kind_of(&path);
-        // A 1.1 client may speak no TLV; SenML JSON is mandatory for it.
-        let (format, payload) = if version == "1.0" {
-            content::encode_value(path, kind, value)?
-        } else {
-            content::encode_senml_json(path, kind, value)?
-        };
+        if version == "1.0" {
+            let (format, payload) = content::encode_value(path, kind, value)?;
+            return self.put(thing, path, format, payload).await;
+        }
+        // A 1.1 client may speak no TLV: SenML JSON, then SenML CBOR when
+        // it does not read JSON (4.15, 4.06).
+        let (format, payload) = content::encode_senml(path, kind, value, content::SENML_JSON)?;
+        match self.put(thing, path, format, payload).await {
+            Err(Lwm2mError::Status { code, .. })
+                if code.starts_with("4.15") || code.starts_with("4.06") =>
+            {
+                let (format, payload) =
+                    content::encode_senml(path, kind, value, content::SENML_CBOR)?;
+                self.put(thing, path, format, payload).await
+            }
+            other => other,
+        }
+    }
+
+    async fn put(
+        &self,
+        thing: &str,
+        path: ResourcePath,
+        format: u16,
+        payload: Vec<u8>,
+    ) -> Result<(), Lwm2mError> {
         self.inner
             .command(
                 thing,

@@ -948,6 +948,16 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
         ),
         (&["--lwm2m", "1.0", "--bootstrap-account"][..], "/0/1"),
         (&["--lwm2m", "1.1", "--format", "senml"][..], "/0/0"),
+        (
+            &[
+                "--lwm2m",
+                "1.1",
+                "--bootstrap-account",
+                "--format",
+                "senml-cbor",
+            ][..],
+            "/0/1",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -970,8 +980,12 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
             "bootstrap-discover /0".to_owned(),
         ];
         // A SenML-only client refuses the TLV write (4.15) and gets the
-        // writes again in SenML JSON.
-        if senml {
+        // writes again in SenML JSON; a CBOR-only one refuses that too.
+        let cbor = args.contains(&"senml-cbor");
+        if senml || cbor {
+            expected.push(format!("bootstrap-write-refused {security_at}"));
+        }
+        if cbor {
             expected.push(format!("bootstrap-write-refused {security_at}"));
         }
         expected.extend([
@@ -986,7 +1000,14 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
             .filter(|e| e["event"] == "bootstrap-write")
             .map(|e| e["content_format"].as_u64().unwrap())
             .collect::<Vec<_>>();
-        assert_eq!(written, [if senml { 110 } else { 11542 }; 2], "{args:?}");
+        let format = if cbor {
+            112
+        } else if senml {
+            110
+        } else {
+            11542
+        };
+        assert_eq!(written, [format; 2], "{args:?}");
         let finish = c
             .seen
             .iter()
@@ -1042,7 +1063,13 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
             .unwrap();
         let w = c.wait("write", |e| e["path"] == "/3311/0/5850").await;
         assert_eq!(w["value"], true, "{args:?}");
-        let want = if args.contains(&"1.1") { 110 } else { 11542 };
+        let want = if cbor {
+            112
+        } else if args.contains(&"1.1") {
+            110
+        } else {
+            11542
+        };
         assert_eq!(w["content_format"], want, "{args:?}");
         // It answers a Read (in its format) and an Execute.
         let Value::Number(t) = f.lwm2m.read(&name, "3303/0/5700").await.unwrap() else {

@@ -31,10 +31,13 @@ import struct
 import sys
 
 import aiocoap
+import cbor2
 import aiocoap.resource as resource
 from aiocoap import Code, Message
 
-TEXT, LINK_FORMAT, SENML_JSON, TLV = 0, 40, 110, 11542
+TEXT, LINK_FORMAT, SENML_JSON, SENML_CBOR, TLV = 0, 40, 110, 112, 11542
+# SenML CBOR labels (RFC 8428 Table 6).
+CBOR_LABELS = {-2: "bn", -3: "bt", -4: "bu", -5: "bv", -6: "bs", 0: "n", 1: "u", 2: "v", 3: "vs", 4: "vb", 5: "s", 6: "t", 7: "ut", 8: "vd"}
 
 
 def event(name, **fields):
@@ -83,17 +86,25 @@ def resources_of(request):
     (bytes): TLV whether it holds an object instance or resources, or
     SenML JSON (LwM2M 1.1; names are paths, `bn` carried forward)."""
     if int(request.opt.content_format or 0) == SENML_JSON:
-        return senml_resources(request.payload)
+        return senml_resources(json.loads(request.payload))
+    if int(request.opt.content_format or 0) == SENML_CBOR:
+        records = []
+        for r in cbor2.loads(request.payload):
+            record = {CBOR_LABELS[k]: v for k, v in r.items()}
+            if isinstance(record.get("vd"), bytes):
+                record["vd"] = base64.urlsafe_b64encode(record["vd"]).decode().rstrip("=")
+            records.append(record)
+        return senml_resources(records)
     entries = tlv_decode(request.payload)
     if len(entries) == 1 and entries[0][0] == 0:
         entries = entries[0][2]
     return {ident: value for kind, ident, value in entries if kind == 3}
 
 
-def senml_resources(payload):
+def senml_resources(records):
     out = {}
     base = ""
-    for record in json.loads(payload):
+    for record in records:
         base = record.get("bn", base)
         name = base + record.get("n", "")
         ident = int(name.rstrip("/").rsplit("/", 1)[1])
@@ -115,8 +126,14 @@ def senml_resources(payload):
 
 def refuses(client, request):
     """A SenML-only client (an LwM2M 1.1 client built without TLV) answers
-    a TLV write 4.15 Unsupported Content-Format."""
-    return client.args.format == "senml" and int(request.opt.content_format or 0) == TLV
+    a TLV write 4.15 Unsupported Content-Format; a SenML CBOR-only one
+    refuses SenML JSON too."""
+    cf = int(request.opt.content_format or 0)
+    if client.args.format == "senml":
+        return cf == TLV
+    if client.args.format == "senml-cbor":
+        return cf in (TLV, SENML_JSON)
+    return False
 
 
 def tlv_int(b):
@@ -251,6 +268,9 @@ class Client:
                     # LwM2M 1.1 SenML JSON: the base name and the resource id.
                     pack = [{"bn": "/3303/0/", "n": "5700", "v": value}]
                     return Message(payload=json.dumps(pack).encode(), content_format=SENML_JSON)
+                if client.args.format == "senml-cbor":
+                    pack = [{-2: "/3303/0/", 0: "5700", 2: value}]
+                    return Message(payload=cbor2.dumps(pack), content_format=SENML_CBOR)
                 return Message(payload=repr(value).encode(), content_format=TEXT)
 
         class Writable(resource.Resource):
@@ -264,7 +284,7 @@ class Client:
                     event("write-refused", path=self.path, why="no TLV")
                     return Message(code=Code.UNSUPPORTED_CONTENT_FORMAT)
                 try:
-                    if cf in (TLV, SENML_JSON):
+                    if cf in (TLV, SENML_JSON, SENML_CBOR):
                         raw = resources_of(request)[int(self.path.rsplit("/", 1)[1])]
                         value = raw == b"\x01" if self.kind == "bool" else raw.decode()
                     else:
@@ -422,7 +442,7 @@ def main():
     p.add_argument("--bootstrap", required=True, help="coap://host:port of the bootstrap server")
     p.add_argument("--endpoint", required=True, help="endpoint client name")
     p.add_argument("--lifetime", type=int, default=60, help="lifetime until the bootstrap writes one")
-    p.add_argument("--format", choices=["tlv", "text", "senml"], default="tlv", help="how values are sent; senml: SenML JSON only, TLV writes are refused (4.15)")
+    p.add_argument("--format", choices=["tlv", "text", "senml", "senml-cbor"], default="tlv", help="how values are sent; senml: SenML JSON only, TLV writes are refused (4.15); senml-cbor: SenML CBOR only")
     p.add_argument("--notify-every", type=float, default=0.3, help="seconds between temperature changes (0: never)")
     p.add_argument("--start-temperature", type=float, default=20.0)
     p.add_argument("--links", default="</1/0>,</3/0>,</3303/0>,</3311/0>", help="the Register payload")

@@ -34,6 +34,8 @@ pub const LINK_FORMAT: u16 = 40;
 pub const OPAQUE: u16 = 42;
 /// CoAP Content-Format `application/senml+json`.
 pub const SENML_JSON: u16 = 110;
+/// `application/senml+cbor` (LwM2M 1.1).
+pub const SENML_CBOR: u16 = 112;
 /// CoAP Content-Format `application/vnd.oma.lwm2m+tlv`.
 pub const TLV: u16 = 11542;
 /// CoAP Content-Format `application/vnd.oma.lwm2m+json`.
@@ -205,10 +207,10 @@ impl FromStr for ResourceKind {
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ContentError {
     #[error(
-        "{path}: content format {format} is not read (text/plain 0, octet-stream 42, SenML JSON 110, LwM2M TLV 11542 are)"
+        "{path}: content format {format} is not read (text/plain 0, octet-stream 42, SenML JSON 110, SenML CBOR 112, LwM2M TLV 11542 are)"
     )]
     Format { path: ResourcePath, format: u16 },
-    #[error("{path}: SenML JSON: {why}")]
+    #[error("{path}: SenML: {why}")]
     Senml { path: ResourcePath, why: String },
     #[error("{path}: TLV: {source}")]
     Tlv {
@@ -390,7 +392,7 @@ pub fn decode_value(
                 tlv::decode(payload).map_err(|source| ContentError::Tlv { path, source })?;
             tlv_value(path, kind, find(path, &entries)?)
         }
-        SENML_JSON => senml_value(path, kind, payload),
+        SENML_JSON | SENML_CBOR => senml_value(path, kind, format, payload),
         format => Err(ContentError::Format { path, format }),
     }
 }
@@ -401,9 +403,15 @@ pub fn decode_value(
 fn senml_value(
     path: ResourcePath,
     kind: Option<ResourceKind>,
+    format: Option<u16>,
     payload: &[u8],
 ) -> Result<Value, ContentError> {
-    let records = crate::senml::resolve_lwm2m(payload).map_err(|e| ContentError::Senml {
+    let records = if format == Some(SENML_CBOR) {
+        crate::senml::resolve_lwm2m_cbor(payload)
+    } else {
+        crate::senml::resolve_lwm2m(payload)
+    }
+    .map_err(|e| ContentError::Senml {
         path,
         why: e.to_string(),
     })?;
@@ -507,12 +515,38 @@ pub fn encode_senml_json(
     kind: Option<ResourceKind>,
     value: &Value,
 ) -> Result<(u16, Vec<u8>), ContentError> {
+    encode_senml(path, kind, value, SENML_JSON)
+}
+
+/// A Write payload for resource `path` in SenML JSON or SenML CBOR
+/// (`format`): one record named by the path, checked as [`encode_value`]
+/// checks it.
+pub fn encode_senml(
+    path: ResourcePath,
+    kind: Option<ResourceKind>,
+    value: &Value,
+    format: u16,
+) -> Result<(u16, Vec<u8>), ContentError> {
     encode_value(path, kind, value)?;
-    let record = serde_json::Value::Object(senml_record(&path.to_string(), value));
     Ok((
-        SENML_JSON,
-        serde_json::to_vec(&[record]).unwrap_or_default(),
+        format,
+        senml_pack(vec![senml_record(&path.to_string(), value)], format),
     ))
+}
+
+/// The bytes of a pack of SenML records: CBOR for [`SENML_CBOR`], JSON
+/// otherwise.
+pub fn senml_pack(
+    records: Vec<serde_json::Map<String, serde_json::Value>>,
+    format: u16,
+) -> Vec<u8> {
+    if format == SENML_CBOR {
+        crate::senml::to_cbor(&records)
+    } else {
+        let records: Vec<serde_json::Value> =
+            records.into_iter().map(serde_json::Value::Object).collect();
+        serde_json::to_vec(&records).unwrap_or_default()
+    }
 }
 
 /// A Write payload for resource `path`: its content format and bytes.
@@ -921,7 +955,10 @@ mod senml_tests {
         let e = d(TEMP, None, r#"[{"n":"//3303","v":1}]"#).unwrap_err();
         assert!(matches!(e, ContentError::Senml { .. }), "{e}");
         let e = d(TEMP, None, "[{").unwrap_err();
-        assert!(e.to_string().starts_with("/3303/0/5700: SenML JSON"), "{e}");
+        assert!(
+            e.to_string().starts_with("/3303/0/5700: SenML: not JSON"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -933,9 +970,14 @@ mod senml_tests {
             (ON, None, Value::String("red".into())),
             (ON, Some(ResourceKind::Opaque), Value::Data(vec![0, 1, 250])),
         ] {
-            let (format, bytes) = encode_senml_json(path, kind, &v).unwrap();
-            assert_eq!(format, SENML_JSON);
-            assert_eq!(decode_value(path, kind, Some(format), &bytes), Ok(v));
+            for format in [SENML_JSON, SENML_CBOR] {
+                let (f, bytes) = encode_senml(path, kind, &v, format).unwrap();
+                assert_eq!(f, format);
+                assert_eq!(
+                    decode_value(path, kind, Some(format), &bytes),
+                    Ok(v.clone())
+                );
+            }
         }
         assert!(encode_senml_json(ON, Some(ResourceKind::Boolean), &Value::Number(1.0)).is_err());
     }
@@ -945,6 +987,7 @@ mod senml_tests {
         fn any_senml_payload_is_read_or_refused_without_panicking(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
             let _ = decode_value(TEMP, None, Some(SENML_JSON), &bytes);
             let _ = decode_value(TEMP, Some(ResourceKind::Integer), Some(SENML_JSON), &bytes);
+            let _ = decode_value(TEMP, None, Some(SENML_CBOR), &bytes);
         }
     }
 }

@@ -480,3 +480,24 @@ fn senml_json_bootstrap_writes_carry_the_same_resources_as_tlv() {
         tlv::encode(&[security.to_tlv().unwrap()]).unwrap()
     );
 }
+
+#[test]
+fn senml_cbor_bootstrap_writes_read_back_as_the_json_ones() {
+    let security = Security {
+        instance: 2,
+        server_uri: "coap://127.0.0.1:5683".into(),
+        mode: SecurityMode::NoSec,
+        short_server_id: 9,
+    };
+    let server = Server::new(0, 9, 60);
+    let json = bootstrap_writes_as(&security, &server, content::SENML_JSON).unwrap();
+    let cbor = bootstrap_writes_as(&security, &server, content::SENML_CBOR).unwrap();
+    assert_eq!(cbor[0].content_format, Some(content::SENML_CBOR));
+    assert_eq!(cbor[0].path, "/0/2");
+    for i in 0..2 {
+        assert_eq!(
+            crate::senml::resolve_lwm2m_cbor(&cbor[i].payload).unwrap(),
+            crate::senml::resolve_lwm2m(&json[i].payload).unwrap()
+        );
+    }
+}

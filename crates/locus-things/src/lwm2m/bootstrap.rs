@@ -63,9 +63,10 @@ impl Inner {
             _ => UNDISCOVERED_INSTANCE,
         };
         // The writes, in the client's format: what it asked for (pct), or
-        // TLV; a client that answers a TLV write 4.15 or 4.06 (an LwM2M 1.1
-        // client built without TLV) gets it again in SenML JSON.
+        // TLV; a client that answers a write 4.15 or 4.06 (an LwM2M 1.1
+        // client built without TLV) gets it again in SenML JSON, then CBOR.
         let mut format = plan.format;
+        let mut tried = Vec::new();
         let mut i = 0;
         while i < 3 {
             let writes = iot::bootstrap_writes_as(&plan.security, &plan.server, format)
@@ -88,13 +89,18 @@ impl Inner {
                 .await?;
             let code = coap::response_code(&resp.packet);
             if code.is_some_and(|c| refused.contains(&c)) {
-                if format == content::SENML_JSON {
+                // TLV, then SenML JSON, then SenML CBOR; each tried once.
+                tried.push(format);
+                let Some(next) = [content::TLV, content::SENML_JSON, content::SENML_CBOR]
+                    .into_iter()
+                    .find(|f| !tried.contains(f))
+                else {
                     return Err(format!(
-                        "step {step} answered {}: the client reads neither TLV nor SenML JSON",
+                        "step {step} answered {}: the client reads neither TLV nor SenML JSON nor SenML CBOR",
                         coap::code_text(&resp.packet)
                     ));
-                }
-                format = content::SENML_JSON;
+                };
+                format = next;
                 continue;
             }
             i += 1;
@@ -230,14 +236,14 @@ pub(crate) struct Plan {
 }
 
 /// The content format a Bootstrap-Request prefers (`pct`, LwM2M 1.1):
-/// SenML JSON when it names it, else TLV.
+/// SenML JSON or CBOR when it names one, else TLV.
 fn preferred_format(req: &Packet) -> u16 {
     let pct = coap::query(req).into_iter().find_map(|q| {
         let q = String::from_utf8(q).ok()?;
         q.strip_prefix("pct=")?.parse::<u16>().ok()
     });
     match pct {
-        Some(content::SENML_JSON) => content::SENML_JSON,
+        Some(f @ (content::SENML_JSON | content::SENML_CBOR)) => f,
         _ => content::TLV,
     }
 }
