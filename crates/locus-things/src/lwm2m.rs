@@ -73,6 +73,8 @@ pub const MAX_OBSERVATIONS: usize = 8192;
 pub const MAX_BOOTSTRAPS: usize = 32;
 /// How many finished bootstraps [`Lwm2m::bootstraps`] remembers.
 pub const BOOTSTRAP_HISTORY: usize = 64;
+/// Endpoints whose bootstrap content format is remembered.
+pub const MAX_REMEMBERED_FORMATS: usize = 1024;
 /// Notifications waiting to be stored; beyond, a confirmable one is left
 /// unacknowledged (the client sends it again) and a non-confirmable one is
 /// dropped.
@@ -319,6 +321,9 @@ struct Target {
 struct BootstrapState {
     running: HashSet<String>,
     history: VecDeque<BootstrapView>,
+    /// The content format each endpoint's last bootstrap wrote in (at most
+    /// [`MAX_REMEMBERED_FORMATS`]), so the next one starts there.
+    formats: HashMap<String, u16>,
 }
 
 /// A notification waiting to be stored.

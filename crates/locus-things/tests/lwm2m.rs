@@ -1078,5 +1078,18 @@ async fn a_client_keeps_its_bootstrap_account_and_registers_after_one_bootstrap(
         assert!(t >= 20.0, "{args:?}: {t}");
         f.lwm2m.execute(&name, "3303/0/5605", None).await.unwrap();
         c.wait("execute", |e| e["path"] == "/3303/0/5605").await;
+        // A second bootstrap starts in the format the first one ended in.
+        if cbor {
+            f.lwm2m.rebootstrap(&name).await.unwrap();
+            c.wait("execute", |e| e["path"] == "/1/0/9").await;
+            c.wait("registered", |_| true).await;
+            let again = bootstrap_steps(&c.seen);
+            assert!(
+                !again
+                    .iter()
+                    .any(|s| s.starts_with("bootstrap-write-refused")),
+                "{again:?}"
+            );
+        }
     }
 }

@@ -37,7 +37,9 @@ impl Inner {
     }
 
     /// The requests of one bootstrap, in order; the first that fails ends it.
-    async fn bootstrap_steps(&self, peer: SocketAddr, mut plan: Plan) -> Result<(), String> {
+    /// The requests of one bootstrap, in order; the content format its
+    /// writes went in.
+    async fn bootstrap_steps(&self, peer: SocketAddr, mut plan: Plan) -> Result<u16, String> {
         let mut step = 0;
         for r in iot::bootstrap_clear() {
             step += 1;
@@ -105,7 +107,7 @@ impl Inner {
             }
             i += 1;
         }
-        Ok(())
+        Ok(format)
     }
 
     /// Bootstrap-Request (`POST /bs?ep=NAME`).
@@ -132,7 +134,10 @@ impl Inner {
         };
         let plan = match bootstrap_plan(&thing, &self.settings) {
             Ok(mut p) => {
-                p.format = preferred_format(&req);
+                // What it asks for, else what it took last time, else TLV.
+                p.format = preferred_format(&req)
+                    .or_else(|| lock(&self.bootstraps).formats.get(&endpoint).copied())
+                    .unwrap_or(content::TLV);
                 p
             }
             Err(e) => {
@@ -180,7 +185,7 @@ impl Inner {
     pub(crate) async fn run_bootstrap(&self, endpoint: String, peer: SocketAddr, plan: Plan) {
         let result = self.bootstrap_steps(peer, plan).await;
         let label = match &result {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(endpoint, %peer, "bootstrap finished");
                 "ok"
             }
@@ -195,6 +200,12 @@ impl Inner {
             .inc();
         let mut b = lock(&self.bootstraps);
         b.running.remove(&endpoint);
+        if let Ok(format) = result {
+            if b.formats.len() >= MAX_REMEMBERED_FORMATS && !b.formats.contains_key(&endpoint) {
+                b.formats.clear();
+            }
+            b.formats.insert(endpoint.clone(), format);
+        }
         if let Some(v) = b
             .history
             .iter_mut()
@@ -203,7 +214,7 @@ impl Inner {
         {
             v.finished_ms = Some(now_ms());
             v.result = match result {
-                Ok(()) => "ok".to_owned(),
+                Ok(_) => "ok".to_owned(),
                 Err(why) => format!("failed: {why}"),
             };
         }
@@ -236,16 +247,13 @@ pub(crate) struct Plan {
 }
 
 /// The content format a Bootstrap-Request prefers (`pct`, LwM2M 1.1):
-/// SenML JSON or CBOR when it names one, else TLV.
-fn preferred_format(req: &Packet) -> u16 {
+/// SenML JSON or CBOR when it names one.
+fn preferred_format(req: &Packet) -> Option<u16> {
     let pct = coap::query(req).into_iter().find_map(|q| {
         let q = String::from_utf8(q).ok()?;
         q.strip_prefix("pct=")?.parse::<u16>().ok()
     });
-    match pct {
-        Some(f @ (content::SENML_JSON | content::SENML_CBOR)) => f,
-        _ => content::TLV,
-    }
+    pct.filter(|f| [content::SENML_JSON, content::SENML_CBOR].contains(f))
 }
 
 /// The bootstrap of `thing`: its manager's server URI (as `coaps://` when
