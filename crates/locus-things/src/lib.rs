@@ -97,6 +97,7 @@ impl Doors {
         let broker = match setup.mqtt {
             Some(addr) if upstream.is_none() => Some(Arc::new(
                 Broker::start(addr, things.clone(), readings.clone(), metrics.clone())
+                    .await
                     .map_err(|source| DoorsError::Broker { addr, source })?,
             )),
             _ => None,

@@ -52,7 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 mod persisted;
 
 pub use persisted::MAX_QUEUED;
-use persisted::{Enqueued, Persisted};
+use persisted::{Enqueued, Persisted, Sessions};
 
 use crate::metrics::ThingMetrics;
 use crate::registry::{AuthError, ThingEvent, Things};
@@ -130,6 +130,8 @@ struct Shared {
     /// Things whose queued commands are being delivered (one session at a
     /// time, so that none goes out twice).
     draining: Mutex<std::collections::HashSet<String>>,
+    /// The persistent sessions (as in the store).
+    kept: Mutex<Sessions>,
 }
 
 impl Shared {
@@ -291,24 +293,29 @@ async fn login(
     shared.metrics.mqtt_sessions.inc();
     // A persistent session gets its subscriptions back and what was queued
     // while it was away; a clean one discards what its client id had.
-    let store = shared.things.store();
-    let kept = if persistent {
-        store.session_filters(user.clone(), client_id.clone()).await
-    } else {
-        store
-            .drop_session(user.clone(), client_id.clone())
-            .await
-            .map(|()| None)
-    };
-    match kept {
-        Ok(Some(filters)) => {
+    if persistent {
+        let kept = shared
+            .kept
+            .lock()
+            .ok()
+            .and_then(|k| k.filters(&user, &client_id).cloned());
+        if let Some(filters) = kept {
             if let Ok(mut s) = subs.lock() {
                 *s = filters;
             }
             let _ = tx.try_send(Cmd::Drain);
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(thing = %user, error = %e, "cannot read the MQTT session"),
+    } else if shared
+        .kept
+        .lock()
+        .is_ok_and(|mut k| k.remove(&user, &client_id))
+        && let Err(e) = shared
+            .things
+            .store()
+            .drop_session(user.clone(), client_id.clone())
+            .await
+    {
+        tracing::warn!(thing = %user, error = %e, "cannot discard the MQTT session");
     }
     tracing::debug!(thing = %user, persistent, "MQTT session open");
     let conn = Conn {
@@ -646,26 +653,42 @@ fn unsubscribe<'a>(conn: &Conn, topics: impl Iterator<Item = &'a ntex::util::Byt
     }
 }
 
-/// After a SUBSCRIBE or UNSUBSCRIBE: a persistent session keeps its filters
-/// (before the acknowledgement, so that a SUBACK means they survive); then
-/// what waits for them is delivered.
+/// After a SUBSCRIBE or UNSUBSCRIBE of a persistent session: keep its
+/// filters (before the acknowledgement, so that a SUBACK means they
+/// survive), then deliver what waits for them. A clean session keeps
+/// nothing and is sent nothing that was queued.
 async fn subscriptions_changed(conn: &Conn) {
-    if conn.persistent {
-        let filters = conn.subs.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Err(e) = conn
-            .shared
-            .things
-            .store()
-            .keep_session(
-                conn.thing.clone(),
-                conn.client_id.clone(),
-                filters,
-                crate::unix_ms(),
-            )
-            .await
-        {
-            tracing::warn!(thing = %conn.thing, error = %e, "cannot keep the MQTT session");
+    if !conn.persistent {
+        return;
+    }
+    let filters = conn.subs.lock().map(|s| s.clone()).unwrap_or_default();
+    let kept = conn.shared.kept.lock().is_ok_and(|mut k| {
+        // At most MAX_SESSIONS_PER_THING client ids of a thing are kept.
+        let room = k.filters(&conn.thing, &conn.client_id).is_some()
+            || k.count(&conn.thing) < MAX_SESSIONS_PER_THING;
+        if room {
+            k.set(conn.thing.clone(), conn.client_id.clone(), filters.clone());
         }
+        room
+    });
+    if !kept {
+        conn.shared.refuse("persistent_sessions");
+        tracing::warn!(thing = %conn.thing, client_id = %conn.client_id, "the thing has {MAX_SESSIONS_PER_THING} persistent sessions already; this one is not kept");
+        return;
+    }
+    if let Err(e) = conn
+        .shared
+        .things
+        .store()
+        .keep_session(
+            conn.thing.clone(),
+            conn.client_id.clone(),
+            filters,
+            crate::unix_ms(),
+        )
+        .await
+    {
+        tracing::warn!(thing = %conn.thing, error = %e, "cannot keep the MQTT session");
     }
     let _ = conn.tx.try_send(Cmd::Drain);
 }
@@ -748,7 +771,7 @@ fn control(conn: &Conn, c: ntex_mqtt::Control<Refused>) {
 
 impl Broker {
     /// Bind `bind` and serve things on a thread of its own.
-    pub fn start(
+    pub async fn start(
         bind: SocketAddr,
         things: Things,
         readings: Readings,
@@ -757,6 +780,12 @@ impl Broker {
         let listener = std::net::TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        // The persistent sessions, read once; memory follows the store.
+        let kept = things
+            .store()
+            .sessions()
+            .await
+            .map_err(std::io::Error::other)?;
         let shared = Arc::new(Shared {
             things: things.clone(),
             readings,
@@ -764,6 +793,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             draining: Mutex::new(std::collections::HashSet::new()),
+            kept: Mutex::new(Sessions::from_rows(kept)),
         });
         let for_server = shared.clone();
         std::thread::Builder::new()
@@ -835,6 +865,9 @@ impl Broker {
                         }
                         for e in entries {
                             let _ = e.tx.send(Cmd::Close).await;
+                        }
+                        if let Ok(mut k) = for_events.kept.lock() {
+                            k.forget(&name);
                         }
                         let forgotten = for_events.things.store().forget_thing(name.clone()).await;
                         if let Err(e) = forgotten {
@@ -917,17 +950,20 @@ impl Broker {
         payload: Vec<u8>,
         offline: MqttCommandError,
     ) -> Result<Delivery, MqttCommandError> {
-        let store = self.shared.things.store();
-        let stored =
-            |e: locus_store::StoreError| MqttCommandError::Store(thing.to_owned(), e.to_string());
-        let filters = store
-            .thing_filters(thing.to_owned())
-            .await
-            .map_err(stored)?;
-        if !filters.iter().any(|f| matches(f, &topic)) {
+        let subscribed = self
+            .shared
+            .kept
+            .lock()
+            .is_ok_and(|k| k.of_thing(thing).any(|f| matches(f, &topic)));
+        if !subscribed {
             return Err(offline);
         }
-        match store
+        let stored =
+            |e: locus_store::StoreError| MqttCommandError::Store(thing.to_owned(), e.to_string());
+        match self
+            .shared
+            .things
+            .store()
             .enqueue(thing.to_owned(), topic.clone(), payload, crate::unix_ms())
             .await
             .map_err(stored)?
@@ -979,6 +1015,7 @@ impl Upstream {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             draining: Mutex::new(std::collections::HashSet::new()),
+            kept: Mutex::new(Sessions::default()),
         });
         let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
         let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));

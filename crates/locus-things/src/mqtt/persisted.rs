@@ -5,10 +5,11 @@
 //! the store's one writer thread; a command is reported queued only once
 //! its row is committed.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use locus_store::{Store, StoreError};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 /// Commands queued for one thing, at most.
 pub const MAX_QUEUED: u32 = 16;
@@ -30,6 +31,62 @@ pub(crate) enum Enqueued {
     Full,
 }
 
+/// The persistent sessions as `mqtt_sessions` holds them, kept in memory
+/// too (loaded at start, written through) so that logins, subscriptions
+/// and commands read them without a store round trip: thing → client id →
+/// command filters.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions(HashMap<String, HashMap<String, Vec<String>>>);
+
+impl Sessions {
+    /// The sessions as stored.
+    pub(crate) fn from_rows(rows: Vec<(String, String, Vec<String>)>) -> Sessions {
+        let mut s = Sessions::default();
+        for (thing, client_id, filters) in rows {
+            s.set(thing, client_id, filters);
+        }
+        s
+    }
+
+    /// The filters of a thing's session, if it is persistent.
+    pub(crate) fn filters(&self, thing: &str, client_id: &str) -> Option<&Vec<String>> {
+        self.0.get(thing)?.get(client_id)
+    }
+
+    /// How many persistent sessions the thing has.
+    pub(crate) fn count(&self, thing: &str) -> usize {
+        self.0.get(thing).map_or(0, HashMap::len)
+    }
+
+    /// Every filter of the thing's persistent sessions.
+    pub(crate) fn of_thing(&self, thing: &str) -> impl Iterator<Item = &String> {
+        self.0
+            .get(thing)
+            .into_iter()
+            .flat_map(|c| c.values().flatten())
+    }
+
+    pub(crate) fn set(&mut self, thing: String, client_id: String, filters: Vec<String>) {
+        self.0.entry(thing).or_default().insert(client_id, filters);
+    }
+
+    /// Forget one session; whether it was kept.
+    pub(crate) fn remove(&mut self, thing: &str, client_id: &str) -> bool {
+        let Some(clients) = self.0.get_mut(thing) else {
+            return false;
+        };
+        let was = clients.remove(client_id).is_some();
+        if clients.is_empty() {
+            self.0.remove(thing);
+        }
+        was
+    }
+
+    pub(crate) fn forget(&mut self, thing: &str) {
+        self.0.remove(thing);
+    }
+}
+
 /// Queries of `mqtt_sessions` and `mqtt_queue`.
 pub(crate) trait Persisted {
     /// Remember the command filters of a persistent session.
@@ -41,18 +98,10 @@ pub(crate) trait Persisted {
         now_ms: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The filters a persistent session subscribed to, if it is known.
-    fn session_filters(
+    /// Every persistent session: `(thing, client id, filters)`.
+    fn sessions(
         &self,
-        thing: String,
-        client_id: String,
-    ) -> impl Future<Output = Result<Option<Vec<String>>, StoreError>> + Send;
-
-    /// Every filter the thing's persistent sessions subscribed to.
-    fn thing_filters(
-        &self,
-        thing: String,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, String, Vec<String>)>, StoreError>> + Send;
 
     /// Discard a session (a clean login with its client id).
     fn drop_session(
@@ -102,35 +151,19 @@ impl Persisted for Store {
         .await
     }
 
-    async fn session_filters(
-        &self,
-        thing: String,
-        client_id: String,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        let text: Option<String> = self
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT filters FROM mqtt_sessions WHERE thing = ?1 AND client_id = ?2",
-                    params![thing, client_id],
-                    |r| r.get(0),
-                )
-                .optional()?)
-            })
-            .await?;
-        Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()))
-    }
-
-    async fn thing_filters(&self, thing: String) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<String> = self
-            .call(move |c| {
-                let mut stmt = c.prepare("SELECT filters FROM mqtt_sessions WHERE thing = ?1")?;
-                let rows = stmt.query_map(params![thing], |r| r.get(0))?;
-                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    async fn sessions(&self) -> Result<Vec<(String, String, Vec<String>)>, StoreError> {
+        let rows: Vec<(String, String, String)> = self
+            .call(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT thing, client_id, filters FROM mqtt_sessions ORDER BY thing, client_id",
+                )?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
         Ok(rows
-            .iter()
-            .flat_map(|t| serde_json::from_str::<Vec<String>>(t).unwrap_or_default())
+            .into_iter()
+            .map(|(t, c, f)| (t, c, serde_json::from_str(&f).unwrap_or_default()))
             .collect())
     }
 
@@ -263,25 +296,18 @@ mod tests {
             store.queued("t".into()).await.unwrap().len(),
             MAX_QUEUED as usize - 1
         );
+        let kept = Sessions::from_rows(store.sessions().await.unwrap());
         assert_eq!(
-            store
-                .session_filters("t".into(), "c1".into())
-                .await
-                .unwrap(),
-            Some(vec!["things/t/commands/#".to_owned()])
+            kept.filters("t", "c1"),
+            Some(&vec!["things/t/commands/#".to_owned()])
         );
         assert_eq!(
-            store.thing_filters("t".into()).await.unwrap(),
+            kept.of_thing("t").collect::<Vec<_>>(),
             ["things/t/commands/#"]
         );
         store.drop_session("t".into(), "c1".into()).await.unwrap();
-        assert_eq!(
-            store
-                .session_filters("t".into(), "c1".into())
-                .await
-                .unwrap(),
-            None
-        );
+        let kept = Sessions::from_rows(store.sessions().await.unwrap());
+        assert_eq!(kept.filters("t", "c1"), None);
         store.forget_thing("t".into()).await.unwrap();
         assert!(store.queued("t".into()).await.unwrap().is_empty());
         assert_eq!(store.queued("u".into()).await.unwrap().len(), 1);
