@@ -332,18 +332,16 @@ fn instance_senml(
     resources: &[(u16, crate::Value)],
     format: u16,
 ) -> Vec<u8> {
-    let records = resources
+    let records: Vec<crate::senml::WriteRecord> = resources
         .iter()
         .enumerate()
-        .map(|(i, (id, v))| {
-            let mut r = content::senml_record(&id.to_string(), v);
-            if i == 0 {
-                r.insert("bn".into(), format!("/{object}/{instance}/").into());
-            }
-            r
+        .map(|(i, (id, v))| crate::senml::WriteRecord {
+            base_name: (i == 0).then(|| format!("/{object}/{instance}/")),
+            name: id.to_string(),
+            value: v.clone(),
         })
         .collect();
-    content::senml_pack(records, format)
+    content::senml_pack(&records, format)
 }
 
 /// A CoAP method of the requests a bootstrap server sends.

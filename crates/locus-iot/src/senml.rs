@@ -371,37 +371,66 @@ pub fn resolve_lwm2m_cbor(cbor: &[u8]) -> Result<Vec<Record>, SenmlError> {
     resolve_records(&json, 0.0, Names::Lwm2mPaths)
 }
 
-/// A SenML CBOR pack of `records` written as SenML JSON objects (`n`, `v`,
-/// `vs`, `vb`, `vd` in base64url, `bn`, …): integer labels, `vd` as bytes.
-pub fn to_cbor(records: &[Map<String, Json>]) -> Vec<u8> {
+/// One record of a pack this node writes (LwM2M 1.1 writes and bootstrap
+/// instances): an optional base name, a name and a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteRecord {
+    pub base_name: Option<String>,
+    pub name: String,
+    pub value: Value,
+}
+
+/// `records` as SenML JSON: `bn`, `n`, and one of `v`, `vs`, `vb`, or `vd`
+/// in base64url without padding (RFC 8428 §4.3).
+pub fn pack_json(records: &[WriteRecord]) -> Vec<u8> {
     use base64::Engine;
+    let records: Vec<Json> = records
+        .iter()
+        .map(|r| {
+            let mut o = Map::new();
+            if let Some(bn) = &r.base_name {
+                o.insert("bn".into(), bn.clone().into());
+            }
+            o.insert("n".into(), r.name.clone().into());
+            let (key, v): (&str, Json) = match &r.value {
+                Value::Number(x) => ("v", (*x).into()),
+                Value::String(s) => ("vs", s.clone().into()),
+                Value::Bool(b) => ("vb", (*b).into()),
+                Value::Data(d) => (
+                    "vd",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(d)
+                        .into(),
+                ),
+            };
+            o.insert(key.into(), v);
+            Json::Object(o)
+        })
+        .collect();
+    serde_json::to_vec(&records).unwrap_or_default()
+}
+
+/// `records` as SenML CBOR: the integer labels of RFC 8428 Table 6, data
+/// as bytes.
+pub fn pack_cbor(records: &[WriteRecord]) -> Vec<u8> {
     use ciborium::Value as Cbor;
+    let label = |l: i64| Cbor::Integer(l.into());
     let pack = Cbor::Array(
         records
             .iter()
             .map(|r| {
-                Cbor::Map(
-                    r.iter()
-                        .filter_map(|(k, v)| {
-                            let (label, _) = CBOR_LABELS.iter().find(|(_, n)| n == k)?;
-                            let v = match (k.as_str(), v) {
-                                ("vd", Json::String(s)) => Cbor::Bytes(
-                                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                                        .decode(s)
-                                        .unwrap_or_default(),
-                                ),
-                                (_, Json::String(s)) => Cbor::Text(s.clone()),
-                                (_, Json::Bool(b)) => Cbor::Bool(*b),
-                                (_, Json::Number(n)) => match n.as_i64() {
-                                    Some(i) => Cbor::Integer(i.into()),
-                                    None => Cbor::Float(n.as_f64().unwrap_or(0.0)),
-                                },
-                                _ => return None,
-                            };
-                            Some((Cbor::Integer((*label).into()), v))
-                        })
-                        .collect(),
-                )
+                let mut fields = Vec::with_capacity(3);
+                if let Some(bn) = &r.base_name {
+                    fields.push((label(-2), Cbor::Text(bn.clone())));
+                }
+                fields.push((label(0), Cbor::Text(r.name.clone())));
+                fields.push(match &r.value {
+                    Value::Number(x) => (label(2), Cbor::Float(*x)),
+                    Value::String(s) => (label(3), Cbor::Text(s.clone())),
+                    Value::Bool(b) => (label(4), Cbor::Bool(*b)),
+                    Value::Data(d) => (label(8), Cbor::Bytes(d.clone())),
+                });
+                Cbor::Map(fields)
             })
             .collect(),
     );

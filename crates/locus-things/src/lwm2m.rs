@@ -308,6 +308,13 @@ impl ServerState {
     }
 }
 
+/// The answers of a client that does not read the content format it was
+/// sent (4.15 Unsupported Content-Format, 4.06 Not Acceptable).
+pub(crate) const FORMAT_REFUSED: [ResponseType; 2] = [
+    ResponseType::UnsupportedContentFormat,
+    ResponseType::NotAcceptable,
+];
+
 /// A registered thing, as commands reach it.
 struct Target {
     addr: SocketAddr,
@@ -559,7 +566,7 @@ impl Lwm2m {
                 path,
                 None,
                 Vec::new(),
-                ResponseType::Content,
+                &[ResponseType::Content],
             )
             .await?;
         Ok(content::decode_value(
@@ -580,40 +587,40 @@ impl Lwm2m {
         let kind = t.kind_of(&path);
         if version == "1.0" {
             let (format, payload) = content::encode_value(path, kind, value)?;
-            return self.put(thing, path, format, payload).await;
+            self.inner
+                .command(
+                    thing,
+                    Method::Put,
+                    path,
+                    Some(format),
+                    payload,
+                    &[ResponseType::Changed],
+                )
+                .await?;
+            return Ok(());
         }
         // A 1.1 client may speak no TLV: SenML JSON, then SenML CBOR when
-        // it does not read JSON (4.15, 4.06).
+        // it does not read JSON.
         let (format, payload) = content::encode_senml(path, kind, value, content::SENML_JSON)?;
-        match self.put(thing, path, format, payload).await {
-            Err(Lwm2mError::Status { code, .. })
-                if code.starts_with("4.15") || code.starts_with("4.06") =>
-            {
-                let (format, payload) =
-                    content::encode_senml(path, kind, value, content::SENML_CBOR)?;
-                self.put(thing, path, format, payload).await
-            }
-            other => other,
-        }
-    }
-
-    async fn put(
-        &self,
-        thing: &str,
-        path: ResourcePath,
-        format: u16,
-        payload: Vec<u8>,
-    ) -> Result<(), Lwm2mError> {
-        self.inner
-            .command(
-                thing,
-                Method::Put,
-                path,
-                Some(format),
-                payload,
-                ResponseType::Changed,
-            )
+        let mut may = vec![ResponseType::Changed];
+        may.extend(FORMAT_REFUSED);
+        let (_, answer) = self
+            .inner
+            .command(thing, Method::Put, path, Some(format), payload, &may)
             .await?;
+        if coap::response_code(&answer) != Some(ResponseType::Changed) {
+            let (format, payload) = content::encode_senml(path, kind, value, content::SENML_CBOR)?;
+            self.inner
+                .command(
+                    thing,
+                    Method::Put,
+                    path,
+                    Some(format),
+                    payload,
+                    &[ResponseType::Changed],
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -635,7 +642,7 @@ impl Lwm2m {
                 path,
                 format,
                 payload,
-                ResponseType::Changed,
+                &[ResponseType::Changed],
             )
             .await?;
         Ok(())
@@ -685,7 +692,7 @@ impl Inner {
         path: ResourcePath,
         format: Option<u16>,
         payload: Vec<u8>,
-        want: ResponseType,
+        want: &[ResponseType],
     ) -> Result<(Lwm2mThing, Packet), Lwm2mError> {
         let Target {
             addr: peer,
@@ -706,7 +713,7 @@ impl Inner {
                 path: path.to_string(),
                 source,
             })?;
-        if coap::response_code(&resp.packet) != Some(want) {
+        if !coap::response_code(&resp.packet).is_some_and(|c| want.contains(&c)) {
             return Err(Lwm2mError::Status {
                 thing: thing.to_owned(),
                 method: name,

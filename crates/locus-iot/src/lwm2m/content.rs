@@ -486,27 +486,6 @@ impl ResourceDef {
     }
 }
 
-/// One SenML record of `value` named `name` (`v`, `vs`, `vb`, or `vd` in
-/// base64url without padding, RFC 8428 §4.3).
-pub fn senml_record(name: &str, value: &Value) -> serde_json::Map<String, serde_json::Value> {
-    use base64::Engine;
-    let mut r = serde_json::Map::new();
-    r.insert("n".into(), name.into());
-    let (key, v): (&str, serde_json::Value) = match value {
-        Value::Number(x) => ("v", (*x).into()),
-        Value::String(s) => ("vs", s.clone().into()),
-        Value::Bool(b) => ("vb", (*b).into()),
-        Value::Data(d) => (
-            "vd",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(d)
-                .into(),
-        ),
-    };
-    r.insert(key.into(), v);
-    r
-}
-
 /// A Write payload for resource `path` in SenML JSON (for an LwM2M 1.1
 /// client): one record named by the path. The value is checked against
 /// `kind` as [`encode_value`] checks it.
@@ -528,24 +507,21 @@ pub fn encode_senml(
     format: u16,
 ) -> Result<(u16, Vec<u8>), ContentError> {
     encode_value(path, kind, value)?;
-    Ok((
-        format,
-        senml_pack(vec![senml_record(&path.to_string(), value)], format),
-    ))
+    let record = crate::senml::WriteRecord {
+        base_name: None,
+        name: path.to_string(),
+        value: value.clone(),
+    };
+    Ok((format, senml_pack(&[record], format)))
 }
 
 /// The bytes of a pack of SenML records: CBOR for [`SENML_CBOR`], JSON
 /// otherwise.
-pub fn senml_pack(
-    records: Vec<serde_json::Map<String, serde_json::Value>>,
-    format: u16,
-) -> Vec<u8> {
+pub fn senml_pack(records: &[crate::senml::WriteRecord], format: u16) -> Vec<u8> {
     if format == SENML_CBOR {
-        crate::senml::to_cbor(&records)
+        crate::senml::pack_cbor(records)
     } else {
-        let records: Vec<serde_json::Value> =
-            records.into_iter().map(serde_json::Value::Object).collect();
-        serde_json::to_vec(&records).unwrap_or_default()
+        crate::senml::pack_json(records)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The URI query parameters of the LwM2M interfaces that carry them:
-//! Bootstrap-Request (`ep`), Register (`ep`, `lt`, `lwm2m`, `b`, `sms`,
+//! Bootstrap-Request (`ep`, and `pct` in 1.1), Register (`ep`, `lt`, `lwm2m`, `b`, `sms`,
 //! `Q`) and Update (`lt`, `b`, `sms`, `Q`), as CoAP Uri-Query options,
 //! one `name=value` per option (LwM2M 1.0 TS §5.2.7, §5.3.1; 1.1 adds `Q`).
 //!
@@ -242,15 +242,33 @@ where
     })
 }
 
-/// Read the Uri-Query options of a Bootstrap-Request: the endpoint name.
-pub fn parse_bootstrap<'a, I>(options: I) -> Result<String, QueryError>
+/// The parameters of a Bootstrap-Request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapQuery {
+    /// `ep`: the endpoint client name.
+    pub endpoint: String,
+    /// `pct` (LwM2M 1.1): the content format the client prefers.
+    pub preferred_format: Option<u16>,
+}
+
+/// Read the Uri-Query options of a Bootstrap-Request.
+pub fn parse_bootstrap<'a, I>(options: I) -> Result<BootstrapQuery, QueryError>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
     let params = split(options)?;
     let endpoint = valued(&params, "ep")?.ok_or(QueryError::Missing { param: "ep" })?;
     check_endpoint(endpoint)?;
-    Ok(endpoint.to_owned())
+    let preferred_format = valued(&params, "pct")?
+        .map(|v| {
+            v.parse::<u16>()
+                .map_err(|_| invalid("pct", v, "it is not a content format number"))
+        })
+        .transpose()?;
+    Ok(BootstrapQuery {
+        endpoint: endpoint.to_owned(),
+        preferred_format,
+    })
 }
 
 #[cfg(test)]
@@ -374,9 +392,20 @@ mod tests {
     fn bootstrap_needs_an_endpoint() {
         let o = q(&["ep=dev-1"]);
         assert_eq!(
-            parse_bootstrap(o.iter().map(Vec::as_slice)).unwrap(),
+            parse_bootstrap(o.iter().map(Vec::as_slice))
+                .unwrap()
+                .endpoint,
             "dev-1"
         );
+        let o = q(&["ep=dev-1", "pct=112"]);
+        assert_eq!(
+            parse_bootstrap(o.iter().map(Vec::as_slice))
+                .unwrap()
+                .preferred_format,
+            Some(112)
+        );
+        let o = q(&["ep=dev-1", "pct=senml"]);
+        assert!(parse_bootstrap(o.iter().map(Vec::as_slice)).is_err());
         assert_eq!(
             parse_bootstrap(std::iter::empty()),
             Err(QueryError::Missing { param: "ep" })

@@ -69,40 +69,32 @@ impl Inner {
         // client built without TLV) gets it again in SenML JSON, then CBOR.
         let mut format = plan.format;
         let mut tried = Vec::new();
+        let writes_in = |f| {
+            iot::bootstrap_writes_as(&plan.security, &plan.server, f).map_err(|e| e.to_string())
+        };
+        let mut writes = writes_in(format)?;
         let mut i = 0;
-        while i < 3 {
-            let writes = iot::bootstrap_writes_as(&plan.security, &plan.server, format)
-                .map_err(|e| e.to_string())?;
-            let Some(r) = writes.into_iter().nth(i) else {
-                break;
-            };
+        while let Some(r) = writes.get(i).cloned() {
             step += 1;
-            let refused = [
-                ResponseType::UnsupportedContentFormat,
-                ResponseType::NotAcceptable,
-            ];
             let resp = self
                 .bootstrap_step(
                     peer,
                     step,
                     r,
-                    &[ResponseType::Changed, refused[0], refused[1]],
+                    &[ResponseType::Changed, FORMAT_REFUSED[0], FORMAT_REFUSED[1]],
                 )
                 .await?;
-            let code = coap::response_code(&resp.packet);
-            if code.is_some_and(|c| refused.contains(&c)) {
-                // TLV, then SenML JSON, then SenML CBOR; each tried once.
+            if coap::response_code(&resp.packet).is_some_and(|c| FORMAT_REFUSED.contains(&c)) {
+                // Each format is tried once, in the order of FORMATS.
                 tried.push(format);
-                let Some(next) = [content::TLV, content::SENML_JSON, content::SENML_CBOR]
-                    .into_iter()
-                    .find(|f| !tried.contains(f))
-                else {
+                let Some(next) = FORMATS.into_iter().find(|f| !tried.contains(f)) else {
                     return Err(format!(
                         "step {step} answered {}: the client reads neither TLV nor SenML JSON nor SenML CBOR",
                         coap::code_text(&resp.packet)
                     ));
                 };
                 format = next;
+                writes = writes_in(format)?;
                 continue;
             }
             i += 1;
@@ -116,8 +108,11 @@ impl Inner {
         req: Packet,
         peer: SocketAddr,
     ) -> Reply {
-        let endpoint = match query::parse_bootstrap(coap::query(&req).iter().map(Vec::as_slice)) {
-            Ok(e) => e,
+        let query::BootstrapQuery {
+            endpoint,
+            preferred_format,
+        } = match query::parse_bootstrap(coap::query(&req).iter().map(Vec::as_slice)) {
+            Ok(q) => q,
             Err(e) => return Reply::diagnostic(ResponseType::BadRequest, e),
         };
         // LwM2M 1.0 TS §5.2.7.1: an unknown endpoint gets 4.00.
@@ -135,7 +130,8 @@ impl Inner {
         let plan = match bootstrap_plan(&thing, &self.settings) {
             Ok(mut p) => {
                 // What it asks for, else what it took last time, else TLV.
-                p.format = preferred_format(&req)
+                p.format = preferred_format
+                    .filter(|f| FORMATS.contains(f))
                     .or_else(|| lock(&self.bootstraps).formats.get(&endpoint).copied())
                     .unwrap_or(content::TLV);
                 p
@@ -246,15 +242,9 @@ pub(crate) struct Plan {
     pub(crate) format: u16,
 }
 
-/// The content format a Bootstrap-Request prefers (`pct`, LwM2M 1.1):
-/// SenML JSON or CBOR when it names one.
-fn preferred_format(req: &Packet) -> Option<u16> {
-    let pct = coap::query(req).into_iter().find_map(|q| {
-        let q = String::from_utf8(q).ok()?;
-        q.strip_prefix("pct=")?.parse::<u16>().ok()
-    });
-    pct.filter(|f| [content::SENML_JSON, content::SENML_CBOR].contains(f))
-}
+/// The content formats of the writes, in the order they are tried when a
+/// client refuses one (4.15, 4.06).
+const FORMATS: [u16; 3] = [content::TLV, content::SENML_JSON, content::SENML_CBOR];
 
 /// The bootstrap of `thing`: its manager's server URI (as `coaps://` when
 /// the thing has PSK credentials), its security mode, and the short server
