@@ -75,8 +75,10 @@ pub(crate) async fn forward(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let client = reqwest::Client::new();
-    let mut req = client
+    // One client (and its connection pool) for every forwarded call.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let mut req = CLIENT
+        .get_or_init(reqwest::Client::new)
         .request(method, url)
         .header(FORWARDED, "1")
         .body(body);
