@@ -595,12 +595,23 @@ struct SourceOf(Artifacts);
 
 #[async_trait::async_trait]
 impl locus_workloads::ArtifactSource for SourceOf {
-    async fn local_path(&self, id: locus_core::ArtifactId) -> Result<PathBuf, String> {
-        self.0
-            .fetch_and_wait(id)
-            .await
-            .map_err(|e| format!("cannot fetch the source artifact: {e}"))?;
-        Ok(self.0.path(&id))
+    async fn local_path(
+        &self,
+        id: locus_core::ArtifactId,
+    ) -> Result<PathBuf, locus_workloads::SourceError> {
+        match self.0.fetch_and_wait(id).await {
+            Ok(_) => Ok(self.0.path(&id)),
+            Err(locus_artifacts::service::ArtifactsError::NoHolder(id)) => {
+                Err(locus_workloads::SourceError::NoHolder(id))
+            }
+            Err(e) => Err(locus_workloads::SourceError::Other(format!(
+                "cannot fetch the source artifact: {e}"
+            ))),
+        }
+    }
+
+    async fn live_holders(&self, id: locus_core::ArtifactId) -> std::collections::BTreeSet<NodeId> {
+        self.0.live_holders(&id).await
     }
 
     fn set_in_use(&self, ids: std::collections::BTreeSet<locus_core::ArtifactId>) {

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use locus_agent::Node;
 use locus_artifacts::pipe::stream_reader;
 use locus_artifacts::service::{
-    ArtifactView, ArtifactsError, FetchProgress, FetchReport, GcReport, MAX_REPLICAS,
+    ArtifactView, ArtifactsError, FetchProgress, FetchReport, GcReport, MAX_REPLICAS, PutReport,
 };
 use locus_artifacts::{RangeError, parse_range};
 use locus_core::ArtifactId;
@@ -74,44 +74,60 @@ pub(crate) struct PutQuery {
     #[serde(default)]
     #[param(minimum = 0, maximum = 64)]
     replicas: u32,
+    /// Answer only once `min(replicas, live nodes)` copies are stored and
+    /// fsynced on distinct nodes (default true); false answers once this
+    /// node's copy is, and the others follow.
+    #[serde(default = "yes")]
+    wait: bool,
 }
 
-/// Upload an artifact. The body is its bytes, streamed (send
-/// `Content-Length` so they are hashed while they arrive; no body is the
-/// empty artifact). Answers with its
-/// CID once it is stored and fsynced; this node's copy is pinned. With
-/// `replicas = K` the cluster then keeps K copies, on distinct sites first.
-#[utoipa::path(
-    post,
-    path = "/api/v1/artifacts",
-    operation_id = "put_artifact",
-    tag = "artifacts",
-    params(PutQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact's bytes"),
-    responses(
-        (status = 201, description = "Stored", body = ArtifactView),
-        (status = 400, description = "Bad query, or a body that did not match its Content-Length", body = ErrorBody),
-        (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
-    )
-)]
-pub(crate) async fn put(
-    State(node): State<Arc<Node>>,
-    query: Result<Query<PutQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(query_error)?;
-    if q.replicas > MAX_REPLICAS {
+fn yes() -> bool {
+    true
+}
+
+/// Options of a pushed copy.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct CopyQuery {
+    /// A name for people (1–128 characters).
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
+    name: Option<String>,
+    /// Copies the cluster keeps (at most 64).
+    #[serde(default)]
+    #[param(minimum = 0, maximum = 64)]
+    replicas: u32,
+}
+
+fn check_replicas(replicas: u32) -> Result<(), ApiError> {
+    if replicas > MAX_REPLICAS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            format!("replicas {} is out of range 0..={MAX_REPLICAS}", q.replicas),
+            format!("replicas {replicas} is out of range 0..={MAX_REPLICAS}"),
         ));
     }
-    let declared = headers
+    Ok(())
+}
+
+/// The declared length of a body, if any.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Feed an upload's body to a blocking reader while `store` runs; once it
+/// answers, let the rest of a refused body drain (bounded) so the client
+/// reads the answer instead of a reset connection.
+async fn with_body<T>(
+    body: Body,
+    store: impl AsyncFnOnce(locus_artifacts::pipe::StreamReader) -> T,
+) -> T {
     let (tx, reader) = stream_reader();
     let forward = tokio::spawn(async move {
         let mut stream = body.into_data_stream();
@@ -120,9 +136,6 @@ pub(crate) async fn put(
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(bytes) if storing => storing = tx.send(Ok(bytes)).await.is_ok(),
-                // Refused before the end: read (and drop) what the client
-                // still sends, up to a bound, so that it reads the answer
-                // instead of a reset connection.
                 Ok(bytes) => {
                     drained += bytes.len() as u64;
                     if drained > REFUSED_BODY_DRAIN {
@@ -136,17 +149,88 @@ pub(crate) async fn put(
             }
         }
     });
-    let result = node
-        .artifacts()
-        .put(reader, declared, q.name, q.replicas)
-        .await;
+    let result = store(reader).await;
     if tokio::time::timeout(std::time::Duration::from_secs(30), forward)
         .await
         .is_err()
     {
         tracing::debug!("an upload body was still arriving after the answer");
     }
-    let view = result.map_err(api_error)?;
+    result
+}
+
+/// Upload an artifact. The body is its bytes, streamed (send
+/// `Content-Length` so they are hashed while they arrive; no body is the
+/// empty artifact). This node's copy is pinned. With `replicas = K` the
+/// cluster keeps K copies, on distinct sites first; unless `wait=false`,
+/// the answer comes only once `min(K, live nodes)` copies are stored and
+/// fsynced on distinct nodes, pushed by this node (`copies` lists them;
+/// `failures` says why any is missing).
+#[utoipa::path(
+    post,
+    path = "/api/v1/artifacts",
+    operation_id = "put_artifact",
+    tag = "artifacts",
+    params(PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = PutReport),
+        (status = 400, description = "Bad query, or a body that did not match its Content-Length", body = ErrorBody),
+        (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put(
+    State(node): State<Arc<Node>>,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    check_replicas(q.replicas)?;
+    let declared = declared_length(&headers);
+    let report = with_body(body, async |reader| {
+        node.artifacts()
+            .put(reader, declared, q.name, q.replicas, q.wait)
+            .await
+    })
+    .await
+    .map_err(api_error)?;
+    Ok((StatusCode::CREATED, Json(report)).into_response())
+}
+
+/// Store a copy of an artifact pushed by another node's durable put. The
+/// bytes must hash to `cid`; the answer comes once the copy is fsynced.
+#[utoipa::path(
+    put,
+    path = "/api/v1/artifacts/{cid}",
+    operation_id = "put_artifact_copy",
+    tag = "artifacts",
+    params(("cid" = ArtifactId, Path, description = "The artifact's CID"), CopyQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = ArtifactView),
+        (status = 400, description = "Bad CID or query, or bytes that do not hash to the CID", body = ErrorBody),
+        (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put_copy(
+    State(node): State<Arc<Node>>,
+    Path(cid): Path<String>,
+    query: Result<Query<CopyQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_cid(&cid)?;
+    let Query(q) = query.map_err(query_error)?;
+    check_replicas(q.replicas)?;
+    let declared = declared_length(&headers);
+    let view = with_body(body, async |reader| {
+        node.artifacts()
+            .receive_copy(id, reader, declared, q.name, q.replicas)
+            .await
+    })
+    .await
+    .map_err(api_error)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

@@ -81,7 +81,7 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(workloads::logs))
         .routes(utoipa_axum::routes!(artifacts::put, artifacts::list))
         .routes(utoipa_axum::routes!(artifacts::gc))
-        .routes(utoipa_axum::routes!(artifacts::stat))
+        .routes(utoipa_axum::routes!(artifacts::stat, artifacts::put_copy))
         .routes(utoipa_axum::routes!(artifacts::content))
         .routes(utoipa_axum::routes!(artifacts::bao))
         .routes(utoipa_axum::routes!(artifacts::fetch))

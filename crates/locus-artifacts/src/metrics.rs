@@ -13,6 +13,11 @@ pub struct ArtifactMetrics {
     pub artifact_corrupt_chunks: IntCounterVec,
     /// Finished fetches, by result (ok, failed).
     pub artifact_fetches: IntCounterVec,
+    /// Durable puts that pushed copies, by result (ok: every wanted copy
+    /// confirmed; short: fewer).
+    pub artifact_pushes: IntCounterVec,
+    /// Artifact bytes pushed to other nodes by durable puts.
+    pub artifact_push_bytes: IntCounter,
     /// Artifacts held on this node, and their bytes.
     pub artifacts_held: IntGauge,
     pub artifacts_bytes: IntGauge,
@@ -45,6 +50,19 @@ impl ArtifactMetrics {
             &["result"],
         )?;
         registry.register(Box::new(artifact_fetches.clone()))?;
+        let artifact_pushes = IntCounterVec::new(
+            Opts::new(
+                "locus_artifact_pushes_total",
+                "Durable puts that pushed copies, by result (ok, short).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(artifact_pushes.clone()))?;
+        let artifact_push_bytes = IntCounter::new(
+            "locus_artifact_push_bytes_total",
+            "Artifact bytes pushed to other nodes by durable puts.",
+        )?;
+        registry.register(Box::new(artifact_push_bytes.clone()))?;
         let artifacts_held = IntGauge::new("locus_artifacts", "Artifacts held on this node.")?;
         registry.register(Box::new(artifacts_held.clone()))?;
         let artifacts_bytes = IntGauge::new(
@@ -57,6 +75,8 @@ impl ArtifactMetrics {
             artifact_served_bytes,
             artifact_corrupt_chunks,
             artifact_fetches,
+            artifact_pushes,
+            artifact_push_bytes,
             artifacts_held,
             artifacts_bytes,
         })

@@ -31,3 +31,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Percent-encode `s` for a URL query value or path segment: RFC 3986's
+/// unreserved characters stay, every other byte becomes `%XX`.
+pub fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

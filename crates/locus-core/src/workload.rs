@@ -590,6 +590,7 @@ impl State {
                 | (Scheduled, Starting)
                 | (Scheduled, Stopped)
                 | (Starting, Running)
+                | (Starting, Pending)
                 | (Starting, Failed)
                 | (Starting, Stopping)
                 | (Running, Stopping)

@@ -9,6 +9,7 @@ impl Workloads {
     pub(crate) async fn drive(&self) -> Result<(), WorkloadError> {
         let held = Instant::now() < self.inner.hold_until;
         let mut expired = Vec::new();
+        let mut awaiting = Vec::new();
         let mut owned = self.inner.owned.lock().await;
         let ids: Vec<WorkloadId> = owned.entries.keys().copied().collect();
         for id in ids {
@@ -35,6 +36,14 @@ impl Workloads {
                 }
                 continue;
             };
+            if e.w.state == State::Pending
+                && let Some(artifact) = e.awaiting
+            {
+                if e.not_before.is_none_or(|t| Instant::now() >= t) {
+                    awaiting.push((id, artifact));
+                }
+                continue;
+            }
             let op = match (e.w.desired, e.w.state) {
                 (Desired::Running, State::Running) if e.restart => Some(Op::Restart),
                 (Desired::Running, State::Running) => Some(Op::Observe),
@@ -135,9 +144,43 @@ impl Workloads {
         for id in expired {
             self.drop_owned(id).await?;
         }
+        self.look_for_holders(awaiting).await?;
         self.inner.capacity.set_usage(alloc, self.kinds());
         let inv = self.inner.inventory.borrow().clone();
         self.inner.capacity.publish(&inv).await;
+        Ok(())
+    }
+
+    /// Workloads pending for their source artifact: schedule those whose
+    /// artifact has a live holder again; look again later for the others.
+    async fn look_for_holders(
+        &self,
+        awaiting: Vec<(WorkloadId, locus_core::ArtifactId)>,
+    ) -> Result<(), WorkloadError> {
+        for (id, artifact) in awaiting {
+            let back = !self.inner.artifacts.live_holders(artifact).await.is_empty();
+            let mut owned = self.inner.owned.lock().await;
+            let Some(e) = owned.entries.get_mut(&id) else {
+                continue;
+            };
+            if e.awaiting != Some(artifact) || e.w.state != State::Pending {
+                continue;
+            }
+            if back {
+                e.awaiting = None;
+                e.not_before = None;
+                let _ = e.w.transition(
+                    State::Scheduled,
+                    format!("artifact {artifact} has a live holder again"),
+                    now_ms(),
+                );
+                self.persist(e).await?;
+                drop(owned);
+                self.wake();
+            } else {
+                e.not_before = Some(Instant::now() + AWAIT_RETRY);
+            }
+        }
         Ok(())
     }
 
@@ -169,7 +212,8 @@ impl Workloads {
             if let Some(parsed) = locus_core::ArtifactId::from_source(run.spec.source.get()) {
                 match self.artifact_source(parsed).await {
                     Ok(source) => run.spec.source = source,
-                    Err(e) => return OpResult::Started(Err(e)),
+                    Err(SourceError::NoHolder(id)) => return OpResult::Awaiting(id),
+                    Err(SourceError::Other(e)) => return OpResult::Started(Err(e)),
                 }
             }
             return OpResult::Started(driver.start(&run).await.map_err(|e| e.to_string()));
@@ -185,10 +229,11 @@ impl Workloads {
     pub(crate) async fn artifact_source(
         &self,
         parsed: Result<locus_core::ArtifactId, locus_core::artifact::ArtifactIdError>,
-    ) -> Result<locus_core::workload::Source, String> {
-        let id = parsed.map_err(|e| e.to_string())?;
+    ) -> Result<locus_core::workload::Source, SourceError> {
+        let id = parsed.map_err(|e| SourceError::Other(e.to_string()))?;
         let path = self.inner.artifacts.local_path(id).await?;
         locus_core::workload::Source::try_from(path.display().to_string())
+            .map_err(SourceError::Other)
     }
 
     pub(crate) async fn complete(&self, id: WorkloadId, op: Op, result: OpResult) {
@@ -232,6 +277,12 @@ impl Workloads {
                 let _ =
                     e.w.transition(State::Failed, format!("could not stop: {reason}"), now);
             }
+            OpResult::Awaiting(artifact) => {
+                e.instance = None;
+                force_state(&mut e.w, State::Pending, awaiting_reason(&artifact), now);
+                e.awaiting = Some(artifact);
+                e.not_before = Some(Instant::now() + AWAIT_RETRY);
+            }
         }
         let _ = op;
         if let Err(err) = self.persist(e).await {
@@ -274,6 +325,16 @@ pub(crate) enum Op {
 pub(crate) enum OpResult {
     Started(Result<Instance, String>),
     Stopped(Result<Exit, String>),
+    /// Not started: no live node holds this source artifact.
+    Awaiting(locus_core::ArtifactId),
+}
+
+/// How often a workload pending for its source artifact looks for a holder.
+pub(crate) const AWAIT_RETRY: Duration = Duration::from_secs(1);
+
+/// The reason a workload shows while it waits for its source artifact.
+pub fn awaiting_reason(id: &locus_core::ArtifactId) -> String {
+    format!("waiting for artifact {id}: no live holder")
 }
 
 /// Wait before the `restarts`-th automatic restart: 0.5 s doubling, at most

@@ -116,6 +116,10 @@ pub struct WorkloadView {
     /// Whether the node answering holds the whole spec: until some node
     /// other than the owner does, the workload cannot fail over.
     pub spec_replicated: bool,
+    /// Whether it can fail over now: its spec is replicated and each `cid:`
+    /// source it starts from has a live copy on a node other than its
+    /// owner.
+    pub failover_ready: bool,
 }
 
 /// Where a workload is owned.
@@ -192,9 +196,24 @@ impl Handover {
 #[async_trait::async_trait]
 pub trait ArtifactSource: Send + Sync + 'static {
     /// Fetch and verify `id` when this node lacks it; the path of its bytes.
-    async fn local_path(&self, id: locus_core::ArtifactId) -> Result<PathBuf, String>;
+    async fn local_path(&self, id: locus_core::ArtifactId) -> Result<PathBuf, SourceError>;
+    /// The live nodes that hold a complete copy of `id` (this one included
+    /// when it does).
+    async fn live_holders(&self, id: locus_core::ArtifactId) -> BTreeSet<NodeId>;
     /// The artifacts the owned workloads start from.
     fn set_in_use(&self, ids: BTreeSet<locus_core::ArtifactId>);
+}
+
+/// Why a `cid:` source could not be made local.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// No live node holds it: the workload waits (as pending) for a holder
+    /// to return instead of failing.
+    #[error("no live node holds artifact {0}")]
+    NoHolder(locus_core::ArtifactId),
+    /// Anything else (a corrupt or refused transfer, no disk room…).
+    #[error("{0}")]
+    Other(String),
 }
 
 /// A lifecycle verb on one workload.
@@ -221,6 +240,8 @@ struct Entry {
     published: Option<WorkloadSummary>,
     /// The spec changed while it ran: restart it.
     restart: bool,
+    /// Pending until a live node holds this source artifact.
+    awaiting: Option<locus_core::ArtifactId>,
 }
 
 impl Owned {
@@ -322,15 +343,7 @@ impl Workloads {
                 .as_deref()
                 .and_then(|i| serde_json::from_str(i).ok());
             known.insert((w.id, w.epoch));
-            let mut e = Entry {
-                w,
-                instance,
-                busy: false,
-                not_before: None,
-                published_spec: None,
-                published: None,
-                restart: false,
-            };
+            let mut e = Entry::new(w, instance);
             adopt_instance(&drivers, &mut e).await;
             entries.insert(e.w.id, e);
         }
@@ -449,6 +462,7 @@ impl Entry {
             published_spec: None,
             published: None,
             restart: false,
+            awaiting: None,
         }
     }
 }

@@ -149,7 +149,10 @@ impl Workloads {
                 .entries
                 .values()
                 .filter(|e| {
-                    e.w.state == State::Pending && e.w.desired == Desired::Running && !e.busy
+                    e.w.state == State::Pending
+                        && e.w.desired == Desired::Running
+                        && !e.busy
+                        && e.awaiting.is_none()
                 })
                 .map(|e| e.w.clone())
                 .collect()

@@ -159,12 +159,28 @@ impl Workloads {
         for s in best.into_values().filter(|s| !s.destroyed) {
             let node = nodes.iter().find(|n| n.id == s.owner);
             let info = node.and_then(|n| n.info.as_ref());
-            let spec_replicated = s.spec_chunks > 0 && replicas.spec(&s).is_some();
+            let spec = (s.spec_chunks > 0).then(|| replicas.spec(&s)).flatten();
+            let spec_replicated = spec.is_some();
+            let failover_ready = match &spec {
+                None => false,
+                Some(spec) => match locus_core::ArtifactId::from_source(spec.source.get()) {
+                    None => true,
+                    Some(Err(_)) => false,
+                    Some(Ok(artifact)) => self
+                        .inner
+                        .artifacts
+                        .live_holders(artifact)
+                        .await
+                        .iter()
+                        .any(|n| *n != s.owner),
+                },
+            };
             out.push(WorkloadView {
                 node_name: info.map(|i| i.name.clone()).unwrap_or_default(),
                 site: info.map(|i| i.site.name.get().clone()).unwrap_or_default(),
                 node_liveness: node.map_or(Liveness::Dead, |n| n.liveness),
                 spec_replicated,
+                failover_ready,
                 summary: s,
             });
         }

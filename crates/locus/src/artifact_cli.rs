@@ -10,16 +10,15 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use locus_artifacts::service::{ArtifactView, FetchEnd, FetchProgress, FetchReport, GcReport};
+use locus_artifacts::service::{
+    ArtifactView, FetchEnd, FetchProgress, FetchReport, GcReport, PutReport,
+};
 use locus_core::ArtifactId;
 use reqwest::Method;
 
 use crate::cli::{ArtifactCommand, ArtifactGetArgs, ArtifactPutArgs};
 use crate::client::Client;
 use crate::{Failure, output, print, url_escape};
-
-/// Bytes read from the file per upload chunk.
-const READ_CHUNK: usize = 256 * 1024;
 
 pub async fn run(client: &Client, json: bool, command: &ArtifactCommand) -> Result<(), Failure> {
     match command {
@@ -118,23 +117,11 @@ async fn put(client: &Client, json: bool, args: &ArtifactPutArgs) -> Result<(), 
     });
     let progress = bar(json, size, "put");
     let p2 = progress.clone();
-    let chunks = futures_util::stream::unfold(file, move |mut f| {
-        let p = p2.clone();
-        async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; READ_CHUNK];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    p.inc(n as u64);
-                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), f))
-                }
-                Err(e) => Some((Err(e), f)),
-            }
-        }
-    });
+    let chunks = locus_artifacts::pipe::file_chunks(file, move |n| p2.inc(n));
     let mut path = format!("/api/v1/artifacts?replicas={}", args.replicas);
+    if args.no_wait {
+        path.push_str("&wait=false");
+    }
     if let Some(n) = &name {
         path.push_str(&format!("&name={}", url_escape(n)));
     }
@@ -146,14 +133,25 @@ async fn put(client: &Client, json: bool, args: &ArtifactPutArgs) -> Result<(), 
         })
         .await;
     progress.finish_and_clear();
-    let view: ArtifactView = response?
+    let report: PutReport = response?
         .json()
         .await
         .context("unexpected answer to the upload")?;
     if json {
-        print(true, &view, render_view)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("cannot show the answer")?
+        );
     } else {
-        println!("{}", view.cid);
+        println!("{}", report.artifact.cid);
+        if (report.copies.len() as u32) < report.wanted {
+            eprintln!(
+                "warning: {} of {} copies are durable; the cluster goes on making the others ({})",
+                report.copies.len(),
+                report.wanted,
+                report.failures.join("; ")
+            );
+        }
     }
     Ok(())
 }

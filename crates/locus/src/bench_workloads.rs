@@ -424,9 +424,7 @@ fn run(args: &WorkloadsBenchArgs, root: &Path) -> anyhow::Result<()> {
         while !c.get(witness, "/api/v1/workloads").is_ok_and(|l| {
             l.as_array().is_some_and(|a| {
                 a.iter().any(|w| {
-                    w["id"] == id.as_str()
-                        && w["state"] == "running"
-                        && w["spec_replicated"] == true
+                    w["id"] == id.as_str() && w["state"] == "running" && w["failover_ready"] == true
                 })
             })
         }) {

@@ -505,9 +505,15 @@ pub struct ThingAddArgs {
 pub struct ArtifactPutArgs {
     /// The file to store.
     pub file: PathBuf,
-    /// Copies the cluster keeps, on distinct sites first (0: this node only).
+    /// Copies the cluster keeps, on distinct sites first (0: this node
+    /// only). The put answers once min(K, live nodes) copies are stored
+    /// and fsynced on distinct nodes, unless --no-wait.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
     pub replicas: u32,
+    /// Answer once this node's copy is stored; the other copies follow
+    /// in the background.
+    #[arg(long)]
+    pub no_wait: bool,
     /// A name for people (default: the file name).
     #[arg(long)]
     pub name: Option<String>,

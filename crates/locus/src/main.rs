@@ -301,17 +301,7 @@ fn render_devices(devices: &[Device]) -> String {
     output::table(&["ID", "BUS", "VENDOR:PRODUCT", "NAME", "DETAIL"], &rows)
 }
 
-/// Percent-encode a path or query component.
-pub(crate) fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub(crate) use locus_core::url_escape;
 
 /// `locus verify BUNDLE --key KEY`: offline, no node needed.
 fn verify(args: &cli::VerifyArgs, json: bool) -> Result<(), Failure> {

@@ -5,6 +5,7 @@
 //! a multi-GB transfer with flat memory, and workloads started from CIDs.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -531,7 +532,7 @@ fn workloads_start_from_artifacts_fetched_on_the_node_that_runs_them() {
     );
     ok(&cli(&m1.agent, &["rm", "--force", "box"]));
 
-    // A CID no node holds: the workload fails and says why.
+    // A CID no node holds: the workload waits as pending and says why.
     let missing = locus_core::ArtifactId::of(b"no node holds this").to_string();
     let spec = dir.path().join("ghost.toml");
     std::fs::write(
@@ -540,13 +541,13 @@ fn workloads_start_from_artifacts_fetched_on_the_node_that_runs_them() {
     )
     .unwrap();
     ok(&cli(&m1.agent, &["run", spec.to_str().unwrap()]));
+    let want = format!("waiting for artifact {missing}: no live holder");
     wait_until(
-        "the ghost fails with the reason",
+        "the ghost waits with the reason",
         Duration::from_secs(30),
         || {
-            get_json(&m1.agent, "/api/v1/workloads/ghost")["reason"]
-                .as_str()
-                .is_some_and(|r| r.contains("no live node holds artifact"))
+            let w = get_json(&m1.agent, "/api/v1/workloads/ghost");
+            w["state"] == "pending" && w["reason"] == want.as_str()
         },
     );
     ok(&cli(&m1.agent, &["rm", "--force", "sleeper"]));
@@ -653,4 +654,205 @@ fn a_download_abandoned_when_its_only_holder_dies_is_collected() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["discarded_partials"], serde_json::json!([cid]), "{v}");
     assert!(!partial.exists());
+}
+
+/// `/bin/sleep` followed by `pad` bytes (an ELF runs whatever trails it):
+/// an executable big enough that no peer can copy it in the first
+/// moments after its put.
+fn padded_sleep(path: &Path, pad: u64) -> String {
+    let mut bytes = std::fs::read("/bin/sleep").unwrap();
+    let tail = noise(pad);
+    bytes.extend_from_slice(&tail);
+    std::fs::write(path, &bytes).unwrap();
+    locus_core::ArtifactId::of(&bytes).to_string()
+}
+
+fn noise(len: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn workload(agent: &Agent, name: &str) -> Option<Value> {
+    let list = http().get(agent.url("/api/v1/workloads")).send().ok()?;
+    let list: Value = list.json().ok()?;
+    list.as_array()?.iter().find(|w| w["name"] == name).cloned()
+}
+
+/// Three members on three sites; the workload `name` runs `cid` (not yet
+/// uploaded) and waits as pending for it on some node, which is returned
+/// with the others.
+fn pending_on_its_owner(
+    dir: &Path,
+    base: usize,
+    name: &str,
+    cid: &str,
+) -> (Member, Vec<Member>, Vec<SocketAddr>) {
+    let m1 = member(dir, base, "a", &[]);
+    let seeds = [m1.gossip];
+    let m2 = member(dir, base + 1, "b", &seeds);
+    let m3 = member(dir, base + 2, "c", &seeds);
+    wait_cluster(&[&m1, &m2, &m3], 3);
+    let gossips = vec![m1.gossip, m2.gossip, m3.gossip];
+    let spec = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"{name}\"\nkind = \"process\"\nsource = \"cid:{cid}\"\nargs = [\"300\"]\nstop_timeout_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    ok(&cli(&m1.agent, &["run", spec.to_str().unwrap()]));
+    let want = format!("waiting for artifact {cid}: no live holder");
+    let mut owner = String::new();
+    wait_until(
+        "the workload waits as pending for its artifact, its spec replicated",
+        Duration::from_secs(60),
+        || {
+            let Some(w) = workload(&m1.agent, name) else {
+                return false;
+            };
+            assert_ne!(w["state"], "failed", "{w}");
+            owner = w["node_name"].as_str().unwrap_or_default().to_owned();
+            w["state"] == "pending"
+                && w["reason"] == want.as_str()
+                && w["spec_replicated"] == true
+                && w["failover_ready"] == false
+        },
+    );
+    let mut all = vec![m1, m2, m3];
+    let i = all.iter().position(|m| m.name == owner).unwrap();
+    let x = all.remove(i);
+    (x, all, gossips)
+}
+
+/// The issue a durable put settles: the uploader is SIGKILLed at once
+/// after the put answers, before any replication pass could have run; the
+/// workload that needs the artifact was owned by the uploader and runs on
+/// another node from a copy the put waited for.
+#[test]
+fn a_durable_put_survives_its_uploader_killed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app");
+    let cid = padded_sleep(&file, 64 << 20);
+    let (mut x, others, _) = pending_on_its_owner(dir.path(), 91, "durable", &cid);
+
+    let text = ok(&cli(
+        &x.agent,
+        &[
+            "--json",
+            "artifact",
+            "put",
+            file.to_str().unwrap(),
+            "--replicas",
+            "3",
+        ],
+    ));
+    x.agent.signal(Signal::SIGKILL);
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["cid"], cid.as_str(), "{report}");
+    assert_eq!(report["wanted"], 3, "{report}");
+    assert_eq!(report["copies"].as_array().unwrap().len(), 3, "{report}");
+    for m in &others {
+        assert!(
+            same_file(&blob_path(&m.agent, &cid), &file),
+            "{} holds a whole copy when the put answers",
+            m.name
+        );
+    }
+    x.agent.wait_exit(Duration::from_secs(10));
+
+    let took = wait_until(
+        "the workload runs on another node",
+        Duration::from_secs(60),
+        || {
+            workload(&others[0].agent, "durable").is_some_and(|w| {
+                assert_ne!(w["state"], "failed", "{w}");
+                w["state"] == "running" && w["node_name"] != x.name.as_str()
+            })
+        },
+    );
+    eprintln!("running elsewhere {took:?} after the uploader's SIGKILL");
+    let w = workload(&others[0].agent, "durable").unwrap();
+    assert_eq!(w["failover_ready"], true, "{w}");
+}
+
+/// Without waiting, the uploader's copy is the only one when it dies: the
+/// workload waits as pending with the reason (never failed) and runs once
+/// the uploader is back.
+#[test]
+fn a_put_that_does_not_wait_leaves_the_workload_pending_until_its_holder_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app");
+    let cid = padded_sleep(&file, 64 << 20);
+    let (mut x, others, gossips) = pending_on_its_owner(dir.path(), 94, "eager", &cid);
+
+    let text = ok(&cli(
+        &x.agent,
+        &[
+            "--json",
+            "artifact",
+            "put",
+            file.to_str().unwrap(),
+            "--replicas",
+            "3",
+            "--no-wait",
+        ],
+    ));
+    x.agent.signal(Signal::SIGKILL);
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["copies"].as_array().unwrap().len(), 1, "{report}");
+    x.agent.wait_exit(Duration::from_secs(10));
+
+    let want = format!("waiting for artifact {cid}: no live holder");
+    wait_until(
+        "another node adopts the workload and waits for the artifact",
+        Duration::from_secs(60),
+        || {
+            workload(&others[0].agent, "eager").is_some_and(|w| {
+                assert_ne!(w["state"], "failed", "{w}");
+                w["state"] == "pending"
+                    && w["reason"] == want.as_str()
+                    && w["node_name"] != x.name.as_str()
+            })
+        },
+    );
+    // It stays pending, not failed, while no holder is live.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let w = workload(&others[0].agent, "eager").unwrap();
+        assert_eq!(w["state"], "pending", "{w}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The uploader returns with its copy: the workload starts.
+    let i: usize = x.name.trim_start_matches('w').parse().unwrap();
+    let site = ["a", "b", "c"][i - 94];
+    let back = member_on_with(
+        dir.path(),
+        i,
+        site,
+        &gossips,
+        gossips[i - 94],
+        x.agent.addr,
+        &[],
+    );
+    let took = wait_until(
+        "the workload runs once the holder is back",
+        Duration::from_secs(60),
+        || {
+            workload(&others[0].agent, "eager").is_some_and(|w| {
+                assert_ne!(w["state"], "failed", "{w}");
+                w["state"] == "running"
+            })
+        },
+    );
+    eprintln!("running {took:?} after the holder returned");
+    drop(back);
 }

@@ -138,6 +138,21 @@ impl Artifacts {
         out
     }
 
+    /// The live nodes holding a complete copy of `id`, as their holder
+    /// records say (this node included when it holds one).
+    pub async fn live_holders(&self, id: &ArtifactId) -> BTreeSet<NodeId> {
+        let mut out: BTreeSet<NodeId> = self
+            .holders()
+            .await
+            .remove(id)
+            .map(|h| h.nodes.into_keys().collect())
+            .unwrap_or_default();
+        if self.inner.blobs.size(id).is_some() {
+            out.insert(self.inner.me);
+        }
+        out
+    }
+
     /// One replication pass: fetch what this node is named to hold.
     pub async fn repair(&self) {
         let nodes = self.cluster().await;

@@ -40,6 +40,9 @@ use crate::table::{ArtifactTable, StoredArtifact};
 mod collect;
 mod fetch;
 mod holders;
+mod push;
+
+pub use push::{PUSH_ROUNDS, PutReport};
 
 use holders::Held;
 use serde::{Deserialize, Serialize};
@@ -349,19 +352,55 @@ impl Artifacts {
     }
 
     /// Store an upload read from `input`. The uploader's copy is pinned.
+    /// With `wait`, the answer comes once `min(replicas, live nodes)`
+    /// copies are durable (see `push`); without, once this node's is, and
+    /// the replication pass makes the others.
     pub async fn put(
         &self,
         input: StreamReader,
         declared: Option<u64>,
         name: Option<String>,
         replicas: u32,
-    ) -> Result<ArtifactView, ArtifactsError> {
+        wait: bool,
+    ) -> Result<PutReport, ArtifactsError> {
         check_name(name.as_deref())?;
-        if replicas > MAX_REPLICAS {
-            return Err(ArtifactsError::Invalid(format!(
-                "replicas {replicas} is out of range 0..={MAX_REPLICAS}"
-            )));
-        }
+        check_replicas(replicas)?;
+        let got = self.ingest(input, declared).await?;
+        let now = now_ms();
+        self.inner
+            .store
+            .put_artifact(StoredArtifact {
+                cid: got.id.to_string(),
+                size: got.size,
+                name: name.clone(),
+                pinned: true,
+                replicas,
+                added_at_ms: now,
+                used_at_ms: now,
+            })
+            .await?;
+        self.publish().await;
+        tracing::info!(artifact = %got.id, size = got.size, replicas, "artifact stored");
+        let (copies, wanted, failures) = if wait && replicas > 1 {
+            self.push_copies(got.id, got.size, name, replicas).await
+        } else {
+            (vec![self.inner.me], 1, Vec::new())
+        };
+        self.inner.wake.notify_one();
+        Ok(PutReport {
+            artifact: self.stat(&got.id).await?,
+            copies,
+            wanted,
+            failures,
+        })
+    }
+
+    /// Make room for and store bytes read from `input`, fsynced.
+    async fn ingest(
+        &self,
+        input: StreamReader,
+        declared: Option<u64>,
+    ) -> Result<crate::Ingested, ArtifactsError> {
         if let Some(n) = declared {
             self.make_room(n).await?;
         }
@@ -376,23 +415,7 @@ impl Artifacts {
                 return Err(e);
             }
         }
-        let now = now_ms();
-        self.inner
-            .store
-            .put_artifact(StoredArtifact {
-                cid: got.id.to_string(),
-                size: got.size,
-                name,
-                pinned: true,
-                replicas,
-                added_at_ms: now,
-                used_at_ms: now,
-            })
-            .await?;
-        self.publish().await;
-        self.inner.wake.notify_one();
-        tracing::info!(artifact = %got.id, size = got.size, replicas, "artifact stored");
-        self.stat(&got.id).await
+        Ok(got)
     }
 
     /// Every artifact held here, least recently used first.
@@ -577,6 +600,15 @@ fn check_name(name: Option<&str>) -> Result<(), ArtifactsError> {
     {
         return Err(ArtifactsError::Invalid(format!(
             "name {n:?} must be 1 to {MAX_NAME} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_replicas(replicas: u32) -> Result<(), ArtifactsError> {
+    if replicas > MAX_REPLICAS {
+        return Err(ArtifactsError::Invalid(format!(
+            "replicas {replicas} is out of range 0..={MAX_REPLICAS}"
         )));
     }
     Ok(())
