@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::bench_workloads::{Cluster, in_scratch_dir, rss, stats};
-use crate::cli::ArtifactsBenchArgs;
+use crate::cli::{ArtifactsBenchArgs, PutsBenchArgs};
 
 const MIB: u64 = 1 << 20;
 
@@ -51,18 +51,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Upload `file` to agent `i` with curl (a client nobody here wrote, which
 /// streams the file with its Content-Length); its CID.
 fn upload(c: &Cluster, i: usize, file: &Path) -> anyhow::Result<String> {
+    let v = upload_with(c, i, file, "")?;
+    Ok(v["cid"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Upload `file` to agent `i` with a query (`?replicas=…`); the answer.
+fn upload_with(c: &Cluster, i: usize, file: &Path, query: &str) -> anyhow::Result<Value> {
     let out = Command::new("curl")
         .args(["-sS", "--fail-with-body", "-X", "POST", "-T"])
         .arg(file)
         .args(["-H", "Content-Type: application/octet-stream"])
-        .arg(c.url(i, "/api/v1/artifacts"))
+        .arg(c.url(i, &format!("/api/v1/artifacts{query}")))
         .output()
         .context("cannot run curl")?;
     if !out.status.success() {
         bail!("upload: {}", String::from_utf8_lossy(&out.stdout));
     }
-    let v: Value = serde_json::from_slice(&out.stdout)?;
-    Ok(v["cid"].as_str().unwrap_or_default().to_owned())
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn fetch(c: &Cluster, i: usize, cid: &str) -> anyhow::Result<Value> {
@@ -481,6 +486,78 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
             "rss_after_mb": [idle.0 as f64 / MIB as f64, idle.1 as f64 / MIB as f64],
             "target_growth_mb": 32,
         },
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// `locus bench puts`: how long a durable put takes, by size and K.
+pub fn puts(args: &PutsBenchArgs) -> anyhow::Result<()> {
+    in_scratch_dir(&args.dir, |root| run_puts(args, root))
+}
+
+fn run_puts(args: &PutsBenchArgs, root: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let n = args.agents as usize;
+    eprintln!("starting {n} agents, one per site…");
+    std::fs::create_dir_all(root.join("agents"))?;
+    let c = Cluster::start(&exe, &root.join("agents"), n)?;
+    let file = root.join("put.bin");
+    let mut cases = Vec::new();
+    let mut seed = 1u64;
+    for &size_mb in &args.sizes_mb {
+        // With --no-wait the largest K shows what waiting costs.
+        let mut ks: Vec<(u32, bool)> = args.replicas.iter().map(|k| (*k, true)).collect();
+        if let Some(top) = args.replicas.iter().max() {
+            ks.push((*top, false));
+        }
+        for (k, wait) in ks {
+            let mut ms = Vec::new();
+            let mut copies = Vec::new();
+            for _ in 0..args.runs {
+                // Fresh bytes each run: a node that holds them answers a
+                // push at once.
+                seed += 1;
+                write_content(&file, size_mb * MIB, seed)?;
+                let t = Instant::now();
+                let v = upload_with(&c, 0, &file, &format!("?replicas={k}&wait={wait}"))?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let got = v["copies"].as_array().map_or(0, Vec::len);
+                let wanted = v["wanted"].as_u64().unwrap_or(0) as usize;
+                if got < wanted {
+                    bail!("a put of {size_mb} MiB with K={k} confirmed {got} of {wanted} copies: {v}");
+                }
+                copies.push(got);
+            }
+            let s = stats(ms);
+            eprintln!(
+                "  {size_mb} MiB, K={k}{}: p50 {:.1} ms, p99 {:.1} ms",
+                if wait { "" } else { " --no-wait" },
+                s.p50_ms,
+                s.p99_ms
+            );
+            cases.push(json!({
+                "size_mb": size_mb,
+                "replicas": k,
+                "wait": wait,
+                "copies_confirmed": copies,
+                "latency": s,
+                "mb_per_s_p50": size_mb as f64 / (s.p50_ms / 1e3),
+            }));
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    let report = json!({
+        "bench": "puts",
+        "agents": n,
+        "sites": n,
+        "client": "curl, streaming the file with its Content-Length, on loopback",
+        "cases": cases,
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");

@@ -276,6 +276,9 @@ pub enum BenchCommand {
     /// Put throughput, peer get throughput against plain file servers,
     /// fan-out to many nodes and RSS during a multi-GB transfer.
     Artifacts(ArtifactsBenchArgs),
+    /// Latency of a durable put (`--replicas K`) by size and K, on real
+    /// agents.
+    Puts(PutsBenchArgs),
     /// MQTT ingest with durability and sealing on (readings/s, publish →
     /// PUBACK latency, bytes per reading), and proof generation and
     /// verification rates.
@@ -336,6 +339,28 @@ pub struct ArtifactsBenchArgs {
     #[arg(long, default_value_t = 4)]
     pub rss_gb: u64,
     /// Where the test files and agents live (needs about 3 × rss-gb free).
+    #[arg(long, default_value = "target")]
+    pub dir: PathBuf,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PutsBenchArgs {
+    /// Agents to start on loopback, each on its own site.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub agents: u16,
+    /// Artifact sizes, MiB.
+    #[arg(long, value_delimiter = ',', default_value = "1,256")]
+    pub sizes_mb: Vec<u64>,
+    /// Copies asked for.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub replicas: Vec<u32>,
+    /// Puts of each size and K (the median and p99 are reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Where the test files and agents live.
     #[arg(long, default_value = "target")]
     pub dir: PathBuf,
     /// Also write the JSON here.

@@ -52,6 +52,9 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Artifacts(args)) => {
             bench_artifacts::artifacts(&args).map_err(Failure::Failed)
         }
+        Command::Bench(BenchCommand::Puts(args)) => {
+            bench_artifacts::puts(&args).map_err(Failure::Failed)
+        }
         Command::Bench(BenchCommand::Things(args)) => {
             bench_things::things(&args).map_err(Failure::Failed)
         }
