@@ -540,6 +540,7 @@ async fn refresh_inventory(
 async fn drivers(node: NodeId) -> Vec<Arc<dyn locus_runtime::Driver>> {
     use locus_runtime::Driver;
     let mut out: Vec<Arc<dyn Driver>> = Vec::new();
+    #[cfg(feature = "wasm")]
     match locus_runtime::wasm::WasmDriver::new() {
         Ok(d) => out.push(Arc::new(d)),
         Err(e) => tracing::warn!(error = %e, "the wasm driver is not available"),

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+#[cfg(feature = "swagger-ui")]
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
@@ -133,8 +134,20 @@ fn finish(api: &mut utoipa::openapi::OpenApi) {
 pub fn router(node: Arc<Node>) -> Router {
     let (routes, mut api) = api_router().split_for_parts();
     finish(&mut api);
+    #[cfg(feature = "swagger-ui")]
+    let routes = routes.merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api));
+    #[cfg(not(feature = "swagger-ui"))]
+    let routes = {
+        let api = Arc::new(api);
+        routes.route(
+            OPENAPI_PATH,
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { axum::Json(api.as_ref().clone()) }
+            }),
+        )
+    };
     routes
-        .merge(SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, api))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(node.clone(), record_metrics))

@@ -14,6 +14,7 @@
 pub mod container;
 pub mod logs;
 pub mod process;
+#[cfg(feature = "wasm")]
 pub mod wasm;
 
 use std::path::PathBuf;
