@@ -1,7 +1,7 @@
 //! The counters of the device doors (MQTT, LwM2M), registered in the
 //! node's registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// What the device doors count.
 #[derive(Clone)]
@@ -29,6 +29,12 @@ pub struct ThingMetrics {
     pub lwm2m_registrations: IntGauge,
     /// Finished bootstraps, by result (ok, failed).
     pub lwm2m_bootstraps: IntCounterVec,
+    /// DTLS datagrams and handshakes refused, by role (server, bootstrap)
+    /// and reason (bad_record, no_session, too_many_sessions, busy,
+    /// unknown_identity, wrong_key, timeout, failed).
+    pub lwm2m_dtls_refused: IntCounterVec,
+    /// DTLS sessions established now, by role.
+    pub lwm2m_dtls_sessions: IntGaugeVec,
 }
 
 impl ThingMetrics {
@@ -105,6 +111,22 @@ impl ThingMetrics {
             &["result"],
         )?;
         registry.register(Box::new(lwm2m_bootstraps.clone()))?;
+        let lwm2m_dtls_refused = IntCounterVec::new(
+            Opts::new(
+                "locus_lwm2m_dtls_refused_total",
+                "DTLS datagrams and handshakes refused on the coaps sockets, by role and reason.",
+            ),
+            &["role", "reason"],
+        )?;
+        registry.register(Box::new(lwm2m_dtls_refused.clone()))?;
+        let lwm2m_dtls_sessions = IntGaugeVec::new(
+            Opts::new(
+                "locus_lwm2m_dtls_sessions",
+                "DTLS sessions established on the coaps sockets, by role.",
+            ),
+            &["role"],
+        )?;
+        registry.register(Box::new(lwm2m_dtls_sessions.clone()))?;
         Ok(ThingMetrics {
             thing_readings,
             thing_malformed,
@@ -116,6 +138,8 @@ impl ThingMetrics {
             lwm2m_readings,
             lwm2m_registrations,
             lwm2m_bootstraps,
+            lwm2m_dtls_refused,
+            lwm2m_dtls_sessions,
         })
     }
 }
