@@ -872,6 +872,17 @@ refresh_secs = 10
             .expect("examples/locus.toml must parse");
         assert_eq!(c.site.name.get(), "garden");
         assert_eq!(c.api_addr().to_string(), DEFAULT_API_ADDR);
+        assert_eq!(c.lwm2m_dtls_addr().to_string(), "127.0.0.1:5684");
+        assert_eq!(c.lwm2m_bootstrap_dtls_addr().to_string(), "127.0.0.1:5784");
+    }
+
+    #[test]
+    fn the_coaps_listeners_default_to_5684_and_5784() {
+        let c = Config::from_toml_str("").expect("empty config");
+        assert_eq!(c.lwm2m_dtls_addr().to_string(), "127.0.0.1:5684");
+        assert_eq!(c.lwm2m_bootstrap_dtls_addr().to_string(), "127.0.0.1:5784");
+        let c = Config::from_toml_str("[listen]\nlwm2m_dtls = \"0.0.0.0:0\"\n").expect("valid");
+        assert_eq!(c.lwm2m_dtls_addr().to_string(), "0.0.0.0:0");
     }
 
     #[test]

@@ -808,6 +808,7 @@ async fn a_lost_server_flight_is_sent_again() {
         "no retransmission"
     );
     let waited = started.elapsed();
+    eprintln!("the lost ServerHello flight came again after {waited:?}");
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
     let again = c.stream.get_ref().inbox.back().unwrap().clone();
     assert_eq!(record_kinds(&again)[0].1, 2, "a ServerHello again");
