@@ -21,7 +21,9 @@ pub struct ThingMetrics {
     /// read, by socket.
     pub lwm2m_malformed_payloads: IntCounterVec,
     /// Register requests refused, by reason (invalid, unknown,
-    /// not_managed, full).
+    /// not_managed, full; and for the security binding psk_required,
+    /// wrong_identity, which also count refused Bootstrap-Requests,
+    /// Updates and De-registers).
     pub lwm2m_rejected_registrations: IntCounterVec,
     /// Readings stored from LWM2M notifications and reads.
     pub lwm2m_readings: IntCounter,
@@ -88,7 +90,7 @@ impl ThingMetrics {
         let lwm2m_rejected_registrations = IntCounterVec::new(
             Opts::new(
                 "locus_lwm2m_rejected_registrations_total",
-                "LWM2M Register requests refused, by reason.",
+                "LWM2M Register requests refused, by reason (psk_required and wrong_identity also count Bootstrap-Requests, Updates and De-registers refused by the security binding).",
             ),
             &["reason"],
         )?;
