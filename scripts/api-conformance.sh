@@ -15,7 +15,7 @@ gossip=$(python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.b
 bin=$(realpath "$bin")
 # From a scratch directory, so that a generated relative `source` cannot name
 # a file of the repository.
-(cd "$data" && exec "$bin" agent --data-dir "$data/node" --listen "127.0.0.1:$port" --gossip "127.0.0.1:$gossip" --mqtt 127.0.0.1:0 --lwm2m 127.0.0.1:0 --lwm2m-bootstrap 127.0.0.1:0) >"$data/agent.log" 2>&1 &
+(cd "$data" && exec "$bin" agent --data-dir "$data/node" --listen "127.0.0.1:$port" --gossip "127.0.0.1:$gossip" --mqtt 127.0.0.1:0 --lwm2m 127.0.0.1:0 --lwm2m-bootstrap 127.0.0.1:0 --lwm2m-dtls 127.0.0.1:0 --lwm2m-bootstrap-dtls 127.0.0.1:0) >"$data/agent.log" 2>&1 &
 pid=$!
 cleanup() {
     status=$?

@@ -10,6 +10,18 @@ step() { printf '\n==> %s\n' "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+step "OpenSSL for DTLS (Debian's libssl-dev and pkg-config, which the openssl crate links against)"
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists openssl; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
+step "autotools for DTLSSocket (tinydtls, aiocoap's DTLS client transport), built from source by pip"
+if ! command -v autoreconf >/dev/null || ! command -v libtoolize >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq autoconf automake libtool >/dev/null
+fi
+
 step "python tools for the conformance run and the real-client tests (venv in target/pyenv)"
 if [ ! -x target/pyenv/bin/schemathesis ] || ! cmp -s scripts/requirements-test.txt target/pyenv/.requirements; then
     mkdir -p target
@@ -22,6 +34,12 @@ step "MQTT peers for the thing tests (Debian's mosquitto and mosquitto-clients)"
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null || ! command -v mosquitto >/dev/null; then
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+fi
+
+step "a CoAP client over DTLS for the LwM2M DTLS tests (Debian's libcoap3-bin: coap-client-gnutls)"
+if ! command -v coap-client-gnutls >/dev/null || ! command -v coap-client-notls >/dev/null; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin >/dev/null
 fi
 
 step "cargo fmt --check"

@@ -266,6 +266,10 @@ impl Node {
                         settings.config.lwm2m_addr(),
                         settings.config.lwm2m_bootstrap_addr(),
                     )
+                    .dtls(
+                        settings.config.lwm2m_dtls_addr(),
+                        settings.config.lwm2m_bootstrap_dtls_addr(),
+                    )
                 }),
                 advertise: advertise.ip(),
             },
@@ -412,6 +416,8 @@ impl Node {
             mqtt_addr: self.doors.endpoints().mqtt.clone(),
             lwm2m_addr: self.doors.endpoints().lwm2m.clone(),
             lwm2m_bootstrap_addr: self.doors.endpoints().bootstrap.clone(),
+            lwm2m_dtls_addr: self.doors.endpoints().lwm2m_dtls.clone(),
+            lwm2m_bootstrap_dtls_addr: self.doors.endpoints().bootstrap_dtls.clone(),
             seeds: self
                 .settings
                 .config

@@ -127,6 +127,21 @@ impl Config {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5783)))
     }
 
+    /// The LwM2M server's DTLS (coaps) listen address, or the default.
+    pub fn lwm2m_dtls_addr(&self) -> SocketAddr {
+        self.listen
+            .lwm2m_dtls
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5684)))
+    }
+
+    /// The LwM2M bootstrap server's DTLS (coaps) listen address, or the
+    /// default.
+    pub fn lwm2m_bootstrap_dtls_addr(&self) -> SocketAddr {
+        self.listen
+            .lwm2m_bootstrap_dtls
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5784)))
+    }
+
     /// The gossip address peers reach this node at: `gossip_advertise`, or
     /// the listen address when it is a concrete one.
     pub fn gossip_advertise_addr(&self) -> Result<SocketAddr, String> {
@@ -318,6 +333,14 @@ pub struct ListenConfig {
     /// LwM2M bootstrap server (CoAP over UDP), default `127.0.0.1:5783`.
     #[schema(value_type = Option<String>, example = "0.0.0.0:5783")]
     pub lwm2m_bootstrap: Option<SocketAddr>,
+    /// LwM2M server over DTLS 1.2 with PSK (coaps), default
+    /// `127.0.0.1:5684`; port 0 picks a free port.
+    #[schema(value_type = Option<String>, example = "0.0.0.0:5684")]
+    pub lwm2m_dtls: Option<SocketAddr>,
+    /// LwM2M bootstrap server over DTLS 1.2 with PSK (coaps), default
+    /// `127.0.0.1:5784`; port 0 picks a free port.
+    #[schema(value_type = Option<String>, example = "0.0.0.0:5784")]
+    pub lwm2m_bootstrap_dtls: Option<SocketAddr>,
 }
 
 /// Which device servers the node runs.
@@ -327,7 +350,8 @@ pub struct ThingsConfig {
     /// Run the embedded MQTT broker (default true).
     #[serde(default = "on")]
     pub mqtt: bool,
-    /// Run the LwM2M server and bootstrap server (default true).
+    /// Run the LwM2M server and bootstrap server, over CoAP and over DTLS
+    /// (default true).
     #[serde(default = "on")]
     pub lwm2m: bool,
     /// An external MQTT broker to take readings from instead of running
@@ -848,6 +872,17 @@ refresh_secs = 10
             .expect("examples/locus.toml must parse");
         assert_eq!(c.site.name.get(), "garden");
         assert_eq!(c.api_addr().to_string(), DEFAULT_API_ADDR);
+        assert_eq!(c.lwm2m_dtls_addr().to_string(), "127.0.0.1:5684");
+        assert_eq!(c.lwm2m_bootstrap_dtls_addr().to_string(), "127.0.0.1:5784");
+    }
+
+    #[test]
+    fn the_coaps_listeners_default_to_5684_and_5784() {
+        let c = Config::from_toml_str("").expect("empty config");
+        assert_eq!(c.lwm2m_dtls_addr().to_string(), "127.0.0.1:5684");
+        assert_eq!(c.lwm2m_bootstrap_dtls_addr().to_string(), "127.0.0.1:5784");
+        let c = Config::from_toml_str("[listen]\nlwm2m_dtls = \"0.0.0.0:0\"\n").expect("valid");
+        assert_eq!(c.lwm2m_dtls_addr().to_string(), "0.0.0.0:0");
     }
 
     #[test]

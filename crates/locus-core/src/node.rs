@@ -37,6 +37,10 @@ pub struct NodeStatus {
     pub lwm2m_addr: Option<String>,
     /// Address of the LwM2M bootstrap server, when it runs.
     pub lwm2m_bootstrap_addr: Option<String>,
+    /// Address of the LwM2M server over DTLS (coaps), when it runs.
+    pub lwm2m_dtls_addr: Option<String>,
+    /// Address of the LwM2M bootstrap server over DTLS (coaps), when it runs.
+    pub lwm2m_bootstrap_dtls_addr: Option<String>,
     /// Gossip addresses of the seeds the node joins through.
     pub seeds: Vec<String>,
     /// What powers the node.

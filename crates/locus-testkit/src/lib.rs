@@ -196,7 +196,13 @@ pub fn locus(args: &[&str]) -> Output {
 /// Device servers (MQTT, LwM2M) on free ports unless the test names them,
 /// so that agents of parallel tests never compete for 1883 or 5683.
 pub fn any_device_ports(cmd: &mut Command, extra: &[&str]) {
-    for flag in ["--mqtt", "--lwm2m", "--lwm2m-bootstrap"] {
+    for flag in [
+        "--mqtt",
+        "--lwm2m",
+        "--lwm2m-bootstrap",
+        "--lwm2m-dtls",
+        "--lwm2m-bootstrap-dtls",
+    ] {
         if !extra.contains(&flag) {
             cmd.args([flag, "127.0.0.1:0"]);
         }

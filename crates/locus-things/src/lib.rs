@@ -3,8 +3,9 @@
 //! Things (IoT devices): the registry of the things this node manages and
 //! the directory of every thing in the cluster, and the doors devices come
 //! through — an embedded MQTT broker (or a client of an external one), the
-//! LwM2M bootstrap server and LwM2M server over CoAP, and commands (MQTT,
-//! LwM2M, HTTP/EdgeX) that reach a thing on its own protocol.
+//! LwM2M bootstrap server and LwM2M server over CoAP and over CoAP with
+//! DTLS, and commands (MQTT, LwM2M, HTTP/EdgeX) that reach a thing on its
+//! own protocol.
 //!
 //! Owns: the `things` table of the store, the `thing/<name>` and `iot`
 //! records on the fabric, MQTT sessions and LwM2M registrations, the
@@ -42,7 +43,8 @@ pub struct DoorsSetup {
     pub upstream: Option<BrokerUrl>,
     /// Where the embedded MQTT broker listens; `None`: no broker.
     pub mqtt: Option<SocketAddr>,
-    /// Where the LwM2M server and bootstrap server listen; `None`: no LwM2M.
+    /// Where the LwM2M server and bootstrap server listen (CoAP and DTLS);
+    /// `None`: no LwM2M.
     pub lwm2m: Option<lwm2m::Settings>,
     /// The address devices reach this node at when a door binds a wildcard.
     pub advertise: std::net::IpAddr,
@@ -132,6 +134,8 @@ impl Doors {
             },
             lwm2m: lwm2m.as_ref().map(|l| reachable(l.server_addr())),
             bootstrap: lwm2m.as_ref().map(|l| reachable(l.bootstrap_addr())),
+            lwm2m_dtls: lwm2m.as_ref().map(|l| reachable(l.server_dtls_addr())),
+            bootstrap_dtls: lwm2m.as_ref().map(|l| reachable(l.bootstrap_dtls_addr())),
         };
         things.publish_endpoints(&endpoints).await;
         let commands = Commands {

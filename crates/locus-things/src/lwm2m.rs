@@ -1,14 +1,18 @@
-//! LwM2M 1.0 over CoAP (UDP): the node's bootstrap server and LwM2M
-//! server for the things it knows.
+//! LwM2M 1.0 and 1.1 over CoAP (UDP) and over CoAP with DTLS 1.2 and a
+//! pre-shared key (coaps): the node's bootstrap server and LwM2M server for
+//! the things it knows.
 //!
-//! Two UDP sockets, each a CoAP endpoint ([`coap`], on `coap-lite`):
+//! Four sockets, each a CoAP endpoint ([`coap`], on `coap-lite`): each
+//! server on plain UDP and on DTLS ([`dtls`], OpenSSL), with the same code
+//! above the transport:
 //!
 //! - the **bootstrap server** answers `POST /bs?ep=NAME` from a client whose
 //!   endpoint name is an LWM2M thing anywhere in the cluster with 2.04, then
 //!   configures the client, in order and each confirmed before the next:
-//!   Delete `/0`, Delete `/1`, Write `/0/0` (a Security instance naming the
-//!   LWM2M server of the thing's manager node, NoSec or PSK), Write `/1/0`
-//!   (a Server instance: short server id, lifetime, binding `U`), then
+//!   Delete `/0`, Delete `/1`, Bootstrap-Discover `/0`, Write of a Security
+//!   instance naming the LWM2M server of the thing's manager node (NoSec
+//!   and `coap://`, or PSK and the `coaps://` server), Write `/1/0` (a
+//!   Server instance: short server id, lifetime, binding `U`), then
 //!   Bootstrap-Finish (`POST /bs`);
 //! - the **LWM2M server** takes Register (`POST /rd`), Update
 //!   (`POST /rd/<id>`) and De-register (`DELETE /rd/<id>`) from the things
@@ -20,23 +24,33 @@
 //!   [`Lwm2m::read`], [`Lwm2m::write`], [`Lwm2m::execute`] and
 //!   [`Lwm2m::rebootstrap`] (Execute `/1/0/9`, Bootstrap-Request Trigger).
 //!
-//! Which things exist, where their manager is and what their resources are
-//! comes from a [`Lwm2mDirectory`], which the thing registry implements.
+//! A client over DTLS is the PSK identity its session authenticated: it is
+//! served only as the thing with that identity, a thing with a PSK is
+//! served only over DTLS (it would be handed its key, or act as itself,
+//! without one), and a registration is updated or ended only over the kind
+//! of session it was made over. Everything the servers send a client
+//! (observations, commands, the bootstrap's requests) goes over the session
+//! it came from.
 //!
-//! Owns: the two sockets, the registrations (by id, with their client
-//! address and the thing they belong to), the observations (by token), the
-//! bootstraps in progress and a short history of finished ones.
+//! Which things exist, where their manager is, what their resources and
+//! keys are comes from a [`Lwm2mDirectory`], which the thing registry
+//! implements.
+//!
+//! Owns: the four sockets, the registrations (by id, with their client
+//! address, its PSK identity over DTLS, and the thing they belong to), the
+//! observations (by token), the bootstraps in progress and a short history
+//! of finished ones.
 //!
 //! Must never: decide which node manages a thing (the directory says),
 //! acknowledge a notification before its reading is stored, wait without a
 //! timeout on a client, hold more than the named limits below, parse CoAP,
-//! TLV or link format by hand (coap-lite and `locus_iot::lwm2m` do), or
-//! crash on anything a client sends. It does not speak DTLS: a thing with
-//! PSK credentials is bootstrapped with them and a `coaps://` server URI,
-//! but this server serves plain CoAP only.
+//! TLV or link format by hand (coap-lite and `locus_iot::lwm2m` do), serve
+//! a client as a thing its session does not authenticate, send a PSK over
+//! plain CoAP, or crash on anything a client sends.
 
 mod bootstrap;
 pub mod coap;
+pub mod dtls;
 mod server;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,7 +75,8 @@ pub use coap::{ACK_TIMEOUT, CoapError, MAX_RETRANSMIT, RESPONSE_TIMEOUT, Timing}
 
 use crate::metrics::ThingMetrics;
 use bootstrap::BootstrapRole;
-use coap::{Endpoint, Outgoing, Reply, Service, Verdict};
+use coap::{Endpoint, Outgoing, Peer, Reply, Service, Transport, Verdict};
+use dtls::{Dtls, DtlsError, PskKeys};
 use locus_readings::Readings;
 use server::{ServerRole, expire_registrations, store_notifications};
 
@@ -103,6 +118,24 @@ pub trait Lwm2mDirectory: Send + Sync + 'static {
     /// cluster (the bootstrap server serves any; the LWM2M server accepts
     /// only the ones managed here).
     async fn lwm2m_thing(&self, endpoint: &str) -> Option<Lwm2mThing>;
+
+    /// The LWM2M thing with PSK identity `identity`, anywhere in the
+    /// cluster, when exactly one has it: the DTLS sockets take the key of a
+    /// client's session from it.
+    async fn lwm2m_psk(&self, identity: &[u8]) -> Option<Lwm2mThing>;
+}
+
+/// The keys of the DTLS sockets: the PSK of the thing with the identity.
+struct DirectoryKeys(Arc<dyn Lwm2mDirectory>);
+
+#[async_trait::async_trait]
+impl PskKeys for DirectoryKeys {
+    async fn psk_key(&self, identity: &[u8]) -> Option<Vec<u8>> {
+        match self.0.lwm2m_psk(identity).await?.security {
+            SecurityMode::Psk { identity: id, key } if id == identity => Some(key),
+            _ => None,
+        }
+    }
 }
 
 /// An LWM2M thing.
@@ -114,8 +147,9 @@ pub struct Lwm2mThing {
     pub endpoint: String,
     /// Whether this node is its manager.
     pub managed_here: bool,
-    /// `coap://host:port` of the LWM2M server of its manager node. With
-    /// PSK credentials the bootstrap writes it as `coaps://`.
+    /// What the bootstrap writes as its LWM2M server: `coap://host:port`
+    /// of its manager node's LWM2M server, or with PSK credentials
+    /// `coaps://host:port` of its DTLS LWM2M server.
     pub server_uri: String,
     pub security: SecurityMode,
     pub resources: Vec<Lwm2mResource>,
@@ -178,7 +212,8 @@ impl Lwm2mThing {
     }
 }
 
-/// Where the two servers listen and how they behave.
+/// Where the two servers listen, over CoAP and over CoAP with DTLS, and
+/// how they behave.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The LWM2M server's UDP address (LwM2M's default port is 5683).
@@ -186,6 +221,11 @@ pub struct Settings {
     /// The bootstrap server's UDP address (conventionally 5783 when the
     /// LWM2M server has 5683).
     pub bootstrap_bind: SocketAddr,
+    /// The LWM2M server's DTLS (coaps) address (LwM2M's default port is
+    /// 5684).
+    pub server_dtls_bind: SocketAddr,
+    /// The bootstrap server's DTLS (coaps) address (conventionally 5784).
+    pub bootstrap_dtls_bind: SocketAddr,
     /// CoAP retransmission timing (RFC 7252's by default).
     pub timing: Timing,
     /// The lifetime written into the clients' Server object.
@@ -195,14 +235,25 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The plain CoAP sockets at these addresses, the DTLS ones at free
+    /// ports of the same addresses ([`Settings::dtls`] sets them).
     pub fn new(server_bind: SocketAddr, bootstrap_bind: SocketAddr) -> Self {
         Self {
             server_bind,
             bootstrap_bind,
+            server_dtls_bind: SocketAddr::new(server_bind.ip(), 0),
+            bootstrap_dtls_bind: SocketAddr::new(bootstrap_bind.ip(), 0),
             timing: Timing::default(),
             lifetime_s: DEFAULT_LIFETIME_S,
             short_server_id: SHORT_SERVER_ID,
         }
+    }
+
+    /// The DTLS sockets at these addresses.
+    pub fn dtls(mut self, server_dtls_bind: SocketAddr, bootstrap_dtls_bind: SocketAddr) -> Self {
+        self.server_dtls_bind = server_dtls_bind;
+        self.bootstrap_dtls_bind = bootstrap_dtls_bind;
+        self
     }
 }
 
@@ -215,6 +266,13 @@ pub enum Lwm2mError {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot start the LWM2M {role} DTLS socket {addr}: {source}")]
+    Dtls {
+        role: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: DtlsError,
     },
     #[error("thing {0:?} is not registered at this node's LWM2M server")]
     NotRegistered(String),
@@ -249,6 +307,8 @@ pub struct RegistrationView {
     pub thing: String,
     /// The client's address.
     pub address: String,
+    /// The PSK identity of its DTLS session; absent over plain CoAP.
+    pub psk_identity: Option<String>,
     pub lifetime_s: u32,
     /// The LwM2M version the client registered with.
     pub version: String,
@@ -283,13 +343,13 @@ struct Observation {
     registration: String,
     thing: String,
     def: ResourceDef,
-    peer: SocketAddr,
+    peer: Peer,
     /// The last Observe sequence number taken and when.
     last: Option<(u32, Instant)>,
 }
 
 struct ServerState {
-    registry: Registry<SocketAddr>,
+    registry: Registry<Peer>,
     /// The thing of each registration, by registration id.
     sessions: HashMap<String, Session>,
     /// By token.
@@ -297,8 +357,25 @@ struct ServerState {
 }
 
 impl ServerState {
-    fn registry(&mut self) -> &mut Registry<SocketAddr> {
+    fn registry(&mut self) -> &mut Registry<Peer> {
         &mut self.registry
+    }
+
+    /// Why `peer` may not update or end registration `id`: it registered
+    /// over another session (a DTLS session of another PSK identity, or
+    /// plain CoAP against DTLS).
+    fn wrong_identity(&mut self, id: &str, peer: &Peer) -> Option<String> {
+        let r = self.registry.get(id)?;
+        (r.addr.identity != peer.identity).then(|| {
+            format!(
+                "registration {id} was made over {}, not this session",
+                if r.addr.secure() {
+                    "DTLS with another PSK identity"
+                } else {
+                    "plain CoAP"
+                }
+            )
+        })
     }
 
     /// Forget a registration's session and observations.
@@ -317,7 +394,7 @@ pub(crate) const FORMAT_REFUSED: [ResponseType; 2] = [
 
 /// A registered thing, as commands reach it.
 struct Target {
-    addr: SocketAddr,
+    peer: Peer,
     root: String,
     /// The LwM2M version of its Register (`1.0`, `1.1`).
     version: String,
@@ -338,7 +415,7 @@ struct Notification {
     thing: String,
     def: ResourceDef,
     packet: Packet,
-    peer: SocketAddr,
+    peer: Peer,
     received_ms: u64,
 }
 
@@ -346,6 +423,8 @@ struct Inner {
     settings: Settings,
     server: Arc<Endpoint>,
     bootstrap: Arc<Endpoint>,
+    server_dtls: Arc<Endpoint>,
+    bootstrap_dtls: Arc<Endpoint>,
     directory: Arc<dyn Lwm2mDirectory>,
     readings: Readings,
     metrics: Arc<ThingMetrics>,
@@ -408,6 +487,32 @@ fn segments(root: &str, path: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `peer` may act as `thing` (to `verb`: register, bootstrap): over
+/// DTLS only as the thing whose PSK identity its session authenticated, over
+/// plain CoAP only as a thing without a PSK. When not, the reason (a metric
+/// label) and why.
+fn security_binding(
+    thing: &Lwm2mThing,
+    peer: &Peer,
+    verb: &str,
+) -> Result<(), (&'static str, String)> {
+    match (&thing.security, &peer.identity) {
+        (SecurityMode::NoSec, None) => Ok(()),
+        (SecurityMode::Psk { identity, .. }, Some(id)) if identity[..] == id[..] => Ok(()),
+        (SecurityMode::Psk { .. }, None) => Err((
+            "psk_required",
+            format!("thing {:?} has a PSK: {verb} over coaps", thing.name),
+        )),
+        (_, Some(_)) => Err((
+            "wrong_identity",
+            format!(
+                "this DTLS session's PSK identity is not the one of thing {:?} (endpoint {:?})",
+                thing.name, thing.endpoint
+            ),
+        )),
+    }
+}
+
 /// RFC 7641 §3.4: whether notification `(v2, t2)` is newer than `(v1, t1)`.
 fn fresher(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
     const HALF: u32 = 1 << 23;
@@ -435,7 +540,8 @@ enum StoreFailure {
 }
 
 impl Lwm2m {
-    /// Bind both sockets and start serving.
+    /// Bind the four sockets (CoAP and DTLS of each server) and start
+    /// serving.
     pub async fn start(
         settings: Settings,
         directory: Arc<dyn Lwm2mDirectory>,
@@ -451,13 +557,35 @@ impl Lwm2m {
                     .map_err(|source| Lwm2mError::Bind { role, addr, source })
             }
         };
+        let keys: Arc<dyn PskKeys> = Arc::new(DirectoryKeys(directory.clone()));
+        let bind_dtls = |role, coap_role, addr| {
+            let metrics = metrics.clone();
+            let timing = settings.timing;
+            let keys = keys.clone();
+            async move {
+                let dtls = Dtls::bind(role, addr, keys, metrics.clone())
+                    .await
+                    .map_err(|source| Lwm2mError::Dtls { role, addr, source })?;
+                Ok::<_, Lwm2mError>(Endpoint::over(
+                    coap_role,
+                    Transport::Dtls(Box::new(dtls)),
+                    timing,
+                    metrics,
+                ))
+            }
+        };
         let server = bind("server", settings.server_bind).await?;
         let bootstrap = bind("bootstrap", settings.bootstrap_bind).await?;
+        let server_dtls = bind_dtls("server", "server_dtls", settings.server_dtls_bind).await?;
+        let bootstrap_dtls =
+            bind_dtls("bootstrap", "bootstrap_dtls", settings.bootstrap_dtls_bind).await?;
         let (tx, rx) = mpsc::channel(NOTIFICATION_QUEUE);
         let inner = Arc::new(Inner {
             settings,
             server: server.clone(),
             bootstrap: bootstrap.clone(),
+            server_dtls: server_dtls.clone(),
+            bootstrap_dtls: bootstrap_dtls.clone(),
             directory,
             readings,
             metrics,
@@ -472,12 +600,20 @@ impl Lwm2m {
         let tasks = vec![
             tokio::spawn(server.run(Arc::new(ServerRole(inner.clone())))),
             tokio::spawn(bootstrap.run(Arc::new(BootstrapRole(inner.clone())))),
+            tokio::spawn(server_dtls.run(Arc::new(ServerRole(inner.clone())))),
+            tokio::spawn(bootstrap_dtls.run(Arc::new(BootstrapRole(inner.clone())))),
             tokio::spawn(store_notifications(inner.clone(), rx)),
             tokio::spawn(expire_registrations(inner.clone())),
         ];
+        let addr = |e: &Endpoint| {
+            e.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
         tracing::info!(
-            server = %inner.server.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-            bootstrap = %inner.bootstrap.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            server = %addr(&inner.server),
+            bootstrap = %addr(&inner.bootstrap),
+            server_dtls = %addr(&inner.server_dtls),
+            bootstrap_dtls = %addr(&inner.bootstrap_dtls),
             "LWM2M servers listening"
         );
         Ok(Lwm2m {
@@ -509,6 +645,22 @@ impl Lwm2m {
             .unwrap_or(self.inner.settings.bootstrap_bind)
     }
 
+    /// The DTLS LWM2M server's bound address.
+    pub fn server_dtls_addr(&self) -> SocketAddr {
+        self.inner
+            .server_dtls
+            .local_addr()
+            .unwrap_or(self.inner.settings.server_dtls_bind)
+    }
+
+    /// The DTLS bootstrap server's bound address.
+    pub fn bootstrap_dtls_addr(&self) -> SocketAddr {
+        self.inner
+            .bootstrap_dtls
+            .local_addr()
+            .unwrap_or(self.inner.settings.bootstrap_dtls_bind)
+    }
+
     /// The current registrations, by id.
     pub fn registrations(&self) -> Vec<RegistrationView> {
         let mut st = lock(&self.inner.state);
@@ -534,7 +686,12 @@ impl Lwm2m {
                 expires_ms: r.expires_ms(),
                 id: r.id,
                 endpoint: r.endpoint,
-                address: r.addr.to_string(),
+                address: r.addr.addr.to_string(),
+                psk_identity: r
+                    .addr
+                    .identity
+                    .as_ref()
+                    .map(|id| String::from_utf8_lossy(id).into_owned()),
                 lifetime_s: r.lifetime_s,
                 version: r.version,
                 binding: r.binding.as_str().to_owned(),
@@ -657,6 +814,24 @@ impl Lwm2m {
 }
 
 impl Inner {
+    /// The LWM2M server socket `peer` speaks to: DTLS or plain CoAP.
+    fn server_for(&self, peer: &Peer) -> &Endpoint {
+        if peer.secure() {
+            &self.server_dtls
+        } else {
+            &self.server
+        }
+    }
+
+    /// The bootstrap server socket `peer` speaks to.
+    fn bootstrap_for(&self, peer: &Peer) -> &Endpoint {
+        if peer.secure() {
+            &self.bootstrap_dtls
+        } else {
+            &self.bootstrap
+        }
+    }
+
     /// The LwM2M version a registered thing registered with, and its thing.
     fn version_and_thing(&self, thing: &str) -> Result<(String, Lwm2mThing), Lwm2mError> {
         let t = self.target(thing)?;
@@ -677,7 +852,7 @@ impl Inner {
             .get(&id)
             .ok_or_else(|| Lwm2mError::NotRegistered(thing.to_owned()))?;
         Ok(Target {
-            addr: r.addr,
+            peer: r.addr.clone(),
             root: r.root.clone(),
             version: r.version.clone(),
             thing: t,
@@ -695,7 +870,7 @@ impl Inner {
         want: &[ResponseType],
     ) -> Result<(Lwm2mThing, Packet), Lwm2mError> {
         let Target {
-            addr: peer,
+            peer,
             root,
             thing: t,
             ..
@@ -704,8 +879,8 @@ impl Inner {
             .payload(format, payload);
         let name = method_name(method);
         let resp = self
-            .server
-            .request(peer, out, true)
+            .server_for(&peer)
+            .request(&peer, out, true)
             .await
             .map_err(|source| Lwm2mError::Exchange {
                 thing: thing.to_owned(),
@@ -807,8 +982,11 @@ mod tests {
             identity: b"dev-1".to_vec(),
             key: vec![9; 16],
         };
+        // A PSK thing is written its manager's DTLS server, never a plain one.
+        assert!(bootstrap_plan(&t, &Settings::new(any, any)).is_err());
+        t.server_uri = "coaps://192.0.2.1:5684".into();
         let s = security_of(&t);
-        assert_eq!(s.child(0).unwrap().as_str(), Ok("coaps://192.0.2.1:5683"));
+        assert_eq!(s.child(0).unwrap().as_str(), Ok("coaps://192.0.2.1:5684"));
         assert_eq!(s.child(2).unwrap().as_int(), Ok(0));
         assert_eq!(s.child(3).unwrap().value(), Ok(&b"dev-1"[..]));
         assert_eq!(s.child(5).unwrap().value(), Ok(&[9u8; 16][..]));
@@ -819,6 +997,41 @@ mod tests {
         // A URI the Security object cannot hold is refused, not written.
         t.server_uri = "http://x".into();
         assert!(bootstrap_plan(&t, &Settings::new(any, any)).is_err());
+    }
+
+    #[test]
+    fn a_client_acts_only_as_the_thing_its_session_authenticated() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let plain = Peer::plain(addr);
+        let dtls = |id: &[u8]| Peer {
+            addr,
+            identity: Some(Arc::from(id)),
+        };
+        let mut t = Lwm2mThing {
+            name: "t".into(),
+            endpoint: "e".into(),
+            managed_here: true,
+            server_uri: "coap://h:1".into(),
+            security: SecurityMode::NoSec,
+            resources: vec![],
+        };
+        assert!(security_binding(&t, &plain, "register").is_ok());
+        assert_eq!(
+            security_binding(&t, &dtls(b"dev-1"), "register").map_err(|e| e.0),
+            Err("wrong_identity")
+        );
+        t.security = SecurityMode::Psk {
+            identity: b"dev-1".to_vec(),
+            key: vec![1],
+        };
+        assert!(security_binding(&t, &dtls(b"dev-1"), "register").is_ok());
+        assert_eq!(
+            security_binding(&t, &dtls(b"dev-2"), "register").map_err(|e| e.0),
+            Err("wrong_identity")
+        );
+        let (reason, why) = security_binding(&t, &plain, "register").unwrap_err();
+        assert_eq!(reason, "psk_required");
+        assert!(why.contains("register over coaps"), "{why}");
     }
 
     #[test]

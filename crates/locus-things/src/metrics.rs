@@ -1,7 +1,7 @@
 //! The counters of the device doors (MQTT, LwM2M), registered in the
 //! node's registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// What the device doors count.
 #[derive(Clone)]
@@ -21,7 +21,9 @@ pub struct ThingMetrics {
     /// read, by socket.
     pub lwm2m_malformed_payloads: IntCounterVec,
     /// Register requests refused, by reason (invalid, unknown,
-    /// not_managed, full).
+    /// not_managed, full; and for the security binding psk_required,
+    /// wrong_identity, which also count refused Bootstrap-Requests,
+    /// Updates and De-registers).
     pub lwm2m_rejected_registrations: IntCounterVec,
     /// Readings stored from LWM2M notifications and reads.
     pub lwm2m_readings: IntCounter,
@@ -29,6 +31,12 @@ pub struct ThingMetrics {
     pub lwm2m_registrations: IntGauge,
     /// Finished bootstraps, by result (ok, failed).
     pub lwm2m_bootstraps: IntCounterVec,
+    /// DTLS datagrams and handshakes refused, by role (server, bootstrap)
+    /// and reason (bad_record, no_session, too_many_sessions, busy,
+    /// unknown_identity, wrong_key, timeout, failed).
+    pub lwm2m_dtls_refused: IntCounterVec,
+    /// DTLS sessions established now, by role.
+    pub lwm2m_dtls_sessions: IntGaugeVec,
 }
 
 impl ThingMetrics {
@@ -82,7 +90,7 @@ impl ThingMetrics {
         let lwm2m_rejected_registrations = IntCounterVec::new(
             Opts::new(
                 "locus_lwm2m_rejected_registrations_total",
-                "LWM2M Register requests refused, by reason.",
+                "LWM2M Register requests refused, by reason (psk_required and wrong_identity also count Bootstrap-Requests, Updates and De-registers refused by the security binding).",
             ),
             &["reason"],
         )?;
@@ -105,6 +113,22 @@ impl ThingMetrics {
             &["result"],
         )?;
         registry.register(Box::new(lwm2m_bootstraps.clone()))?;
+        let lwm2m_dtls_refused = IntCounterVec::new(
+            Opts::new(
+                "locus_lwm2m_dtls_refused_total",
+                "DTLS datagrams and handshakes refused on the coaps sockets, by role and reason.",
+            ),
+            &["role", "reason"],
+        )?;
+        registry.register(Box::new(lwm2m_dtls_refused.clone()))?;
+        let lwm2m_dtls_sessions = IntGaugeVec::new(
+            Opts::new(
+                "locus_lwm2m_dtls_sessions",
+                "DTLS sessions established on the coaps sockets, by role.",
+            ),
+            &["role"],
+        )?;
+        registry.register(Box::new(lwm2m_dtls_sessions.clone()))?;
         Ok(ThingMetrics {
             thing_readings,
             thing_malformed,
@@ -116,6 +140,8 @@ impl ThingMetrics {
             lwm2m_readings,
             lwm2m_registrations,
             lwm2m_bootstraps,
+            lwm2m_dtls_refused,
+            lwm2m_dtls_sessions,
         })
     }
 }

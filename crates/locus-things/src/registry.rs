@@ -76,6 +76,13 @@ pub struct Endpoints {
     pub mqtt: Option<String>,
     pub lwm2m: Option<String>,
     pub bootstrap: Option<String>,
+    /// The LwM2M server over DTLS (coaps); absent in records of nodes that
+    /// have none.
+    #[serde(default)]
+    pub lwm2m_dtls: Option<String>,
+    /// The LwM2M bootstrap server over DTLS (coaps).
+    #[serde(default)]
+    pub bootstrap_dtls: Option<String>,
 }
 
 /// Where a thing is.
@@ -634,15 +641,11 @@ impl Things {
     }
 }
 
-/// The LwM2M server's view of the registry: any LwM2M thing of the
-/// cluster (the bootstrap server writes the server of its current
-/// manager), including one this node handed over moments ago.
-#[async_trait::async_trait]
-impl crate::lwm2m::Lwm2mDirectory for Things {
-    async fn lwm2m_thing(&self, endpoint: &str) -> Option<crate::lwm2m::Lwm2mThing> {
-        use locus_core::thing::{ThingProtocol, ValueType};
-        use locus_iot::lwm2m::SecurityMode;
-        use locus_iot::lwm2m::content::ResourceKind;
+impl Things {
+    /// The LwM2M things of the cluster, including one this node handed over
+    /// moments ago.
+    async fn lwm2m_things(&self) -> Vec<Thing> {
+        use locus_core::thing::ThingProtocol;
         let mut all: Vec<Thing> = self.directory().await.into_iter().map(|(t, _)| t).collect();
         all.extend(
             self.inner
@@ -653,13 +656,16 @@ impl crate::lwm2m::Lwm2mDirectory for Things {
                 .filter(|(_, at)| at.elapsed() < MOVED_MEMORY)
                 .map(|(t, _)| t.clone()),
         );
-        let t = all
-            .into_iter()
-            .find(|t| t.spec.protocol == ThingProtocol::Lwm2m && t.spec.endpoint() == endpoint)?;
-        let Some(server) = self.endpoints_of(t.manager).await.and_then(|e| e.lwm2m) else {
-            tracing::warn!(thing = %t.spec.name.get(), manager = %t.manager, "the manager of the thing runs no LwM2M server");
-            return None;
-        };
+        all.retain(|t| t.spec.protocol == ThingProtocol::Lwm2m);
+        all
+    }
+
+    /// `t` as the LwM2M servers see it: its server is its manager's LwM2M
+    /// server, over DTLS when it has PSK credentials.
+    async fn as_lwm2m(&self, t: Thing) -> Option<crate::lwm2m::Lwm2mThing> {
+        use locus_core::thing::ValueType;
+        use locus_iot::lwm2m::SecurityMode;
+        use locus_iot::lwm2m::content::ResourceKind;
         let c = &t.spec.credentials;
         let security = match (&c.psk_identity, &c.psk_key) {
             (Some(id), Some(key)) => SecurityMode::Psk {
@@ -667,6 +673,19 @@ impl crate::lwm2m::Lwm2mDirectory for Things {
                 key: key.bytes(),
             },
             _ => SecurityMode::NoSec,
+        };
+        let endpoints = self.endpoints_of(t.manager).await.unwrap_or_default();
+        let server_uri = match (&security, endpoints.lwm2m, endpoints.lwm2m_dtls) {
+            (SecurityMode::NoSec, Some(server), _) => format!("coap://{server}"),
+            (SecurityMode::Psk { .. }, _, Some(server)) => format!("coaps://{server}"),
+            (SecurityMode::NoSec, None, _) => {
+                tracing::warn!(thing = %t.spec.name.get(), manager = %t.manager, "the manager of the thing runs no LwM2M server");
+                return None;
+            }
+            (SecurityMode::Psk { .. }, _, None) => {
+                tracing::warn!(thing = %t.spec.name.get(), manager = %t.manager, "the manager of the thing runs no LwM2M server over DTLS");
+                return None;
+            }
         };
         let resources = t
             .spec
@@ -690,12 +709,53 @@ impl crate::lwm2m::Lwm2mDirectory for Things {
             .collect();
         Some(crate::lwm2m::Lwm2mThing {
             name: t.spec.name.get().clone(),
-            endpoint: endpoint.to_owned(),
+            endpoint: t.spec.endpoint().to_owned(),
             managed_here: t.manager == self.inner.me,
-            server_uri: format!("coap://{server}"),
+            server_uri,
             security,
             resources,
         })
+    }
+}
+
+/// The LwM2M server's view of the registry: any LwM2M thing of the
+/// cluster (the bootstrap server writes the server of its current
+/// manager), including one this node handed over moments ago.
+#[async_trait::async_trait]
+impl crate::lwm2m::Lwm2mDirectory for Things {
+    async fn lwm2m_thing(&self, endpoint: &str) -> Option<crate::lwm2m::Lwm2mThing> {
+        let t = self
+            .lwm2m_things()
+            .await
+            .into_iter()
+            .find(|t| t.spec.endpoint() == endpoint)?;
+        self.as_lwm2m(t).await
+    }
+
+    async fn lwm2m_psk(&self, identity: &[u8]) -> Option<crate::lwm2m::Lwm2mThing> {
+        let mut named = self.lwm2m_things().await;
+        named.retain(|t| {
+            t.spec
+                .credentials
+                .psk_identity
+                .as_ref()
+                .is_some_and(|id| id.get().as_bytes() == identity)
+        });
+        // A thing handed over moments ago may be listed twice: the
+        // directory's record first.
+        named.sort_by(|a, b| a.spec.name.get().cmp(b.spec.name.get()));
+        named.dedup_by(|later, first| later.spec.name == first.spec.name);
+        match named.len() {
+            1 => self.as_lwm2m(named.remove(0)).await,
+            0 => None,
+            n => {
+                tracing::warn!(
+                    identity = %String::from_utf8_lossy(identity), things = n,
+                    "a PSK identity shared by several things is refused"
+                );
+                None
+            }
+        }
     }
 }
 

@@ -49,6 +49,11 @@ impl Lwm2mDirectory for Directory {
     async fn lwm2m_thing(&self, endpoint: &str) -> Option<Lwm2mThing> {
         self.things.lock().unwrap().get(endpoint).cloned()
     }
+
+    async fn lwm2m_psk(&self, _identity: &[u8]) -> Option<Lwm2mThing> {
+        // These things have no PSK.
+        None
+    }
 }
 
 fn thing(name: &str, endpoint: &str, managed_here: bool, server: SocketAddr) -> Lwm2mThing {

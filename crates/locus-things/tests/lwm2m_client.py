@@ -18,6 +18,11 @@ With --bootstrap-account it keeps its own Bootstrap-Server account at
 /0/0, as the specification lets a client do: a Delete of /0 leaves it in
 place, and a Write over it is reported (event bootstrap-account-overwritten).
 
+With --psk-identity and --psk-key it speaks DTLS 1.2 with that PSK (aiocoap's
+tinydtls transport, DTLSSocket) to a coaps:// bootstrap server, and to a
+coaps:// LwM2M server with the identity and key the bootstrap wrote into
+its Security instance.
+
 Every step is printed on stdout as one JSON object per line
 ({"event": ..., ...}), which is what the tests read. Commands on stdin, one
 per line: "deregister", "update", "notify", "quit".
@@ -209,6 +214,8 @@ class Client:
                         "security_mode": tlv_int(res[2]),
                         "short_server_id": tlv_int(res[10]),
                         "psk_identity": res.get(3, b"").decode(errors="replace"),
+                        # The key itself is never printed.
+                        "psk_key_bytes": len(res.get(5, b"")),
                     }
                 except (KeyError, ValueError, UnicodeDecodeError) as e:
                     event("bootstrap-write-refused", path=self.path, why=str(e))
@@ -223,6 +230,8 @@ class Client:
                 }
                 if not fields["bootstrap_server"]:
                     client.server_uri = uri
+                    if uri.startswith("coaps://"):
+                        client.dtls_credentials(uri, res.get(3, b""), res.get(5, b""))
                 event("bootstrap-write", path=self.path, content_format=int(request.opt.content_format or 0), **fields)
                 return Message(code=Code.CHANGED)
 
@@ -330,6 +339,12 @@ class Client:
         site.add_resource(["1", "0", "9"], Executable("/1/0/9"))
         return site
 
+    def dtls_credentials(self, uri, identity, key):
+        """Use PSK `identity` and `key` for requests to coaps:// `uri`."""
+        self.ctx.client_credentials.load_from_dict(
+            {f"{uri}/*": {"dtls": {"psk": bytes(key), "client-identity": bytes(identity)}}}
+        )
+
     # --- what the client does ---------------------------------------------
 
     async def request(self, msg, timeout=10):
@@ -404,9 +419,16 @@ class Client:
                 self.temperature_resource.updated_state()
 
     async def run(self):
+        transports = ["udp6"]
+        if self.args.psk_identity is not None:
+            transports.append("tinydtls")
         self.ctx = await aiocoap.Context.create_server_context(
-            self.site(), bind=("127.0.0.1", 0), transports=["udp6"]
+            self.site(), bind=("127.0.0.1", 0), transports=transports
         )
+        if self.args.psk_identity is not None:
+            self.dtls_credentials(
+                self.args.bootstrap, self.args.psk_identity.encode(), bytes.fromhex(self.args.psk_key)
+            )
         event("started")
         asyncio.create_task(self.commands())
         if self.args.notify_every > 0:
@@ -449,6 +471,8 @@ def main():
     p.add_argument("--lwm2m", choices=["1.0", "1.1"], default="1.0", help="the LwM2M version it speaks (1.1 answers Bootstrap-Discover)")
     p.add_argument("--bootstrap-account", action="store_true", help="keep a Bootstrap-Server account at /0/0")
     p.add_argument("--retry", type=float, default=1.0, help="seconds before bootstrapping again after a failure")
+    p.add_argument("--psk-identity", help="PSK identity for a coaps:// bootstrap server (DTLS 1.2)")
+    p.add_argument("--psk-key", help="its key, in hex")
     args = p.parse_args()
     loop = asyncio.new_event_loop()
     loop.create_task(Client(args).run())

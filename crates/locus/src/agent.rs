@@ -68,6 +68,12 @@ pub fn load_config(args: &AgentArgs) -> Result<Config, Failure> {
     if let Some(addr) = args.lwm2m_bootstrap {
         config.listen.lwm2m_bootstrap = Some(addr);
     }
+    if let Some(addr) = args.lwm2m_dtls {
+        config.listen.lwm2m_dtls = Some(addr);
+    }
+    if let Some(addr) = args.lwm2m_bootstrap_dtls {
+        config.listen.lwm2m_bootstrap_dtls = Some(addr);
+    }
     if let Some(path) = &args.cluster_key_file {
         config.cluster_key_file = Some(path.clone());
     }

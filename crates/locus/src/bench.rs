@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 
 /// Device servers on free ports, so that benchmark agents never compete
 /// for 1883 or 5683.
-pub(crate) const ANY_DEVICE_PORTS: [&str; 6] = [
+pub(crate) const ANY_DEVICE_PORTS: [&str; 10] = [
     "--mqtt",
     "127.0.0.1:0",
     "--lwm2m",
     "127.0.0.1:0",
     "--lwm2m-bootstrap",
+    "127.0.0.1:0",
+    "--lwm2m-dtls",
+    "127.0.0.1:0",
+    "--lwm2m-bootstrap-dtls",
     "127.0.0.1:0",
 ];
 

@@ -135,6 +135,14 @@ pub struct AgentArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub lwm2m_bootstrap: Option<SocketAddr>,
 
+    /// LwM2M server over DTLS 1.2 with PSK (coaps) listen address; overrides `[listen] lwm2m_dtls` (default 127.0.0.1:5684; port 0: any free port).
+    #[arg(long, value_name = "IP:PORT")]
+    pub lwm2m_dtls: Option<SocketAddr>,
+
+    /// LwM2M bootstrap server over DTLS 1.2 with PSK (coaps) listen address; overrides `[listen] lwm2m_bootstrap_dtls` (default 127.0.0.1:5784; port 0: any free port).
+    #[arg(long, value_name = "IP:PORT")]
+    pub lwm2m_bootstrap_dtls: Option<SocketAddr>,
+
     /// File with the cluster key (from `locus keygen`); overrides `cluster_key_file`.
     #[arg(long, env = "LOCUS_CLUSTER_KEY_FILE", value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,

@@ -13,7 +13,7 @@ impl Inner {
     /// Send one bootstrap request; the answer when its code is `want`.
     async fn bootstrap_step(
         &self,
-        peer: SocketAddr,
+        peer: &Peer,
         step: usize,
         r: iot::Request,
         want: &[ResponseType],
@@ -23,7 +23,7 @@ impl Inner {
             .payload(r.content_format, r.payload)
             .accept(r.accept);
         let step = format!("step {step} ({name} {})", r.path);
-        match self.bootstrap.request(peer, out, true).await {
+        match self.bootstrap_for(peer).request(peer, out, true).await {
             Ok(resp) if coap::response_code(&resp.packet).is_some_and(|c| want.contains(&c)) => {
                 Ok(resp)
             }
@@ -39,7 +39,7 @@ impl Inner {
     /// The requests of one bootstrap, in order; the first that fails ends it.
     /// The requests of one bootstrap, in order; the content format its
     /// writes went in.
-    async fn bootstrap_steps(&self, peer: SocketAddr, mut plan: Plan) -> Result<u16, String> {
+    async fn bootstrap_steps(&self, peer: &Peer, mut plan: Plan) -> Result<u16, String> {
         let mut step = 0;
         for r in iot::bootstrap_clear() {
             step += 1;
@@ -103,11 +103,7 @@ impl Inner {
     }
 
     /// Bootstrap-Request (`POST /bs?ep=NAME`).
-    pub(crate) async fn bootstrap_request(
-        self: &Arc<Self>,
-        req: Packet,
-        peer: SocketAddr,
-    ) -> Reply {
+    pub(crate) async fn bootstrap_request(self: &Arc<Self>, req: Packet, peer: Peer) -> Reply {
         let query::BootstrapQuery {
             endpoint,
             preferred_format,
@@ -127,6 +123,15 @@ impl Inner {
                 format!("unknown endpoint client name {endpoint:?}"),
             );
         };
+        // Its PSK goes only to a client that holds it.
+        if let Err((reason, why)) = security_binding(&thing, &peer, "bootstrap") {
+            self.metrics
+                .lwm2m_rejected_registrations
+                .with_label_values(&[reason])
+                .inc();
+            tracing::info!(reason, %peer, %why, "LWM2M bootstrap refused");
+            return Reply::diagnostic(ResponseType::Forbidden, why);
+        }
         let plan = match bootstrap_plan(&thing, &self.settings) {
             Ok(mut p) => {
                 // What it asks for, else what it took last time, else TLV.
@@ -163,7 +168,7 @@ impl Inner {
             b.history.push_back(BootstrapView {
                 endpoint: endpoint.clone(),
                 thing: thing.name.clone(),
-                address: peer.to_string(),
+                address: peer.addr.to_string(),
                 started_ms: now_ms(),
                 finished_ms: None,
                 result: "running".to_owned(),
@@ -178,8 +183,8 @@ impl Inner {
         reply
     }
 
-    pub(crate) async fn run_bootstrap(&self, endpoint: String, peer: SocketAddr, plan: Plan) {
-        let result = self.bootstrap_steps(peer, plan).await;
+    pub(crate) async fn run_bootstrap(&self, endpoint: String, peer: Peer, plan: Plan) {
+        let result = self.bootstrap_steps(&peer, plan).await;
         let label = match &result {
             Ok(_) => {
                 tracing::info!(endpoint, %peer, "bootstrap finished");
@@ -246,19 +251,27 @@ pub(crate) struct Plan {
 /// client refuses one (4.15, 4.06).
 const FORMATS: [u16; 3] = [content::TLV, content::SENML_JSON, content::SENML_CBOR];
 
-/// The bootstrap of `thing`: its manager's server URI (as `coaps://` when
-/// the thing has PSK credentials), its security mode, and the short server
-/// id and lifetime of `settings`. Checked here, so that a thing that cannot
-/// be bootstrapped is refused at its Bootstrap-Request.
-pub(super) fn bootstrap_plan(
-    thing: &Lwm2mThing,
-    settings: &Settings,
-) -> Result<Plan, iot::Lwm2mError> {
-    let mut uri = thing.server_uri.clone();
-    if let SecurityMode::Psk { .. } = thing.security
-        && let Some(rest) = uri.strip_prefix("coap://")
-    {
-        uri = format!("coaps://{rest}");
+/// Why a thing cannot be bootstrapped.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlanError {
+    #[error("its LWM2M server {uri:?} is not a {scheme} URI, which its security mode needs")]
+    Scheme { uri: String, scheme: &'static str },
+    #[error(transparent)]
+    Writes(#[from] iot::Lwm2mError),
+}
+
+/// The bootstrap of `thing`: its manager's server URI (`coaps://` exactly
+/// when the thing has PSK credentials), its security mode, and the short
+/// server id and lifetime of `settings`. Checked here, so that a thing that
+/// cannot be bootstrapped is refused at its Bootstrap-Request.
+pub(super) fn bootstrap_plan(thing: &Lwm2mThing, settings: &Settings) -> Result<Plan, PlanError> {
+    let uri = thing.server_uri.clone();
+    let scheme = match thing.security {
+        SecurityMode::Psk { .. } => "coaps://",
+        SecurityMode::NoSec => "coap://",
+    };
+    if !uri.starts_with(scheme) {
+        return Err(PlanError::Scheme { uri, scheme });
     }
     let ssid = settings.short_server_id;
     let plan = Plan {
@@ -280,7 +293,7 @@ pub(super) struct BootstrapRole(pub(super) Arc<Inner>);
 
 #[async_trait::async_trait]
 impl Service for BootstrapRole {
-    async fn handle(&self, req: Packet, peer: SocketAddr) -> Reply {
+    async fn handle(&self, req: Packet, peer: Peer) -> Reply {
         let path = coap::path(&req).unwrap_or_default();
         match (req.header.code, path.as_slice()) {
             (coap_lite::MessageClass::Request(RequestType::Post), [bs]) if bs == "bs" => {
@@ -293,7 +306,7 @@ impl Service for BootstrapRole {
         }
     }
 
-    fn notification(&self, _packet: Packet, _peer: SocketAddr) -> Verdict {
+    fn notification(&self, _packet: Packet, _peer: Peer) -> Verdict {
         // The bootstrap server observes nothing.
         Verdict::Unknown
     }

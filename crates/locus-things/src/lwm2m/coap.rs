@@ -1,8 +1,11 @@
-//! One CoAP endpoint (RFC 7252) over a UDP socket, in both roles: it
+//! One CoAP endpoint (RFC 7252) over a datagram [`Transport`] — a UDP
+//! socket, or DTLS sessions over one ([`super::dtls`]) — in both roles: it
 //! answers requests through a [`Service`] and sends its own confirmable
-//! requests, retransmitted until acknowledged.
+//! requests, retransmitted until acknowledged. A [`Peer`] is an address
+//! and, over DTLS, the PSK identity of its session: a message from one
+//! never matches an exchange with another.
 //!
-//! Owns: the socket, message ids and tokens, the exchanges in flight
+//! Owns: the transport, message ids and tokens, the exchanges in flight
 //! (matched by token, retransmitted with exponential back-off from
 //! [`Timing::ack_timeout`], at most [`Timing::max_retransmit`] times), the
 //! deduplication of confirmable messages received (a duplicate gets the
@@ -28,6 +31,7 @@ use futures_util::future::BoxFuture;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
+use super::dtls::Dtls;
 use crate::metrics::ThingMetrics;
 
 /// RFC 7252 §4.8: the first retransmission timeout of a confirmable
@@ -203,15 +207,15 @@ pub enum Verdict {
 #[async_trait::async_trait]
 pub trait Service: Send + Sync + 'static {
     /// Answer a request from `peer`.
-    async fn handle(&self, request: Packet, peer: SocketAddr) -> Reply;
+    async fn handle(&self, request: Packet, peer: Peer) -> Reply;
     /// Take a response that answers none of this endpoint's requests.
-    fn notification(&self, packet: Packet, peer: SocketAddr) -> Verdict;
+    fn notification(&self, packet: Packet, peer: Peer) -> Verdict;
 }
 
 type Outcome = Result<Response, CoapError>;
 
 struct Pending {
-    peer: SocketAddr,
+    peer: Peer,
     mid: u16,
     ack_separate: bool,
     acked: Arc<Notify>,
@@ -230,17 +234,19 @@ enum Seen {
 /// [`EXCHANGE_LIFETIME`].
 #[derive(Default)]
 struct Dedup {
-    seen: HashMap<(SocketAddr, u16), (Instant, Seen)>,
-    order: VecDeque<(Instant, (SocketAddr, u16))>,
+    seen: HashMap<(Peer, u16), (Instant, Seen)>,
+    order: VecDeque<(Instant, (Peer, u16))>,
 }
 
 impl Dedup {
     fn expire(&mut self, now: Instant) {
-        while let Some(&(t, key)) = self.order.front() {
-            if now.duration_since(t) < EXCHANGE_LIFETIME && self.order.len() <= MAX_DEDUP {
+        while let Some((t, _)) = self.order.front() {
+            if now.duration_since(*t) < EXCHANGE_LIFETIME && self.order.len() <= MAX_DEDUP {
                 break;
             }
-            self.order.pop_front();
+            let Some((t, key)) = self.order.pop_front() else {
+                break;
+            };
             // Only the entry this one recorded (a released key may have
             // been seen again since).
             if self.seen.get(&key).is_some_and(|(first, _)| *first == t) {
@@ -249,15 +255,15 @@ impl Dedup {
         }
     }
 
-    fn get(&self, key: &(SocketAddr, u16)) -> Option<&Seen> {
+    fn get(&self, key: &(Peer, u16)) -> Option<&Seen> {
         self.seen.get(key).map(|(_, s)| s)
     }
 
-    fn insert(&mut self, key: (SocketAddr, u16), seen: Seen, now: Instant) {
+    fn insert(&mut self, key: (Peer, u16), seen: Seen, now: Instant) {
         match self.seen.get_mut(&key) {
             Some(entry) => entry.1 = seen,
             None => {
-                self.seen.insert(key, (now, seen));
+                self.seen.insert(key.clone(), (now, seen));
                 self.order.push_back((now, key));
             }
         }
@@ -289,10 +295,93 @@ impl State {
     }
 }
 
-/// A CoAP endpoint on one UDP socket.
+/// Who a CoAP message comes from or goes to: an address and, over DTLS,
+/// the PSK identity its session authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The PSK identity of the peer's DTLS session; `None` over plain UDP.
+    pub identity: Option<Arc<[u8]>>,
+}
+
+impl Peer {
+    /// A peer over plain UDP.
+    pub fn plain(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            identity: None,
+        }
+    }
+
+    /// Whether it speaks over DTLS.
+    pub fn secure(&self) -> bool {
+        self.identity.is_some()
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.identity {
+            None => write!(f, "{}", self.addr),
+            Some(id) => write!(
+                f,
+                "{} (DTLS, PSK identity {:?})",
+                self.addr,
+                String::from_utf8_lossy(id)
+            ),
+        }
+    }
+}
+
+/// What carries an endpoint's datagrams: a UDP socket, or DTLS sessions
+/// over one. The CoAP code above it is the same for both.
+pub enum Transport {
+    Udp(UdpSocket),
+    Dtls(Box<Dtls>),
+}
+
+impl Transport {
+    /// Receive one datagram (decrypted, over DTLS) into `buf`: its length,
+    /// at most `buf.len()` (a longer one is cut there), and its peer.
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, Peer)> {
+        match self {
+            Transport::Udp(socket) => {
+                let (n, addr) = socket.recv_from(buf).await?;
+                Ok((n, Peer::plain(addr)))
+            }
+            Transport::Dtls(dtls) => {
+                let (bytes, peer) = dtls.recv().await;
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                Ok((n, peer))
+            }
+        }
+    }
+
+    /// Send one datagram to `peer` (over its DTLS session, when it has one).
+    async fn send(&self, bytes: &[u8], peer: &Peer) -> std::io::Result<()> {
+        match self {
+            Transport::Udp(_) if peer.secure() => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a DTLS peer cannot be reached over plain UDP",
+            )),
+            Transport::Udp(socket) => socket.send_to(bytes, peer.addr).await.map(|_| ()),
+            Transport::Dtls(dtls) => dtls.send(bytes, peer).await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Transport::Udp(socket) => socket.local_addr(),
+            Transport::Dtls(dtls) => dtls.local_addr(),
+        }
+    }
+}
+
+/// A CoAP endpoint on one transport.
 pub struct Endpoint {
     role: &'static str,
-    socket: UdpSocket,
+    transport: Transport,
     timing: Timing,
     metrics: Arc<ThingMetrics>,
     handling: Arc<Semaphore>,
@@ -397,7 +486,7 @@ fn bad_request_for(bytes: &[u8], why: &str) -> Option<Vec<u8>> {
 }
 
 impl Endpoint {
-    /// Bind `addr`.
+    /// Bind UDP socket `addr`.
     pub async fn bind(
         role: &'static str,
         addr: SocketAddr,
@@ -405,6 +494,21 @@ impl Endpoint {
         metrics: Arc<ThingMetrics>,
     ) -> std::io::Result<Arc<Endpoint>> {
         let socket = UdpSocket::bind(addr).await?;
+        Ok(Endpoint::over(
+            role,
+            Transport::Udp(socket),
+            timing,
+            metrics,
+        ))
+    }
+
+    /// An endpoint over `transport`.
+    pub fn over(
+        role: &'static str,
+        transport: Transport,
+        timing: Timing,
+        metrics: Arc<ThingMetrics>,
+    ) -> Arc<Endpoint> {
         let mut seed = [0u8; 16];
         // Without OS randomness, ids still differ between runs by the clock.
         if getrandom::fill(&mut seed).is_err() {
@@ -414,9 +518,9 @@ impl Endpoint {
         }
         let [m0, m1, s0, s1, s2, s3, ..] = seed;
         let rng = u64::from_le_bytes(seed[8..].try_into().unwrap_or([1; 8])) | 1;
-        Ok(Arc::new(Endpoint {
+        Arc::new(Endpoint {
             role,
-            socket,
+            transport,
             timing,
             metrics,
             handling: Arc::new(Semaphore::new(MAX_HANDLING)),
@@ -428,11 +532,11 @@ impl Endpoint {
                 pending: HashMap::new(),
                 dedup: Dedup::default(),
             }),
-        }))
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.transport.local_addr()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -450,8 +554,8 @@ impl Endpoint {
         t
     }
 
-    async fn send(&self, bytes: &[u8], peer: SocketAddr) {
-        if let Err(e) = self.socket.send_to(bytes, peer).await {
+    async fn send(&self, bytes: &[u8], peer: &Peer) {
+        if let Err(e) = self.transport.send(bytes, peer).await {
             tracing::debug!(role = self.role, %peer, error = %e, "cannot send a CoAP message");
         }
     }
@@ -459,22 +563,25 @@ impl Endpoint {
     /// Acknowledge the confirmable message `mid` from `peer` (a separate
     /// response or a notification), and answer its retransmissions with the
     /// same ACK.
-    pub async fn ack(&self, peer: SocketAddr, mid: u16) {
+    pub async fn ack(&self, peer: &Peer, mid: u16) {
         let Ok(bytes) = empty(MessageType::Acknowledgement, mid).to_bytes() else {
             return;
         };
-        self.state()
-            .dedup
-            .insert((peer, mid), Seen::Answered(bytes.clone()), Instant::now());
+        self.state().dedup.insert(
+            (peer.clone(), mid),
+            Seen::Answered(bytes.clone()),
+            Instant::now(),
+        );
         self.send(&bytes, peer).await;
     }
 
     /// Forget a confirmable message that could not be handled, so that its
     /// retransmission is handled afresh.
-    pub fn release(&self, peer: SocketAddr, mid: u16) {
+    pub fn release(&self, peer: &Peer, mid: u16) {
         let mut s = self.state();
-        if matches!(s.dedup.get(&(peer, mid)), Some(Seen::Handling)) {
-            s.dedup.seen.remove(&(peer, mid));
+        let key = (peer.clone(), mid);
+        if matches!(s.dedup.get(&key), Some(Seen::Handling)) {
+            s.dedup.seen.remove(&key);
         }
     }
 
@@ -483,7 +590,7 @@ impl Endpoint {
     /// otherwise [`Response::unacked`] says the caller must.
     pub async fn request(
         &self,
-        peer: SocketAddr,
+        peer: &Peer,
         out: Outgoing,
         ack_separate: bool,
     ) -> Result<Response, CoapError> {
@@ -530,7 +637,7 @@ impl Endpoint {
             s.pending.insert(
                 token.clone(),
                 Pending {
-                    peer,
+                    peer: peer.clone(),
                     mid,
                     ack_separate,
                     acked: acked.clone(),
@@ -571,11 +678,11 @@ impl Endpoint {
         }
     }
 
-    /// Receive and dispatch datagrams until the socket fails.
+    /// Receive and dispatch datagrams until the task is stopped.
     pub async fn run(self: Arc<Self>, service: Arc<dyn Service>) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
-            let (n, peer) = match self.socket.recv_from(&mut buf).await {
+            let (n, peer) = match self.transport.recv(&mut buf).await {
                 Ok(r) => r,
                 Err(e) => {
                     // ICMP errors surface here on some systems; keep going.
@@ -585,7 +692,7 @@ impl Endpoint {
                 }
             };
             if n > MAX_DATAGRAM {
-                self.malformed(peer, &buf[..n], "datagram longer than 1500 bytes")
+                self.malformed(&peer, &buf[..n], "datagram longer than 1500 bytes")
                     .await;
                 continue;
             }
@@ -593,20 +700,20 @@ impl Endpoint {
             let packet = match Packet::from_bytes(bytes) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.malformed(peer, bytes, &e.to_string()).await;
+                    self.malformed(&peer, bytes, &e.to_string()).await;
                     continue;
                 }
             };
             if packet.header.get_version() != 1 {
                 // RFC 7252 §3: silently ignored.
-                self.count_malformed(peer, "CoAP version is not 1");
+                self.count_malformed(&peer, "CoAP version is not 1");
                 continue;
             }
-            self.dispatch(packet, peer, &service).await;
+            self.dispatch(packet, &peer, &service).await;
         }
     }
 
-    fn count_malformed(&self, peer: SocketAddr, why: &str) {
+    fn count_malformed(&self, peer: &Peer, why: &str) {
         self.metrics
             .coap_malformed_datagrams
             .with_label_values(&[self.role])
@@ -614,19 +721,14 @@ impl Endpoint {
         tracing::debug!(role = self.role, %peer, why, "malformed CoAP datagram");
     }
 
-    async fn malformed(&self, peer: SocketAddr, bytes: &[u8], why: &str) {
+    async fn malformed(&self, peer: &Peer, bytes: &[u8], why: &str) {
         self.count_malformed(peer, why);
         if let Some(answer) = bad_request_for(bytes, why) {
             self.send(&answer, peer).await;
         }
     }
 
-    async fn dispatch(
-        self: &Arc<Self>,
-        packet: Packet,
-        peer: SocketAddr,
-        service: &Arc<dyn Service>,
-    ) {
+    async fn dispatch(self: &Arc<Self>, packet: Packet, peer: &Peer, service: &Arc<dyn Service>) {
         let kind = packet.header.get_type();
         let mid = packet.header.message_id;
         match packet.header.code {
@@ -637,7 +739,8 @@ impl Endpoint {
                 match kind {
                     MessageType::Acknowledgement => {
                         let s = self.state();
-                        if let Some(p) = s.pending.values().find(|p| p.peer == peer && p.mid == mid)
+                        if let Some(p) =
+                            s.pending.values().find(|p| p.peer == *peer && p.mid == mid)
                         {
                             p.acked.notify_one();
                         }
@@ -647,7 +750,7 @@ impl Endpoint {
                         let token = s
                             .pending
                             .iter()
-                            .find(|(_, p)| p.peer == peer && p.mid == mid)
+                            .find(|(_, p)| p.peer == *peer && p.mid == mid)
                             .map(|(t, _)| t.clone());
                         if let Some(p) = token.and_then(|t| s.pending.remove(&t)) {
                             let _ = p.tx.send(Err(CoapError::Reset));
@@ -674,7 +777,7 @@ impl Endpoint {
         }
     }
 
-    async fn reset(&self, peer: SocketAddr, mid: u16) {
+    async fn reset(&self, peer: &Peer, mid: u16) {
         if let Ok(bytes) = empty(MessageType::Reset, mid).to_bytes() {
             self.send(&bytes, peer).await;
         }
@@ -682,26 +785,21 @@ impl Endpoint {
 
     /// For a confirmable message: `Some(bytes)` to resend, `None` to
     /// ignore (still being handled), or proceed (`Err`) after marking it.
-    fn first_time(&self, peer: SocketAddr, mid: u16) -> Result<(), Option<Vec<u8>>> {
+    fn first_time(&self, peer: &Peer, mid: u16) -> Result<(), Option<Vec<u8>>> {
         let mut s = self.state();
         let now = Instant::now();
         s.dedup.expire(now);
-        match s.dedup.get(&(peer, mid)) {
+        match s.dedup.get(&(peer.clone(), mid)) {
             Some(Seen::Handling) => Err(None),
             Some(Seen::Answered(b)) => Err(Some(b.clone())),
             None => {
-                s.dedup.insert((peer, mid), Seen::Handling, now);
+                s.dedup.insert((peer.clone(), mid), Seen::Handling, now);
                 Ok(())
             }
         }
     }
 
-    async fn request_in(
-        self: &Arc<Self>,
-        packet: Packet,
-        peer: SocketAddr,
-        service: &Arc<dyn Service>,
-    ) {
+    async fn request_in(self: &Arc<Self>, packet: Packet, peer: &Peer, service: &Arc<dyn Service>) {
         let kind = packet.header.get_type();
         let mid = packet.header.message_id;
         if !matches!(kind, MessageType::Confirmable | MessageType::NonConfirmable) {
@@ -726,14 +824,15 @@ impl Endpoint {
         };
         let this = self.clone();
         let service = service.clone();
+        let peer = peer.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let reply = service.handle(packet.clone(), peer).await;
-            this.answer(&packet, peer, reply).await;
+            let reply = service.handle(packet.clone(), peer.clone()).await;
+            this.answer(&packet, &peer, reply).await;
         });
     }
 
-    async fn answer(&self, request: &Packet, peer: SocketAddr, mut reply: Reply) {
+    async fn answer(&self, request: &Packet, peer: &Peer, mut reply: Reply) {
         let confirmable = request.header.get_type() == MessageType::Confirmable;
         let mut p = Packet::new();
         p.header.set_version(1);
@@ -762,7 +861,7 @@ impl Endpoint {
         };
         if confirmable {
             self.state().dedup.insert(
-                (peer, request.header.message_id),
+                (peer.clone(), request.header.message_id),
                 Seen::Answered(bytes.clone()),
                 Instant::now(),
             );
@@ -773,7 +872,7 @@ impl Endpoint {
         }
     }
 
-    async fn response_in(&self, packet: Packet, peer: SocketAddr, service: &Arc<dyn Service>) {
+    async fn response_in(&self, packet: Packet, peer: &Peer, service: &Arc<dyn Service>) {
         let kind = packet.header.get_type();
         let mid = packet.header.message_id;
         if kind == MessageType::Reset {
@@ -786,7 +885,7 @@ impl Endpoint {
             let matches = s
                 .pending
                 .get(packet.get_token())
-                .is_some_and(|p| p.peer == peer && p.mid == mid);
+                .is_some_and(|p| p.peer == *peer && p.mid == mid);
             if matches && let Some(p) = s.pending.remove(packet.get_token()) {
                 let _ = p.tx.send(Ok(Response {
                     packet,
@@ -807,7 +906,7 @@ impl Endpoint {
         let pending = {
             let mut s = self.state();
             let token = packet.get_token();
-            if s.pending.get(token).is_some_and(|p| p.peer == peer) {
+            if s.pending.get(token).is_some_and(|p| p.peer == *peer) {
                 s.pending.remove(token)
             } else {
                 None
@@ -822,12 +921,12 @@ impl Endpoint {
             }
             return;
         }
-        match service.notification(packet, peer) {
+        match service.notification(packet, peer.clone()) {
             Verdict::Unknown => {
                 if let Ok(bytes) = empty(MessageType::Reset, mid).to_bytes() {
                     if confirmable {
                         self.state().dedup.insert(
-                            (peer, mid),
+                            (peer.clone(), mid),
                             Seen::Answered(bytes.clone()),
                             Instant::now(),
                         );
@@ -850,9 +949,9 @@ mod tests {
     fn dedup_is_bounded_and_expires() {
         let mut d = Dedup::default();
         let now = Instant::now();
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peer = Peer::plain("127.0.0.1:1".parse().unwrap());
         for mid in 0..(MAX_DEDUP as u16 + 10) {
-            d.insert((peer, mid), Seen::Handling, now);
+            d.insert((peer.clone(), mid), Seen::Handling, now);
         }
         assert_eq!(d.seen.len(), MAX_DEDUP);
         assert!(!d.seen.contains_key(&(peer, 0)), "the oldest go first");

@@ -19,7 +19,7 @@ impl Inner {
     }
 
     /// Register (`POST /rd`).
-    pub(crate) async fn register(self: &Arc<Self>, req: Packet, peer: SocketAddr) -> Reply {
+    pub(crate) async fn register(self: &Arc<Self>, req: Packet, peer: Peer) -> Reply {
         let q = match query::parse_register(coap::query(&req).iter().map(Vec::as_slice)) {
             Ok(q) => q,
             Err(e) => return self.reject("invalid", ResponseType::BadRequest, e),
@@ -59,6 +59,9 @@ impl Inner {
                 ),
             );
         };
+        if let Err((reason, why)) = security_binding(&thing, &peer, "register") {
+            return self.reject(reason, ResponseType::Forbidden, why);
+        }
         if !thing.managed_here {
             return self.reject(
                 "not_managed",
@@ -79,7 +82,7 @@ impl Inner {
                     registration_id(),
                     q.clone(),
                     links.clone(),
-                    peer,
+                    peer.clone(),
                     now_ms(),
                 );
                 if !matches!(result, Err(RegistryError::IdInUse(_))) {
@@ -119,7 +122,7 @@ impl Inner {
     }
 
     /// Update (`POST /rd/<id>`).
-    pub(crate) async fn update(self: &Arc<Self>, id: &str, req: Packet, peer: SocketAddr) -> Reply {
+    pub(crate) async fn update(self: &Arc<Self>, id: &str, req: Packet, peer: Peer) -> Reply {
         let q = match query::parse_update(coap::query(&req).iter().map(Vec::as_slice)) {
             Ok(q) => q,
             Err(e) => return Reply::diagnostic(ResponseType::BadRequest, e),
@@ -141,7 +144,11 @@ impl Inner {
         let new_links = links.is_some();
         {
             let mut st = lock(&self.state);
-            if let Err(e) = st.registry().update(id, q, links, peer, now_ms()) {
+            if let Some(why) = st.wrong_identity(id, &peer) {
+                drop(st);
+                return self.reject("wrong_identity", ResponseType::Forbidden, why);
+            }
+            if let Err(e) = st.registry().update(id, q, links, peer.clone(), now_ms()) {
                 return Reply::diagnostic(ResponseType::NotFound, e);
             }
             for o in st
@@ -149,7 +156,7 @@ impl Inner {
                 .values_mut()
                 .filter(|o| o.registration == id)
             {
-                o.peer = peer;
+                o.peer = peer.clone();
             }
         }
         tracing::debug!(id, %peer, "LWM2M registration updated");
@@ -163,8 +170,12 @@ impl Inner {
     }
 
     /// De-register (`DELETE /rd/<id>`).
-    pub(crate) fn deregister(&self, id: &str) -> Reply {
+    pub(crate) fn deregister(&self, id: &str, peer: &Peer) -> Reply {
         let mut st = lock(&self.state);
+        if let Some(why) = st.wrong_identity(id, peer) {
+            drop(st);
+            return self.reject("wrong_identity", ResponseType::Forbidden, why);
+        }
         match st.registry().deregister(id) {
             Ok(r) => {
                 st.drop_registration(id);
@@ -179,7 +190,7 @@ impl Inner {
     /// Observe every resource of registration `id` marked `observe` that
     /// the client announced and that is not observed yet.
     pub(crate) async fn observe_all(self: &Arc<Self>, id: &str) {
-        let targets: Vec<(SocketAddr, String, String, ResourceDef)> = {
+        let targets: Vec<(Peer, String, String, ResourceDef)> = {
             let mut st = lock(&self.state);
             let Some(r) = st.registry().get(id).cloned() else {
                 return;
@@ -207,23 +218,24 @@ impl Inner {
                 })
                 .filter(|d| r.announces(d.path.object, d.path.instance))
                 .filter(|d| !observed.contains(&d.path))
-                .map(|d| (r.addr, r.root.clone(), thing.name.clone(), d))
+                .map(|d| (r.addr.clone(), r.root.clone(), thing.name.clone(), d))
                 .collect()
         };
         for (peer, root, thing, def) in targets {
-            self.observe(id, peer, &root, &thing, def).await;
+            self.observe(id, &peer, &root, &thing, def).await;
         }
     }
 
     pub(crate) async fn observe(
         &self,
         id: &str,
-        peer: SocketAddr,
+        peer: &Peer,
         root: &str,
         thing: &str,
         def: ResourceDef,
     ) {
-        let token = self.server.token();
+        let server = self.server_for(peer);
+        let token = server.token();
         let path = def.path;
         {
             let mut st = lock(&self.state);
@@ -244,7 +256,7 @@ impl Inner {
                     registration: id.to_owned(),
                     thing: thing.to_owned(),
                     def: def.clone(),
-                    peer,
+                    peer: peer.clone(),
                     last: None,
                 },
             );
@@ -256,14 +268,14 @@ impl Inner {
         let mut out = Outgoing::new(RequestType::Get, segments(root, &path.to_string()));
         out.observe = Some(0);
         out.token = Some(token.clone());
-        let resp = match self.server.request(peer, out, false).await {
+        let resp = match server.request(peer, out, false).await {
             Ok(r) => r,
             Err(e) => return forget(&e),
         };
         let packet = &resp.packet;
         if coap::response_code(packet) != Some(ResponseType::Content) {
             if let Some(mid) = resp.unacked {
-                self.server.ack(peer, mid).await;
+                server.ack(peer, mid).await;
             }
             let why = format!(
                 "the client answered {} {}",
@@ -288,8 +300,8 @@ impl Inner {
         let stored = self.store(thing, &def, packet, now_ms()).await;
         if let Some(mid) = resp.unacked {
             match stored {
-                Err(StoreFailure::Store) => self.server.release(peer, mid),
-                _ => self.server.ack(peer, mid).await,
+                Err(StoreFailure::Store) => server.release(peer, mid),
+                _ => server.ack(peer, mid).await,
             }
         }
         if stored.is_ok() {
@@ -330,7 +342,7 @@ impl Inner {
     }
 
     /// Take a notification off the receive loop (no waiting here).
-    pub(crate) fn notification(&self, packet: Packet, peer: SocketAddr) -> Verdict {
+    pub(crate) fn notification(&self, packet: Packet, peer: Peer) -> Verdict {
         // Room in the queue first, so that nothing is marked as seen for a
         // notification that is then dropped.
         let Ok(permit) = self.notifications.try_reserve() else {
@@ -394,8 +406,8 @@ pub(super) async fn store_notifications(inner: Arc<Inner>, mut rx: mpsc::Receive
             .await;
         if confirmable {
             match stored {
-                Err(StoreFailure::Store) => inner.server.release(n.peer, mid),
-                _ => inner.server.ack(n.peer, mid).await,
+                Err(StoreFailure::Store) => inner.server_for(&n.peer).release(&n.peer, mid),
+                _ => inner.server_for(&n.peer).ack(&n.peer, mid).await,
             }
         }
     }
@@ -425,7 +437,7 @@ pub(super) async fn expire_registrations(inner: Arc<Inner>) {
 
 #[async_trait::async_trait]
 impl Service for ServerRole {
-    async fn handle(&self, req: Packet, peer: SocketAddr) -> Reply {
+    async fn handle(&self, req: Packet, peer: Peer) -> Reply {
         let Some(path) = coap::path(&req) else {
             self.0.malformed_payload("server", "uri-path");
             return Reply::diagnostic(ResponseType::BadRequest, "a Uri-Path option is not UTF-8");
@@ -438,7 +450,7 @@ impl Service for ServerRole {
         match (method, path.as_slice()) {
             (Some(RequestType::Post), ["rd"]) => self.0.register(req, peer).await,
             (Some(RequestType::Post), ["rd", id]) => self.0.update(id, req, peer).await,
-            (Some(RequestType::Delete), ["rd", id]) => self.0.deregister(id),
+            (Some(RequestType::Delete), ["rd", id]) => self.0.deregister(id, &peer),
             (_, ["rd"] | ["rd", _]) => Reply::diagnostic(
                 ResponseType::MethodNotAllowed,
                 "POST /rd registers, POST /rd/<id> updates, DELETE /rd/<id> de-registers",
@@ -453,7 +465,7 @@ impl Service for ServerRole {
         }
     }
 
-    fn notification(&self, packet: Packet, peer: SocketAddr) -> Verdict {
+    fn notification(&self, packet: Packet, peer: Peer) -> Verdict {
         self.0.notification(packet, peer)
     }
 }
