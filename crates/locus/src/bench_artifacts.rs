@@ -530,7 +530,9 @@ fn run_puts(args: &PutsBenchArgs, root: &Path) -> anyhow::Result<()> {
                 let got = v["copies"].as_array().map_or(0, Vec::len);
                 let wanted = v["wanted"].as_u64().unwrap_or(0) as usize;
                 if got < wanted {
-                    bail!("a put of {size_mb} MiB with K={k} confirmed {got} of {wanted} copies: {v}");
+                    bail!(
+                        "a put of {size_mb} MiB with K={k} confirmed {got} of {wanted} copies: {v}"
+                    );
                 }
                 copies.push(got);
             }

@@ -5,7 +5,7 @@
 //!
 //! A datagram from an address without a session must be a ClientHello. It
 //! is answered with a HelloVerifyRequest carrying a cookie (an HMAC of the
-//! address under a secret drawn at start), and the handshake goes on only
+//! address under a secret drawn at the first datagram), and the handshake goes on only
 //! with a ClientHello that returns the cookie, so a spoofed source gets one
 //! datagram no larger than its own. The key is the one of the thing whose
 //! PSK identity the client names: the identity is read from the
@@ -251,14 +251,37 @@ struct Driver {
 pub struct Dtls {
     role: &'static str,
     socket: UdpSocket,
-    tls: SslContext,
-    info: Index<Ssl, Arc<HandshakeInfo>>,
+    /// Made at the first datagram: a node no DTLS client talks to never
+    /// initialises OpenSSL (about 2 MB of its pages).
+    tls: std::sync::OnceLock<Tls>,
     keys: Arc<dyn PskKeys>,
     metrics: Arc<ThingMetrics>,
     table: Mutex<Table>,
     lookups: Arc<AtomicUsize>,
     resolved: mpsc::Sender<Resolved>,
     driver: tokio::sync::Mutex<Driver>,
+}
+
+/// The OpenSSL side of a socket: its context and the index of the
+/// handshake state attached to each session.
+struct Tls {
+    context: SslContext,
+    info: Index<Ssl, Arc<HandshakeInfo>>,
+}
+
+impl Tls {
+    /// A fresh cookie secret and the context.
+    fn new() -> Result<Tls, ErrorStack> {
+        let mut secret = [0u8; 32];
+        if getrandom::fill(&mut secret).is_err() {
+            openssl::rand::rand_bytes(&mut secret)?;
+        }
+        let info = Ssl::new_ex_index()?;
+        Ok(Tls {
+            context: context(PKey::hmac(&secret)?, info)?,
+            info,
+        })
+    }
 }
 
 /// The cookie of `peer`: HMAC-SHA256 of its address under `secret`, cut to
@@ -431,10 +454,6 @@ impl Dtls {
         keys: Arc<dyn PskKeys>,
         metrics: Arc<ThingMetrics>,
     ) -> Result<Dtls, DtlsError> {
-        let mut secret = [0u8; 32];
-        openssl::rand::rand_bytes(&mut secret)?;
-        let info = Ssl::new_ex_index()?;
-        let tls = context(PKey::hmac(&secret)?, info)?;
         let socket = UdpSocket::bind(addr).await.map_err(DtlsError::Bind)?;
         let (tx, rx) = mpsc::channel(MAX_LOOKUPS);
         let mut sweep = tokio::time::interval(SWEEP);
@@ -442,8 +461,7 @@ impl Dtls {
         Ok(Dtls {
             role,
             socket,
-            tls,
-            info,
+            tls: std::sync::OnceLock::new(),
             keys,
             metrics,
             table: Mutex::new(Table::default()),
@@ -574,13 +592,20 @@ impl Dtls {
 
     /// A new handshake with `peer`.
     fn handshake(&self, peer: SocketAddr, now: Instant) -> Result<Handshake, ErrorStack> {
-        let mut ssl = Ssl::new(&self.tls)?;
+        let tls = match self.tls.get() {
+            Some(t) => t,
+            None => {
+                let t = Tls::new()?;
+                self.tls.get_or_init(|| t)
+            }
+        };
+        let mut ssl = Ssl::new(&tls.context)?;
         ssl.set_mtu(MTU)?;
         let info = Arc::new(HandshakeInfo {
             peer,
             state: Mutex::default(),
         });
-        ssl.set_ex_data(self.info, info.clone());
+        ssl.set_ex_data(tls.info, info.clone());
         ssl.set_accept_state();
         Ok(Handshake {
             stream: SslStream::new(ssl, Wire::default())?,
