@@ -159,7 +159,7 @@ impl Artifacts {
         let holders = self.holders_in(&nodes).await;
         let mut started = 0;
         for (id, held) in &holders {
-            if held.replicas == 0 || self.inner.blobs.size(id).is_some() {
+            if held.replicas == 0 || self.inner.blobs.size(id).is_some() || self.is_receiving(id) {
                 continue;
             }
             let set: BTreeSet<NodeId> = held.nodes.keys().copied().collect();

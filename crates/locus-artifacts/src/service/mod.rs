@@ -219,6 +219,9 @@ struct Inner {
     in_use: std::sync::Mutex<BTreeSet<ArtifactId>>,
     /// Holder records published: what is there now.
     published: Mutex<BTreeMap<ArtifactId, HolderRecord>>,
+    /// Copies being pushed to this node: the replication pass leaves them
+    /// alone.
+    receiving: std::sync::Mutex<BTreeSet<ArtifactId>>,
     wake: Notify,
 }
 
@@ -265,6 +268,7 @@ impl Artifacts {
             fetches: Mutex::new(HashMap::new()),
             in_use: std::sync::Mutex::new(BTreeSet::new()),
             published: Mutex::new(BTreeMap::new()),
+            receiving: std::sync::Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
         });
         let a = Artifacts { inner };
@@ -366,10 +370,10 @@ impl Artifacts {
         check_name(name.as_deref())?;
         check_replicas(replicas)?;
         let got = self.ingest(input, declared).await?;
-        let now = now_ms();
-        self.inner
-            .store
-            .put_artifact(StoredArtifact {
+        let pushing = wait && replicas > 1;
+        let row = |replicas| {
+            let now = now_ms();
+            StoredArtifact {
                 cid: got.id.to_string(),
                 size: got.size,
                 name: name.clone(),
@@ -377,12 +381,24 @@ impl Artifacts {
                 replicas,
                 added_at_ms: now,
                 used_at_ms: now,
-            })
+            }
+        };
+        // While it pushes, the uploader announces no replica count, so that
+        // the replication pass of the targets does not fetch what is being
+        // pushed to them.
+        self.inner
+            .store
+            .put_artifact(row(if pushing { 0 } else { replicas }))
             .await?;
         self.publish().await;
         tracing::info!(artifact = %got.id, size = got.size, replicas, "artifact stored");
-        let (copies, wanted, failures) = if wait && replicas > 1 {
-            self.push_copies(got.id, got.size, name, replicas).await
+        let (copies, wanted, failures) = if pushing {
+            let pushed = self
+                .push_copies(got.id, got.size, name.clone(), replicas)
+                .await;
+            self.inner.store.put_artifact(row(replicas)).await?;
+            self.publish().await;
+            pushed
         } else {
             (vec![self.inner.me], 1, Vec::new())
         };

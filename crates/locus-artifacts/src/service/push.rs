@@ -162,7 +162,15 @@ impl Artifacts {
     ) -> Result<ArtifactView, ArtifactsError> {
         check_name(name.as_deref())?;
         check_replicas(replicas)?;
-        if self.inner.blobs.size(&id).is_none() {
+        let _receiving = Receiving::start(self, id);
+        if self.inner.blobs.size(&id).is_some() {
+            // Held already: read the body to its end, so that the pusher
+            // reads the answer rather than a closed connection.
+            let mut input = input;
+            blocking(move || std::io::copy(&mut input, &mut std::io::sink()))
+                .await?
+                .map_err(|e| ArtifactsError::Invalid(format!("the pushed body broke off: {e}")))?;
+        } else {
             let got = self.ingest(input, declared).await?;
             if got.id != id {
                 if got.fresh {
@@ -191,5 +199,45 @@ impl Artifacts {
         self.publish().await;
         tracing::info!(artifact = %id, size, replicas, "copy received");
         self.stat(&id).await
+    }
+}
+
+impl Artifacts {
+    /// Whether a copy of `id` is being pushed to this node.
+    pub(crate) fn is_receiving(&self, id: &ArtifactId) -> bool {
+        self.inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+}
+
+/// Marks a copy as being received for as long as it lives.
+struct Receiving<'a> {
+    artifacts: &'a Artifacts,
+    id: ArtifactId,
+}
+
+impl<'a> Receiving<'a> {
+    fn start(artifacts: &'a Artifacts, id: ArtifactId) -> Receiving<'a> {
+        artifacts
+            .inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        Receiving { artifacts, id }
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.artifacts
+            .inner
+            .receiving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
