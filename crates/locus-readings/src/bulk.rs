@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use ed25519_dalek::SigningKey;
 use locus_core::NodeId;
-use locus_iot::Reading;
 use locus_iot::merkle::BlockLog;
+use locus_iot::{Reading, Value};
 use locus_store::Store;
 
 use crate::ingest::{Batch, Prepared, seal_batch};
@@ -61,4 +61,57 @@ impl BulkSealer {
         let cp = self.log.checkpoint(&crate::origin(node));
         crate::store_checkpoint(&self.store, &cp, key).await
     }
+}
+
+/// The reading a synthetic log holds at `seq`: a temperature of one of 64
+/// things, one reading per millisecond. What `locus bench seal` and the
+/// tests fill a data dir with, so that anyone can recompute a reading
+/// from its seq.
+pub fn synthetic_reading(seq: u64) -> Result<Reading, ReadingsError> {
+    Reading::new(
+        format!("bench-{}", seq % 64),
+        "temperature",
+        Value::Number(15.0 + (seq % 2000) as f64 / 100.0),
+        Some("Cel".to_owned()),
+        1_700_000_000_000 + (seq as i64 % (1 << 40)),
+    )
+    .map_err(|e| ReadingsError::Invalid(format!("synthetic reading {seq}: {e}")))
+}
+
+/// Seal synthetic readings ([`synthetic_reading`]) into `store` until the
+/// log holds `size` of them, at most `per_transaction` per transaction,
+/// and sign a checkpoint at each size of `checkpoints` reached on the way
+/// and at `size`; returns the notes signed, smallest first. The store's
+/// log must be shorter than every size asked.
+pub async fn seal_synthetic(
+    store: Store,
+    key: &SigningKey,
+    size: u64,
+    checkpoints: &[u64],
+    per_transaction: u64,
+) -> Result<Vec<String>, ReadingsError> {
+    let mut sealer = BulkSealer::open(store).await?;
+    let mut marks: Vec<u64> = checkpoints
+        .iter()
+        .copied()
+        .filter(|m| *m > sealer.size() && *m < size)
+        .chain(std::iter::once(size))
+        .collect();
+    marks.sort_unstable();
+    marks.dedup();
+    let mut notes = Vec::with_capacity(marks.len());
+    for mark in marks {
+        while sealer.size() < mark {
+            let start = sealer.size();
+            let end = mark.min(start + per_transaction.max(1));
+            let readings = (start..end)
+                .map(synthetic_reading)
+                .collect::<Result<Vec<_>, _>>()?;
+            sealer.append(&readings).await?;
+        }
+        if mark > 0 {
+            notes.push(sealer.checkpoint(key).await?);
+        }
+    }
+    Ok(notes)
 }
