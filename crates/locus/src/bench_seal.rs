@@ -9,7 +9,10 @@
 //! against the signed checkpoints. The agent is SIGKILLed and started
 //! again, and the same proofs must come back byte for byte; with
 //! `--upgrade`, the block roots are then deleted (a store from before they
-//! were kept) and the one-time upgrade at start is measured the same way.
+//! were kept) and the one-time upgrade at start is measured the same way;
+//! with `--compare-with`, another locus binary (a build from before block
+//! roots) is started on the log, turned back into its schema, and must
+//! serve the same proofs.
 //! Prints one JSON object on stdout (one entry per N and a summary against
 //! the targets); progress goes to stderr.
 
@@ -126,6 +129,15 @@ fn one_size(
         );
         starts.push(upgraded.report("upgrade_from_leaves", Some(same)));
     }
+    if let Some(other) = &args.compare_with {
+        downgrade(dir)?;
+        eprintln!("starting {} on the same log …", other.display());
+        let (theirs, agent) = measure(other, http, dir, &log, n, args.idle_secs, UPGRADE_TIMEOUT)?;
+        agent.kill()?;
+        let same = theirs.bodies == bodies;
+        ensure!(same, "the other binary's proofs differ");
+        starts.push(theirs.report("other_binary", Some(same)));
+    }
     Ok(json!({
         "readings": n,
         "block_roots": n / locus_iot::merkle::BLOCK_LEAVES,
@@ -207,6 +219,29 @@ fn block_roots_then(dir: &Path, delete: bool) -> anyhow::Result<u64> {
             .await?;
         store.close().await?;
         Ok(n)
+    })
+}
+
+/// Turn the store of `dir` back into the schema before block roots were
+/// stored, for a binary of that time.
+fn downgrade(dir: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = Store::open(dir)?;
+        let sql = format!(
+            "DROP TABLE seal_blocks; PRAGMA user_version = {};",
+            locus_store::SCHEMA_VERSION - 1
+        );
+        store
+            .call(move |c| {
+                c.execute_batch(&sql)?;
+                Ok(())
+            })
+            .await?;
+        store.close().await?;
+        anyhow::Ok(())
     })
 }
 

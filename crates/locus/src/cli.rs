@@ -303,6 +303,11 @@ pub struct SealBenchArgs {
     /// roots were stored (the block roots deleted, the agent started).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub upgrade: bool,
+    /// Also start this other locus binary (a build from before block roots
+    /// were stored) on each log, turned back into the schema it knows, and
+    /// check it serves the same proofs.
+    #[arg(long)]
+    pub compare_with: Option<PathBuf>,
     /// Where the data dirs live (about 250 bytes per reading, one log
     /// length at a time).
     #[arg(long, default_value = "target")]
