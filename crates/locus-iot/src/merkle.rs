@@ -75,7 +75,7 @@ pub fn tree_root(leaves: &[Hash]) -> Hash {
 }
 
 /// Roots and proofs of the prefixes of a log, however it is held: what an
-/// export needs of it ([`crate::seal::Bundle::export_stored`]).
+/// export of the seal log needs of it.
 pub trait Proofs {
     /// Why a question cannot be answered.
     type Error;

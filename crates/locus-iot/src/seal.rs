@@ -260,6 +260,32 @@ impl SealLog {
     }
 }
 
+/// The checkpoints of a node's seal log, held as a [`merkle::BlockLog`].
+impl merkle::BlockLog {
+    /// The checkpoint of the whole log, to be signed.
+    pub fn checkpoint(&self, origin: &str) -> Checkpoint {
+        Checkpoint {
+            origin: origin.to_owned(),
+            size: self.size(),
+            root: self.current_root(),
+        }
+    }
+
+    /// The checkpoint of the first `size` leaves, from memory alone (see
+    /// [`merkle::BlockLog::root`]).
+    pub fn checkpoint_at(
+        &self,
+        origin: &str,
+        size: u64,
+    ) -> Result<Checkpoint, BlockLogError<merkle::Unloaded>> {
+        Ok(Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root: self.root(size)?,
+        })
+    }
+}
+
 impl Proofs for &SealLog {
     type Error = MerkleError;
     fn root(&mut self, size: u64) -> Result<Hash, MerkleError> {

@@ -286,29 +286,6 @@ impl BlockLog {
         self.prover(|_: u64| -> Result<Vec<Hash>, Unloaded> { Err(Unloaded) })
             .root(size)
     }
-
-    /// The checkpoint of the whole log, to be signed.
-    pub fn checkpoint(&self, origin: &str) -> crate::Checkpoint {
-        crate::Checkpoint {
-            origin: origin.to_owned(),
-            size: self.size(),
-            root: self.current_root(),
-        }
-    }
-
-    /// The checkpoint of the first `size` leaves, from memory alone (see
-    /// [`BlockLog::root`]).
-    pub fn checkpoint_at(
-        &self,
-        origin: &str,
-        size: u64,
-    ) -> Result<crate::Checkpoint, BlockLogError<Unloaded>> {
-        Ok(crate::Checkpoint {
-            origin: origin.to_owned(),
-            size,
-            root: self.root(size)?,
-        })
-    }
 }
 
 /// The source of [`BlockLog::cached_prover`]: nothing beyond the cache.
