@@ -4,7 +4,9 @@
 //! collects:
 //!
 //! - [`merkle`]: the append-only Merkle log of readings (RFC 6962 hashing),
-//!   its roots, inclusion and consistency proofs and their verification;
+//!   its roots, inclusion and consistency proofs and their verification,
+//!   held whole in memory or, as a node holds it, as block roots whose
+//!   leaves are read back when a proof needs them;
 //! - [`checkpoint`]: signed checkpoints (tree size + root) in the C2SP
 //!   signed-note text format, ed25519;
 //! - [`reading`]: a [`Reading`] and its canonical bytes;
@@ -37,6 +39,6 @@ pub mod senml;
 pub mod tlv;
 
 pub use checkpoint::Checkpoint;
-pub use merkle::{Hash, MerkleLog};
+pub use merkle::{BlockLog, Hash, MerkleLog};
 pub use reading::{Reading, Value};
 pub use seal::{Bundle, Problem, Report, SealLog, Sealed};

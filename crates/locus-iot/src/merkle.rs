@@ -5,18 +5,35 @@
 //! `SHA-256("")` ([`EMPTY_ROOT`]). The tree over `n` leaves splits at the
 //! largest power of two below `n` (RFC 6962 §2.1, RFC 9162 §2.1.1).
 //!
-//! [`MerkleLog`] keeps every leaf hash in memory, plus the hash of every
-//! complete, aligned subtree (about one more hash per leaf), so it can give
-//! the root of any prefix and any inclusion or consistency proof in
-//! O(log² n) hashing. That is 64 bytes per leaf: a million readings cost
-//! 64 MiB. A node that only needs to extend the log and sign its current root
-//! can keep a [`Frontier`] instead: O(log n) hashes, no proofs.
+//! Three ways to hold a log, by what they keep in memory:
+//!
+//! - [`BlockLog`] (what a node runs): the roots of the complete blocks of
+//!   [`BLOCK_LEAVES`] (256) leaves and every complete subtree above them
+//!   (two hashes per block: 0.25 bytes per leaf, 2.5 MB at 10⁷ leaves),
+//!   plus the leaves of the incomplete last block (at most 8 KiB). Roots of
+//!   any prefix, inclusion and consistency proofs are byte-identical to
+//!   [`MerkleLog`]'s; what lies below block level is recomputed from the
+//!   leaves of the one or two stored blocks a question needs, read through
+//!   a [`LeafSource`] and checked against their block roots.
+//! - [`MerkleLog`]: every leaf hash plus every complete, aligned subtree
+//!   (about one more hash per leaf), so any root or proof is O(log² n)
+//!   hashing with nothing to read. That is 64 bytes per leaf: a million
+//!   readings cost 64 MiB. It is the reference the others are tested
+//!   against, and what offline tools and tests use.
+//! - [`Frontier`]: to extend a log and sign its current root only, O(log n)
+//!   hashes, no proofs.
 //!
 //! [`verify_inclusion`] and [`verify_consistency`] follow the algorithms of
 //! RFC 9162 §2.1.3.2 and §2.1.4.2 and need nothing but their arguments.
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+mod blocks;
+pub use blocks::{
+    BLOCK_HEIGHT, BLOCK_LEAVES, BlockCache, BlockLog, BlockLogError, FromCache, LeafSource, Prover,
+    TailTooLong, Unloaded,
+};
 
 /// A SHA-256 digest: a leaf hash, a node hash or a root.
 pub type Hash = [u8; 32];
@@ -42,6 +59,59 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     h.update(left);
     h.update(right);
     h.finalize().into()
+}
+
+/// The root of the tree over these leaf hashes, in order: RFC 6962 `MTH`
+/// ([`EMPTY_ROOT`] for none). A block's root is `tree_root` of its leaves.
+pub fn tree_root(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => EMPTY_ROOT,
+        1 => leaves[0],
+        n => {
+            let k = split(n as u64) as usize;
+            node_hash(&tree_root(&leaves[..k]), &tree_root(&leaves[k..]))
+        }
+    }
+}
+
+/// Roots and proofs of the prefixes of a log, however it is held: what an
+/// export of the seal log needs of it.
+pub trait Proofs {
+    /// Why a question cannot be answered.
+    type Error;
+    /// The root of the tree over the first `size` leaves.
+    fn root(&mut self, size: u64) -> Result<Hash, Self::Error>;
+    /// The audit path of leaf `index` in the tree of `size` leaves.
+    fn inclusion_proof(&mut self, index: u64, size: u64) -> Result<Vec<Hash>, Self::Error>;
+    /// The proof that the tree of `old` leaves is a prefix of the tree of
+    /// `new` leaves.
+    fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, Self::Error>;
+}
+
+impl<T: Proofs + ?Sized> Proofs for &mut T {
+    type Error = T::Error;
+    fn root(&mut self, size: u64) -> Result<Hash, Self::Error> {
+        (**self).root(size)
+    }
+    fn inclusion_proof(&mut self, index: u64, size: u64) -> Result<Vec<Hash>, Self::Error> {
+        (**self).inclusion_proof(index, size)
+    }
+    fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, Self::Error> {
+        (**self).consistency_proof(old, new)
+    }
+}
+
+impl Proofs for &MerkleLog {
+    type Error = MerkleError;
+    fn root(&mut self, size: u64) -> Result<Hash, MerkleError> {
+        MerkleLog::root(self, size)
+    }
+    fn inclusion_proof(&mut self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
+        MerkleLog::inclusion_proof(self, index, size)
+    }
+    fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, MerkleError> {
+        MerkleLog::consistency_proof(self, old, new)
+    }
 }
 
 /// Why the log cannot answer a question about itself.

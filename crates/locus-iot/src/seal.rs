@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::merkle::{self, Hash, MerkleError, MerkleLog, ProofError};
+use crate::merkle::{self, BlockLogError, Hash, MerkleError, MerkleLog, ProofError, Proofs};
 use crate::reading::{Reading, ReadingError};
 
 /// The format version byte that starts [`Sealed::leaf_bytes`].
@@ -94,6 +94,10 @@ pub enum SealError {
     RootMismatch { index: usize, size: u64 },
     #[error(transparent)]
     Merkle(#[from] MerkleError),
+    /// The log could not answer (its stored leaves could not be read, or
+    /// are not what it sealed).
+    #[error("the log cannot answer: {0}")]
+    Log(String),
     #[error("range {start}..{end} is not within the last checkpoint's {size} leaves")]
     Range { start: u64, end: u64, size: u64 },
     #[error("{got} readings given for the {want} seqs of the range")]
@@ -102,6 +106,15 @@ pub enum SealError {
     ReadingMismatch { seq: u64 },
     #[error("bundle JSON is not valid: {0}")]
     Json(String),
+}
+
+impl<E: fmt::Display> From<BlockLogError<E>> for SealError {
+    fn from(e: BlockLogError<E>) -> Self {
+        match e {
+            BlockLogError::Merkle(e) => SealError::Merkle(e),
+            e => SealError::Log(e.to_string()),
+        }
+    }
 }
 
 /// A reading and its place in the log: what a leaf holds.
@@ -161,9 +174,11 @@ pub fn sealed_leaf_hash(seq: u64, reading_bytes: &[u8]) -> Hash {
     h.finalize().into()
 }
 
-/// The seal log of one node: a [`MerkleLog`] of sealed leaves, numbered
-/// from 0. A pure state machine; the caller stores the readings and the
-/// leaf hashes.
+/// A seal log held whole in memory: a [`MerkleLog`] of sealed leaves,
+/// numbered from 0 (64 bytes per reading). A pure state machine; the caller
+/// stores the readings and the leaf hashes. Offline tools and tests use it;
+/// a node keeps a [`merkle::BlockLog`] of the same leaves instead, whose
+/// memory does not grow with the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SealLog {
     log: MerkleLog,
@@ -241,6 +256,45 @@ impl SealLog {
 
     /// The consistency proof from the tree of `old` leaves to that of `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, MerkleError> {
+        self.log.consistency_proof(old, new)
+    }
+}
+
+/// The checkpoints of a node's seal log, held as a [`merkle::BlockLog`].
+impl merkle::BlockLog {
+    /// The checkpoint of the whole log, to be signed.
+    pub fn checkpoint(&self, origin: &str) -> Checkpoint {
+        Checkpoint {
+            origin: origin.to_owned(),
+            size: self.size(),
+            root: self.current_root(),
+        }
+    }
+
+    /// The checkpoint of the first `size` leaves, from memory alone (see
+    /// [`merkle::BlockLog::root`]).
+    pub fn checkpoint_at(
+        &self,
+        origin: &str,
+        size: u64,
+    ) -> Result<Checkpoint, BlockLogError<merkle::Unloaded>> {
+        Ok(Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root: self.root(size)?,
+        })
+    }
+}
+
+impl Proofs for &SealLog {
+    type Error = MerkleError;
+    fn root(&mut self, size: u64) -> Result<Hash, MerkleError> {
+        self.log.root(size)
+    }
+    fn inclusion_proof(&mut self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
+        self.log.inclusion_proof(index, size)
+    }
+    fn consistency_proof(&mut self, old: u64, new: u64) -> Result<Vec<Hash>, MerkleError> {
         self.log.consistency_proof(old, new)
     }
 }
@@ -352,13 +406,19 @@ impl Bundle {
     /// `(seq, reading)` in seq order, a seq the store lost is simply absent
     /// and no reading is checked against its leaf. The proofs come from the
     /// log, so a verifier sees exactly which stored reading was altered or
-    /// is missing. Checkpoints are checked as in [`Bundle::export`].
-    pub fn export_stored(
-        log: &SealLog,
+    /// is missing. Checkpoints are checked as in [`Bundle::export`]. `log`
+    /// is any holder of the log's roots and proofs (a [`SealLog`], or a
+    /// node's [`merkle::BlockLog`] with its stored leaves).
+    pub fn export_stored<P>(
+        mut log: P,
         checkpoints: &[String],
         range: Range<u64>,
         stored: impl IntoIterator<Item = (u64, Reading)>,
-    ) -> Result<Self, SealError> {
+    ) -> Result<Self, SealError>
+    where
+        P: Proofs,
+        SealError: From<P::Error>,
+    {
         let mut cps = Vec::with_capacity(checkpoints.len());
         for (index, note) in checkpoints.iter().enumerate() {
             let cp = unverified_checkpoint(note)

@@ -314,12 +314,14 @@ impl Readings {
                 text.chars().take(300).collect::<String>()
             ));
         }
+        // Counted as acknowledged now, before the cursor moves: whoever
+        // sees the cursor sees the count too.
+        self.inner.metrics.readings_exported.inc_by(sent);
         self.inner
             .store
             .set_export_cursor(target.to_owned(), range.end, crate::unix_ms())
             .await
             .map_err(|e| format!("cannot record the export cursor: {e}"))?;
-        self.inner.metrics.readings_exported.inc_by(sent);
         Ok(range.end)
     }
 }

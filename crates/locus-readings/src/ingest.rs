@@ -33,8 +33,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use locus_iot::Reading;
+use locus_iot::merkle::BlockLog;
 use locus_iot::merkle::Hash;
-use locus_iot::seal::{SealLog, sealed_leaf_hash};
+use locus_iot::seal::sealed_leaf_hash;
 use locus_store::Store;
 
 use crate::table::{ReadingsTable, StoredReading};
@@ -127,7 +128,7 @@ pub(crate) fn seal_batch(next: u64, requests: Vec<Vec<Prepared>>) -> Batch {
 /// The writer task's state.
 pub(crate) struct Writer {
     pub(crate) store: Store,
-    pub(crate) log: Arc<RwLock<SealLog>>,
+    pub(crate) log: Arc<RwLock<BlockLog>>,
     /// Woken after each commit (the exporter waits on it).
     pub(crate) grown: Arc<Notify>,
     pub(crate) metrics: Arc<ReadingsMetrics>,
@@ -207,8 +208,11 @@ impl Writer {
         }
         {
             let mut log = self.log.write().await;
+            // The store computed the root of any block these complete, in
+            // the same transaction; the log computes the same from the
+            // same leaves.
             for leaf in leaves {
-                log.append_leaf(leaf);
+                log.append(leaf);
             }
         }
         self.metrics.readings_sealed.inc_by(n as u64);
@@ -244,7 +248,7 @@ impl Writer {
                     log.size()
                 )));
             }
-            log.append_leaf(leaf);
+            log.append(leaf);
         }
         tracing::warn!(
             from = size,

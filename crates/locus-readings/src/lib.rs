@@ -2,9 +2,10 @@
 //!
 //! The readings this node accepted, sealed into its tamper-evident log.
 //!
-//! Owns: the `readings`, `checkpoints`, export-outbox and import tables of
-//! the store, the in-memory seal log, the group-commit writer, the
-//! checkpoint, retention and export loops, and the EdgeX reading queries.
+//! Owns: the `readings`, `seal_leaves`, `seal_blocks`, `checkpoints`,
+//! export-outbox and import tables of the store, the in-memory seal log,
+//! the group-commit writer, the checkpoint, retention and export loops, and
+//! the EdgeX reading queries.
 //! Must never: speak a device protocol (MQTT, LwM2M and HTTP doors hand it
 //! readings), acknowledge a reading before its commit, or change a sealed
 //! leaf.
@@ -15,6 +16,14 @@
 //! key (C2SP signed note, origin `locus/<node id>`); a bundle of any range
 //! can be exported with the proofs that let anyone verify it offline with
 //! the node's verifier key (`locus verify`).
+//!
+//! The seal log's memory does not grow with it ([`log`]): the node keeps
+//! the root of every complete block of 256 leaves (with the subtrees above
+//! them: 0.25 bytes per reading) and the leaves of the last, incomplete
+//! block; a block's root is stored in the transaction that stores its last
+//! leaf. A start loads the block roots and at most 255 leaves, not the
+//! whole log, and a proof reads the one or two stored blocks of leaves it
+//! needs, checked against their roots.
 //!
 //! # Durability (fsync policy)
 //!
@@ -29,9 +38,11 @@
 //! in-memory log (and so every checkpoint and proof) includes a reading
 //! only after its commit. See [`ingest`] for what a failed commit does.
 
+pub mod bulk;
 pub mod edgex;
 pub mod export;
 pub mod ingest;
+pub mod log;
 pub mod metrics;
 pub mod retention;
 mod table;
@@ -44,7 +55,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use locus_core::NodeId;
-use locus_iot::seal::SealLog;
+use locus_iot::merkle::BlockLog;
 use locus_iot::{Bundle, Reading, checkpoint};
 use locus_store::Store;
 use serde::{Deserialize, Serialize};
@@ -61,8 +72,6 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 pub const MAX_QUERY: u32 = 10_000;
 /// Most readings in one exported bundle.
 pub const MAX_BUNDLE: u64 = 100_000;
-/// Inclusion proofs of a bundle computed while holding the log.
-const BUNDLE_CHUNK: usize = 1024;
 
 /// Why a readings operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +190,9 @@ struct Inner {
     key: SigningKey,
     node: NodeId,
     origin: String,
-    /// The seal log; only the writer task appends to it, after each commit.
-    log: Arc<RwLock<SealLog>>,
+    /// The seal log (block roots and the tail; see [`log`]); only the
+    /// writer task appends to it, after each commit.
+    log: Arc<RwLock<BlockLog>>,
     /// Requests for the writer task.
     queue: mpsc::Sender<Request>,
     /// Woken by the writer after each commit.
@@ -214,9 +224,10 @@ pub struct Readings {
 }
 
 impl Readings {
-    /// Rebuild the seal log from the stored leaves, start the writer task
-    /// and the checkpoint loop. Returns the loops to stop at shutdown (the
-    /// writer stops by itself once every handle is dropped).
+    /// Load the seal log from the store (its block roots and last leaves;
+    /// see [`log`]), start the writer task and the checkpoint loop. Returns
+    /// the loops to stop at shutdown (the writer stops by itself once every
+    /// handle is dropped).
     pub async fn start(
         setup: ReadingsSetup,
     ) -> Result<(Readings, Vec<tokio::task::JoinHandle<()>>), ReadingsError> {
@@ -228,14 +239,7 @@ impl Readings {
             config,
         } = setup;
         let pruned_below = store.readings_pruned_below().await?;
-        let mut leaves = Vec::new();
-        for (i, l) in store.reading_leaves().await?.into_iter().enumerate() {
-            let leaf: [u8; 32] = l.try_into().map_err(|_| {
-                ReadingsError::Invalid(format!("stored leaf of seq {i} is not 32 bytes"))
-            })?;
-            leaves.push(leaf);
-        }
-        let log = Arc::new(RwLock::new(SealLog::from_leaves(leaves)));
+        let log = Arc::new(RwLock::new(log::load(&store).await?));
         let grown = Arc::new(Notify::new());
         let (queue, rx) = ingest::channel();
         tokio::spawn(
@@ -252,7 +256,7 @@ impl Readings {
                 store,
                 key,
                 node,
-                origin: format!("locus/{node}"),
+                origin: origin(node),
                 log,
                 queue,
                 grown,
@@ -329,12 +333,7 @@ impl Readings {
         if last >= Some(cp.size) {
             return Ok(());
         }
-        let note = checkpoint::sign(&cp, &self.inner.origin, &self.inner.key)
-            .map_err(|e| ReadingsError::Sign(e.to_string()))?;
-        self.inner
-            .store
-            .put_checkpoint(cp.size, note, crate::unix_ms())
-            .await?;
+        store_checkpoint(&self.inner.store, &cp, &self.inner.key).await?;
         Ok(())
     }
 
@@ -408,16 +407,10 @@ impl Readings {
         let reading: Reading = serde_json::from_str(&row.body).map_err(|e| {
             ReadingsError::Invalid(format!("stored reading seq {seq} is unreadable: {e}"))
         })?;
-        let (leaf, root, proof) = {
-            let log = self.inner.log.read().await;
-            let leaf = log.leaf(seq).ok_or(ReadingsError::Missing { seq })?;
-            let merkle = |e: locus_iot::merkle::MerkleError| ReadingsError::Invalid(e.to_string());
-            (
-                leaf,
-                log.root(size).map_err(merkle)?,
-                log.inclusion_proof(seq, size).map_err(merkle)?,
-            )
-        };
+        let (leaf, root, proof) = log::prove(&self.inner.log, &self.inner.store, |p| {
+            Ok((p.leaf(seq)?, p.root(size)?, p.inclusion_proof(seq, size)?))
+        })
+        .await?;
         Ok(InclusionProof {
             seq,
             reading,
@@ -445,15 +438,10 @@ impl Readings {
                  smaller tree to a newer one"
             )));
         }
-        let (from_root, to_root, proof) = {
-            let log = self.inner.log.read().await;
-            let merkle = |e: locus_iot::merkle::MerkleError| ReadingsError::Invalid(e.to_string());
-            (
-                log.root(from).map_err(merkle)?,
-                log.root(to).map_err(merkle)?,
-                log.consistency_proof(from, to).map_err(merkle)?,
-            )
-        };
+        let (from_root, to_root, proof) = log::prove(&self.inner.log, &self.inner.store, |p| {
+            Ok((p.root(from)?, p.root(to)?, p.consistency_proof(from, to)?))
+        })
+        .await?;
         Ok(ConsistencyProof {
             from,
             to,
@@ -552,33 +540,40 @@ impl Readings {
             })?;
             readings.push((r.seq, reading));
         }
-        // The proofs are computed a chunk at a time, so that the writer
-        // (which needs the log to append) never waits for a whole export.
-        let mut bundle: Option<Bundle> = None;
-        let mut readings = readings.into_iter().peekable();
-        loop {
-            let chunk: Vec<(u64, Reading)> = readings.by_ref().take(BUNDLE_CHUNK).collect();
-            // The first call checks every checkpoint and proves their
-            // consistency; the others only need the last one's tree.
-            let notes = match &bundle {
-                None => &notes[..],
-                Some(_) => &notes[notes.len().saturating_sub(1)..],
-            };
-            let part = {
-                let log = self.inner.log.read().await;
-                Bundle::export_stored(&log, notes, range.clone(), chunk)
-                    .map_err(|e| ReadingsError::Invalid(e.to_string()))?
-            };
-            match &mut bundle {
-                None => bundle = Some(part),
-                Some(b) => b.entries.extend(part.entries),
-            }
-            if readings.peek().is_none() {
-                break;
-            }
-        }
-        bundle.ok_or_else(|| ReadingsError::Invalid("nothing to export".into()))
+        // The proofs read stored blocks of leaves: on a blocking thread,
+        // which holds the log only while it hashes (see `log`), so the
+        // writer never waits for a whole export.
+        let mut proofs = log::StoredProofs::new(self.inner.log.clone(), self.inner.store.clone());
+        tokio::task::spawn_blocking(move || {
+            Bundle::export_stored(&mut proofs, &notes, range, readings).map_err(|e| {
+                proofs
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| ReadingsError::Invalid(e.to_string()))
+            })
+        })
+        .await
+        .map_err(|e| ReadingsError::Invalid(format!("the export stopped: {e}")))?
     }
+}
+
+/// The origin of a node's checkpoints.
+pub(crate) fn origin(node: NodeId) -> String {
+    format!("locus/{node}")
+}
+
+/// Sign `cp` with the node's key and store the note; returns it.
+pub(crate) async fn store_checkpoint(
+    store: &Store,
+    cp: &checkpoint::Checkpoint,
+    key: &SigningKey,
+) -> Result<String, ReadingsError> {
+    let note =
+        checkpoint::sign(cp, &cp.origin, key).map_err(|e| ReadingsError::Sign(e.to_string()))?;
+    store
+        .put_checkpoint(cp.size, note.clone(), crate::unix_ms())
+        .await?;
+    Ok(note)
 }
 
 pub(crate) fn unix_ms() -> u64 {

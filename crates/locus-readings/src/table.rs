@@ -1,12 +1,14 @@
 //! The readings tables of the node's store: `readings` (bodies), `seal_leaves`,
+//! `seal_blocks` (the root of every complete block of leaves),
 //! `checkpoints`, `readings_state` (the prune watermark), `export_cursors`,
 //! `import_origins` and `imports` (children's readings), `edgex_resources`.
 //! Queries run on the store's one writer thread.
 
 use std::future::Future;
 
+use locus_iot::merkle::{BLOCK_LEAVES, Hash, tree_root};
 use locus_store::{Store, StoreError};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// A reading as stored: its place in the seal log, its JSON body and its
 /// leaf hash.
@@ -81,15 +83,38 @@ fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
 
 /// Queries of the readings tables.
 pub(crate) trait ReadingsTable {
-    /// Append readings in one transaction; acknowledged once committed
-    /// (WAL, synchronous = FULL: durable across power loss).
+    /// Append readings in one transaction, with the root of every block of
+    /// leaves they complete; acknowledged once committed (WAL, synchronous
+    /// = FULL: durable across power loss).
     fn append_readings(
         &self,
         rows: Vec<StoredReading>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Every leaf hash, in seq order (to rebuild the seal log at start).
+    /// Every leaf hash, in seq order.
+    #[cfg(test)]
     fn reading_leaves(&self) -> impl Future<Output = Result<Vec<Vec<u8>>, StoreError>> + Send;
+
+    /// The root of every complete block of leaves stored in `seal_blocks`,
+    /// in block order (block `i` at index `i`).
+    fn seal_block_roots(&self) -> impl Future<Output = Result<Vec<Hash>, StoreError>> + Send;
+
+    /// The leaf hashes of seqs `start..end`, every one of which must be
+    /// stored (a missing seq is named).
+    fn seal_leaves_between(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Vec<Hash>, StoreError>> + Send;
+
+    /// Compute from the stored leaves, and store, the roots of at most
+    /// `max` complete blocks from block `from` on, in one transaction; the
+    /// roots written, in order (fewer than `max` once the leaves run out).
+    fn fill_seal_blocks(
+        &self,
+        from: u64,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<Hash>, StoreError>> + Send;
 
     /// Readings of `thing` (all things when `None`) with `from_ms <= time
     /// < to_ms`, oldest first, at most `limit`.
@@ -254,17 +279,73 @@ impl ReadingsTable for Store {
                     leaf.execute(params![r.seq as i64, r.leaf])?;
                 }
             }
+            put_completed_blocks(&tx, &rows)?;
             tx.commit()?;
             Ok(())
         })
         .await
     }
 
+    #[cfg(test)]
     async fn reading_leaves(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.call(|c| {
             let mut stmt = c.prepare("SELECT leaf FROM seal_leaves ORDER BY seq")?;
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn seal_block_roots(&self) -> Result<Vec<Hash>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT block, root FROM seal_blocks ORDER BY block")?;
+            let mut rows = stmt.query([])?;
+            let mut roots = Vec::new();
+            while let Some(r) = rows.next()? {
+                let block = r.get::<_, i64>(0)?;
+                if block != roots.len() as i64 {
+                    return Err(StoreError::Corrupt(format!(
+                        "the root of seal block {} is missing (the next stored is block {block})",
+                        roots.len()
+                    )));
+                }
+                let root = r.get_ref(1)?;
+                let root = root.as_blob().ok().and_then(|b| Hash::try_from(b).ok());
+                roots.push(root.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the root of seal block {block} is not 32 bytes"))
+                })?);
+            }
+            Ok(roots)
+        })
+        .await
+    }
+
+    async fn seal_leaves_between(&self, start: u64, end: u64) -> Result<Vec<Hash>, StoreError> {
+        self.call(move |c| leaves_between(c, start, end)).await
+    }
+
+    async fn fill_seal_blocks(&self, from: u64, max: u64) -> Result<Vec<Hash>, StoreError> {
+        self.call(move |c| {
+            let size: i64 = c.query_row(
+                "SELECT COALESCE(MAX(seq) + 1, 0) FROM seal_leaves",
+                [],
+                |r| r.get(0),
+            )?;
+            let complete = size as u64 / BLOCK_LEAVES;
+            let tx = c.transaction()?;
+            let mut roots = Vec::new();
+            {
+                let mut put =
+                    tx.prepare_cached("INSERT INTO seal_blocks (block, root) VALUES (?1, ?2)")?;
+                for block in from..complete.min(from.saturating_add(max)) {
+                    let start = block * BLOCK_LEAVES;
+                    let root = tree_root(&leaves_between(&tx, start, start + BLOCK_LEAVES)?);
+                    put.execute(params![block as i64, &root[..]])?;
+                    roots.push(root);
+                }
+            }
+            tx.commit()?;
+            Ok(roots)
         })
         .await
     }
@@ -613,6 +694,84 @@ impl ReadingsTable for Store {
         })
         .await
     }
+}
+
+/// The leaf hashes of seqs `start..end`, all of which must be stored.
+fn leaves_between(c: &Connection, start: u64, end: u64) -> Result<Vec<Hash>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT seq, leaf FROM seal_leaves WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![start as i64, end as i64])?;
+    let mut leaves = Vec::with_capacity(end.saturating_sub(start).min(BLOCK_LEAVES) as usize);
+    let mut next = start;
+    while let Some(r) = rows.next()? {
+        let seq = r.get::<_, i64>(0)? as u64;
+        if seq != next {
+            return Err(StoreError::Corrupt(format!(
+                "the seal leaf of seq {next} is missing (the next stored is seq {seq})"
+            )));
+        }
+        leaves.push(leaf_of(seq, r.get_ref(1)?)?);
+        next += 1;
+    }
+    if next < end {
+        return Err(StoreError::Corrupt(format!(
+            "the seal leaf of seq {next} is missing (the leaves stored end before it, {end} were expected)"
+        )));
+    }
+    Ok(leaves)
+}
+
+/// A stored leaf as a hash, or what is wrong with it.
+fn leaf_of(seq: u64, value: rusqlite::types::ValueRef<'_>) -> Result<Hash, StoreError> {
+    let bytes = value
+        .as_blob()
+        .map_err(|_| StoreError::Corrupt(format!("the seal leaf of seq {seq} is not a blob")))?;
+    Hash::try_from(bytes).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "the seal leaf of seq {seq} is {} bytes, not 32",
+            bytes.len()
+        ))
+    })
+}
+
+/// Store the root of every block whose last leaf is among `rows` (just
+/// inserted, in the same transaction). The leaves of such a block that
+/// came before `rows` are read back from the table.
+fn put_completed_blocks(c: &Connection, rows: &[StoredReading]) -> Result<(), StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    // Rows come numbered in one run (seal_batch); any other shape reads
+    // every leaf back.
+    let contiguous = rows
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.seq == first.seq + i as u64);
+    let mut put = c.prepare_cached("INSERT INTO seal_blocks (block, root) VALUES (?1, ?2)")?;
+    for last in rows.iter().filter(|r| (r.seq + 1) % BLOCK_LEAVES == 0) {
+        let block = last.seq / BLOCK_LEAVES;
+        let start = block * BLOCK_LEAVES;
+        let leaves = if contiguous {
+            // Before the rows from the table, then from the rows.
+            let from_rows = start.max(first.seq);
+            let mut leaves = leaves_between(c, start, from_rows)?;
+            for r in &rows[(from_rows - first.seq) as usize..=(last.seq - first.seq) as usize] {
+                leaves.push(Hash::try_from(&r.leaf[..]).map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "the seal leaf of seq {} is {} bytes, not 32",
+                        r.seq,
+                        r.leaf.len()
+                    ))
+                })?);
+            }
+            leaves
+        } else {
+            leaves_between(c, start, last.seq + 1)?
+        };
+        put.execute(params![block as i64, &tree_root(&leaves)[..]])?;
+    }
+    Ok(())
 }
 
 fn pruned_below(c: &rusqlite::Connection) -> rusqlite::Result<u64> {

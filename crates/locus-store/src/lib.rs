@@ -64,6 +64,10 @@ pub enum StoreError {
     /// A query failed.
     #[error("store query failed: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The store holds rows that are not what locus wrote (a gap, a value
+    /// of the wrong size, data that contradicts other data); says which.
+    #[error("the store holds data that is not valid: {0}")]
+    Corrupt(String),
     /// The writer is gone (the store was closed or its thread died).
     #[error("the store is closed")]
     Closed,

@@ -118,6 +118,15 @@ const MIGRATIONS: &[&str] = &[
         queued_at_ms INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX mqtt_queue_by_thing ON mqtt_queue (thing, id);",
+    // 10: the root of every complete block of 256 seal leaves (block `b`
+    // holds seqs `b·256 .. (b+1)·256`), written in the transaction that
+    // stores the block's last leaf, so that a start loads one root per
+    // block instead of every leaf. A file from before it gets its block
+    // roots from its leaves at the first start.
+    "CREATE TABLE seal_blocks (
+        block INTEGER PRIMARY KEY,
+        root  BLOB NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -177,7 +177,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// One plain HTTP/1.1 GET of /healthz; true on a 200.
-fn healthy(addr: SocketAddr) -> bool {
+pub(crate) fn healthy(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(50)) else {
         return false;
     };
@@ -214,7 +214,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// RssAnon and RssFile of `pid`, in bytes.
-fn rss_split(pid: u32) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn rss_split(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("reading /proc/PID/status")?;
     let kib = |key: &str| -> u64 {

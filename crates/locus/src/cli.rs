@@ -291,6 +291,41 @@ pub enum BenchCommand {
     /// PUBACK latency, bytes per reading), and proof generation and
     /// verification rates.
     Things(ThingsBenchArgs),
+    /// Agent start time and idle memory by seal-log length: sealed
+    /// readings written straight into fresh data dirs, then a real agent
+    /// started, proofs fetched and verified, SIGKILLed and started again.
+    Seal(SealBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SealBenchArgs {
+    /// Log lengths to measure (comma-separated); a baseline of 0 is always
+    /// measured first.
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000u64, 1_000_000, 10_000_000],
+          value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    pub readings: Vec<u64>,
+    /// Readings per transaction while the data dir is filled.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub per_transaction: u64,
+    /// Seconds each agent is left idle before its memory is read.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub idle_secs: u64,
+    /// Also measure the one-time upgrade of a store written before block
+    /// roots were stored (the block roots deleted, the agent started).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub upgrade: bool,
+    /// Also start this other locus binary (a build from before block roots
+    /// were stored) on each log, turned back into the schema it knows, and
+    /// check it serves the same proofs.
+    #[arg(long)]
+    pub compare_with: Option<PathBuf>,
+    /// Where the data dirs live (about 250 bytes per reading, one log
+    /// length at a time).
+    #[arg(long, default_value = "target")]
+    pub dir: PathBuf,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

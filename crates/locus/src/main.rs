@@ -6,6 +6,7 @@ mod artifact_cli;
 mod bench;
 mod bench_artifacts;
 mod bench_fabric;
+mod bench_seal;
 mod bench_things;
 mod bench_workloads;
 mod cli;
@@ -57,6 +58,9 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Things(args)) => {
             bench_things::things(&args).map_err(Failure::Failed)
+        }
+        Command::Bench(BenchCommand::Seal(args)) => {
+            bench_seal::seal(&args).map_err(Failure::Failed)
         }
         Command::Bench(BenchCommand::Workloads(args)) => {
             bench_workloads::workloads(&args).map_err(Failure::from)
