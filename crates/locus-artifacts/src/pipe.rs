@@ -154,6 +154,35 @@ impl Drop for StreamWriter {
     }
 }
 
+/// Bytes read per chunk by [`file_chunks`].
+pub const FILE_CHUNK: usize = 256 * 1024;
+
+/// A file's bytes as a stream of chunks, for an HTTP body; `read` is told
+/// the bytes of each chunk as it goes (a progress bar, say).
+pub fn file_chunks(
+    file: tokio::fs::File,
+    mut read: impl FnMut(u64) + Send + 'static,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold(file, |mut f| async move {
+        let mut buf = BytesMut::zeroed(FILE_CHUNK);
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf.freeze()), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+    .inspect(move |c| {
+        if let Ok(b) = c {
+            read(b.len() as u64);
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,33 +228,4 @@ mod tests {
         assert!(rx.recv().await.unwrap().is_err());
         assert!(rx.recv().await.is_none());
     }
-}
-
-/// Bytes read per chunk by [`file_chunks`].
-pub const FILE_CHUNK: usize = 256 * 1024;
-
-/// A file's bytes as a stream of chunks, for an HTTP body; `read` is told
-/// the bytes of each chunk as it goes (a progress bar, say).
-pub fn file_chunks(
-    file: tokio::fs::File,
-    mut read: impl FnMut(u64) + Send + 'static,
-) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold(file, |mut f| async move {
-        let mut buf = BytesMut::zeroed(FILE_CHUNK);
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(buf.freeze()), f))
-            }
-            Err(e) => Some((Err(e), f)),
-        }
-    })
-    .inspect(move |c| {
-        if let Ok(b) = c {
-            read(b.len() as u64);
-        }
-    })
 }
