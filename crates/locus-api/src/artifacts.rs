@@ -32,6 +32,7 @@ fn api_error(e: ArtifactsError) -> ApiError {
         ArtifactsError::NotHere(_) => (StatusCode::NOT_FOUND, "not_here"),
         ArtifactsError::NoHolder(_) => (StatusCode::NOT_FOUND, "no_holder"),
         ArtifactsError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        ArtifactsError::Mismatch { .. } => (StatusCode::CONFLICT, "cid_mismatch"),
         ArtifactsError::Budget { .. } => (StatusCode::INSUFFICIENT_STORAGE, "over_budget"),
         ArtifactsError::Transfer { .. } => (StatusCode::BAD_GATEWAY, "fetch_failed"),
         ArtifactsError::Blob(locus_artifacts::ArtifactError::Truncated { .. })
@@ -209,7 +210,8 @@ pub(crate) async fn put(
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact's bytes"),
     responses(
         (status = 201, description = "Stored", body = ArtifactView),
-        (status = 400, description = "Bad CID or query, or bytes that do not hash to the CID", body = ErrorBody),
+        (status = 400, description = "Bad CID or query, or a body that did not match its Content-Length", body = ErrorBody),
+        (status = 409, description = "The bytes do not hash to the CID", body = ErrorBody),
         (status = 507, description = "It does not fit in the store's disk budget", body = ErrorBody),
     )
 )]

@@ -781,6 +781,18 @@ fn a_durable_put_survives_its_uploader_killed_at_once() {
     eprintln!("running elsewhere {took:?} after the uploader's SIGKILL");
     let w = workload(&others[0].agent, "durable").unwrap();
     assert_eq!(w["failover_ready"], true, "{w}");
+
+    // A pushed copy whose bytes do not hash to its CID is refused.
+    let other = locus_core::ArtifactId::of(b"what the CID names").to_string();
+    let r = http()
+        .put(others[0].agent.url(&format!("/api/v1/artifacts/{other}")))
+        .body("something else")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "cid_mismatch", "{body}");
+    assert!(!blob_path(&others[0].agent, &other).exists());
 }
 
 /// Without waiting, the uploader's copy is the only one when it dies: the

@@ -183,6 +183,8 @@ pub enum ArtifactsError {
     NoHolder(ArtifactId),
     #[error("{0}")]
     Invalid(String),
+    #[error("the pushed bytes hash to {got}, not to {want}")]
+    Mismatch { want: ArtifactId, got: ArtifactId },
     #[error(
         "artifact needs {need} bytes but the store has {free} of its {budget}-byte budget free even after collecting"
     )]

@@ -176,10 +176,10 @@ impl Artifacts {
                 if got.fresh {
                     let _ = self.inner.blobs.remove(&got.id);
                 }
-                return Err(ArtifactsError::Invalid(format!(
-                    "the pushed bytes hash to {}, not to {id}",
-                    got.id
-                )));
+                return Err(ArtifactsError::Mismatch {
+                    want: id,
+                    got: got.id,
+                });
             }
         }
         let now = now_ms();
