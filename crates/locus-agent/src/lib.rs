@@ -617,8 +617,12 @@ impl locus_workloads::ArtifactSource for SourceOf {
         }
     }
 
-    async fn live_holders(&self, id: locus_core::ArtifactId) -> std::collections::BTreeSet<NodeId> {
-        self.0.live_holders(&id).await
+    async fn live_holders(
+        &self,
+        ids: &std::collections::BTreeSet<locus_core::ArtifactId>,
+    ) -> std::collections::BTreeMap<locus_core::ArtifactId, std::collections::BTreeSet<NodeId>>
+    {
+        self.0.live_holders(ids).await
     }
 
     fn set_in_use(&self, ids: std::collections::BTreeSet<locus_core::ArtifactId>) {

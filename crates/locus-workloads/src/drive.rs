@@ -157,8 +157,10 @@ impl Workloads {
         &self,
         awaiting: Vec<(WorkloadId, locus_core::ArtifactId)>,
     ) -> Result<(), WorkloadError> {
+        let wanted: BTreeSet<locus_core::ArtifactId> = awaiting.iter().map(|(_, a)| *a).collect();
+        let holders = self.inner.artifacts.live_holders(&wanted).await;
         for (id, artifact) in awaiting {
-            let back = !self.inner.artifacts.live_holders(artifact).await.is_empty();
+            let back = holders.get(&artifact).is_some_and(|h| !h.is_empty());
             let mut owned = self.inner.owned.lock().await;
             let Some(e) = owned.entries.get_mut(&id) else {
                 continue;

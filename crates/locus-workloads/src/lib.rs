@@ -197,9 +197,12 @@ impl Handover {
 pub trait ArtifactSource: Send + Sync + 'static {
     /// Fetch and verify `id` when this node lacks it; the path of its bytes.
     async fn local_path(&self, id: locus_core::ArtifactId) -> Result<PathBuf, SourceError>;
-    /// The live nodes that hold a complete copy of `id` (this one included
-    /// when it does).
-    async fn live_holders(&self, id: locus_core::ArtifactId) -> BTreeSet<NodeId>;
+    /// For each of `ids`, the live nodes that hold a complete copy (this
+    /// one included when it does).
+    async fn live_holders(
+        &self,
+        ids: &BTreeSet<locus_core::ArtifactId>,
+    ) -> BTreeMap<locus_core::ArtifactId, BTreeSet<NodeId>>;
     /// The artifacts the owned workloads start from.
     fn set_in_use(&self, ids: BTreeSet<locus_core::ArtifactId>);
 }

@@ -155,24 +155,34 @@ impl Workloads {
         for e in self.inner.owned.lock().await.entries.values() {
             best.entry(e.w.id).or_insert_with(|| e.w.summary(0));
         }
+        let listed: Vec<(WorkloadSummary, Option<WorkloadSpec>)> = best
+            .into_values()
+            .filter(|s| !s.destroyed)
+            .map(|s| {
+                let spec = (s.spec_chunks > 0).then(|| replicas.spec(&s)).flatten();
+                (s, spec)
+            })
+            .collect();
+        let sources: BTreeSet<locus_core::ArtifactId> = listed
+            .iter()
+            .filter_map(|(_, spec)| spec.as_ref())
+            .filter_map(|spec| locus_core::ArtifactId::from_source(spec.source.get()))
+            .filter_map(Result::ok)
+            .collect();
+        let holders = self.inner.artifacts.live_holders(&sources).await;
         let mut out = Vec::new();
-        for s in best.into_values().filter(|s| !s.destroyed) {
+        for (s, spec) in listed {
             let node = nodes.iter().find(|n| n.id == s.owner);
             let info = node.and_then(|n| n.info.as_ref());
-            let spec = (s.spec_chunks > 0).then(|| replicas.spec(&s)).flatten();
             let spec_replicated = spec.is_some();
             let failover_ready = match &spec {
                 None => false,
                 Some(spec) => match locus_core::ArtifactId::from_source(spec.source.get()) {
                     None => true,
                     Some(Err(_)) => false,
-                    Some(Ok(artifact)) => self
-                        .inner
-                        .artifacts
-                        .live_holders(artifact)
-                        .await
-                        .iter()
-                        .any(|n| *n != s.owner),
+                    Some(Ok(artifact)) => holders
+                        .get(&artifact)
+                        .is_some_and(|h| h.iter().any(|n| *n != s.owner)),
                 },
             };
             out.push(WorkloadView {

@@ -660,23 +660,13 @@ fn a_download_abandoned_when_its_only_holder_dies_is_collected() {
 /// an executable big enough that no peer can copy it in the first
 /// moments after its put.
 fn padded_sleep(path: &Path, pad: u64) -> String {
+    let tail = path.with_extension("tail");
+    write_content(&tail, pad, 5);
     let mut bytes = std::fs::read("/bin/sleep").unwrap();
-    let tail = noise(pad);
-    bytes.extend_from_slice(&tail);
+    bytes.extend_from_slice(&std::fs::read(&tail).unwrap());
+    std::fs::remove_file(&tail).unwrap();
     std::fs::write(path, &bytes).unwrap();
     locus_core::ArtifactId::of(&bytes).to_string()
-}
-
-fn noise(len: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn workload(agent: &Agent, name: &str) -> Option<Value> {

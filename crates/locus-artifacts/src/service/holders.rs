@@ -138,19 +138,29 @@ impl Artifacts {
         out
     }
 
-    /// The live nodes holding a complete copy of `id`, as their holder
-    /// records say (this node included when it holds one).
-    pub async fn live_holders(&self, id: &ArtifactId) -> BTreeSet<NodeId> {
-        let mut out: BTreeSet<NodeId> = self
-            .holders()
-            .await
-            .remove(id)
-            .map(|h| h.nodes.into_keys().collect())
-            .unwrap_or_default();
-        if self.inner.blobs.size(id).is_some() {
-            out.insert(self.inner.me);
+    /// For each of `ids`, the live nodes holding a complete copy, as their
+    /// holder records say (this node included when it holds one); one
+    /// reading of the records for all of them.
+    pub async fn live_holders(
+        &self,
+        ids: &BTreeSet<ArtifactId>,
+    ) -> BTreeMap<ArtifactId, BTreeSet<NodeId>> {
+        if ids.is_empty() {
+            return BTreeMap::new();
         }
-        out
+        let mut held = self.holders().await;
+        ids.iter()
+            .map(|id| {
+                let mut nodes: BTreeSet<NodeId> = held
+                    .remove(id)
+                    .map(|h| h.nodes.into_keys().collect())
+                    .unwrap_or_default();
+                if self.inner.blobs.size(id).is_some() {
+                    nodes.insert(self.inner.me);
+                }
+                (*id, nodes)
+            })
+            .collect()
     }
 
     /// One replication pass: fetch what this node is named to hold.
