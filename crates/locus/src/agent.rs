@@ -121,6 +121,7 @@ async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
     });
 
     let app = locus_api::router(node.clone());
+    tokio::spawn(release_startup_pages());
     let mut graceful = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = graceful.wait_for(|stop| *stop).await;
@@ -137,6 +138,29 @@ async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
         .await
         .context("cannot close the store cleanly")?;
     Ok(())
+}
+
+/// When, after the API starts serving, the agent hands back what only
+/// start-up used: at once, and again 30 s later, when every periodic loop
+/// has made its first passes (the fabric's slowest, every 5 s).
+const RELEASE_STARTUP_PAGES_AFTER: [Duration; 2] =
+    [Duration::from_secs(1), Duration::from_secs(29)];
+
+/// Hand back free heap and this process's mappings of start-up code
+/// (`locus_agent::footprint`); idle work maps again the few pages it uses.
+async fn release_startup_pages() {
+    for wait in RELEASE_STARTUP_PAGES_AFTER {
+        tokio::time::sleep(wait).await;
+        locus_agent::footprint::trim_heap();
+        match locus_agent::footprint::release_startup_pages() {
+            Ok(r) => tracing::debug!(
+                regions = r.regions,
+                bytes = r.bytes,
+                "released the mappings of start-up pages"
+            ),
+            Err(e) => tracing::debug!(error = %e, "cannot read this process's mappings"),
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
