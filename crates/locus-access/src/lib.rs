@@ -12,14 +12,18 @@
 //!   quota ([`tenant`]);
 //! - the catalogue of operations, one stable dotted name per API route, and
 //!   which role may perform which ([`operation`]);
+//! - Biscuit tokens: minting by an issuing node, attenuation by the holder,
+//!   and authorization of a request with a Datalog policy built from it
+//!   ([`token`]);
 //! - signed revocations of tokens, users and node certificates, and the
 //!   bounded set of those in force ([`revocation`]);
 //! - signatures of node-to-node requests and the replay guard that checks
 //!   them ([`request`]).
 //!
 //! It must never do I/O, read a clock or draw randomness: the time "now"
-//! is always an argument, and so are random bytes (nonces). Nothing here
-//! panics on bytes from outside (records, headers): every decoder answers an error that says what is
+//! is always an argument, and so are random bytes (nonces, the key of an
+//! attenuation block). Nothing here panics on bytes from outside (tokens,
+//! records, headers): every decoder answers an error that says what is
 //! wrong, and every collection that input can grow has a named bound.
 
 pub mod cert;
@@ -30,6 +34,7 @@ pub mod orglog;
 pub mod request;
 pub mod revocation;
 pub mod tenant;
+pub mod token;
 
 pub use cert::{CertError, NodeCertificate, NodeRole, SignedNodeCertificate};
 pub use operation::{Access, Operation, Scope, role_allows};
@@ -40,4 +45,7 @@ pub use revocation::{Revocation, RevocationKind, RevocationSet, Revoker, SignedR
 pub use tenant::{
     Grant, Quota, QuotaError, Role, Tenant, TenantName, TenantRef, Usage, User, UserName,
     WorkloadKind, check_quota,
+};
+pub use token::{
+    Claims, Denied, Issuer, Narrowing, Principal, Request, attenuate, authorize, mint,
 };
