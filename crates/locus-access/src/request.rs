@@ -15,6 +15,13 @@
 //! <BLAKE3 of the body: 64 hex digits>
 //! ```
 //!
+//! The digest is of the body as sent. A body the receiver streams rather
+//! than holds, the bytes of a content-addressed artifact, is signed by the
+//! BLAKE3 digest its CID names ([`sign_request_digest`],
+//! [`verify_request_digest`]): the same digest, known without a second
+//! pass over the bytes, and the receiver refuses bytes that do not hash
+//! to the CID.
+//!
 //! It travels as five headers ([`RequestSignature`]). A request is
 //! accepted only once: a nonce is remembered while its date is within
 //! [`CLOCK_SKEW_SECS`] of "now", and a date outside that window is refused.
@@ -133,9 +140,30 @@ pub fn sign_request(
     date: u64,
     nonce: [u8; 16],
 ) -> RequestSignature {
+    sign_request_digest(key, method, path_and_query, body_digest(body), date, nonce)
+}
+
+/// The BLAKE3 digest of a body, as [`HEADER_DIGEST`] carries it.
+pub fn body_digest(body: &[u8]) -> [u8; 32] {
+    *blake3::hash(body).as_bytes()
+}
+
+/// Sign a request whose body has the BLAKE3 digest `digest`, known
+/// without reading the body again: the body of a content-addressed
+/// upload (an artifact copy) is the content its CID names, and the CID
+/// carries that BLAKE3 digest, so a streamed body of any size is signed
+/// without a second pass over it.
+pub fn sign_request_digest(
+    key: &SigningKey,
+    method: &str,
+    path_and_query: &str,
+    digest: [u8; 32],
+    date: u64,
+    nonce: [u8; 16],
+) -> RequestSignature {
     let node = NodeId::from_public_key(&key.verifying_key());
     let nonce = hex(&nonce);
-    let digest = blake3::hash(body).to_hex().to_string();
+    let digest = hex(&digest);
     let text = canonical(&node, method, path_and_query, date, &nonce, &digest);
     let signature = hex(&org::sign(key, b"", text.as_bytes()));
     RequestSignature {
@@ -167,6 +195,31 @@ pub fn verify_request(
     now: u64,
     guard: &mut ReplayGuard,
 ) -> Result<NodeId, RequestError> {
+    verify_request_digest(
+        sig,
+        method,
+        path_and_query,
+        &body_digest(body),
+        key_of,
+        now,
+        guard,
+    )
+}
+
+/// [`verify_request`] for a body the receiver does not hold whole: the
+/// digest the signature must cover is `expected` (for an artifact copy,
+/// the BLAKE3 digest its CID names). The caller must then accept the
+/// body only if it hashes to `expected`, as an artifact copy whose bytes
+/// do not hash to its CID is refused.
+pub fn verify_request_digest(
+    sig: &RequestSignature,
+    method: &str,
+    path_and_query: &str,
+    expected: &[u8; 32],
+    key_of: impl FnOnce(&NodeId) -> Option<VerifyingKey>,
+    now: u64,
+    guard: &mut ReplayGuard,
+) -> Result<NodeId, RequestError> {
     let node: NodeId = sig
         .node
         .parse()
@@ -192,7 +245,7 @@ pub fn verify_request(
     if date.abs_diff(now) > CLOCK_SKEW_SECS {
         return Err(RequestError::StaleDate { date, now });
     }
-    if *blake3::hash(body).as_bytes() != digest {
+    if digest != *expected {
         return Err(RequestError::DigestMismatch);
     }
     let key = key_of(&node).ok_or(RequestError::UnknownNode(node))?;
@@ -343,6 +396,28 @@ mod tests {
             Err(RequestError::UnknownNode(_))
         ));
         assert!(g.is_empty(), "refused requests leave no nonce behind");
+    }
+
+    #[test]
+    fn a_content_addressed_body_is_signed_by_its_digest() {
+        let k = key();
+        let content = vec![9u8; 100_000];
+        let digest = body_digest(&content);
+        let path = "/api/v1/artifacts/bafk?replicas=2";
+        let sig = sign_request_digest(&k, "PUT", path, digest, 1000, [3; 16]);
+        // The same headers as signing the body itself.
+        assert_eq!(sig, sign_request(&k, "PUT", path, &content, 1000, [3; 16]));
+        let mut g = ReplayGuard::new();
+        assert!(
+            verify_request_digest(&sig, "PUT", path, &digest, lookup(&k), 1000, &mut g).is_ok()
+        );
+        // Another content (another CID) is not what was signed.
+        let other = body_digest(b"other");
+        let sig = sign_request_digest(&k, "PUT", path, digest, 1000, [4; 16]);
+        assert_eq!(
+            verify_request_digest(&sig, "PUT", path, &other, lookup(&k), 1000, &mut g),
+            Err(RequestError::DigestMismatch)
+        );
     }
 
     #[test]
