@@ -95,6 +95,41 @@ pub enum AgentError {
     Doors(#[from] locus_things::DoorsError),
 }
 
+/// Signs this node's calls to other nodes with its key
+/// (`locus_access::request`): the date from the system clock, the nonce
+/// 16 bytes from the OS.
+struct KeySigner(SigningKey);
+
+impl locus_core::RequestSigner for KeySigner {
+    fn sign_digest(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body_digest: [u8; 32],
+    ) -> Vec<(&'static str, String)> {
+        let mut nonce = [0u8; 16];
+        if let Err(e) = getrandom::fill(&mut nonce) {
+            tracing::error!(error = %e, "no randomness for a request nonce; the call goes unsigned");
+            return Vec::new();
+        }
+        let date = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        locus_access::request::sign_request_digest(
+            &self.0,
+            method,
+            path_and_query,
+            body_digest,
+            date,
+            nonce,
+        )
+        .headers()
+        .iter()
+        .map(|(name, value)| (*name, (*value).to_owned()))
+        .collect()
+    }
+}
+
 /// A running node.
 pub struct Node {
     id: NodeId,
@@ -234,8 +269,10 @@ impl Node {
             metrics.inventory_refreshes.clone(),
             capacity.clone(),
         ));
+        let signer: locus_core::Signer = Arc::new(KeySigner(key.clone()));
         let (artifacts, repair) = Artifacts::start(locus_artifacts::ArtifactsSetup {
             me: id,
+            signer: signer.clone(),
             data_dir: data_dir.clone(),
             store: store.clone(),
             fabric: fabric.clone(),
@@ -248,12 +285,13 @@ impl Node {
             store: store.clone(),
             key: key.clone(),
             node: id,
+            signer: signer.clone(),
             metrics: metrics.readings.clone(),
             config: settings.config.readings.clone(),
         })
         .await
         .map_err(|e| AgentError::Readings(e.to_string()))?;
-        let things = Things::start(id, store.clone(), fabric.clone())
+        let things = Things::start(id, store.clone(), fabric.clone(), signer.clone())
             .await
             .map_err(|e| AgentError::Things(e.to_string()))?;
         let things_config = &settings.config.things;
@@ -282,6 +320,7 @@ impl Node {
         let (workloads, reconcile) = Workloads::start(locus_workloads::WorkloadsSetup {
             artifacts: Arc::new(SourceOf(artifacts.clone())),
             me: id,
+            signer: signer.clone(),
             data_dir: data_dir.clone(),
             store: store.clone(),
             fabric: fabric.clone(),

@@ -15,6 +15,9 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request latency, by method and route template.
     pub http_duration: HistogramVec,
+    /// Node-to-node calls refused, by reason (unsigned, replayed_nonce,
+    /// stale_date, unknown_node, bad_signature, busy).
+    pub node_calls_refused: IntCounterVec,
     /// Completed host inventory refreshes.
     pub inventory_refreshes: IntCounter,
     /// Agent uptime, set at each scrape.
@@ -68,6 +71,14 @@ impl Metrics {
             &["method", "route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
+        let node_calls_refused = IntCounterVec::new(
+            Opts::new(
+                "locus_node_calls_refused_total",
+                "Calls to node-only routes refused before their handler, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(node_calls_refused.clone()))?;
         let inventory_refreshes = IntCounter::new(
             "locus_inventory_refreshes_total",
             "Completed host inventory refreshes.",
@@ -123,6 +134,7 @@ impl Metrics {
             fabric_coordinate_error,
             http_requests,
             http_duration,
+            node_calls_refused,
             inventory_refreshes,
             uptime_seconds,
             generation,

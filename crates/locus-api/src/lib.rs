@@ -5,13 +5,18 @@
 //! `/api/v1/openapi.json`, and a Swagger UI at `/api/v1/docs`.
 //!
 //! Owns: routes, request/response shapes, the error envelope, HTTP metrics.
-//! Must never: hold state of its own or decide anything about the cluster —
+//! Node-only routes (handovers, imports, span fetches, pushed copies) take
+//! only calls signed by a node of the cluster ([`node_calls`]); the nonces
+//! it saw are the one state the API keeps.
+//!
+//! Must never: hold other state of its own or decide anything about the cluster —
 //! every handler reads from or asks the [`Node`]; a handler that needs a
 //! rule calls a function of `locus-core` or `locus-agent`.
 
 mod artifacts;
 mod error;
 mod forward;
+mod node_calls;
 mod readings;
 mod routes;
 mod things;
@@ -118,6 +123,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// have no body (the empty artifact).
 fn finish(api: &mut utoipa::openapi::OpenApi) {
     api.info.version = locus_core::VERSION.to_owned();
+    node_calls::document(api);
     if let Some(body) = api
         .paths
         .paths
@@ -150,6 +156,10 @@ pub fn router(node: Arc<Node>) -> Router {
     routes
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            node_calls::NodeCalls::new(node.clone()),
+            node_calls::check,
+        ))
         .layer(middleware::from_fn_with_state(node.clone(), record_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(node)

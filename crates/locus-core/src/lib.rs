@@ -14,6 +14,7 @@ pub mod config;
 pub mod identity;
 pub mod inventory;
 pub mod node;
+pub mod signer;
 pub mod thing;
 pub mod workload;
 
@@ -21,6 +22,7 @@ pub use artifact::ArtifactId;
 pub use config::{Config, ConfigError};
 pub use identity::NodeId;
 pub use node::{Health, HealthStatus, NodeStatus};
+pub use signer::{RequestSigner, Signer};
 pub use thing::{Thing, ThingSpec};
 pub use workload::{Kind, State, Workload, WorkloadId, WorkloadSpec};
 

@@ -299,9 +299,20 @@ impl Readings {
         let origin = self.inner.node.to_string();
         let (range, body) = export_batch(&origin, &key, next, end, &rows);
         let sent = rows.iter().filter(|(s, _)| *s < range.end).count() as u64;
-        let answer = client
+        let mut req = client
             .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Ok(parsed) = reqwest::Url::parse(url) {
+            let mut path = parsed.path().to_owned();
+            if let Some(q) = parsed.query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            for (name, value) in self.inner.signer.sign("POST", &path, body.as_bytes()) {
+                req = req.header(name, value);
+            }
+        }
+        let answer = req
             .body(body)
             .send()
             .await

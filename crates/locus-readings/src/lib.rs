@@ -206,6 +206,8 @@ struct Inner {
     metrics: Arc<ReadingsMetrics>,
     /// EdgeX (device, resource) → (profile, value type), as last stored.
     edgex: std::sync::Mutex<std::collections::HashMap<(String, String), (String, String)>>,
+    /// Signs the exports to a parent as this node.
+    signer: locus_core::Signer,
 }
 
 /// What the readings need to start.
@@ -215,6 +217,8 @@ pub struct ReadingsSetup {
     pub node: NodeId,
     pub metrics: Arc<ReadingsMetrics>,
     pub config: locus_core::config::ReadingsConfig,
+    /// Signs the node-to-node calls (exports to a parent) as this node.
+    pub signer: locus_core::Signer,
 }
 
 /// The node's readings. Cheap to clone.
@@ -237,6 +241,7 @@ impl Readings {
             node,
             metrics,
             config,
+            signer,
         } = setup;
         let pruned_below = store.readings_pruned_below().await?;
         let log = Arc::new(RwLock::new(log::load(&store).await?));
@@ -265,6 +270,7 @@ impl Readings {
                 policy: retention::Policy::from_config(&config),
                 metrics,
                 edgex: Default::default(),
+                signer,
             }),
         };
         let this = r.clone();

@@ -47,6 +47,7 @@ async fn start_with(
         node,
         metrics: metrics.clone(),
         config,
+        signer: std::sync::Arc::new(locus_core::signer::Unsigned),
     })
     .await
     .unwrap();

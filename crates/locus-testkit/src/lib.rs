@@ -511,3 +511,61 @@ pub fn assert_acked_stored(
     );
     stored.len()
 }
+
+/// The key of the node whose data dir is `data_dir` (its `node.key`,
+/// PKCS#8 PEM), to sign node-to-node calls as that node.
+pub fn node_key(data_dir: &Path) -> ed25519_dalek::SigningKey {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let pem = std::fs::read_to_string(data_dir.join("node.key")).expect("read node.key");
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).expect("parse node.key")
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// The signature headers of a node-to-node call `method path_and_query`
+/// whose body has the BLAKE3 digest `body_digest`, signed with `key` at
+/// `date` (unix seconds) with a fresh nonce.
+pub fn sign_call(
+    key: &ed25519_dalek::SigningKey,
+    method: &str,
+    path_and_query: &str,
+    body_digest: [u8; 32],
+    date: u64,
+) -> Vec<(&'static str, String)> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).expect("randomness");
+    locus_access::request::sign_request_digest(
+        key,
+        method,
+        path_and_query,
+        body_digest,
+        date,
+        nonce,
+    )
+    .headers()
+    .iter()
+    .map(|(n, v)| (*n, (*v).to_owned()))
+    .collect()
+}
+
+/// [`sign_call`] for a body held whole, dated now.
+pub fn sign_body(
+    key: &ed25519_dalek::SigningKey,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    sign_call(
+        key,
+        method,
+        path_and_query,
+        locus_access::request::body_digest(body),
+        unix_now(),
+    )
+}

@@ -138,6 +138,8 @@ struct Inner {
     events: broadcast::Sender<ThingEvent>,
     /// Where this node's own device servers listen.
     endpoints: std::sync::Mutex<Endpoints>,
+    /// Signs the handovers this node sends.
+    signer: locus_core::Signer,
 }
 
 /// The node's things. Cheap to clone.
@@ -216,6 +218,7 @@ impl Things {
         me: NodeId,
         store: Store,
         fabric: FabricHandle,
+        signer: locus_core::Signer,
     ) -> Result<Things, ThingsError> {
         let mut owned = BTreeMap::new();
         for (name, body) in store.things().await? {
@@ -240,6 +243,7 @@ impl Things {
                 me,
                 store,
                 fabric,
+                signer,
                 owned: Mutex::new(owned),
                 moved: Mutex::new(HashMap::new()),
                 logins: std::sync::Mutex::new(HashMap::new()),
@@ -548,9 +552,17 @@ impl Things {
             node: to.to_string(),
             reason,
         };
-        let resp = client
-            .post(format!("http://{to_api}/api/v1/things/handover"))
-            .json(&thing)
+        const PATH: &str = "/api/v1/things/handover";
+        let body = serde_json::to_vec(&thing)
+            .map_err(|e| ThingsError::Invalid(format!("cannot encode the thing: {e}")))?;
+        let mut req = client
+            .post(format!("http://{to_api}{PATH}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in self.inner.signer.sign("POST", PATH, &body) {
+            req = req.header(name, value);
+        }
+        let resp = req
+            .body(body)
             .send()
             .await
             .map_err(|e| unreachable(e.to_string()))?;

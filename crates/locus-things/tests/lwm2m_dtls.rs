@@ -116,6 +116,7 @@ async fn fixture() -> Fixture {
         node,
         metrics: Arc::new(ReadingsMetrics::register(&metrics).unwrap()),
         config: Default::default(),
+        signer: std::sync::Arc::new(locus_core::signer::Unsigned),
     })
     .await
     .unwrap();

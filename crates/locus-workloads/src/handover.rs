@@ -24,11 +24,19 @@ impl Workloads {
             node: to.to_string(),
             reason,
         };
-        let resp = self
+        const PATH: &str = "/api/v1/workloads/handover";
+        let body = serde_json::to_vec(&Handover::of(w))
+            .map_err(|e| unreachable(format!("cannot encode the handover: {e}")))?;
+        let mut req = self
             .inner
             .http
-            .post(format!("http://{api}/api/v1/workloads/handover"))
-            .json(&Handover::of(w))
+            .post(format!("http://{api}{PATH}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in self.inner.signer.sign("POST", PATH, &body) {
+            req = req.header(name, value);
+        }
+        let resp = req
+            .body(body)
             .send()
             .await
             .map_err(|e| unreachable(e.to_string()))?;

@@ -278,6 +278,8 @@ struct Inner {
     /// first learns whether its workloads were adopted elsewhere).
     hold_until: Instant,
     http: reqwest::Client,
+    /// Signs the handovers this node sends.
+    signer: locus_core::Signer,
     artifacts: Arc<dyn ArtifactSource>,
 }
 
@@ -302,6 +304,8 @@ pub struct WorkloadsSetup {
     pub artifacts: Arc<dyn ArtifactSource>,
     /// How long to hold starts after boot.
     pub hold: Duration,
+    /// Signs the node-to-node calls (handovers) as this node.
+    pub signer: locus_core::Signer,
 }
 
 fn now_ms() -> u64 {
@@ -384,6 +388,7 @@ impl Workloads {
             wake: Notify::new(),
             hold_until: Instant::now() + setup.hold,
             artifacts: setup.artifacts,
+            signer: setup.signer,
             http: reqwest::Client::builder()
                 .timeout(HANDOVER_TIMEOUT)
                 .build()

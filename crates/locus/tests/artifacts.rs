@@ -772,13 +772,20 @@ fn a_durable_put_survives_its_uploader_killed_at_once() {
     let w = workload(&others[0].agent, "durable").unwrap();
     assert_eq!(w["failover_ready"], true, "{w}");
 
-    // A pushed copy whose bytes do not hash to its CID is refused.
-    let other = locus_core::ArtifactId::of(b"what the CID names").to_string();
-    let r = http()
-        .put(others[0].agent.url(&format!("/api/v1/artifacts/{other}")))
-        .body("something else")
-        .send()
-        .unwrap();
+    // A pushed copy whose bytes do not hash to its CID is refused, even
+    // when a node of the cluster signed it: the signature covers the
+    // digest the CID names, the receiver checks the bytes against it.
+    let named = locus_core::ArtifactId::of(b"what the CID names");
+    let other = named.to_string();
+    let path = format!("/api/v1/artifacts/{other}");
+    let mut req = http()
+        .put(others[0].agent.url(&path))
+        .body("something else");
+    let key = node_key(&others[1].agent.data_dir);
+    for (name, value) in sign_call(&key, "PUT", &path, *named.digest(), unix_now()) {
+        req = req.header(name, value);
+    }
+    let r = req.send().unwrap();
     assert_eq!(r.status(), 409);
     let body: Value = r.json().unwrap();
     assert_eq!(body["error"]["code"], "cid_mismatch", "{body}");

@@ -64,7 +64,7 @@ fn dependencies_point_downwards() {
     let deps = locus_deps();
     let layer = |name: &str| match name {
         "locus-core" => 0,
-        "locus-sched" | "locus-iot" => 1,
+        "locus-sched" | "locus-iot" | "locus-access" => 1,
         "locus-store" | "locus-fabric" | "locus-runtime" => 2,
         "locus-artifacts" | "locus-readings" | "locus-things" | "locus-workloads" => 3,
         "locus-agent" => 4,
@@ -104,7 +104,7 @@ fn dependencies_point_downwards() {
         "service-to-service handles"
     );
     // The pure crates stay pure: nothing but locus-core below them.
-    for p in ["locus-core", "locus-sched", "locus-iot"] {
+    for p in ["locus-core", "locus-sched", "locus-iot", "locus-access"] {
         assert!(
             deps[p].iter().all(|d| d == "locus-core"),
             "{p} depends on {:?}",

@@ -434,7 +434,17 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let parent_dir = dir.path().join("parent");
     let child_dir = dir.path().join("child");
-    let parent = Agent::start(&parent_dir, &[]);
+    // Imports are node-to-node calls: the parent accepts only nodes of its
+    // cluster, so the two gossip, each a seed of the other.
+    let parent_gossip = free_udp_addr().to_string();
+    let child_gossip = free_udp_addr().to_string();
+    let parent_args = [
+        "--gossip",
+        parent_gossip.as_str(),
+        "--seed",
+        child_gossip.as_str(),
+    ];
+    let parent = Agent::start(&parent_dir, &parent_args);
     let parent_addr = parent.addr;
     let config = dir.path().join("child.toml");
     std::fs::write(
@@ -443,7 +453,15 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
     )
     .unwrap();
     let config = config.to_str().unwrap().to_owned();
-    let child = Agent::start(&child_dir, &["--config", &config]);
+    let child_args = [
+        "--config",
+        config.as_str(),
+        "--gossip",
+        child_gossip.as_str(),
+        "--seed",
+        parent_gossip.as_str(),
+    ];
+    let child = Agent::start(&child_dir, &child_args);
     let child_addr = child.addr;
     let origin = get_json(&child, "/api/v1/node")["id"]
         .as_str()
@@ -473,7 +491,7 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
         || metric(&child, "locus_readings_export_failures_total") >= 1.0,
     );
     assert!(metric(&child, "locus_readings_export_backlog") >= 1.0);
-    let parent = Agent::spawn(&parent_dir, parent_addr, &[]);
+    let parent = Agent::spawn(&parent_dir, parent_addr, &parent_args);
     parent.wait_healthy();
     arrived(&parent, 150);
     wait_until("the outbox is empty", Duration::from_secs(30), || {
@@ -539,7 +557,7 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let child = Agent::spawn(&child_dir, child_addr, &["--config", &config]);
+    let child = Agent::spawn(&child_dir, child_addr, &child_args);
     child.wait_healthy();
     // What the child stored: every reading it acknowledged, maybe a few
     // more that were committed as it died.

@@ -190,6 +190,7 @@ impl Artifacts {
                 let peer = &peers[pi];
                 let job = SpanJob {
                     http: self.inner.http.clone(),
+                    signer: self.inner.signer.clone(),
                     api: peer.api.clone(),
                     id,
                     span,
@@ -317,6 +318,7 @@ enum SpanFailure {
 /// One span asked of one peer.
 struct SpanJob {
     http: reqwest::Client,
+    signer: locus_core::Signer,
     api: String,
     id: ArtifactId,
     span: Range<u64>,
@@ -332,12 +334,17 @@ impl SpanJob {
             "http://{}/api/v1/artifacts/{}/bao?start={}&end={}",
             self.api, self.id, self.span.start, self.span.end
         );
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| SpanFailure::Request(e.to_string()))?;
+        let empty = *blake3::hash(b"").as_bytes();
+        let resp = super::signed(
+            self.signer.as_ref(),
+            self.http.get(&url),
+            "GET",
+            &url,
+            empty,
+        )
+        .send()
+        .await
+        .map_err(|e| SpanFailure::Request(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(SpanFailure::Request(format!(
                 "{} answered {}",

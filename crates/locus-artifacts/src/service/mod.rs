@@ -205,6 +205,9 @@ pub struct ArtifactsSetup {
     pub fabric: FabricHandle,
     pub metrics: Arc<ArtifactMetrics>,
     pub budget_bytes: u64,
+    /// Signs the node-to-node calls (span fetches, pushed copies) as this
+    /// node.
+    pub signer: locus_core::Signer,
 }
 
 struct Inner {
@@ -215,6 +218,7 @@ struct Inner {
     metrics: Arc<ArtifactMetrics>,
     budget: u64,
     http: reqwest::Client,
+    signer: locus_core::Signer,
     /// Fetches under way: later callers wait on the first.
     fetches: Mutex<HashMap<ArtifactId, watch::Receiver<FetchProgress>>>,
     /// Artifacts the workloads of this node use (never collected).
@@ -262,6 +266,7 @@ impl Artifacts {
             fabric: setup.fabric,
             metrics: setup.metrics,
             budget: setup.budget_bytes,
+            signer: setup.signer,
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(3))
                 .read_timeout(PEER_READ_TIMEOUT)
@@ -630,4 +635,29 @@ fn check_replicas(replicas: u32) -> Result<(), ArtifactsError> {
         )));
     }
     Ok(())
+}
+
+/// `req` (a request `method url`) with this node's signature, its body
+/// having the BLAKE3 digest `body_digest`: an empty body for a span
+/// fetch, the artifact itself (the digest its CID names) for a pushed
+/// copy.
+pub(crate) fn signed(
+    signer: &dyn locus_core::RequestSigner,
+    mut req: reqwest::RequestBuilder,
+    method: &str,
+    url: &str,
+    body_digest: [u8; 32],
+) -> reqwest::RequestBuilder {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return req;
+    };
+    let mut path = parsed.path().to_owned();
+    if let Some(q) = parsed.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    for (name, value) in signer.sign_digest(method, &path, body_digest) {
+        req = req.header(name, value);
+    }
+    req
 }

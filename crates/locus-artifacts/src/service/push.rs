@@ -128,10 +128,14 @@ impl Artifacts {
             url.push_str(&locus_core::url_escape(n));
         }
         let timeout = PUSH_BASE_TIMEOUT + PUSH_PER_MIB * (size >> 20).min(u32::MAX as u64) as u32;
-        let answer = self
-            .inner
-            .http
-            .put(url)
+        let req = signed(
+            self.inner.signer.as_ref(),
+            self.inner.http.put(&url),
+            "PUT",
+            &url,
+            *id.digest(),
+        );
+        let answer = req
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .header(reqwest::header::CONTENT_LENGTH, size)
             .timeout(timeout)

@@ -74,6 +74,7 @@ async fn start(store: &Store) -> Result<Readings, ReadingsError> {
         node,
         metrics,
         config: Default::default(),
+        signer: std::sync::Arc::new(locus_core::signer::Unsigned),
     })
     .await
     .map(|(r, _loops)| r)
