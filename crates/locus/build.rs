@@ -34,7 +34,8 @@ fn main() {
     if env::var_os("LOCUS_NO_SYMBOL_ORDER").is_some() {
         return;
     }
-    let list = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("idle-symbols.txt");
+    let list =
+        Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap_or_default()).join("idle-symbols.txt");
     if list.is_file() {
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",

@@ -85,12 +85,12 @@ pub(crate) fn query_error(e: QueryRejection) -> ApiError {
 
 /// Read a JSON body into `T`, naming the field path of an error; floats
 /// without a fraction count as integers (as JSON Schema says).
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned + serde::Serialize>(
     body: &[u8],
     code: &str,
 ) -> Result<T, ApiError> {
-    // serde would also read a struct from an array of its fields.
-    if serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| !v.is_object()) {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok();
+    if value.as_ref().is_some_and(|v| !v.is_object()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             code,
@@ -101,22 +101,120 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
         let mut de = serde_json::Deserializer::from_slice(body);
         serde_path_to_error::deserialize::<_, T>(&mut de)
     };
-    match strict {
-        Ok(v) => Ok(v),
+    let read = match strict {
+        Ok(v) => v,
         Err(e) => {
-            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body)
+            if let Some(mut v) = value.clone()
                 && locus_core::workload::integral_floats_to_integers(&mut v)
                 && let Ok(t) = serde_json::from_value::<T>(v)
             {
-                return Ok(t);
+                t
+            } else {
+                let path = e.path().to_string();
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    code,
+                    format!("{path}: {}", e.inner()),
+                )
+                .with_details(serde_json::json!({ "path": path })));
             }
-            let path = e.path().to_string();
-            Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                code,
-                format!("{path}: {}", e.inner()),
-            )
-            .with_details(serde_json::json!({ "path": path })))
         }
+    };
+    // serde also reads a struct from an array of its fields; the API
+    // documents objects, so an array where an object was read is refused.
+    if let (Some(input), Ok(shape)) = (&value, serde_json::to_value(&read))
+        && let Some(path) = array_for_object(input, &shape, String::new())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("{path}: expected a JSON object, found an array"),
+        )
+        .with_details(serde_json::json!({ "path": path })));
+    }
+    Ok(read)
+}
+
+/// The path of the first place where `input` has an array and what was
+/// read from it (`read`, serialized back) is an object.
+fn array_for_object(
+    input: &serde_json::Value,
+    read: &serde_json::Value,
+    path: String,
+) -> Option<String> {
+    use serde_json::Value;
+    match (input, read) {
+        (Value::Array(_), Value::Object(_)) => Some(if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path
+        }),
+        (Value::Object(i), Value::Object(r)) => r.iter().find_map(|(k, rv)| {
+            let iv = i.get(k)?;
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            array_for_object(iv, rv, p)
+        }),
+        (Value::Array(i), Value::Array(r)) => i
+            .iter()
+            .zip(r)
+            .enumerate()
+            .find_map(|(n, (iv, rv))| array_for_object(iv, rv, format!("{path}[{n}]"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Inner {
+        a: Option<u32>,
+        b: Option<u32>,
+    }
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Outer {
+        inner: Inner,
+        list: Vec<Inner>,
+    }
+
+    #[test]
+    fn an_array_where_an_object_is_documented_is_refused_with_its_path() {
+        let e = json_body::<Outer>(br#"{"inner": [null, null], "list": []}"#, "bad").unwrap_err();
+        assert!(
+            format!("{e:?}").contains("inner: expected a JSON object"),
+            "{e:?}"
+        );
+        let e = json_body::<Outer>(br#"{"inner": {}, "list": [{}, [1, 2]]}"#, "bad").unwrap_err();
+        assert!(
+            format!("{e:?}").contains("list[1]: expected a JSON object"),
+            "{e:?}"
+        );
+        let e = json_body::<Outer>(br#"[{}, []]"#, "bad").unwrap_err();
+        assert!(format!("{e:?}").contains("must be a JSON object"), "{e:?}");
+    }
+
+    #[test]
+    fn objects_are_read_and_integral_floats_count_as_integers() {
+        let read = json_body::<Outer>(br#"{"inner": {"a": 2.0}, "list": [{"b": 1}]}"#, "bad");
+        assert_eq!(
+            read.ok(),
+            Some(Outer {
+                inner: Inner {
+                    a: Some(2),
+                    b: None
+                },
+                list: vec![Inner {
+                    a: None,
+                    b: Some(1)
+                }],
+            })
+        );
     }
 }

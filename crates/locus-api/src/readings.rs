@@ -17,7 +17,7 @@ use locus_readings::{
     CheckpointView, ConsistencyProof, InclusionProof, MAX_BUNDLE, MAX_QUERY, ReadingView,
     ReadingsError,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, query_error};
@@ -522,7 +522,7 @@ pub(crate) async fn edgex_by_device(
 }
 
 /// A reading as a child node exports it (the JSON shape of a reading).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub(crate) struct ImportedReading {
     #[schema(
         min_length = 1,
@@ -549,7 +549,7 @@ pub(crate) struct ImportedReading {
 }
 
 /// A reading's value: exactly one of the four kinds.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(min_properties = 1, max_properties = 1)]
 pub(crate) struct ImportedValue {
@@ -565,7 +565,7 @@ pub(crate) struct ImportedValue {
 }
 
 /// One sealed reading of the child.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub(crate) struct ImportedEntry {
     /// Its seq in the child's seal log.
     seq: u64,
@@ -573,7 +573,7 @@ pub(crate) struct ImportedEntry {
 }
 
 /// What a child node exports: its id, its verifier key and sealed readings.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub(crate) struct ImportRequest {
     /// The child's node id.
     #[schema(pattern = "^[0-9a-f]{20}$")]
