@@ -47,5 +47,6 @@ pub use tenant::{
     WorkloadKind, check_quota,
 };
 pub use token::{
-    Claims, Denied, Issuer, Narrowing, Principal, Request, attenuate, authorize, mint,
+    Claims, Denied, Inspection, Issuer, Narrowing, Principal, Request, attenuate, authorize,
+    inspect, mint,
 };

@@ -366,6 +366,126 @@ pub fn attenuate(token: &str, narrowing: &Narrowing, seed: [u8; 32]) -> Result<S
     Ok(out)
 }
 
+/// What a token says, read without checking any signature: for people
+/// (`locus token inspect`) and for a holder narrowing its own token, never
+/// for a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspection {
+    /// The node the authority block names as issuer.
+    pub issuer: NodeId,
+    /// The claims of the authority block (its own expiry).
+    pub claims: Claims,
+    /// The earliest expiry of any block (unix seconds, excluded).
+    pub effective_expires_at: u64,
+    /// Each block's Datalog, authority first.
+    pub blocks: Vec<String>,
+    /// The revocation ids, one per block, authority first.
+    pub revocation_ids: Vec<Vec<u8>>,
+}
+
+/// The one value of the fact `name(...)` with `arity` terms, all strings.
+fn single_fact(block: &BlockBuilder, name: &str, arity: usize) -> Result<Vec<String>, String> {
+    let mut found = block
+        .facts
+        .iter()
+        .filter(|f| f.predicate.name == name)
+        .map(|f| {
+            f.predicate
+                .terms
+                .iter()
+                .map(|t| match t {
+                    Term::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<String>>>()
+                .filter(|v| v.len() == arity)
+        });
+    match (found.next(), found.next()) {
+        (Some(Some(v)), None) => Ok(v),
+        (None, _) => Err(format!("the authority block has no {name} fact")),
+        _ => Err(format!("the authority block has no single {name} fact")),
+    }
+}
+
+/// The earliest date a `time` check of `block` compares with.
+fn expiry_of(block: &BlockBuilder) -> Option<u64> {
+    block
+        .checks
+        .iter()
+        .flat_map(|c| &c.queries)
+        .filter(|q| q.body.iter().any(|p| p.name == "time"))
+        .flat_map(|q| &q.expressions)
+        .flat_map(|e| &e.ops)
+        .filter_map(|op| match op {
+            biscuit_auth::builder::Op::Value(Term::Date(d)) => Some(*d),
+            _ => None,
+        })
+        .min()
+}
+
+/// Read what `token` claims without checking its signatures (see
+/// [`Inspection`]).
+pub fn inspect(token: &str) -> Result<Inspection, MintError> {
+    let t = parse_unverified(token).map_err(MintError::Malformed)?;
+    let issuer = issuer_of(&t).map_err(|e| MintError::Malformed(e.to_string()))?;
+    let mut blocks = Vec::with_capacity(t.block_count());
+    let mut parsed = Vec::with_capacity(t.block_count());
+    for i in 0..t.block_count() {
+        let source = t
+            .print_block_source(i)
+            .map_err(|e| MintError::Malformed(format!("block {i}: {e}")))?;
+        let block = BlockBuilder::new()
+            .code(&source)
+            .map_err(|e| MintError::Malformed(format!("block {i}: {e}")))?;
+        blocks.push(source);
+        parsed.push(block);
+    }
+    let authority = parsed
+        .first()
+        .ok_or_else(|| MintError::Malformed("no authority block".into()))?;
+    let bad = |e: String| MintError::Malformed(e);
+    let [user] = <[String; 1]>::try_from(single_fact(authority, "user", 1).map_err(bad)?)
+        .map_err(|_| bad("bad user fact".into()))?;
+    let [org] = <[String; 1]>::try_from(single_fact(authority, "org", 1).map_err(bad)?)
+        .map_err(|_| bad("bad org fact".into()))?;
+    let [tenant_org, tenant] =
+        <[String; 2]>::try_from(single_fact(authority, "tenant", 2).map_err(bad)?)
+            .map_err(|_| bad("bad tenant fact".into()))?;
+    let [role] = <[String; 1]>::try_from(single_fact(authority, "role", 1).map_err(bad)?)
+        .map_err(|_| bad("bad role fact".into()))?;
+    if tenant_org != org {
+        return Err(bad(format!(
+            "the tenant's org {tenant_org} is not the token's org {org}"
+        )));
+    }
+    let org: OrgId = org
+        .parse()
+        .map_err(|e: crate::org::ParseOrgIdError| bad(format!("claim org: {e}")))?;
+    let claims = Claims {
+        user: UserName::try_from(user).map_err(|e| bad(format!("claim user: {e}")))?,
+        tenant: TenantRef::new(
+            org,
+            TenantName::try_from(tenant).map_err(|e| bad(format!("claim tenant: {e}")))?,
+        ),
+        role: Role::parse(&role)
+            .ok_or_else(|| bad(format!("claim role: unknown role {role:?}")))?,
+        expires_at: expiry_of(authority)
+            .ok_or_else(|| bad("the authority block has no expiry".into()))?,
+    };
+    let effective_expires_at = parsed
+        .iter()
+        .filter_map(expiry_of)
+        .min()
+        .unwrap_or(claims.expires_at);
+    Ok(Inspection {
+        issuer,
+        claims,
+        effective_expires_at,
+        blocks,
+        revocation_ids: t.revocation_identifiers(),
+    })
+}
+
 /// The issuer named by the authority block, read before the signature is
 /// checked (to know which key checks it): exactly one `issuer("<id>")`.
 fn issuer_of(t: &UnverifiedBiscuit) -> Result<NodeId, Denied> {

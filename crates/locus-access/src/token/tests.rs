@@ -643,3 +643,44 @@ fn biscuit_base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[test]
+fn inspect_reads_the_claims_and_every_block_without_a_key() {
+    let t = token(Role::Operator);
+    let seen = inspect(&t).unwrap();
+    assert_eq!(seen.issuer, node(10));
+    assert_eq!(seen.claims, claims(Role::Operator));
+    assert_eq!(seen.effective_expires_at, NOW + 3600);
+    assert_eq!(seen.blocks.len(), 1);
+    assert!(
+        seen.blocks[0].contains("role(\"operator\")"),
+        "{}",
+        seen.blocks[0]
+    );
+
+    let narrowed = attenuate(
+        &t,
+        &Narrowing {
+            read_only: true,
+            expires_at: Some(NOW + 60),
+            ..Narrowing::default()
+        },
+        [7; 32],
+    )
+    .unwrap();
+    let seen = inspect(&narrowed).unwrap();
+    assert_eq!(seen.claims.expires_at, NOW + 3600);
+    assert_eq!(seen.effective_expires_at, NOW + 60);
+    assert_eq!(seen.blocks.len(), 2);
+    assert!(
+        seen.blocks[1].contains("access(\"read\")"),
+        "{}",
+        seen.blocks[1]
+    );
+    assert_eq!(seen.revocation_ids.len(), 2);
+
+    assert!(matches!(
+        inspect("not a token"),
+        Err(MintError::Malformed(_))
+    ));
+}
