@@ -76,6 +76,9 @@ pub enum Command {
     /// consistency and inclusion proofs; names every reading altered,
     /// dropped, duplicated or reordered. Exit 0 clean, 1 not.
     Verify(VerifyArgs),
+    /// User tokens, offline: narrow one, or show what one claims.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Make a cluster key for `--cluster-key-file` (every node of a cluster
     /// needs the same file).
     Keygen(KeygenArgs),
@@ -295,6 +298,19 @@ pub enum BenchCommand {
     /// readings written straight into fresh data dirs, then a real agent
     /// started, proofs fetched and verified, SIGKILLed and started again.
     Seal(SealBenchArgs),
+    /// Token mint, attenuation and authorization (fresh, attenuated,
+    /// denied), in process: µs per operation and token sizes.
+    Access(AccessBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccessBenchArgs {
+    /// Measured operations per case (after a short warm-up).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub iterations: u32,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -603,4 +619,51 @@ pub struct VerifyArgs {
     /// The node's verifier key (`NAME+KEYID+BASE64`, signed-note format).
     #[arg(long, env = "LOCUS_VERIFIER_KEY", value_name = "KEY")]
     pub key: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Narrow a token offline (no node is called): add a block of checks
+    /// it cannot shed. Prints the narrowed token.
+    Attenuate(TokenAttenuateArgs),
+    /// Show what a token claims: issuer, user, org, tenant, role, expiry
+    /// and each block's checks. Signatures are not verified.
+    Inspect(TokenInput),
+}
+
+/// Where the token comes from: exactly one of `--token` or
+/// `--token-file`; `-` for either reads stdin.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TokenInput {
+    /// The token itself (`-`: read it from stdin). On a shared machine
+    /// prefer `--token-file` or stdin: arguments are visible to others.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// A file holding the token (`-`: stdin).
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenAttenuateArgs {
+    #[command(flatten)]
+    pub input: TokenInput,
+    /// Reads only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Records of this tenant of the token's org only (and cluster-wide
+    /// reads).
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Requests to this node only (its full id).
+    #[arg(long, value_name = "NODE_ID")]
+    pub node: Option<String>,
+    /// Expire this long from now: a number and a unit (s, m, h, d),
+    /// e.g. 10m, 1h, 1h30m.
+    #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]
+    pub expires_in: Option<String>,
+    /// Expire at this time (unix seconds, excluded).
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub expires_at: Option<u64>,
 }

@@ -4,6 +4,7 @@
 mod agent;
 mod artifact_cli;
 mod bench;
+mod bench_access;
 mod bench_artifacts;
 mod bench_fabric;
 mod bench_seal;
@@ -13,6 +14,7 @@ mod cli;
 mod client;
 mod output;
 mod thing_cli;
+mod token_cli;
 mod workload_cli;
 
 use std::process::ExitCode;
@@ -47,6 +49,10 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(*args),
         Command::Keygen(args) => keygen(&args),
         Command::Verify(args) => verify(&args, cli.json),
+        Command::Token(c) => token_cli::run(cli.json, &c),
+        Command::Bench(BenchCommand::Access(args)) => {
+            bench_access::access(&args).map_err(Failure::Failed)
+        }
         Command::Bench(BenchCommand::Fabric(args)) => {
             bench_fabric::fabric(&args).map_err(Failure::from)
         }
