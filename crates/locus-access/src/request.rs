@@ -79,6 +79,14 @@ impl RequestSignature {
         ]
     }
 
+    /// The headers as owned (name, value) pairs, for an HTTP client.
+    pub fn into_header_pairs(self) -> Vec<(&'static str, String)> {
+        self.headers()
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect()
+    }
+
     /// The signature from headers looked up by name (case-insensitive
     /// names are the caller's business); `None` for any missing.
     pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<Self> {

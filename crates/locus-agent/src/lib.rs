@@ -123,10 +123,7 @@ impl locus_core::RequestSigner for KeySigner {
             date,
             nonce,
         )
-        .headers()
-        .iter()
-        .map(|(name, value)| (*name, (*value).to_owned()))
-        .collect()
+        .into_header_pairs()
     }
 }
 

@@ -548,10 +548,7 @@ pub fn sign_call(
         date,
         nonce,
     )
-    .headers()
-    .iter()
-    .map(|(n, v)| (*n, (*v).to_owned()))
-    .collect()
+    .into_header_pairs()
 }
 
 /// [`sign_call`] for a body held whole, dated now.

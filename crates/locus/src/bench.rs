@@ -130,6 +130,20 @@ pub fn footprint(args: &FootprintArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Print a report as pretty JSON on stdout and, when asked, into `out`.
+pub(crate) fn emit(
+    report: &impl serde::Serialize,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    println!("{text}");
+    if let Some(path) = out {
+        std::fs::write(path, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Start an agent on a fresh data dir and a free port; return it with the
 /// milliseconds from spawn to the first healthy `/healthz`.
 fn start_agent(exe: &std::path::Path) -> anyhow::Result<(Agent, f64)> {

@@ -133,13 +133,7 @@ pub fn access(args: &AccessBenchArgs) -> anyhow::Result<()> {
         },
         "cases": cases,
     });
-    let text = serde_json::to_string_pretty(&out)?;
-    println!("{text}");
-    if let Some(path) = &args.out {
-        std::fs::write(path, format!("{text}\n"))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    crate::bench::emit(&out, args.out.as_deref())
 }
 
 /// Run `op` a few times to warm up, then `n` times, each timed alone.

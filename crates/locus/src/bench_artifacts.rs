@@ -487,13 +487,7 @@ fn run(args: &ArtifactsBenchArgs, root: &Path) -> anyhow::Result<()> {
             "target_growth_mb": 32,
         },
     });
-    let text = serde_json::to_string_pretty(&report)?;
-    println!("{text}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, format!("{text}\n"))
-            .with_context(|| format!("cannot write {}", out.display()))?;
-    }
-    Ok(())
+    crate::bench::emit(&report, args.out.as_deref())
 }
 
 /// `locus bench puts`: how long a durable put takes, by size and K.
@@ -561,11 +555,5 @@ fn run_puts(args: &PutsBenchArgs, root: &Path) -> anyhow::Result<()> {
         "client": "curl, streaming the file with its Content-Length, on loopback",
         "cases": cases,
     });
-    let text = serde_json::to_string_pretty(&report)?;
-    println!("{text}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, format!("{text}\n"))
-            .with_context(|| format!("cannot write {}", out.display()))?;
-    }
-    Ok(())
+    crate::bench::emit(&report, args.out.as_deref())
 }

@@ -77,13 +77,7 @@ fn run(args: &SealBenchArgs, root: &Path) -> anyhow::Result<()> {
         "runs": runs,
         "summary": summary,
     });
-    let text = serde_json::to_string_pretty(&out)?;
-    println!("{text}");
-    if let Some(path) = &args.out {
-        std::fs::write(path, format!("{text}\n"))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+    crate::bench::emit(&out, args.out.as_deref())
 }
 
 /// The sizes of the checkpoints signed in a log of `n` readings, and the

@@ -363,12 +363,7 @@ fn run(args: &ThingsBenchArgs, root: &Path) -> anyhow::Result<()> {
         "proofs_in_process": in_process,
         "proofs_api": api,
     });
-    let text = serde_json::to_string_pretty(&out)?;
-    println!("{text}");
-    if let Some(path) = &args.out {
-        std::fs::write(path, format!("{text}\n"))?;
-    }
-    Ok(())
+    crate::bench::emit(&out, args.out.as_deref())
 }
 
 /// Inclusion proofs served by the agent and checked here, one request at
