@@ -25,11 +25,14 @@
 //! `operation`, `access` (`read`/`write`/`admin`), `scope`, `node`,
 //! `node_org`, `time`, `resource_tenant(org, name)`, `granted(org, name)`
 //! when the node's org granted that tenant use of the node, and
-//! `role_may(role)` for each role [`role_allows`] the operation. Its
+//! `role_may(role)` for each role [`role_allows`] the operation, and
+//! `expected_issuer(node id)`, the node whose key verified the token. Its
 //! policies (trusting the authority block and the authorizer only, so an
-//! appended block can restrict but never grant):
+//! appended block can restrict but never grant), parsed once per process
+//! (`POLICY`):
 //!
 //! ```text
+//! check if issuer($i), expected_issuer($i) trusting authority;
 //! hosted($o, $t) <- resource_tenant($o, $t), node_org($o);
 //! hosted($o, $t) <- granted($o, $t);
 //! allow if scope("public");
@@ -533,43 +536,46 @@ fn claims_of(a: &mut biscuit_auth::Authorizer) -> Result<(UserName, TenantRef, R
     Ok((user, TenantRef::new(org, name), role))
 }
 
+/// The rules and policies of every authorization, parsed once: parsing
+/// Datalog text costs far more than running it.
+const POLICY: &str = r#"
+    check if issuer($i), expected_issuer($i) trusting authority;
+
+    hosted($o, $t) <- resource_tenant($o, $t), node_org($o);
+    hosted($o, $t) <- granted($o, $t);
+
+    allow if scope("public");
+    allow if scope("cluster"), role($r), role_may($r);
+    allow if scope("org"), role($r), role_may($r), org($o), node_org($o);
+    allow if scope("tenant"), role($r), role_may($r), tenant($o, $t),
+             resource_tenant($o, $t), hosted($o, $t);
+    allow if scope("tenant"), role("org_admin"), role_may("org_admin"),
+             org($o), resource_tenant($o, $t), hosted($o, $t);
+    deny if true;
+"#;
+
+fn policy() -> Result<AuthorizerBuilder, TokenError> {
+    static PARSED: std::sync::OnceLock<Result<AuthorizerBuilder, TokenError>> =
+        std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            AuthorizerBuilder::new()
+                .code(POLICY)
+                .map(|b| b.set_limits(limits()))
+        })
+        .clone()
+}
+
 fn authorizer_for(issuer: &NodeId, req: &Request<'_>) -> Result<AuthorizerBuilder, TokenError> {
     let op = req.operation;
-    let mut b = AuthorizerBuilder::new()
-        .code_with_params(
-            r#"
-            operation({operation});
-            access({access});
-            scope({scope});
-            node({node});
-            node_org({node_org});
-            time({now});
-            check if issuer({issuer}) trusting authority;
-
-            hosted($o, $t) <- resource_tenant($o, $t), node_org($o);
-            hosted($o, $t) <- granted($o, $t);
-
-            allow if scope("public");
-            allow if scope("cluster"), role($r), role_may($r);
-            allow if scope("org"), role($r), role_may($r), org($o), node_org($o);
-            allow if scope("tenant"), role($r), role_may($r), tenant($o, $t),
-                     resource_tenant($o, $t), hosted($o, $t);
-            allow if scope("tenant"), role("org_admin"), role_may("org_admin"),
-                     org($o), resource_tenant($o, $t), hosted($o, $t);
-            deny if true;
-            "#,
-            params([
-                ("operation", string(op.name())),
-                ("access", string(op.access().as_str())),
-                ("scope", string(op.scope().as_str())),
-                ("node", string(&req.target_node.to_string())),
-                ("node_org", string(&req.node_org.to_string())),
-                ("now", Term::Date(req.now)),
-                ("issuer", string(&issuer.to_string())),
-            ]),
-            HashMap::new(),
-        )?
-        .set_limits(limits());
+    let mut b = policy()?
+        .fact(fact("operation", &[string(op.name())]))?
+        .fact(fact("access", &[string(op.access().as_str())]))?
+        .fact(fact("scope", &[string(op.scope().as_str())]))?
+        .fact(fact("node", &[string(&req.target_node.to_string())]))?
+        .fact(fact("node_org", &[string(&req.node_org.to_string())]))?
+        .fact(fact("time", &[Term::Date(req.now)]))?
+        .fact(fact("expected_issuer", &[string(&issuer.to_string())]))?;
     if let Some(t) = req.resource_tenant {
         let terms = [string(&t.org.to_string()), string(t.name.get())];
         b = b.fact(fact("resource_tenant", &terms))?;
