@@ -10,7 +10,6 @@
 //! Must never: speak HTTP (that is `locus-api`), parse command lines (that is
 //! the `locus` binary), or replace a key or database it cannot read.
 
-pub mod footprint;
 pub mod identity;
 pub mod inventory;
 pub mod metrics;

@@ -147,12 +147,12 @@ const RELEASE_STARTUP_PAGES_AFTER: [Duration; 2] =
     [Duration::from_secs(1), Duration::from_secs(29)];
 
 /// Hand back free heap and this process's mappings of start-up code
-/// (`locus_agent::footprint`); idle work maps again the few pages it uses.
+/// (`crate::footprint`); idle work maps again the few pages it uses.
 async fn release_startup_pages() {
     for wait in RELEASE_STARTUP_PAGES_AFTER {
         tokio::time::sleep(wait).await;
-        locus_agent::footprint::trim_heap();
-        match locus_agent::footprint::release_startup_pages() {
+        crate::footprint::trim_heap();
+        match crate::footprint::release_startup_pages() {
             Ok(r) => tracing::debug!(
                 regions = r.regions,
                 bytes = r.bytes,

@@ -12,6 +12,7 @@ mod bench_things;
 mod bench_workloads;
 mod cli;
 mod client;
+mod footprint;
 mod output;
 mod thing_cli;
 mod token_cli;
