@@ -17,6 +17,10 @@
 //!   ([`token`]);
 //! - signed revocations of tokens, users and node certificates, and the
 //!   bounded set of those in force ([`revocation`]);
+//! - join tokens, signed by an org key, with which a new machine enrolls
+//!   ([`join`]);
+//! - what one node trusts ([`trust`]): which peers chain to an admitted
+//!   org, which may issue tokens, which revocations are in force;
 //! - signatures of node-to-node requests and the replay guard that checks
 //!   them ([`request`]).
 //!
@@ -28,6 +32,7 @@
 
 pub mod cert;
 mod encoding;
+pub mod join;
 pub mod operation;
 pub mod org;
 pub mod orglog;
@@ -35,8 +40,12 @@ pub mod request;
 pub mod revocation;
 pub mod tenant;
 pub mod token;
+pub mod trust;
 
 pub use cert::{CertError, NodeCertificate, NodeRole, SignedNodeCertificate};
+pub use join::{
+    Admission, EnrollRequest, JoinError, JoinGrant, JoinToken, check_enrollment, enroll_request,
+};
 pub use operation::{Access, Operation, Scope, role_allows};
 pub use org::OrgId;
 pub use orglog::{OrgEntry, OrgLog, OrgLogError, OrgSet, SignedOrgEntry};
@@ -50,3 +59,4 @@ pub use token::{
     Claims, Denied, Inspection, Issuer, Narrowing, Principal, Request, attenuate, authorize,
     inspect, mint,
 };
+pub use trust::{PeerError, Trust, TrustError, VerifiedPeer};

@@ -118,7 +118,7 @@ macro_rules! operations {
 operations! {
     // The node and the cluster.
     NodeHealth => "node.health", Read, Public, "GET" "/healthz" "healthz";
-    NodeMetrics => "node.metrics", Read, Org, "GET" "/metrics" "metrics";
+    NodeMetrics => "node.metrics", Read, Public, "GET" "/metrics" "metrics";
     NodeStatus => "node.status", Read, Cluster, "GET" "/api/v1/node" "node";
     NodeDevices => "node.devices", Read, Cluster, "GET" "/api/v1/devices" "devices";
     NodeList => "node.list", Read, Cluster, "GET" "/api/v1/nodes" "nodes";
@@ -178,10 +178,13 @@ operations! {
     ThingCommand => "thing.command", Write, Tenant, "POST" "/api/v1/things/{thing}/commands" "thing_command";
     ThingDeviceRead => "thing.device_read", Read, Tenant, "GET" "/api/v3/device/name/{name}/{command}" "edgex_device_read";
     ThingDeviceWrite => "thing.device_write", Write, Tenant, "PUT" "/api/v3/device/name/{name}/{command}" "edgex_device_write";
-    // Access control itself (no route yet).
-    OrgList => "org.list", Read, Cluster;
+    // Access control itself.
+    OrgList => "org.list", Read, Cluster, "GET" "/api/v1/orgs" "list_orgs";
     OrgAdmit => "org.admit", Admin, Org;
-    NodeEnroll => "node.enroll", Admin, Org;
+    /// An org admin makes a join token.
+    NodeEnroll => "node.enroll", Admin, Org, "POST" "/api/v1/org/join-tokens" "create_join_token";
+    /// A new machine enrolls: its join token, not a user token, is checked.
+    NodeJoin => "node.join", Admin, Public, "POST" "/api/v1/org/enroll" "enroll_node";
     NodeRevoke => "node.revoke", Admin, Org;
     TenantCreate => "tenant.create", Admin, Org;
     TenantUpdate => "tenant.update", Admin, Org;
@@ -190,8 +193,10 @@ operations! {
     UserCreate => "user.create", Admin, Tenant;
     UserList => "user.list", Read, Tenant;
     UserDelete => "user.delete", Admin, Tenant;
-    TokenMint => "token.mint", Admin, Tenant;
-    TokenRevoke => "token.revoke", Admin, Tenant;
+    /// Who the token speaks for.
+    TokenWhoami => "token.whoami", Read, Cluster, "GET" "/api/v1/whoami" "whoami";
+    TokenMint => "token.mint", Admin, Tenant, "POST" "/api/v1/tokens" "mint_token";
+    TokenRevoke => "token.revoke", Admin, Tenant, "POST" "/api/v1/revocations" "revoke";
 }
 
 impl Operation {
@@ -331,6 +336,12 @@ mod tests {
             "/api/v3/device/name/{name}/{command}",
             "edgex_device_write",
         ),
+        ("GET", "/api/v1/orgs", "list_orgs"),
+        ("POST", "/api/v1/org/join-tokens", "create_join_token"),
+        ("POST", "/api/v1/org/enroll", "enroll_node"),
+        ("GET", "/api/v1/whoami", "whoami"),
+        ("POST", "/api/v1/tokens", "mint_token"),
+        ("POST", "/api/v1/revocations", "revoke"),
     ];
 
     #[test]

@@ -33,8 +33,9 @@
 //!
 //! ```text
 //! check if issuer($i), expected_issuer($i) trusting authority;
+//! resource_tenant($o, $t) <- own_tenant(true), tenant($o, $t);
 //! hosted($o, $t) <- resource_tenant($o, $t), node_org($o);
-//! hosted($o, $t) <- granted($o, $t);
+//! hosted($o, $t) <- resource_tenant($o, $t), granted($o, $t);
 //! allow if scope("public");
 //! allow if scope("cluster"), role($r), role_may($r);
 //! allow if scope("org"), role($r), role_may($r), org($o), node_org($o);
@@ -127,7 +128,8 @@ pub struct Issuer {
 #[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub operation: Operation,
-    /// The tenant owning the record, for tenant-scoped operations.
+    /// The tenant owning the record, for tenant-scoped operations; `None`
+    /// for the token's own tenant (a list, a new record).
     pub resource_tenant: Option<&'a TenantRef>,
     /// The node answering (this node).
     pub target_node: NodeId,
@@ -200,8 +202,6 @@ pub enum Denied {
     NarrowedToNode { node: NodeId },
     #[error("{op} is a call between nodes: it takes a node signature, not a token")]
     NodeOnly { op: Operation },
-    #[error("{op} names no tenant")]
-    NoTenant { op: Operation },
     #[error("tenant {tenant} may not use node {node} (org {node_org}): not granted")]
     NotGranted {
         tenant: TenantRef,
@@ -541,8 +541,9 @@ fn claims_of(a: &mut biscuit_auth::Authorizer) -> Result<(UserName, TenantRef, R
 const POLICY: &str = r#"
     check if issuer($i), expected_issuer($i) trusting authority;
 
+    resource_tenant($o, $t) <- own_tenant(true), tenant($o, $t);
     hosted($o, $t) <- resource_tenant($o, $t), node_org($o);
-    hosted($o, $t) <- granted($o, $t);
+    hosted($o, $t) <- resource_tenant($o, $t), granted($o, $t);
 
     allow if scope("public");
     allow if scope("cluster"), role($r), role_may($r);
@@ -576,12 +577,16 @@ fn authorizer_for(issuer: &NodeId, req: &Request<'_>) -> Result<AuthorizerBuilde
         .fact(fact("node_org", &[string(&req.node_org.to_string())]))?
         .fact(fact("time", &[Term::Date(req.now)]))?
         .fact(fact("expected_issuer", &[string(&issuer.to_string())]))?;
-    if let Some(t) = req.resource_tenant {
-        let terms = [string(&t.org.to_string()), string(t.name.get())];
-        b = b.fact(fact("resource_tenant", &terms))?;
-        if req.granted_tenants.contains(t) {
-            b = b.fact(fact("granted", &terms))?;
+    match req.resource_tenant {
+        Some(t) => {
+            let terms = [string(&t.org.to_string()), string(t.name.get())];
+            b = b.fact(fact("resource_tenant", &terms))?;
         }
+        None => b = b.fact(fact("own_tenant", &[Term::Bool(true)]))?,
+    }
+    for t in req.granted_tenants {
+        let terms = [string(&t.org.to_string()), string(t.name.get())];
+        b = b.fact(fact("granted", &terms))?;
     }
     for role in Role::ALL {
         if role_allows(role, op) {
@@ -610,9 +615,7 @@ pub fn explain(tenant: &TenantRef, role: Role, req: &Request<'_>) -> Option<Deni
             op,
         }),
         Scope::Tenant => {
-            let Some(resource) = req.resource_tenant else {
-                return Some(Denied::NoTenant { op });
-            };
+            let resource = req.resource_tenant.unwrap_or(tenant);
             let reaches = if role == Role::OrgAdmin {
                 resource.org == tenant.org
             } else {

@@ -1,0 +1,587 @@
+//! What one node trusts: its own certificate, the org log it holds, the
+//! revocations in force and the tenants its org granted, and from them
+//! whether a peer (by the certificate it published) is a node of an
+//! admitted org, and whether a token's issuer may issue.
+//!
+//! Plain data with a bounded cache of peer verdicts: the caller passes
+//! `now` and holds it behind whatever lock it likes.
+
+use std::collections::{BTreeSet, HashMap};
+
+use ed25519_dalek::VerifyingKey;
+use locus_core::NodeId;
+
+use crate::cert::{CertError, NodeRole, SignedNodeCertificate};
+use crate::encoding;
+use crate::org::OrgId;
+use crate::orglog::{OrgLog, OrgLogError, SignedOrgEntry};
+use crate::revocation::{
+    RevocationError, RevocationKind, RevocationSet, Revoker, SignedRevocation,
+};
+use crate::tenant::TenantRef;
+use crate::token::Issuer;
+
+/// Most peer verdicts kept; the cache is emptied when full.
+pub const MAX_CACHED_PEERS: usize = 4096;
+
+/// A peer whose certificate chains to an admitted org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPeer {
+    pub node: NodeId,
+    pub key: VerifyingKey,
+    pub org: OrgId,
+    pub roles: BTreeSet<NodeRole>,
+    pub serial: u64,
+    /// Unix seconds, excluded.
+    pub not_after: u64,
+}
+
+/// Why a peer is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("node {0} published no certificate")]
+    NoCertificate(NodeId),
+    #[error("node {node}: {reason}")]
+    BadCertificate { node: NodeId, reason: String },
+    #[error("node {node} belongs to org {org}, which was never admitted to this cluster")]
+    UnknownOrg { node: NodeId, org: OrgId },
+    #[error("the certificate published for node {node} is node {actual}'s")]
+    NotItsCertificate { node: NodeId, actual: NodeId },
+    #[error("the certificate of node {node} (serial {serial}) is revoked")]
+    Revoked { node: NodeId, serial: u64 },
+    #[error("node {node} has no {role} role")]
+    MissingRole { node: NodeId, role: NodeRole },
+}
+
+impl PeerError {
+    /// A short label for counters and error codes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PeerError::NoCertificate(_) => "no_certificate",
+            PeerError::BadCertificate { .. } | PeerError::NotItsCertificate { .. } => {
+                "bad_certificate"
+            }
+            PeerError::UnknownOrg { .. } => "unknown_org",
+            PeerError::Revoked { .. } => "revoked_certificate",
+            PeerError::MissingRole { .. } => "missing_role",
+        }
+    }
+}
+
+/// Why a node cannot trust its own credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    #[error("the org log: {0}")]
+    Log(#[from] OrgLogError),
+    #[error("this node's certificate: {0}")]
+    OwnCertificate(String),
+}
+
+/// The text form of a certificate as nodes publish it: hex of its bytes.
+pub fn cert_to_hex(cert: &SignedNodeCertificate) -> String {
+    encoding::hex(&cert.to_bytes())
+}
+
+/// Read a published certificate.
+pub fn cert_from_hex(text: &str) -> Result<SignedNodeCertificate, CertError> {
+    let bytes = hex_bytes(text).ok_or_else(|| CertError::Malformed("not hex".into()))?;
+    SignedNodeCertificate::from_bytes(&bytes)
+}
+
+/// The text form of a log entry: hex of its bytes.
+pub fn entry_to_hex(entry: &SignedOrgEntry) -> String {
+    encoding::hex(&entry.to_bytes())
+}
+
+/// Read a log entry from its text form.
+pub fn entry_from_hex(text: &str) -> Result<SignedOrgEntry, OrgLogError> {
+    let bytes = hex_bytes(text).ok_or_else(|| OrgLogError::Entry {
+        index: 0,
+        fault: crate::orglog::EntryFault::Malformed("not hex".into()),
+    })?;
+    SignedOrgEntry::from_bytes(&bytes)
+}
+
+fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 4 * crate::cert::MAX_CERT_BYTES {
+        return None;
+    }
+    (0..text.len() / 2)
+        .map(|i| {
+            text.get(2 * i..2 * i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+        })
+        .collect()
+}
+
+/// One node's trust.
+#[derive(Debug)]
+pub struct Trust {
+    own: Own,
+    revoked: RevocationSet,
+    granted: BTreeSet<TenantRef>,
+    peers: Peers,
+}
+
+/// This node's own credentials.
+#[derive(Debug)]
+struct Own {
+    me: NodeId,
+    key: VerifyingKey,
+    cert: SignedNodeCertificate,
+    log: OrgLog,
+}
+
+/// What peers published, and the verdicts on it.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Certificates as peers published them (hex), at most
+    /// [`MAX_CACHED_PEERS`].
+    published: HashMap<NodeId, String>,
+    /// Verdicts by node, with the certificate text they were made from.
+    verdicts: HashMap<NodeId, (String, Result<VerifiedPeer, PeerError>)>,
+}
+
+impl Trust {
+    /// The trust of the node holding `key`, enrolled by `cert`, knowing
+    /// `log`: the certificate must chain to an org of the log at `now`.
+    pub fn new(
+        key: VerifyingKey,
+        cert: SignedNodeCertificate,
+        log: OrgLog,
+        now: u64,
+    ) -> Result<Trust, TrustError> {
+        let me = NodeId::from_public_key(&key);
+        let org_key = log.orgs().key(&cert.cert.org).ok_or_else(|| {
+            TrustError::OwnCertificate(format!(
+                "it names org {}, which the org log does not admit",
+                cert.cert.org
+            ))
+        })?;
+        let node_key = cert
+            .verify(org_key, now)
+            .map_err(|e| TrustError::OwnCertificate(e.to_string()))?;
+        if node_key != key {
+            return Err(TrustError::OwnCertificate(format!(
+                "it is node {}'s, not this node's ({me})",
+                cert.cert.node
+            )));
+        }
+        Ok(Trust {
+            own: Own { me, key, cert, log },
+            revoked: RevocationSet::new(),
+            granted: BTreeSet::new(),
+            peers: Peers::default(),
+        })
+    }
+
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.own.me
+    }
+
+    /// This node's org.
+    pub fn org(&self) -> OrgId {
+        self.own.cert.cert.org
+    }
+
+    /// This node's certificate.
+    pub fn certificate(&self) -> &SignedNodeCertificate {
+        &self.own.cert
+    }
+
+    /// The org log this node holds.
+    pub fn org_log(&self) -> &OrgLog {
+        &self.own.log
+    }
+
+    /// Tenants of other orgs this node's org granted use of this node.
+    pub fn granted(&self) -> &BTreeSet<TenantRef> {
+        &self.granted
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> &RevocationSet {
+        &self.revoked
+    }
+
+    /// What node `node` published as its certificate (hex), or that it
+    /// published none (`None`: it left, or withdrew it).
+    pub fn set_published(&mut self, node: NodeId, cert: Option<String>) {
+        let peers = &mut self.peers;
+        peers.verdicts.remove(&node);
+        match cert {
+            Some(text) => {
+                if peers.published.len() >= MAX_CACHED_PEERS && !peers.published.contains_key(&node)
+                {
+                    return;
+                }
+                peers.published.insert(node, text);
+            }
+            None => {
+                peers.published.remove(&node);
+            }
+        }
+    }
+
+    /// Add the entries of a longer log that extends this one; answers how
+    /// many were new. Verdicts are made again afterwards.
+    pub fn merge_log(&mut self, entries: &[SignedOrgEntry]) -> Result<usize, OrgLogError> {
+        let added = self.own.log.merge(entries)?;
+        if added > 0 {
+            self.peers.verdicts.clear();
+        }
+        Ok(added)
+    }
+
+    /// Add a signed revocation, answering whether it was new. An org key
+    /// of the log may revoke anything; a node of an admitted org (which
+    /// published `revoker_cert`) may revoke tokens, and users of its own
+    /// org, never certificates.
+    pub fn revoke(&mut self, signed: &SignedRevocation, now: u64) -> Result<bool, RevokeError> {
+        let by = signed.revocation.by;
+        let key = match by {
+            Revoker::Org(org) => *self
+                .own
+                .log
+                .orgs()
+                .key(&org)
+                .ok_or(RevokeError::UnknownRevoker(by))?,
+            Revoker::Node(node) => {
+                let peer = self
+                    .peer(node, now)
+                    .map_err(|e| RevokeError::Revoker(e.to_string()))?;
+                match &signed.revocation.kind {
+                    RevocationKind::Token { .. } => {}
+                    RevocationKind::User { tenant, .. } if tenant.org == peer.org => {}
+                    _ => return Err(RevokeError::NotItsToRevoke(by)),
+                }
+                peer.key
+            }
+        };
+        let revocation = signed.verify(&key).map_err(RevokeError::Invalid)?;
+        let new = self
+            .revoked
+            .insert(revocation)
+            .map_err(RevokeError::Invalid)?;
+        if new {
+            self.peers.verdicts.clear();
+        }
+        Ok(new)
+    }
+
+    /// Forget revocations past their `until`.
+    pub fn forget_expired(&mut self, now: u64) -> usize {
+        self.revoked.forget_expired(now)
+    }
+
+    /// Whether node `node`, by the certificate it published, is a node of
+    /// an admitted org, at `now`.
+    pub fn peer(&mut self, node: NodeId, now: u64) -> Result<VerifiedPeer, PeerError> {
+        self.peers.peer(&self.own, &self.revoked, node, now)
+    }
+
+    /// The issuer a token authorizer needs, when `node` may issue tokens.
+    pub fn issuer(&mut self, node: NodeId, now: u64) -> Result<Issuer, PeerError> {
+        issuer_of(self.peer(node, now)?)
+    }
+
+    /// Authorize a request for `operation` on a record of
+    /// `resource_tenant` (`None`: the token's own tenant) answered by this
+    /// node at `now`: the token's issuer must be a node of an admitted org
+    /// with the issuer role, and neither the token nor its user revoked.
+    pub fn authorize(
+        &mut self,
+        token: &str,
+        operation: crate::Operation,
+        resource_tenant: Option<&TenantRef>,
+        now: u64,
+    ) -> Result<crate::Principal, crate::Denied> {
+        let Trust {
+            own,
+            revoked,
+            granted,
+            peers,
+        } = self;
+        let req = crate::Request {
+            operation,
+            resource_tenant,
+            target_node: own.me,
+            node_org: own.cert.cert.org,
+            granted_tenants: granted,
+            now,
+        };
+        crate::authorize(
+            token,
+            |n| peers.peer(own, revoked, *n, now).and_then(issuer_of).ok(),
+            &req,
+            revoked,
+        )
+    }
+}
+
+fn issuer_of(peer: VerifiedPeer) -> Result<Issuer, PeerError> {
+    if !peer.roles.contains(&NodeRole::Issuer) {
+        return Err(PeerError::MissingRole {
+            node: peer.node,
+            role: NodeRole::Issuer,
+        });
+    }
+    Ok(Issuer {
+        key: peer.key.to_bytes(),
+        org: peer.org,
+    })
+}
+
+impl Peers {
+    fn peer(
+        &mut self,
+        own: &Own,
+        revoked: &RevocationSet,
+        node: NodeId,
+        now: u64,
+    ) -> Result<VerifiedPeer, PeerError> {
+        if node == own.me {
+            let c = &own.cert.cert;
+            return Ok(VerifiedPeer {
+                node,
+                key: own.key,
+                org: c.org,
+                roles: c.roles.clone(),
+                serial: c.serial,
+                not_after: c.not_after,
+            });
+        }
+        let Some(text) = self.published.get(&node) else {
+            return Err(PeerError::NoCertificate(node));
+        };
+        if let Some((seen, verdict)) = self.verdicts.get(&node)
+            && seen == text
+        {
+            // A cached yes still ends with its certificate.
+            match verdict {
+                Ok(p) if now < p.not_after => return Ok(p.clone()),
+                Err(e) => return Err(e.clone()),
+                Ok(_) => {}
+            }
+        }
+        let text = text.clone();
+        let verdict = judge(own, revoked, node, &text, now);
+        if self.verdicts.len() >= MAX_CACHED_PEERS {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(node, (text, verdict.clone()));
+        verdict
+    }
+}
+
+fn judge(
+    own: &Own,
+    revoked: &RevocationSet,
+    node: NodeId,
+    text: &str,
+    now: u64,
+) -> Result<VerifiedPeer, PeerError> {
+    let bad = |reason: String| PeerError::BadCertificate { node, reason };
+    let signed = cert_from_hex(text).map_err(|e| bad(e.to_string()))?;
+    let c = &signed.cert;
+    if c.node != node {
+        return Err(PeerError::NotItsCertificate {
+            node,
+            actual: c.node,
+        });
+    }
+    let org_key = own
+        .log
+        .orgs()
+        .key(&c.org)
+        .ok_or(PeerError::UnknownOrg { node, org: c.org })?;
+    let key = signed
+        .verify(org_key, now)
+        .map_err(|e| bad(e.to_string()))?;
+    if revoked.is_cert_revoked(node, c.serial) {
+        return Err(PeerError::Revoked {
+            node,
+            serial: c.serial,
+        });
+    }
+    Ok(VerifiedPeer {
+        node,
+        key,
+        org: c.org,
+        roles: c.roles.clone(),
+        serial: c.serial,
+        not_after: c.not_after,
+    })
+}
+
+/// Why a revocation is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    #[error("{0}")]
+    Invalid(RevocationError),
+    #[error("revocation signed by {0:?}, which is not an org of the log")]
+    UnknownRevoker(Revoker),
+    #[error("revocation signed by a node that is not trusted: {0}")]
+    Revoker(String),
+    #[error("{0:?} may not revoke this: only its org key may")]
+    NotItsToRevoke(Revoker),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::NodeCertificate;
+    use ed25519_dalek::SigningKey;
+
+    fn org_key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn node_key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[100 + n; 32])
+    }
+
+    fn cert(org: &SigningKey, node: &SigningKey, roles: &[NodeRole]) -> SignedNodeCertificate {
+        NodeCertificate::new(
+            &node.verifying_key(),
+            OrgId::from_public_key(&org.verifying_key()),
+            roles.iter().copied().collect(),
+            1,
+            0,
+            1_000,
+        )
+        .sign(org)
+    }
+
+    fn trust() -> Trust {
+        let log = OrgLog::genesis(&org_key(1), "one").unwrap();
+        Trust::new(
+            node_key(0).verifying_key(),
+            cert(&org_key(1), &node_key(0), &NodeRole::ALL),
+            log,
+            10,
+        )
+        .unwrap()
+    }
+
+    fn id(k: &SigningKey) -> NodeId {
+        NodeId::from_public_key(&k.verifying_key())
+    }
+
+    #[test]
+    fn a_node_of_the_org_is_trusted_and_one_of_an_unknown_org_is_not() {
+        let mut t = trust();
+        let peer = cert_to_hex(&cert(&org_key(1), &node_key(1), &[NodeRole::Worker]));
+        t.set_published(id(&node_key(1)), Some(peer));
+        let ok = t.peer(id(&node_key(1)), 10).unwrap();
+        assert_eq!(ok.org, t.org());
+        assert_eq!(
+            t.issuer(id(&node_key(1)), 10),
+            Err(PeerError::MissingRole {
+                node: id(&node_key(1)),
+                role: NodeRole::Issuer
+            })
+        );
+        let stranger = cert_to_hex(&cert(&org_key(2), &node_key(2), &NodeRole::ALL));
+        t.set_published(id(&node_key(2)), Some(stranger));
+        let err = t.peer(id(&node_key(2)), 10).unwrap_err();
+        assert_eq!(err.reason(), "unknown_org");
+        // Once admitted, it is.
+        let mut log = t.org_log().clone();
+        log.admit(&org_key(1), &org_key(2).verifying_key(), "two")
+            .unwrap();
+        assert_eq!(t.merge_log(log.entries()).unwrap(), 1);
+        t.issuer(id(&node_key(2)), 10).unwrap();
+    }
+
+    #[test]
+    fn a_certificate_published_for_another_node_expired_or_absent_is_refused() {
+        let mut t = trust();
+        let peer = cert_to_hex(&cert(&org_key(1), &node_key(1), &[NodeRole::Worker]));
+        t.set_published(id(&node_key(3)), Some(peer.clone()));
+        assert_eq!(
+            t.peer(id(&node_key(3)), 10).unwrap_err().reason(),
+            "bad_certificate"
+        );
+        t.set_published(id(&node_key(1)), Some(peer));
+        assert_eq!(
+            t.peer(id(&node_key(1)), 2_000).unwrap_err().reason(),
+            "bad_certificate"
+        );
+        assert_eq!(
+            t.peer(id(&node_key(4)), 10).unwrap_err().reason(),
+            "no_certificate"
+        );
+        t.set_published(id(&node_key(1)), Some("zz".into()));
+        assert!(t.peer(id(&node_key(1)), 10).is_err());
+    }
+
+    #[test]
+    fn a_revoked_certificate_or_token_is_refused_and_only_its_org_revokes_a_certificate() {
+        use crate::revocation::Revocation;
+        let mut t = trust();
+        let peer = cert_to_hex(&cert(&org_key(1), &node_key(1), &NodeRole::ALL));
+        t.set_published(id(&node_key(1)), Some(peer));
+        t.peer(id(&node_key(1)), 10).unwrap();
+        let kind = RevocationKind::NodeCert {
+            node: id(&node_key(1)),
+            serial: 1,
+        };
+        let by_node = Revocation {
+            kind: kind.clone(),
+            by: Revoker::Node(id(&node_key(1))),
+            at: 10,
+            until: None,
+        }
+        .sign(&node_key(1));
+        assert!(matches!(
+            t.revoke(&by_node, 10),
+            Err(RevokeError::NotItsToRevoke(_))
+        ));
+        let by_org = Revocation {
+            kind,
+            by: Revoker::Org(t.org()),
+            at: 10,
+            until: None,
+        }
+        .sign(&org_key(1));
+        assert_eq!(t.revoke(&by_org, 10), Ok(true));
+        assert_eq!(t.revoke(&by_org, 10), Ok(false));
+        assert_eq!(
+            t.peer(id(&node_key(1)), 10).unwrap_err().reason(),
+            "revoked_certificate"
+        );
+        let token = Revocation {
+            kind: RevocationKind::Token { id: vec![1; 64] },
+            by: Revoker::Node(id(&node_key(0))),
+            at: 10,
+            until: Some(20),
+        }
+        .sign(&node_key(0));
+        assert_eq!(t.revoke(&token, 10), Ok(true));
+        assert!(t.revocations().is_token_revoked(&[vec![1; 64]]));
+        assert_eq!(t.forget_expired(20), 1);
+    }
+
+    #[test]
+    fn own_credentials_must_chain_to_the_log() {
+        let log = OrgLog::genesis(&org_key(1), "one").unwrap();
+        let err = Trust::new(
+            node_key(0).verifying_key(),
+            cert(&org_key(2), &node_key(0), &NodeRole::ALL),
+            log.clone(),
+            10,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("does not admit"), "{err}");
+        let err = Trust::new(
+            node_key(0).verifying_key(),
+            cert(&org_key(1), &node_key(1), &NodeRole::ALL),
+            log,
+            10,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not this node's"), "{err}");
+    }
+}
