@@ -19,18 +19,18 @@ pub const KEY_FILE: &str = "node.key";
 /// Why the node's identity could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("cannot read the node key {path}: {source}")]
+    #[error("cannot read the key {path}: {source}")]
     Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error(
-        "the node key {path} is corrupt ({reason}); it was left untouched: \
-         restore it from a backup, or move it away to give this node a new identity"
+        "the key {path} is corrupt ({reason}); it was left untouched: \
+         restore it from a backup, or move it away to make a new one"
     )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("cannot create the node key {path}: {source}")]
+    #[error("cannot create the key {path}: {source}")]
     Create {
         path: PathBuf,
         #[source]
@@ -49,13 +49,30 @@ pub enum KeyOrigin {
 
 /// Load the node key from `data_dir`, or create it on first start.
 pub fn load_or_create(data_dir: &Path) -> Result<(SigningKey, KeyOrigin), IdentityError> {
-    let path = data_dir.join(KEY_FILE);
+    load_or_create_at(&data_dir.join(KEY_FILE))
+}
+
+/// Load the ed25519 key at `path` (PKCS#8 PEM), or create it (mode 0600).
+pub fn load_or_create_at(path: &Path) -> Result<(SigningKey, KeyOrigin), IdentityError> {
+    let path = path.to_owned();
     match fs::read(&path) {
         Ok(bytes) => load(&path, &bytes).map(|k| (k, KeyOrigin::Loaded)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             create(&path).map(|k| (k, KeyOrigin::Created))
         }
         Err(source) => Err(IdentityError::Unreadable { path, source }),
+    }
+}
+
+/// Load the ed25519 key at `path`, if there is one.
+pub fn load_at(path: &Path) -> Result<Option<SigningKey>, IdentityError> {
+    match fs::read(path) {
+        Ok(bytes) => load(path, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Unreadable {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

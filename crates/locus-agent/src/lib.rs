@@ -10,6 +10,8 @@
 //! Must never: speak HTTP (that is `locus-api`), parse command lines (that is
 //! the `locus` binary), or replace a key or database it cannot read.
 
+pub mod access;
+pub mod credentials;
 pub mod identity;
 pub mod inventory;
 pub mod metrics;
@@ -57,6 +59,8 @@ pub struct Settings {
     pub host_paths: HostPaths,
     /// The address the API actually listens on (known once bound).
     pub api_addr: SocketAddr,
+    /// A join token to enroll with, when this node is not enrolled yet.
+    pub join: Option<String>,
 }
 
 /// Why a node could not start.
@@ -92,6 +96,12 @@ pub enum AgentError {
     Things(String),
     #[error(transparent)]
     Doors(#[from] locus_things::DoorsError),
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialsError),
+    #[error("this node's credentials: {0}")]
+    Trust(#[from] locus_access::TrustError),
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
 }
 
 /// Signs this node's calls to other nodes with its key
@@ -145,6 +155,8 @@ pub struct Node {
     readings: Readings,
     things: Things,
     doors: Doors,
+    access: Arc<access::Access>,
+    access_loop: JoinHandle<()>,
     refresh: JoinHandle<()>,
     /// Checkpoint, retention and export loops of the readings.
     readings_loops: Vec<JoinHandle<()>>,
@@ -170,8 +182,8 @@ impl Node {
             .create(&data_dir)
             .map_err(dir_err)?;
         let lock = lock_data_dir(&data_dir)?;
+        let mut settings = settings;
         // Everything that can be refused is checked before the store is touched.
-        let cluster_key = load_cluster_key(&settings.config)?;
         let advertise = settings
             .config
             .gossip_advertise_addr()
@@ -179,6 +191,45 @@ impl Node {
 
         let (key, origin) = identity::load_or_create(&data_dir)?;
         let id = NodeId::from_public_key(&key.verifying_key());
+        let name = settings
+            .config
+            .name
+            .as_ref()
+            .map(|n| n.get().clone())
+            .unwrap_or_else(|| default_name(id));
+        let creds = credentials::settle(&data_dir, &key, settings.join.as_deref(), &name).await?;
+        let trust = locus_access::Trust::new(
+            key.verifying_key(),
+            creds.cert.clone(),
+            creds.log.clone(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )?;
+        // What a join token left: the cluster key and the seed.
+        if settings.config.cluster_key_file.is_none() {
+            settings.config.cluster_key_file = credentials::stored_cluster_key(&data_dir);
+        }
+        for seed in credentials::stored_seeds(&data_dir) {
+            if !settings.config.seeds.iter().any(|s| s.get() == &seed)
+                && let Ok(seed) = locus_core::config::Seed::try_from(seed)
+            {
+                settings.config.seeds.push(seed);
+            }
+        }
+        let cluster_key = load_cluster_key(&settings.config)?;
+        let admin_token = match &creds.org_key {
+            Some(_) => Some(credentials::ensure_admin_token(
+                &data_dir,
+                &key,
+                creds.cert.cert.org,
+            )?),
+            None => None,
+        };
+        let enroller = match creds.org_key.clone() {
+            Some(k) => Some(credentials::Enroller::open(&data_dir, k)?),
+            None => None,
+        };
         let store = Store::open(&data_dir)?;
         store.bind_node(id).await?;
         let boot = store
@@ -195,13 +246,6 @@ impl Node {
         let metrics = Arc::new(Metrics::new(locus_core::VERSION)?);
         metrics.generation.set(boot.generation as i64);
 
-        let name = settings
-            .config
-            .name
-            .as_ref()
-            .map(|n| n.get().clone())
-            .unwrap_or_else(|| default_name(id));
-
         let fabric = locus_fabric::udp::start(FabricConfig {
             me: Member {
                 id,
@@ -216,10 +260,21 @@ impl Node {
                 .iter()
                 .map(|s| s.get().clone())
                 .collect(),
-            key: cluster_key,
+            key: cluster_key.clone(),
             tuning: Tuning::default(),
         })
         .await?;
+        let access = Arc::new(access::Access::new(
+            key.clone(),
+            trust,
+            enroller,
+            fabric.clone(),
+            admin_token,
+            settings.api_addr.to_string(),
+            advertise.to_string(),
+            cluster_key.as_ref().map(ClusterKey::to_bytes),
+        ));
+        let access_loop = access::follow(access.clone()).await?;
         let info = NodeInfo {
             id,
             public_key: locus_core::hex(key.verifying_key().as_bytes()),
@@ -338,6 +393,8 @@ impl Node {
             %name,
             generation = boot.generation,
             key = if origin == identity::KeyOrigin::Created { "created" } else { "loaded" },
+            org = %access.org(),
+            credentials = ?creds.origin,
             data_dir = %data_dir.display(),
             "node started"
         );
@@ -358,6 +415,8 @@ impl Node {
             readings,
             things,
             doors,
+            access,
+            access_loop,
             refresh,
             readings_loops,
             reconcile,
@@ -384,6 +443,11 @@ impl Node {
     /// The node's store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Who this node trusts, and its acts of access.
+    pub fn access(&self) -> &Arc<access::Access> {
+        &self.access
     }
 
     /// The node's fabric.
@@ -500,6 +564,7 @@ impl Node {
         }
         self.repair.abort();
         self.refresh.abort();
+        self.access_loop.abort();
         self.fabric.leave().await;
         self.store.end_boot(self.boot.generation, unix_ms()).await?;
         self.store.close().await?;

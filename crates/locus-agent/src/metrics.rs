@@ -18,6 +18,10 @@ pub struct Metrics {
     /// Node-to-node calls refused, by reason (unsigned, replayed_nonce,
     /// stale_date, unknown_node, bad_signature, busy).
     pub node_calls_refused: IntCounterVec,
+    /// User calls refused for their token, by code (no_token, bad_token,
+    /// unknown_issuer, forged_token, expired_token, revoked_token,
+    /// forbidden).
+    pub api_denied: IntCounterVec,
     /// Completed host inventory refreshes.
     pub inventory_refreshes: IntCounter,
     /// Agent uptime, set at each scrape.
@@ -79,6 +83,14 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(node_calls_refused.clone()))?;
+        let api_denied = IntCounterVec::new(
+            Opts::new(
+                "locus_api_denied_total",
+                "User calls refused before their handler for their token, by code.",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(api_denied.clone()))?;
         let inventory_refreshes = IntCounter::new(
             "locus_inventory_refreshes_total",
             "Completed host inventory refreshes.",
@@ -135,6 +147,7 @@ impl Metrics {
             http_requests,
             http_duration,
             node_calls_refused,
+            api_denied,
             inventory_refreshes,
             uptime_seconds,
             generation,

@@ -7,6 +7,7 @@
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
+use locus_agent::Node;
 use locus_core::NodeId;
 
 use crate::error::ApiError;
@@ -29,19 +30,49 @@ pub(crate) enum Owner<T> {
 
 /// The call as received: what is sent again when it is forwarded.
 pub(crate) struct Call<'a> {
+    node: &'a Node,
     method: Method,
     headers: &'a HeaderMap,
     body: Bytes,
 }
 
 impl<'a> Call<'a> {
-    pub(crate) fn new(method: Method, headers: &'a HeaderMap, body: Bytes) -> Call<'a> {
+    pub(crate) fn new(
+        node: &'a Node,
+        method: Method,
+        headers: &'a HeaderMap,
+        body: Bytes,
+    ) -> Call<'a> {
         Call {
+            node,
             method,
             headers,
             body,
         }
     }
+}
+
+/// The caller's token narrowed to `owner`, as the `Authorization` value
+/// of a forwarded call: the owner checks it as any node would, and it
+/// cannot be replayed against another node.
+pub(crate) fn narrowed_auth(
+    node: &Node,
+    headers: &HeaderMap,
+    owner: NodeId,
+) -> Result<Option<String>, ApiError> {
+    let Some(token) = crate::auth::bearer(headers) else {
+        return Ok(None);
+    };
+    node.access()
+        .narrow_to_node(token, owner)
+        .map(|t| Some(format!("Bearer {t}")))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                format!("the token cannot be narrowed to node {owner}: {e}"),
+            )
+        })
 }
 
 /// The record when this node owns it (`Ok`), else the owner's answer
@@ -60,7 +91,8 @@ pub(crate) async fn resolve<T>(
                     format!("{what} moved to node {owner} while the call was forwarded; retry"),
                 ));
             }
-            forward(call.method, &url, call.headers, call.body)
+            let auth = narrowed_auth(call.node, call.headers, owner)?;
+            forward(call.method, &url, call.headers, auth, call.body)
                 .await
                 .map(Err)
         }
@@ -73,6 +105,7 @@ pub(crate) async fn forward(
     method: Method,
     url: &str,
     headers: &HeaderMap,
+    auth: Option<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // One client (and its connection pool) for every forwarded call.
@@ -84,6 +117,9 @@ pub(crate) async fn forward(
         .body(body);
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         req = req.header(header::CONTENT_TYPE, ct);
+    }
+    if let Some(auth) = auth {
+        req = req.header(header::AUTHORIZATION, auth);
     }
     let resp = req.send().await.map_err(|e| {
         ApiError::new(

@@ -5,15 +5,18 @@
 //! `/api/v1/openapi.json`, and a Swagger UI at `/api/v1/docs`.
 //!
 //! Owns: routes, request/response shapes, the error envelope, HTTP metrics.
-//! Node-only routes (handovers, imports, span fetches, pushed copies) take
-//! only calls signed by a node of the cluster ([`node_calls`]); the nonces
-//! it saw are the one state the API keeps.
+//! Every user call carries a token checked offline before its handler
+//! ([`auth`]); node-only routes (handovers, imports, span fetches, pushed
+//! copies) take only calls signed by a node of an admitted org
+//! ([`node_calls`]); the nonces it saw are the one state the API keeps.
 //!
 //! Must never: hold other state of its own or decide anything about the cluster —
 //! every handler reads from or asks the [`Node`]; a handler that needs a
 //! rule calls a function of `locus-core` or `locus-agent`.
 
+mod access;
 mod artifacts;
+mod auth;
 mod error;
 mod forward;
 mod node_calls;
@@ -59,6 +62,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "readings", description = "Readings of things: EdgeX-compatible ingestion, queries, signed checkpoints of the seal log, inclusion and consistency proofs, exported bundles for offline verification"),
         (name = "things", description = "Things (IoT devices): the registry, managers and their change, commands over MQTT, LwM2M or HTTP"),
         (name = "edgex", description = "The EdgeX v3 subset a device service or client can point at: events in, commands out"),
+        (name = "access", description = "Access: who the token speaks for, tokens, revocations, the orgs of the cluster, join tokens and enrollment"),
         (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
     )
 )]
@@ -110,6 +114,12 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(readings::import))
         .routes(utoipa_axum::routes!(readings::import_origins))
         .routes(utoipa_axum::routes!(readings::imported))
+        .routes(utoipa_axum::routes!(access::whoami))
+        .routes(utoipa_axum::routes!(access::mint))
+        .routes(utoipa_axum::routes!(access::revoke))
+        .routes(utoipa_axum::routes!(access::orgs))
+        .routes(utoipa_axum::routes!(access::join_token))
+        .routes(utoipa_axum::routes!(access::enroll))
 }
 
 /// The OpenAPI document of this API.
@@ -124,6 +134,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn finish(api: &mut utoipa::openapi::OpenApi) {
     api.info.version = locus_core::VERSION.to_owned();
     node_calls::document(api);
+    auth::document(api);
     if let Some(body) = api
         .paths
         .paths
@@ -160,6 +171,7 @@ pub fn router(node: Arc<Node>) -> Router {
             node_calls::NodeCalls::new(node.clone()),
             node_calls::check,
         ))
+        .layer(middleware::from_fn_with_state(node.clone(), auth::check))
         .layer(middleware::from_fn_with_state(node.clone(), record_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(node)

@@ -5,8 +5,9 @@
 //! fetches, pushed artifact copies) are checked here before their
 //! handler: the five `locus-*` headers of `locus_access::request` must be
 //! there, the date within ±60 s of this node's clock, the signer a node
-//! this node's fabric knows (its published `NodeInfo.public_key`, which
-//! must hash to the id it claims), the signature over method, path and
+//! of an admitted org (the certificate it published through the fabric
+//! chains to an org of the org log and is not revoked), the signature
+//! over method, path and
 //! query, date, nonce and body digest valid, and the nonce new. A refusal
 //! is a 401 naming the reason, counted in
 //! `locus_node_calls_refused_total{reason}`.
@@ -28,7 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::VerifyingKey;
 use locus_access::request::{self, ReplayGuard, RequestError, RequestSignature};
-use locus_access::{Operation, Scope};
+use locus_access::{Operation, PeerError, Scope};
 use locus_agent::Node;
 use locus_core::{ArtifactId, NodeId};
 
@@ -217,30 +218,15 @@ async fn verify(calls: &NodeCalls, op: Operation, request: Request) -> Result<Re
     Ok(request)
 }
 
-/// The public key node `id` published, when this node's fabric knows it.
+/// The key of node `id` when it is a node of an admitted org: its
+/// certificate, published through the fabric, chains to an org of the
+/// org log and is not revoked.
 async fn known_key(node: &Node, id: NodeId) -> Result<Option<VerifyingKey>, Refusal> {
-    let snapshot = node.fabric().snapshot().await.map_err(|e| Refusal {
-        reason: "busy",
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: format!("the fabric is not running, so no node can be checked: {e}"),
-    })?;
-    Ok(snapshot
-        .nodes
-        .iter()
-        .find(|n| n.id == id)
-        .and_then(|n| n.info.as_ref())
-        .and_then(|info| parse_key(&info.public_key)))
-}
-
-fn parse_key(hex: &str) -> Option<VerifyingKey> {
-    if hex.len() != 64 {
-        return None;
+    match node.access().peer(id) {
+        Ok(peer) => Ok(Some(peer.key)),
+        Err(PeerError::NoCertificate(_)) => Ok(None),
+        Err(e) => Err(Refusal::new(e.reason(), format!("untrusted node: {e}"))),
     }
-    let mut bytes = [0u8; 32];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    VerifyingKey::from_bytes(&bytes).ok()
 }
 
 /// Say in the OpenAPI document what the check does: on every node-only
@@ -369,15 +355,13 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 5, "handovers (2), import, span, copy");
-        // A user route is untouched.
-        assert!(json["paths"]["/api/v1/artifacts"]["post"]["responses"]["401"].is_null());
-    }
-
-    #[test]
-    fn keys_parse_only_from_64_hex_digits() {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]).verifying_key();
-        assert_eq!(parse_key(&locus_core::hex(key.as_bytes())), Some(key));
-        assert_eq!(parse_key("zz"), None);
-        assert_eq!(parse_key(&"é".repeat(32)), None);
+        // A user route takes a token instead of a signature.
+        let post = &json["paths"]["/api/v1/artifacts"]["post"];
+        assert!(
+            post["parameters"]
+                .as_array()
+                .is_none_or(|p| p.iter().all(|p| p["name"] != request::HEADER_SIGNATURE))
+        );
+        assert_eq!(post["security"][0]["bearer"], serde_json::json!([]));
     }
 }

@@ -80,7 +80,7 @@ async fn local_or_forward(
             url: format!("http://{api_addr}{path}"),
         },
     };
-    forward::resolve(at, Call::new(method, headers, body)).await
+    forward::resolve(at, Call::new(node, method, headers, body)).await
 }
 
 /// Register a thing. The body is a thing in JSON, or in TOML with
@@ -149,10 +149,12 @@ pub(crate) async fn add(
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "header")
                 })?,
             );
+            let auth = forward::narrowed_auth(&node, &headers, target.id)?;
             return forward(
                 Method::POST,
                 &format!("http://{api}/api/v1/things"),
                 &h,
+                auth,
                 Bytes::from(json),
             )
             .await;

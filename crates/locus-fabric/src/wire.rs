@@ -152,6 +152,16 @@ impl ClusterKey {
         Ok(ClusterKey(k))
     }
 
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> ClusterKey {
+        ClusterKey(bytes)
+    }
+
+    /// The key's 32 bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// Text form.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()

@@ -92,11 +92,11 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         .context("cannot start the async runtime")
         .map_err(Failure::Failed)?;
     runtime
-        .block_on(serve(config, &args.data_dir))
+        .block_on(serve(config, &args.data_dir, args.join.clone()))
         .map_err(Failure::Failed)
 }
 
-async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
+async fn serve(config: Config, data_dir: &Path, join: Option<String>) -> anyhow::Result<()> {
     let addr = config.api_addr();
     let listener = bind(addr).await?;
     let api_addr = listener.local_addr().unwrap_or(addr);
@@ -105,6 +105,7 @@ async fn serve(config: Config, data_dir: &Path) -> anyhow::Result<()> {
         config,
         host_paths: HostPaths::default(),
         api_addr,
+        join,
     })
     .await?;
     let node = Arc::new(node);

@@ -255,3 +255,23 @@ fn rss_and_threads(pid: u32) -> anyhow::Result<(u64, u64)> {
     };
     Ok((value("VmRSS:")? * 1024, value("Threads:")?))
 }
+
+/// A client that calls with the local admin token an agent made in
+/// `data_dir` (the one `http` was, with the token added).
+pub(crate) fn with_admin_token(
+    _http: &reqwest::blocking::Client,
+    data_dir: &std::path::Path,
+    timeout: std::time::Duration,
+) -> anyhow::Result<reqwest::blocking::Client> {
+    let token = std::fs::read_to_string(data_dir.join("admin.token"))
+        .with_context(|| format!("no admin token in {}", data_dir.display()))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
+    );
+    Ok(reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .timeout(timeout)
+        .build()?)
+}

@@ -61,6 +61,7 @@ fn upload_with(c: &Cluster, i: usize, file: &Path, query: &str) -> anyhow::Resul
         .args(["-sS", "--fail-with-body", "-X", "POST", "-T"])
         .arg(file)
         .args(["-H", "Content-Type: application/octet-stream"])
+        .args(["-H", &format!("Authorization: Bearer {}", c.token())])
         .arg(c.url(i, &format!("/api/v1/artifacts{query}")))
         .output()
         .context("cannot run curl")?;
@@ -71,8 +72,8 @@ fn upload_with(c: &Cluster, i: usize, file: &Path, query: &str) -> anyhow::Resul
 }
 
 fn fetch(c: &Cluster, i: usize, cid: &str) -> anyhow::Result<Value> {
-    let http = reqwest::blocking::Client::builder().timeout(None).build()?;
-    let r = http
+    let r = c
+        .long_http()?
         .post(c.url(i, &format!("/api/v1/artifacts/{cid}/fetch")))
         .send()?;
     if !r.status().is_success() {

@@ -359,7 +359,8 @@ fn measure(
         bodies: Vec::new(),
     };
     if n > 0 {
-        prove(http, addr, n, &mut start)?;
+        let http = crate::bench::with_admin_token(http, dir, HTTP_TIMEOUT)?;
+        prove(&http, addr, n, &mut start)?;
     }
     Ok((start, agent))
 }

@@ -75,6 +75,8 @@ pub(crate) struct Cluster {
     pub(crate) members: Vec<Member>,
     seeds: Vec<SocketAddr>,
     pub(crate) http: reqwest::blocking::Client,
+    /// The join token of the nodes after the first.
+    join: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -117,11 +119,37 @@ impl Cluster {
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
+            join: None,
         };
-        for i in 0..n {
+        // The first node founds the org; the others join it with one
+        // join token, and every call uses the first node's admin token.
+        c.spawn(0)?;
+        c.wait_healthy(0)?;
+        let token = std::fs::read_to_string(c.members[0].dir.join("admin.token"))
+            .context("the first node made no admin token")?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
+        );
+        c.http = reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        if n > 1 {
+            let made: Value = c
+                .http
+                .post(c.url(0, "/api/v1/org/join-tokens"))
+                .json(&serde_json::json!({"uses": n - 1, "ttl_secs": 3600}))
+                .send()?
+                .error_for_status()?
+                .json()?;
+            c.join = made["token"].as_str().map(str::to_owned);
+        }
+        for i in 1..n {
             c.spawn(i)?;
         }
-        for i in 0..n {
+        for i in 1..n {
             c.wait_healthy(i)?;
         }
         c.wait_converged()?;
@@ -142,6 +170,11 @@ impl Cluster {
         for s in self.seeds.iter().filter(|s| **s != m.gossip) {
             cmd.args(["--seed", &s.to_string()]);
         }
+        if let Some(token) = &self.join
+            && !m.dir.join("node.cert").exists()
+        {
+            cmd.args(["--join", token]);
+        }
         let child = cmd
             .env(
                 "LOCUS_LOG",
@@ -154,6 +187,26 @@ impl Cluster {
             .context("cannot start an agent")?;
         self.members[i].child = Some(child);
         Ok(())
+    }
+
+    /// The admin token every call uses.
+    pub(crate) fn token(&self) -> String {
+        std::fs::read_to_string(self.members[0].dir.join("admin.token"))
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// A client with the admin token and no overall deadline.
+    pub(crate) fn long_http(&self) -> anyhow::Result<reqwest::blocking::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token()))?,
+        );
+        Ok(reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .timeout(None)
+            .build()?)
     }
 
     pub(crate) fn url(&self, i: usize, path: &str) -> String {

@@ -27,6 +27,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// File holding the token to call the node with. Without it: the
+    /// `LOCUS_TOKEN` variable, then what `locus login` saved for this API,
+    /// then the local admin token in the data dir (`LOCUS_DATA_DIR`,
+    /// default `.locus`) of an agent on this machine.
+    #[arg(long, global = true, env = "LOCUS_CREDENTIAL", value_name = "FILE")]
+    pub credential: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,9 +83,20 @@ pub enum Command {
     /// consistency and inclusion proofs; names every reading altered,
     /// dropped, duplicated or reordered. Exit 0 clean, 1 not.
     Verify(VerifyArgs),
-    /// User tokens, offline: narrow one, or show what one claims.
+    /// User tokens: mint or revoke one on a node; narrow one or show what
+    /// one claims, offline.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Save a token for the node's API (`--api`), checked with the node;
+    /// later commands use it.
+    Login(TokenInput),
+    /// Forget the token saved for the node's API.
+    Logout,
+    /// Who the token speaks for, as the node sees it.
+    Whoami,
+    /// The org: the orgs admitted to the cluster, join tokens.
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Make a cluster key for `--cluster-key-file` (every node of a cluster
     /// needs the same file).
     Keygen(KeygenArgs),
@@ -149,6 +167,11 @@ pub struct AgentArgs {
     /// File with the cluster key (from `locus keygen`); overrides `cluster_key_file`.
     #[arg(long, env = "LOCUS_CLUSTER_KEY_FILE", value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+
+    /// Join token printed by `locus org join-token` on a node of the org:
+    /// the first start enrolls this node with it (later starts ignore it).
+    #[arg(long, env = "LOCUS_JOIN", value_name = "TOKEN", hide_env_values = true)]
+    pub join: Option<String>,
 
     /// Gossip address of a node to join through (repeatable); added to `seeds`.
     #[arg(long = "seed", value_name = "HOST:PORT")]
@@ -629,6 +652,64 @@ pub enum TokenCommand {
     /// Show what a token claims: issuer, user, org, tenant, role, expiry
     /// and each block's checks. Signatures are not verified.
     Inspect(TokenInput),
+    /// Mint a token on the node for a user (at most your own role).
+    Create(TokenCreateArgs),
+    /// Revoke a token, every token of a user, or a node's certificate;
+    /// every node refuses it once the revocation spreads.
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The user the token speaks for.
+    #[arg(long)]
+    pub user: String,
+    /// org_admin, tenant_admin, operator or viewer.
+    #[arg(long, value_parser = ["org_admin", "tenant_admin", "operator", "viewer"])]
+    pub role: String,
+    /// A tenant of your org (default: your token's).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Lifetime: a number and a unit (s, m, h, d), default 24h, at most 30d.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "what")]
+pub struct TokenRevokeArgs {
+    /// The token to revoke (and every token narrowed from it).
+    #[arg(long, group = "what", value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Every token of this user (of `--tenant`, default yours).
+    #[arg(long, group = "what")]
+    pub user: Option<String>,
+    /// A node (id, prefix or name): its certificate.
+    #[arg(long, group = "what")]
+    pub node: Option<String>,
+    /// The user's tenant.
+    #[arg(long, requires = "user")]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// The orgs admitted to the cluster, from the node's org log.
+    Ls,
+    /// Make a join token: `locus agent --join <token>` on a new machine
+    /// enrolls it in this org. The token is a secret (it carries the
+    /// cluster key).
+    JoinToken(JoinTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// How many machines may join with it.
+    #[arg(long, default_value_t = 1)]
+    pub uses: u32,
+    /// Lifetime: a number and a unit (s, m, h, d), at most 7d.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub ttl: String,
 }
 
 /// Where the token comes from: exactly one of `--token` or

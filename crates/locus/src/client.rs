@@ -18,7 +18,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(api: &str) -> anyhow::Result<Client> {
+    pub fn new(api: &str, token: Option<String>) -> anyhow::Result<Client> {
         let base = api.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(anyhow!(
@@ -26,11 +26,20 @@ impl Client {
                 crate::cli::DEFAULT_API
             ));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow!("the token holds characters a header cannot carry"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers.clone())
             .timeout(TIMEOUT)
             .build()
             .context("cannot build the HTTP client")?;
         let long = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(TIMEOUT)
             .read_timeout(Duration::from_secs(120))
             .build()
@@ -83,8 +92,8 @@ impl Client {
     pub async fn stream_to_stdout(&self, path: &str) -> anyhow::Result<()> {
         use std::io::Write;
         let url = format!("{}{path}", self.base);
-        let client = reqwest::Client::new();
-        let mut response = client
+        let mut response = self
+            .long
             .get(&url)
             .send()
             .await

@@ -13,6 +13,7 @@ mod bench_workloads;
 mod cli;
 mod client;
 mod footprint;
+mod login;
 mod output;
 mod thing_cli;
 mod token_cli;
@@ -27,6 +28,7 @@ use locus_core::inventory::Device;
 
 use cli::{
     BenchCommand, Cli, Command, DevicesCommand, LogFormat, NodeCommand, NodesCommand, SitesCommand,
+    TokenCommand,
 };
 use locus_core::cluster::{ClusterNode, RttEstimate, Site};
 
@@ -36,6 +38,15 @@ pub enum Failure {
     Usage(anyhow::Error),
     /// The command could not do its work: exit 1.
     Failed(anyhow::Error),
+}
+
+impl Failure {
+    /// The error, whatever its exit code.
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Failure::Usage(e) | Failure::Failed(e) => e,
+        }
+    }
 }
 
 impl From<anyhow::Error> for Failure {
@@ -50,7 +61,18 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(*args),
         Command::Keygen(args) => keygen(&args),
         Command::Verify(args) => verify(&args, cli.json),
-        Command::Token(c) => token_cli::run(cli.json, &c),
+        Command::Token(c @ (TokenCommand::Attenuate(_) | TokenCommand::Inspect(_))) => {
+            token_cli::run(cli.json, &c)
+        }
+        Command::Login(input) => token_cli::read_token(&input).and_then(|token| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .map_err(Failure::Failed)?
+                .block_on(login::login(&cli.api, token, cli.json))
+        }),
+        Command::Logout => login::logout(&cli.api),
         Command::Bench(BenchCommand::Access(args)) => {
             bench_access::access(&args).map_err(Failure::Failed)
         }
@@ -75,7 +97,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Footprint(args)) => {
             bench::footprint(&args).map_err(Failure::from)
         }
-        other => client_command(&cli.api, cli.json, other),
+        other => client_command(&cli.api, cli.credential.as_deref(), cli.json, other),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,7 +135,12 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-fn client_command(api: &str, json: bool, command: Command) -> Result<(), Failure> {
+fn client_command(
+    api: &str,
+    credential: Option<&std::path::Path>,
+    json: bool,
+    command: Command,
+) -> Result<(), Failure> {
     if let Command::Version = command {
         if json {
             println!("{}", serde_json::json!({ "version": locus_core::VERSION }));
@@ -122,7 +149,8 @@ fn client_command(api: &str, json: bool, command: Command) -> Result<(), Failure
         }
         return Ok(());
     }
-    let client = client::Client::new(api).map_err(Failure::Usage)?;
+    let token = login::discover(api, credential).map_err(Failure::Usage)?;
+    let client = client::Client::new(api, token).map_err(Failure::Usage)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,6 +160,18 @@ fn client_command(api: &str, json: bool, command: Command) -> Result<(), Failure
     }
     runtime.block_on(async {
         match command {
+            Command::Whoami => login::whoami(&client, json)
+                .await
+                .map_err(Failure::into_error),
+            Command::Org(c) => login::org(&client, json, &c)
+                .await
+                .map_err(Failure::into_error),
+            Command::Token(TokenCommand::Create(args)) => login::token_create(&client, json, &args)
+                .await
+                .map_err(Failure::into_error),
+            Command::Token(TokenCommand::Revoke(args)) => login::token_revoke(&client, json, &args)
+                .await
+                .map_err(Failure::into_error),
             Command::Node(NodeCommand::Status) => {
                 let node: NodeStatus = client.get("/api/v1/node").await?;
                 print(json, &node, render_node)

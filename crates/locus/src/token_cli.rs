@@ -22,11 +22,14 @@ pub fn run(json: bool, command: &TokenCommand) -> Result<(), Failure> {
     match command {
         TokenCommand::Attenuate(args) => attenuate(json, args),
         TokenCommand::Inspect(input) => inspect(json, input),
+        TokenCommand::Create(_) | TokenCommand::Revoke(_) => Err(Failure::Usage(anyhow!(
+            "token create and revoke call a node"
+        ))),
     }
 }
 
 /// The token from `--token`, `--token-file` or stdin (`-`), trimmed.
-fn read_token(input: &TokenInput) -> Result<String, Failure> {
+pub fn read_token(input: &TokenInput) -> Result<String, Failure> {
     // Read a little past the longest token so that a longer one is refused
     // with its length, but never without bound.
     let bound = (MAX_TOKEN_CHARS as u64) * 4;

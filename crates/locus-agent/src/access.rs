@@ -1,0 +1,318 @@
+//! Access on a running node: its [`Trust`] kept current from the fabric
+//! (the certificates peers publish, the revocations anyone signs), and
+//! the acts that need this node's keys: minting tokens, signing
+//! revocations, making join tokens and enrolling nodes.
+//!
+//! Certificates travel as the record [`KEY_CERT`] of each node;
+//! revocations as records under [`REVOCATION_PREFIX`] of the node that
+//! signed them, so a node that was cut off learns them when its fabric
+//! syncs again.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use locus_access::cert::NodeRole;
+use locus_access::revocation::{Revocation, RevocationKind, Revoker, SignedRevocation};
+use locus_access::tenant::TenantRef;
+use locus_access::token::Claims;
+use locus_access::trust::{PeerError, Trust, VerifiedPeer, cert_to_hex};
+use locus_access::{Denied, EnrollRequest, JoinGrant, Operation, OrgId, Principal, SignedOrgEntry};
+use locus_core::NodeId;
+use locus_fabric::udp::FabricHandle;
+use tokio::task::JoinHandle;
+
+use crate::credentials::{CredentialsError, EnrollError, Enroller, Enrollment};
+
+/// Record key of a node's certificate (hex).
+pub const KEY_CERT: &str = "node/cert";
+/// Prefix of the record keys of revocations.
+pub const REVOCATION_PREFIX: &str = "access/revocation/";
+/// Revocations kept until the certificate of their signer arrives.
+pub const MAX_PENDING_REVOCATIONS: usize = 1024;
+/// How often revocations past their `until` are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// Why an act of access failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("this node does not hold the org key of org {0}: ask the node that founded the org")]
+    NoOrgKey(OrgId),
+    #[error(transparent)]
+    Enroll(#[from] EnrollError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("cannot mint: {0}")]
+    Mint(String),
+    #[error("cannot publish: {0}")]
+    Publish(String),
+    #[error("revocation refused: {0}")]
+    Revoke(String),
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A node's access state.
+pub struct Access {
+    key: SigningKey,
+    trust: Mutex<Trust>,
+    enroller: Option<Enroller>,
+    fabric: FabricHandle,
+    admin_token: Option<PathBuf>,
+    /// Where a join token sends new nodes.
+    api_addr: String,
+    gossip_addr: String,
+    cluster_key: Option<[u8; 32]>,
+    pending: Mutex<VecDeque<SignedRevocation>>,
+}
+
+impl Access {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        key: SigningKey,
+        trust: Trust,
+        enroller: Option<Enroller>,
+        fabric: FabricHandle,
+        admin_token: Option<PathBuf>,
+        api_addr: String,
+        gossip_addr: String,
+        cluster_key: Option<[u8; 32]>,
+    ) -> Access {
+        Access {
+            key,
+            trust: Mutex::new(trust),
+            enroller,
+            fabric,
+            admin_token,
+            api_addr,
+            gossip_addr,
+            cluster_key,
+            pending: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn trust(&self) -> std::sync::MutexGuard<'_, Trust> {
+        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This node's org.
+    pub fn org(&self) -> OrgId {
+        self.trust().org()
+    }
+
+    /// The local admin credential's file, on the founding node.
+    pub fn admin_token(&self) -> Option<&PathBuf> {
+        self.admin_token.as_ref()
+    }
+
+    /// Whether this node holds the org key.
+    pub fn holds_org_key(&self) -> bool {
+        self.enroller.is_some()
+    }
+
+    /// The org log this node holds.
+    pub fn org_log(&self) -> Vec<SignedOrgEntry> {
+        self.trust().org_log().entries().to_vec()
+    }
+
+    /// Authorize `token` for `operation` on this node, now.
+    pub fn authorize(
+        &self,
+        token: &str,
+        operation: Operation,
+        resource_tenant: Option<&TenantRef>,
+    ) -> Result<Principal, Denied> {
+        self.trust()
+            .authorize(token, operation, resource_tenant, now())
+    }
+
+    /// Whether `node` is a node of an admitted org, now.
+    pub fn peer(&self, node: NodeId) -> Result<VerifiedPeer, PeerError> {
+        self.trust().peer(node, now())
+    }
+
+    /// Mint a token for `claims` with this node's key.
+    pub fn mint(&self, claims: &Claims) -> Result<String, AccessError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| AccessError::Mint(e.to_string()))?;
+        locus_access::mint(&self.key, claims, seed).map_err(|e| AccessError::Mint(e.to_string()))
+    }
+
+    /// Narrow `token` to `node` (a forwarded call), offline.
+    pub fn narrow_to_node(&self, token: &str, node: NodeId) -> Result<String, AccessError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| AccessError::Mint(e.to_string()))?;
+        let narrowing = locus_access::Narrowing {
+            node: Some(node),
+            ..Default::default()
+        };
+        locus_access::attenuate(token, &narrowing, seed)
+            .map_err(|e| AccessError::Mint(e.to_string()))
+    }
+
+    /// Revoke `kind` until `until` (`None`: for good): sign it (with the
+    /// org key for a certificate, else this node's key), take it here and
+    /// publish it for every node.
+    pub async fn revoke(
+        &self,
+        kind: RevocationKind,
+        until: Option<u64>,
+    ) -> Result<SignedRevocation, AccessError> {
+        let org = self.org();
+        let (by, key) = match (&kind, &self.enroller) {
+            (RevocationKind::NodeCert { .. }, Some(e)) => (Revoker::Org(org), e.org_key()),
+            (RevocationKind::NodeCert { .. }, None) => return Err(AccessError::NoOrgKey(org)),
+            (_, _) => (
+                Revoker::Node(NodeId::from_public_key(&self.key.verifying_key())),
+                &self.key,
+            ),
+        };
+        let signed = Revocation {
+            kind,
+            by,
+            at: now(),
+            until,
+        }
+        .sign(key);
+        self.trust()
+            .revoke(&signed, now())
+            .map_err(|e| AccessError::Revoke(e.to_string()))?;
+        let bytes = signed.to_bytes();
+        let id = blake3::hash(&bytes);
+        let record = format!(
+            "{REVOCATION_PREFIX}{}",
+            locus_core::hex(&id.as_bytes()[..12])
+        );
+        self.fabric
+            .publish(&record, Some(bytes))
+            .await
+            .map_err(|e| AccessError::Publish(e.to_string()))?;
+        Ok(signed)
+    }
+
+    /// A join token for `uses` machines valid `ttl_secs`, when this node
+    /// holds the org key.
+    pub fn join_token(
+        &self,
+        uses: u32,
+        ttl_secs: u64,
+        roles: BTreeSet<NodeRole>,
+    ) -> Result<(String, JoinGrant), AccessError> {
+        let enroller = self
+            .enroller
+            .as_ref()
+            .ok_or(AccessError::NoOrgKey(self.org()))?;
+        Ok(enroller.grant(
+            uses,
+            ttl_secs,
+            roles,
+            self.api_addr.clone(),
+            self.gossip_addr.clone(),
+            self.cluster_key,
+        )?)
+    }
+
+    /// Enroll a node that presents a join token.
+    pub fn enroll(&self, request: &EnrollRequest) -> Result<Enrollment, AccessError> {
+        let enroller = self
+            .enroller
+            .as_ref()
+            .ok_or(AccessError::NoOrgKey(self.org()))?;
+        let log = self.trust().org_log().clone();
+        Ok(enroller.enroll(request, &log)?)
+    }
+
+    /// Take a record event of the fabric: a certificate or a revocation.
+    fn take(&self, owner: NodeId, key: &str, value: Option<&[u8]>) {
+        if key == KEY_CERT {
+            let text = value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_owned);
+            self.trust().set_published(owner, text);
+            self.retry_pending();
+        } else if key.starts_with(REVOCATION_PREFIX)
+            && let Some(bytes) = value
+        {
+            match SignedRevocation::from_bytes(bytes) {
+                Ok(signed) => self.apply(signed),
+                Err(e) => tracing::warn!(%owner, error = %e, "undecodable revocation record"),
+            }
+        }
+    }
+
+    fn apply(&self, signed: SignedRevocation) {
+        match self.trust().revoke(&signed, now()) {
+            Ok(true) => tracing::info!(kind = ?signed.revocation.kind, "revocation taken"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "revocation kept until its signer is known");
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.len() >= MAX_PENDING_REVOCATIONS {
+                    pending.pop_front();
+                }
+                pending.push_back(signed);
+            }
+        }
+    }
+
+    fn retry_pending(&self) {
+        let waiting: Vec<_> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain(..).collect()
+        };
+        for signed in waiting {
+            self.apply(signed);
+        }
+    }
+}
+
+/// Publish this node's certificate, then follow the fabric: every
+/// certificate and revocation record, already there or to come.
+pub(crate) async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, AccessError> {
+    let cert = cert_to_hex(access.trust().certificate());
+    access
+        .fabric
+        .publish(KEY_CERT, Some(cert.into_bytes()))
+        .await
+        .map_err(|e| AccessError::Publish(e.to_string()))?;
+    let mut events = access.fabric.subscribe();
+    Ok(tokio::spawn(async move {
+        // What arrived before the subscription.
+        for node in access.fabric.nodes().await {
+            if let Ok(records) = access.fabric.records_of(node.id).await {
+                for (key, _, value) in records {
+                    access.take(node.id, &key, Some(&value));
+                }
+            }
+        }
+        let mut forget = tokio::time::interval(FORGET_EVERY);
+        forget.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => access.take(e.owner, &e.key, e.value.as_deref()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "access fell behind the fabric; reading every record again");
+                        for node in access.fabric.nodes().await {
+                            if let Ok(records) = access.fabric.records_of(node.id).await {
+                                for (key, _, value) in records {
+                                    access.take(node.id, &key, Some(&value));
+                                }
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = forget.tick() => {
+                    access.trust().forget_expired(now());
+                }
+            }
+        }
+    }))
+}

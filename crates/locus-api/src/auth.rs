@@ -1,0 +1,161 @@
+//! Every user call carries a token, checked here before its handler.
+//!
+//! The operation of the route (`locus_access::Operation::for_route`)
+//! decides: public operations (health, metrics, enrollment with a join
+//! token) pass; node-to-node operations are [`crate::node_calls`]'s; every
+//! other one needs `Authorization: Bearer <token>`, authorized by this
+//! node's trust (`locus_agent::access::Access::authorize`) offline. A
+//! missing, malformed, forged, expired or revoked token, or one whose
+//! issuer is not a node of an admitted org, is a 401; a valid token whose
+//! role or narrowing does not allow the operation is a 403. The
+//! [`Caller`] is left in the request's extensions for the handler.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use locus_access::{Denied, Operation, Principal, Scope};
+use locus_agent::Node;
+
+use crate::error::ApiError;
+
+/// Who called, once authorized.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) principal: Principal,
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The status and code of a refusal.
+fn refusal(denied: &Denied) -> (StatusCode, &'static str) {
+    match denied {
+        Denied::Malformed(_) => (StatusCode::UNAUTHORIZED, "bad_token"),
+        Denied::UnknownIssuer(_) | Denied::IssuerOfAnotherOrg { .. } => {
+            (StatusCode::UNAUTHORIZED, "unknown_issuer")
+        }
+        Denied::ForgedSignature(_) => (StatusCode::UNAUTHORIZED, "forged_token"),
+        Denied::Expired { .. } => (StatusCode::UNAUTHORIZED, "expired_token"),
+        Denied::Revoked(_) => (StatusCode::UNAUTHORIZED, "revoked_token"),
+        Denied::Limits(_) => (StatusCode::UNAUTHORIZED, "bad_token"),
+        _ => (StatusCode::FORBIDDEN, "forbidden"),
+    }
+}
+
+/// Let a user call through only with a token that allows it.
+pub(crate) async fn check(
+    State(node): State<Arc<Node>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let op = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| Operation::for_route(request.method().as_str(), p.as_str()));
+    let Some(op) = op else {
+        // The OpenAPI document and the docs; unknown paths are 404.
+        return next.run(request).await;
+    };
+    if matches!(op.scope(), Scope::Public | Scope::NodeToNode) {
+        return next.run(request).await;
+    }
+    let Some(token) = bearer(request.headers()) else {
+        return deny(
+            &node,
+            StatusCode::UNAUTHORIZED,
+            "no_token",
+            format!(
+                "{op} needs a token: send `Authorization: Bearer <token>` (on the node's own \
+                 machine `locus` finds the admin token in the data dir; elsewhere `locus login`)"
+            ),
+        );
+    };
+    match node.access().authorize(token, op, None) {
+        Ok(principal) => {
+            request.extensions_mut().insert(Caller { principal });
+            next.run(request).await
+        }
+        Err(denied) => {
+            let (status, code) = refusal(&denied);
+            deny(&node, status, code, format!("{op}: {denied}"))
+        }
+    }
+}
+
+fn deny(node: &Node, status: StatusCode, code: &'static str, message: String) -> Response {
+    node.metrics().api_denied.with_label_values(&[code]).inc();
+    let mut response = ApiError::new(status, code, message).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"locus\""),
+        );
+    }
+    response
+}
+
+/// Say in the OpenAPI document which operations take a token: the bearer
+/// scheme, and on each of them the 401 and 403 answers.
+pub(crate) fn document(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{RefOr, Response as ApiResponse};
+
+    let components = api.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        "bearer".to_owned(),
+        RefOr::T(SecurityScheme::Http(
+            Http::builder()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("Biscuit")
+                .description(Some(
+                    "A Biscuit token minted by a node of the org (`locus token create`), \
+                     or narrowed from one offline (`locus token attenuate`).",
+                ))
+                .build(),
+        )),
+    );
+    let error = |what: &str| -> RefOr<ApiResponse> {
+        let value = serde_json::json!({
+            "description": what,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        });
+        serde_json::from_value(value).map_or_else(|_| RefOr::T(ApiResponse::new(what)), RefOr::T)
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        for (method, op) in [
+            ("GET", item.get.as_mut()),
+            ("POST", item.post.as_mut()),
+            ("PUT", item.put.as_mut()),
+            ("PATCH", item.patch.as_mut()),
+            ("DELETE", item.delete.as_mut()),
+        ] {
+            let (Some(op), Some(operation)) = (op, Operation::for_route(method, path)) else {
+                continue;
+            };
+            if matches!(operation.scope(), Scope::Public | Scope::NodeToNode) {
+                continue;
+            }
+            op.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+            let responses = &mut op.responses.responses;
+            responses.entry("401".to_owned()).or_insert_with(|| {
+                error("No token, or a malformed, forged, expired or revoked one, or one whose issuer this node does not trust")
+            });
+            responses.entry("403".to_owned()).or_insert_with(|| {
+                error("The token's role, tenant or narrowing does not allow this operation")
+            });
+        }
+    }
+}
