@@ -23,7 +23,7 @@ cleanup() {
         echo "--- agent log (last 40 lines) ---" >&2
         tail -40 "$data/agent.log" >&2 || true
         echo "--- workloads ---" >&2
-        curl -fsS "http://127.0.0.1:$port/api/v1/workloads" >&2 || true
+        curl -fsS -H "Authorization: Bearer $(cat "$data/node/admin.token")" "http://127.0.0.1:$port/api/v1/workloads" >&2 || true
     fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -39,7 +39,11 @@ done
 
 curl -fsS "http://127.0.0.1:$port/api/v1/openapi.json" -o "$data/openapi.json"
 "$py/openapi-spec-validator" "$data/openapi.json"
+# With the local admin token the agent made on its first start: every
+# operation is reached, and the auth check sees each refused without it.
+token=$(cat "$data/node/admin.token")
 "$py/schemathesis" run "http://127.0.0.1:$port/api/v1/openapi.json" \
+    -H "Authorization: Bearer $token" \
     --checks all --max-time "$max_time" --seed 1 --no-color
 
 # The agent must have survived every generated request.

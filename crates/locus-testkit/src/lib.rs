@@ -10,9 +10,12 @@
 //! Must never: be a dependency of a crate that ships in the binary, or
 //! reach any address outside the loopback range.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -106,6 +109,19 @@ impl Agent {
         }
     }
 
+    /// The local admin token in the agent's data dir (a member that joined
+    /// a cluster holds a copy of its founder's).
+    pub fn token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+    }
+
+    /// A client that calls with this agent's admin token.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        client_with(self.token())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -125,6 +141,11 @@ impl Agent {
             if let Ok(r) = client.get(self.url("/healthz")).send()
                 && r.status().is_success()
             {
+                if let Some(token) = self.token() {
+                    TOKEN.with(|t| {
+                        t.borrow_mut().get_or_insert(token);
+                    });
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -170,23 +191,56 @@ impl Drop for Agent {
     }
 }
 
+thread_local! {
+    /// The admin token of the first agent this test thread saw healthy:
+    /// [`http`] calls with it, so that a test of one org needs no other
+    /// step (a test that calls without a token uses [`anonymous`]).
+    static TOKEN: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The token [`http`] calls with in this test thread.
+pub fn test_token() -> Option<String> {
+    TOKEN.with(|t| t.borrow().clone())
+}
+
+/// A client calling with the token of this test's first agent.
 pub fn http() -> reqwest::blocking::Client {
+    client_with(test_token())
+}
+
+/// A client with no token.
+pub fn anonymous() -> reqwest::blocking::Client {
+    client_with(None)
+}
+
+fn client_with(token: Option<String>) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token
+        && let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+    {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     reqwest::blocking::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(10))
         .build()
         .expect("http client")
 }
 
 pub fn get_json(agent: &Agent, path: &str) -> serde_json::Value {
-    let r = http().get(agent.url(path)).send().expect("GET");
+    let r = agent.http().get(agent.url(path)).send().expect("GET");
     assert!(r.status().is_success(), "GET {path}: {}", r.status());
     r.json().expect("JSON body")
 }
 
-/// Run the CLI to completion.
+/// Run the CLI to completion (with this test's token, if an agent made
+/// one).
 pub fn locus(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
+    let mut cmd = Command::new(bin());
+    if let Some(token) = test_token() {
+        cmd.env("LOCUS_TOKEN", token);
+    }
+    cmd.args(args)
         .env_remove("LOCUS_API")
         .stdin(Stdio::null())
         .output()
@@ -242,11 +296,21 @@ pub fn agent_fails(data_dir: &Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// Run the CLI against `agent`; it finds the admin token in the agent's
+/// data dir by itself, as on the agent's machine.
 pub fn cli(agent: &Agent, args: &[&str]) -> std::process::Output {
     let api = agent.api();
     let mut v: Vec<&str> = vec!["--api", &api];
     v.extend_from_slice(args);
-    locus(&v)
+    Command::new(bin())
+        .args(&v)
+        .env_remove("LOCUS_API")
+        .env_remove("LOCUS_TOKEN")
+        .env("LOCUS_DATA_DIR", &agent.data_dir)
+        .env("LOCUS_LOGIN_FILE", agent.data_dir.join("no-login.json"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run locus")
 }
 
 pub fn ok(out: &std::process::Output) -> String {
@@ -334,15 +398,66 @@ pub fn member_on_with(
         args.push("--seed".to_owned());
         args.push(s.to_string());
     }
+    let data_dir = dir.join(&name);
+    // The first member of `dir` founds the org; the others join it with a
+    // join token from the founder, and hold a copy of its admin token.
+    let founder = FOUNDERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(dir)
+        .cloned();
+    match &founder {
+        Some((api, founder_dir)) if *founder_dir != data_dir => {
+            if !data_dir.join("node.cert").exists() {
+                args.push("--join".to_owned());
+                args.push(join_token(api, founder_dir));
+            }
+            std::fs::create_dir_all(&data_dir).expect("data dir");
+            std::fs::copy(
+                founder_dir.join("admin.token"),
+                data_dir.join("admin.token"),
+            )
+            .expect("copy the founder's admin token");
+        }
+        _ => {}
+    }
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
-    let agent = Agent::spawn(&dir.join(&name), api, &args);
+    let agent = Agent::spawn(&data_dir, api, &args);
     agent.wait_healthy();
+    if founder.is_none() {
+        FOUNDERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_owned(), (agent.api(), data_dir));
+    }
     Member {
         agent,
         gossip,
         name,
     }
+}
+
+/// The founding member of each test dir: its API and data dir.
+static FOUNDERS: Mutex<BTreeMap<PathBuf, (String, PathBuf)>> = Mutex::new(BTreeMap::new());
+
+/// A join token made by the agent at `api` (whose data dir holds the admin
+/// token).
+pub fn join_token(api: &str, data_dir: &Path) -> String {
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token");
+    let r = client_with(Some(token.trim().to_owned()))
+        .post(format!("{api}/api/v1/org/join-tokens"))
+        .json(&serde_json::json!({"uses": 1, "ttl_secs": 600}))
+        .send()
+        .expect("POST join-tokens");
+    assert_eq!(
+        r.status(),
+        201,
+        "join token: {}",
+        r.text().unwrap_or_default()
+    );
+    let v: serde_json::Value = r.json().expect("join token JSON");
+    v["token"].as_str().expect("token").to_owned()
 }
 
 pub fn wait_cluster(members: &[&Member], n: usize) {
@@ -418,7 +533,7 @@ pub fn readings(agent: &Agent, thing: &str) -> Vec<serde_json::Value> {
 /// The sum of the values of the `/metrics` lines that start with `prefix`
 /// (a whole family, or one labelled series).
 pub fn metric(agent: &Agent, prefix: &str) -> f64 {
-    let text = http()
+    let text = anonymous()
         .get(agent.url("/metrics"))
         .send()
         .unwrap()

@@ -277,8 +277,14 @@ fn sigterm_finishes_requests_in_flight_then_exits_cleanly() {
     let mut agent = Agent::start(&dir.path().join("node"), &[]);
     // A request whose headers are not finished yet when the signal arrives.
     let mut conn = TcpStream::connect(agent.addr).unwrap();
-    conn.write_all(b"GET /api/v1/node HTTP/1.1\r\nHost: test\r\n")
-        .unwrap();
+    conn.write_all(
+        format!(
+            "GET /api/v1/node HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {}\r\n",
+            agent.token().unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     agent.signal(Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));

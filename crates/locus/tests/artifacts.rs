@@ -359,12 +359,14 @@ fn a_fetch_interrupted_by_a_crash_resumes_where_it_stopped() {
     });
     // Start the fetch, and SIGKILL m2 once some of it has arrived.
     let url = m2.agent.url(&format!("/api/v1/artifacts/{cid}/fetch"));
+    let token = m2.agent.token().unwrap();
     let t = std::thread::spawn(move || {
         let _ = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap()
             .post(url)
+            .bearer_auth(token)
             .send();
     });
     let started = Instant::now();
@@ -621,12 +623,14 @@ fn a_download_abandoned_when_its_only_holder_dies_is_collected() {
         holders(&m2.agent, &cid).len() == 1
     });
     let url = m2.agent.url(&format!("/api/v1/artifacts/{cid}/fetch"));
+    let token = m2.agent.token().unwrap();
     let t = std::thread::spawn(move || {
         reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap()
             .post(url)
+            .bearer_auth(token)
             .send()
             .map(|r| r.status().as_u16())
     });

@@ -46,6 +46,7 @@ fn node_status_and_devices_ls_print_tables_and_json() {
     let out = std::process::Command::new(bin())
         .args(["node", "status", "--json"])
         .env("LOCUS_API", &api)
+        .env("LOCUS_DATA_DIR", &agent.data_dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -75,6 +75,10 @@ fn an_edgex_event_posted_with_curl_is_stored_and_queryable() {
     );
     let out = std::process::Command::new("curl")
         .args([
+            "-H",
+            &format!("Authorization: Bearer {}", agent.token().unwrap()),
+        ])
+        .args([
             "-sS",
             "-w",
             "\n%{http_code}",
@@ -96,6 +100,10 @@ fn an_edgex_event_posted_with_curl_is_stored_and_queryable() {
     let curl_get = |path: &str| -> Value {
         let out = std::process::Command::new("curl")
             .args(["-sS", "--fail-with-body"])
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {}", agent.token().unwrap()),
+            ])
             .arg(agent.url(path))
             .output()
             .unwrap();
@@ -173,7 +181,15 @@ fn every_acknowledged_reading_survives_a_sigkill() {
     let data = dir.path().join("n");
     let agent = Agent::start(&data, &[]);
     let addr = agent.addr;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", agent.token().unwrap())
+            .parse()
+            .unwrap(),
+    );
     let client = reqwest::blocking::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -453,6 +469,9 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
     )
     .unwrap();
     let config = config.to_str().unwrap().to_owned();
+    // ... and the child is a node of the parent's org (its first start
+    // enrolls with a join token; later starts ignore it).
+    let join = join_token(&parent.api(), &parent_dir);
     let child_args = [
         "--config",
         config.as_str(),
@@ -460,6 +479,8 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
         child_gossip.as_str(),
         "--seed",
         parent_gossip.as_str(),
+        "--join",
+        join.as_str(),
     ];
     let child = Agent::start(&child_dir, &child_args);
     let child_addr = child.addr;

@@ -670,7 +670,9 @@ fn commands_reach_the_thing_over_mqtt_and_edgex() {
         .success()
     );
     // EdgeX command API: PUT writes, GET reads (an MQTT thing's newest reading).
+    let auth = format!("Authorization: Bearer {}", agent.token().unwrap());
     let put = Command::new("curl")
+        .args(["-H", &auth])
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
         .args([
             "-H",
@@ -683,7 +685,7 @@ fn commands_reach_the_thing_over_mqtt_and_edgex() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&put.stdout), "200");
     let get = Command::new("curl")
-        .args(["-sS"])
+        .args(["-sS", "-H", &auth])
         .arg(agent.url("/api/v3/device/name/greenhouse-2/temperature"))
         .output()
         .unwrap();
