@@ -17,6 +17,8 @@
 //!   ([`token`]);
 //! - signed revocations of tokens, users and node certificates, and the
 //!   bounded set of those in force ([`revocation`]);
+//! - grants: an org lets a tenant of another org use its nodes
+//!   ([`grant`]);
 //! - join tokens, signed by an org key, with which a new machine enrolls
 //!   ([`join`]);
 //! - what one node trusts ([`trust`]): which peers chain to an admitted
@@ -32,6 +34,7 @@
 
 pub mod cert;
 mod encoding;
+pub mod grant;
 pub mod join;
 pub mod operation;
 pub mod org;

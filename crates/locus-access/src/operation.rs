@@ -180,7 +180,10 @@ operations! {
     ThingDeviceWrite => "thing.device_write", Write, Tenant, "PUT" "/api/v3/device/name/{name}/{command}" "edgex_device_write";
     // Access control itself.
     OrgList => "org.list", Read, Cluster, "GET" "/api/v1/orgs" "list_orgs";
-    OrgAdmit => "org.admit", Admin, Org;
+    OrgAdmit => "org.admit", Admin, Org, "POST" "/api/v1/orgs" "admit_org";
+    /// The org lets a tenant of another org use its nodes.
+    TenantGrant => "tenant.grant", Admin, Org, "POST" "/api/v1/grants" "grant_tenant";
+    GrantList => "grant.list", Read, Org, "GET" "/api/v1/grants" "list_grants";
     /// An org admin makes a join token.
     NodeEnroll => "node.enroll", Admin, Org, "POST" "/api/v1/org/join-tokens" "create_join_token";
     /// A new machine enrolls: its join token, not a user token, is checked.
@@ -337,6 +340,9 @@ mod tests {
             "edgex_device_write",
         ),
         ("GET", "/api/v1/orgs", "list_orgs"),
+        ("POST", "/api/v1/orgs", "admit_org"),
+        ("POST", "/api/v1/grants", "grant_tenant"),
+        ("GET", "/api/v1/grants", "list_grants"),
         ("POST", "/api/v1/org/join-tokens", "create_join_token"),
         ("POST", "/api/v1/org/enroll", "enroll_node"),
         ("GET", "/api/v1/whoami", "whoami"),

@@ -120,6 +120,8 @@ pub struct Trust {
     own: Own,
     revoked: RevocationSet,
     granted: BTreeSet<TenantRef>,
+    /// (until, tenant) of the grants that end.
+    grant_until: BTreeSet<(u64, TenantRef)>,
     peers: Peers,
 }
 
@@ -171,6 +173,7 @@ impl Trust {
             own: Own { me, key, cert, log },
             revoked: RevocationSet::new(),
             granted: BTreeSet::new(),
+            grant_until: BTreeSet::new(),
             peers: Peers::default(),
         })
     }
@@ -224,6 +227,52 @@ impl Trust {
         }
     }
 
+    /// Take one entry of the org log from the fabric: appended when it is
+    /// the next one of this node's log (answers true), ignored when this
+    /// log holds it already (false); an entry of another org's log, or
+    /// one that does not chain, is an error and changes nothing.
+    pub fn take_log_entry(&mut self, entry: SignedOrgEntry) -> Result<bool, OrgLogError> {
+        let seq = entry.entry.seq as usize;
+        let held = self.own.log.entries();
+        if seq < held.len() {
+            return if held[seq] == entry {
+                Ok(false)
+            } else {
+                Err(OrgLogError::Fork { seq: seq as u64 })
+            };
+        }
+        let mut longer = held.to_vec();
+        longer.push(entry);
+        self.merge_log(&longer).map(|n| n > 0)
+    }
+
+    /// Take a grant of this node's org that names this node or all of the
+    /// org's nodes; answers whether it applies here.
+    pub fn take_grant(
+        &mut self,
+        signed: &crate::grant::SignedNodeGrant,
+    ) -> Result<bool, crate::grant::GrantRecordError> {
+        let org = self.org();
+        let Some(key) = self.own.log.orgs().key(&org) else {
+            return Ok(false);
+        };
+        if signed.grant.org != org {
+            return Ok(false);
+        }
+        let grant = signed.verify(key)?;
+        if grant.node.is_some_and(|n| n != self.own.me) {
+            return Ok(false);
+        }
+        if self.granted.len() >= crate::grant::MAX_GRANTS && !self.granted.contains(&grant.tenant) {
+            return Ok(false);
+        }
+        self.granted.insert(grant.tenant.clone());
+        if let Some(until) = grant.until {
+            self.grant_until.insert((until, grant.tenant.clone()));
+        }
+        Ok(true)
+    }
+
     /// Add the entries of a longer log that extends this one; answers how
     /// many were new. Verdicts are made again afterwards.
     pub fn merge_log(&mut self, entries: &[SignedOrgEntry]) -> Result<usize, OrgLogError> {
@@ -272,6 +321,13 @@ impl Trust {
 
     /// Forget revocations past their `until`.
     pub fn forget_expired(&mut self, now: u64) -> usize {
+        while let Some((until, tenant)) = self.grant_until.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.grant_until.pop_first();
+            self.granted.remove(&tenant);
+        }
         self.revoked.forget_expired(now)
     }
 
@@ -302,6 +358,7 @@ impl Trust {
             revoked,
             granted,
             peers,
+            ..
         } = self;
         let req = crate::Request {
             operation,
@@ -562,6 +619,46 @@ mod tests {
         assert_eq!(t.revoke(&token, 10), Ok(true));
         assert!(t.revocations().is_token_revoked(&[vec![1; 64]]));
         assert_eq!(t.forget_expired(20), 1);
+    }
+
+    #[test]
+    fn log_entries_and_grants_from_the_fabric_are_taken_only_when_they_are_ours() {
+        let mut t = trust();
+        // An admission by this org: the next entry.
+        let mut log = t.org_log().clone();
+        log.admit(&org_key(1), &org_key(2).verifying_key(), "two")
+            .unwrap();
+        let entry = log.entries()[1].clone();
+        assert_eq!(t.take_log_entry(entry.clone()), Ok(true));
+        assert_eq!(t.take_log_entry(entry), Ok(false));
+        // Another org's log (its own genesis) is not ours.
+        let theirs = OrgLog::genesis(&org_key(3), "three").unwrap();
+        assert!(t.take_log_entry(theirs.entries()[0].clone()).is_err());
+        assert_eq!(t.org_log().len(), 2);
+        // A grant of this org to a tenant of org two, for every node.
+        let tenant = TenantRef::new(
+            OrgId::from_public_key(&org_key(2).verifying_key()),
+            crate::tenant::TenantName::try_from("acme".to_owned()).unwrap(),
+        );
+        let org = t.org();
+        let me = t.me();
+        let grant = |node: Option<NodeId>, until: Option<u64>| crate::grant::NodeGrant {
+            org,
+            tenant: tenant.clone(),
+            node,
+            at: 1,
+            until,
+        };
+        let elsewhere = grant(Some(id(&node_key(9))), None).sign(&org_key(1));
+        assert_eq!(t.take_grant(&elsewhere), Ok(false));
+        let forged = grant(None, None).sign(&org_key(2));
+        assert!(t.take_grant(&forged).is_err());
+        assert!(t.granted().is_empty());
+        let here = grant(Some(me), Some(50)).sign(&org_key(1));
+        assert_eq!(t.take_grant(&here), Ok(true));
+        assert!(t.granted().contains(&tenant));
+        t.forget_expired(50);
+        assert!(t.granted().is_empty());
     }
 
     #[test]
