@@ -30,6 +30,11 @@ use crate::credentials::{CredentialsError, EnrollError, Enroller, Enrollment};
 pub const KEY_CERT: &str = "node/cert";
 /// Prefix of the record keys of revocations.
 pub const REVOCATION_PREFIX: &str = "access/revocation/";
+/// Prefix of the record keys of grants.
+pub const GRANT_PREFIX: &str = "access/grant/";
+/// Prefix of the record keys of org log entries (`org/log/<seq>`): every
+/// node publishes the entries it holds.
+pub const ORG_LOG_PREFIX: &str = "org/log/";
 /// Revocations kept until the certificate of their signer arrives.
 pub const MAX_PENDING_REVOCATIONS: usize = 1024;
 /// How often revocations past their `until` are forgotten.
@@ -50,6 +55,8 @@ pub enum AccessError {
     Publish(String),
     #[error("revocation refused: {0}")]
     Revoke(String),
+    #[error("{0}")]
+    Admit(String),
 }
 
 fn now() -> u64 {
@@ -60,6 +67,7 @@ fn now() -> u64 {
 
 /// A node's access state.
 pub struct Access {
+    data_dir: PathBuf,
     key: SigningKey,
     trust: Mutex<Trust>,
     enroller: Option<Enroller>,
@@ -70,11 +78,13 @@ pub struct Access {
     gossip_addr: String,
     cluster_key: Option<[u8; 32]>,
     pending: Mutex<VecDeque<SignedRevocation>>,
+    require_tokens: bool,
 }
 
 impl Access {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        data_dir: PathBuf,
         key: SigningKey,
         trust: Trust,
         enroller: Option<Enroller>,
@@ -83,8 +93,10 @@ impl Access {
         api_addr: String,
         gossip_addr: String,
         cluster_key: Option<[u8; 32]>,
+        require_tokens: bool,
     ) -> Access {
         Access {
+            data_dir,
             key,
             trust: Mutex::new(trust),
             enroller,
@@ -94,6 +106,26 @@ impl Access {
             gossip_addr,
             cluster_key,
             pending: Mutex::new(VecDeque::new()),
+            require_tokens,
+        }
+    }
+
+    /// Whether user calls need a token (`[access] require_tokens`).
+    pub fn requires_tokens(&self) -> bool {
+        self.require_tokens
+    }
+
+    /// The local org admin, whom a call without a token speaks for when
+    /// tokens are not required.
+    pub fn local_admin(&self) -> Principal {
+        let org = self.org();
+        Principal {
+            user: locus_access::UserName::try_from(crate::credentials::LOCAL_ADMIN.to_owned())
+                .unwrap_or_else(|_| unreachable!()),
+            tenant: TenantRef::new(org, crate::credentials::default_tenant()),
+            role: locus_access::Role::OrgAdmin,
+            issuer: NodeId::from_public_key(&self.key.verifying_key()),
+            revocation_ids: Vec::new(),
         }
     }
 
@@ -228,8 +260,108 @@ impl Access {
         Ok(enroller.enroll(request, &log)?)
     }
 
-    /// Take a record event of the fabric: a certificate or a revocation.
+    /// Admit the org holding `org_key` as `name` into this org's log
+    /// (this node must hold the org key), keep and publish the entry.
+    pub async fn admit(
+        &self,
+        org_key: &ed25519_dalek::VerifyingKey,
+        name: &str,
+    ) -> Result<SignedOrgEntry, AccessError> {
+        let enroller = self
+            .enroller
+            .as_ref()
+            .ok_or(AccessError::NoOrgKey(self.org()))?;
+        let entry = {
+            let mut trust = self.trust();
+            let mut log = trust.org_log().clone();
+            let entry = log
+                .admit(enroller.org_key(), org_key, name)
+                .map_err(|e| AccessError::Admit(e.to_string()))?
+                .clone();
+            trust
+                .merge_log(log.entries())
+                .map_err(|e| AccessError::Admit(e.to_string()))?;
+            crate::credentials::save_log(&self.data_dir, trust.org_log())?;
+            entry
+        };
+        self.publish_entry(&entry).await?;
+        Ok(entry)
+    }
+
+    async fn publish_entry(&self, entry: &SignedOrgEntry) -> Result<(), AccessError> {
+        self.fabric
+            .publish(
+                &format!("{ORG_LOG_PREFIX}{}", entry.entry.seq),
+                Some(entry.to_bytes()),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| AccessError::Publish(e.to_string()))
+    }
+
+    /// Let `tenant` (of another org) use this node, or every node of the
+    /// org with `all_nodes`, until `until`: signed with the org key (this
+    /// node must hold it), taken here and published.
+    pub async fn grant(
+        &self,
+        tenant: TenantRef,
+        node: Option<NodeId>,
+        until: Option<u64>,
+    ) -> Result<locus_access::grant::SignedNodeGrant, AccessError> {
+        let enroller = self
+            .enroller
+            .as_ref()
+            .ok_or(AccessError::NoOrgKey(self.org()))?;
+        let signed = locus_access::grant::NodeGrant {
+            org: self.org(),
+            tenant,
+            node,
+            at: now(),
+            until,
+        }
+        .sign(enroller.org_key());
+        self.trust()
+            .take_grant(&signed)
+            .map_err(|e| AccessError::Admit(e.to_string()))?;
+        let bytes = signed.to_bytes();
+        let id = blake3::hash(&bytes);
+        self.fabric
+            .publish(
+                &format!("{GRANT_PREFIX}{}", locus_core::hex(&id.as_bytes()[..12])),
+                Some(bytes),
+            )
+            .await
+            .map_err(|e| AccessError::Publish(e.to_string()))?;
+        Ok(signed)
+    }
+
+    /// The tenants of other orgs granted use of this node.
+    pub fn granted(&self) -> Vec<TenantRef> {
+        self.trust().granted().iter().cloned().collect()
+    }
+
+    /// Take a record event of the fabric: a certificate, a revocation, a
+    /// grant or an entry of the org log.
     fn take(&self, owner: NodeId, key: &str, value: Option<&[u8]>) {
+        if key.starts_with(ORG_LOG_PREFIX)
+            && let Some(bytes) = value
+        {
+            self.take_entry(bytes);
+            return;
+        }
+        if key.starts_with(GRANT_PREFIX)
+            && let Some(bytes) = value
+        {
+            match locus_access::grant::SignedNodeGrant::from_bytes(bytes) {
+                Ok(g) => match self.trust().take_grant(&g) {
+                    Ok(true) => tracing::info!(tenant = %g.grant.tenant, "grant taken"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(%owner, error = %e, "grant refused"),
+                },
+                Err(e) => tracing::warn!(%owner, error = %e, "undecodable grant record"),
+            }
+            return;
+        }
         if key == KEY_CERT {
             let text = value
                 .and_then(|v| std::str::from_utf8(v).ok())
@@ -243,6 +375,35 @@ impl Access {
                 Ok(signed) => self.apply(signed),
                 Err(e) => tracing::warn!(%owner, error = %e, "undecodable revocation record"),
             }
+        }
+    }
+
+    fn take_entry(&self, bytes: &[u8]) {
+        let Ok(entry) = SignedOrgEntry::from_bytes(bytes) else {
+            return;
+        };
+        let mut trust = self.trust();
+        match trust.take_log_entry(entry.clone()) {
+            Ok(true) => {
+                tracing::info!(org = %entry.entry.org, name = %entry.entry.name, "org admitted");
+                if let Err(e) = crate::credentials::save_log(&self.data_dir, trust.org_log()) {
+                    tracing::warn!(error = %e, "cannot keep the org log");
+                }
+                drop(trust);
+                // Hold it out for the others too.
+                let me = self.fabric.clone();
+                tokio::spawn(async move {
+                    let _ = me
+                        .publish(
+                            &format!("{ORG_LOG_PREFIX}{}", entry.entry.seq),
+                            Some(entry.to_bytes()),
+                        )
+                        .await;
+                });
+            }
+            Ok(false) => {}
+            // Another org's log, or an entry ahead of a gap: not ours now.
+            Err(e) => tracing::debug!(error = %e, "org log entry not taken"),
         }
     }
 
@@ -281,6 +442,9 @@ pub(crate) async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, Access
         .publish(KEY_CERT, Some(cert.into_bytes()))
         .await
         .map_err(|e| AccessError::Publish(e.to_string()))?;
+    for entry in access.org_log() {
+        access.publish_entry(&entry).await?;
+    }
     let mut events = access.fabric.subscribe();
     Ok(tokio::spawn(async move {
         // What arrived before the subscription.

@@ -174,7 +174,8 @@ fn corrupt(path: &Path, reason: impl ToString) -> CredentialsError {
     }
 }
 
-fn save_log(data_dir: &Path, log: &OrgLog) -> Result<(), CredentialsError> {
+/// Keep the org log in the data dir.
+pub fn save_log(data_dir: &Path, log: &OrgLog) -> Result<(), CredentialsError> {
     let text: String = log
         .entries()
         .iter()

@@ -102,6 +102,8 @@ pub enum AgentError {
     Trust(#[from] locus_access::TrustError),
     #[error(transparent)]
     Access(#[from] access::AccessError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// Signs this node's calls to other nodes with its key
@@ -189,6 +191,13 @@ impl Node {
             .gossip_advertise_addr()
             .map_err(AgentError::Gossip)?;
 
+        if !settings.config.access.require_tokens && !settings.api_addr.ip().is_loopback() {
+            return Err(AgentError::Config(format!(
+                "[access] require_tokens = false is refused on a non-loopback API address ({}): \
+                 anyone who reaches it could do anything",
+                settings.api_addr
+            )));
+        }
         let (key, origin) = identity::load_or_create(&data_dir)?;
         let id = NodeId::from_public_key(&key.verifying_key());
         let name = settings
@@ -265,6 +274,7 @@ impl Node {
         })
         .await?;
         let access = Arc::new(access::Access::new(
+            data_dir.clone(),
             key.clone(),
             trust,
             enroller,
@@ -273,6 +283,7 @@ impl Node {
             settings.api_addr.to_string(),
             advertise.to_string(),
             cluster_key.as_ref().map(ClusterKey::to_bytes),
+            settings.config.access.require_tokens,
         ));
         let access_loop = access::follow(access.clone()).await?;
         let info = NodeInfo {

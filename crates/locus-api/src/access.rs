@@ -392,6 +392,184 @@ pub(crate) async fn orgs(State(node): State<Arc<Node>>) -> Json<Vec<OrgEntryView
     )
 }
 
+/// An org to admit.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdmitRequest {
+    /// The org's ed25519 public key (64 hex digits), as `locus org ls`
+    /// shows it on one of its nodes.
+    key: String,
+    /// A name for people (1–63 letters, digits, `.`, `_`, `-`, spaces),
+    /// unique in the log.
+    name: String,
+}
+
+/// Admit another org into this org's log (this node must hold the org
+/// key): its nodes are then trusted here, and its tokens too on the nodes
+/// that grant its tenants. The entry spreads to every node of the org.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs",
+    tag = "access",
+    operation_id = "admit_org",
+    request_body(content = AdmitRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Admitted", body = OrgEntryView),
+        (status = 400, description = "Not a key, a bad name, or already admitted", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+    )
+)]
+pub(crate) async fn admit(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<OrgEntryView>), ApiError> {
+    let req: AdmitRequest = json_body(&body, "invalid_admission")?;
+    let key = parse_key(&req.key)?;
+    let e = node
+        .access()
+        .admit(&key, &req.name)
+        .await
+        .map_err(|e| match e {
+            AccessError::Admit(m) => bad("invalid_admission", m),
+            e => access_error(e),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OrgEntryView {
+            seq: e.entry.seq,
+            org: e.entry.org.to_string(),
+            key: locus_core::hex(&e.entry.org_key),
+            name: e.entry.name.clone(),
+            by: e.entry.by.to_string(),
+        }),
+    ))
+}
+
+fn parse_key(hex: &str) -> Result<ed25519_dalek::VerifyingKey, ApiError> {
+    let err = || {
+        bad(
+            "invalid_key",
+            format!("key {hex:?}: expected 64 hex digits of an ed25519 public key"),
+        )
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err());
+    }
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+    }
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| err())
+}
+
+/// A grant to make.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantRequest {
+    /// The tenant's org (20 hex digits); it must be admitted.
+    org: String,
+    /// The tenant's name.
+    tenant: String,
+    /// One node of this org (id, prefix or name); absent: every node.
+    #[serde(default)]
+    node: Option<String>,
+    /// Lifetime in seconds; absent: until withdrawn.
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// A grant in force.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct GrantView {
+    /// The tenant's name.
+    tenant: String,
+    /// The tenant's org.
+    org: String,
+}
+
+/// Let a tenant of another (admitted) org use this org's nodes: one of
+/// them, or all. Signed by the org key (this node must hold it); it
+/// spreads to every node of the org.
+#[utoipa::path(
+    post,
+    path = "/api/v1/grants",
+    tag = "access",
+    operation_id = "grant_tenant",
+    request_body(content = GrantRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Granted", body = GrantView),
+        (status = 400, description = "Bad org, tenant or lifetime; or the org is not admitted", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+    )
+)]
+pub(crate) async fn grant(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<GrantView>), ApiError> {
+    let req: GrantRequest = json_body(&body, "invalid_grant")?;
+    let org: locus_access::OrgId = req
+        .org
+        .parse()
+        .map_err(|e: locus_access::org::ParseOrgIdError| bad("invalid_org", e.to_string()))?;
+    if !node.access().org_log().iter().any(|e| e.entry.org == org) {
+        return Err(bad(
+            "org_not_admitted",
+            format!("org {org} is not admitted: `locus org admit` it first"),
+        ));
+    }
+    let name = TenantName::try_from(req.tenant)
+        .map_err(|e| bad("invalid_tenant", format!("tenant: {e}")))?;
+    let target = match &req.node {
+        Some(q) => {
+            let nodes = crate::routes::known_nodes(&node).await?;
+            Some(crate::routes::lookup(&nodes, q)?.id)
+        }
+        None => None,
+    };
+    let until = match req.ttl_secs {
+        Some(0) => return Err(bad("invalid_ttl", "ttl_secs must be at least 1")),
+        Some(t) => Some(now().saturating_add(t)),
+        None => None,
+    };
+    let tenant = TenantRef::new(org, name);
+    node.access()
+        .grant(tenant.clone(), target, until)
+        .await
+        .map_err(|e| match e {
+            AccessError::Admit(m) => bad("invalid_grant", m),
+            e => access_error(e),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(GrantView {
+            tenant: tenant.name.get().clone(),
+            org: tenant.org.to_string(),
+        }),
+    ))
+}
+
+/// The tenants of other orgs granted use of this node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/grants",
+    tag = "access",
+    operation_id = "list_grants",
+    responses((status = 200, description = "Grants in force on this node", body = Vec<GrantView>))
+)]
+pub(crate) async fn grants(State(node): State<Arc<Node>>) -> Json<Vec<GrantView>> {
+    Json(
+        node.access()
+            .granted()
+            .into_iter()
+            .map(|t| GrantView {
+                tenant: t.name.get().clone(),
+                org: t.org.to_string(),
+            })
+            .collect(),
+    )
+}
+
 /// A join token to make.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

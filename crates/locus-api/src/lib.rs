@@ -117,7 +117,8 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(access::whoami))
         .routes(utoipa_axum::routes!(access::mint))
         .routes(utoipa_axum::routes!(access::revoke))
-        .routes(utoipa_axum::routes!(access::orgs))
+        .routes(utoipa_axum::routes!(access::orgs, access::admit))
+        .routes(utoipa_axum::routes!(access::grant, access::grants))
         .routes(utoipa_axum::routes!(access::join_token))
         .routes(utoipa_axum::routes!(access::enroll))
 }

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use locus_agent::Node;
 use locus_core::thing::{Thing, ThingProtocol, ThingSpec, ThingView};
 use locus_core::workload::SpecFormat;
@@ -19,6 +19,7 @@ use locus_things::{Located, ThingsError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, json_body, query_error};
 use crate::forward::{self, Call, FORWARDED, Owner, forward};
 use crate::routes::{known_nodes, lookup};
@@ -61,16 +62,38 @@ fn edgex_command_error(e: CommandError) -> ApiError {
     }
 }
 
+/// Refuse a thing of another tenant than the caller's: hidden (404) to a
+/// read, forbidden (403) to a write.
+fn may_touch(
+    node: &Node,
+    caller: &Caller,
+    t: &Thing,
+    method: &Method,
+    name: &str,
+) -> Result<(), ApiError> {
+    caller.may_touch(
+        node.access().org(),
+        t.spec.tenant.get(),
+        method,
+        &format!("thing {name}"),
+        || api_error(ThingsError::NotFound(name.to_owned())),
+    )
+}
+
 /// The thing, or the forwarded answer of its manager.
 async fn local_or_forward(
     node: &Node,
+    caller: &Caller,
     name: &str,
     method: Method,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Result<Thing, Response>, ApiError> {
-    let at = match node.things().locate(name).await.map_err(api_error)? {
+    let located = node.things().locate(name).await.map_err(api_error)?;
+    let (Located::Local(t) | Located::Remote { thing: t, .. }) = &located;
+    may_touch(node, caller, t, &method, name)?;
+    let at = match located {
         Located::Local(t) => Owner::Here(t),
         Located::Remote {
             owner, api_addr, ..
@@ -103,6 +126,7 @@ async fn local_or_forward(
 )]
 pub(crate) async fn add(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -115,7 +139,7 @@ pub(crate) async fn add(
         Some(ct) if ct.contains("toml") => SpecFormat::Toml,
         _ => SpecFormat::Json,
     };
-    let spec = ThingSpec::parse_fields(text, format).map_err(|e| {
+    let mut spec = ThingSpec::parse_fields(text, format).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_thing", e.to_string())
             .with_details(serde_json::json!({ "path": e.path, "line": e.line, "column": e.column }))
     })?;
@@ -123,6 +147,7 @@ pub(crate) async fn add(
         ApiError::new(StatusCode::CONFLICT, "conflicting_fields", e.to_string())
             .with_details(serde_json::json!({ "path": e.path }))
     })?;
+    spec.tenant = caller.owning_tenant(node.access().org(), &spec.tenant)?;
     if let Some(q) = &spec.manager.node {
         let nodes = known_nodes(&node).await?;
         let target = lookup(&nodes, q)?;
@@ -214,8 +239,10 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ThingView>>, ApiError> {
+    let org = node.access().org();
     let Query(q) = query.map_err(query_error)?;
     // The managing node, as every node query names one: id, unique id
     // prefix or name.
@@ -233,7 +260,8 @@ pub(crate) async fn list(
         .map(|(t, _)| t.view())
         .collect();
     out.retain(|v| {
-        q.protocol.is_none_or(|p| v.protocol == p)
+        caller.reaches(org, &v.tenant)
+            && q.protocol.is_none_or(|p| v.protocol == p)
             && q.tenant.as_ref().is_none_or(|t| v.tenant == *t)
             && manager
                 .as_ref()
@@ -256,10 +284,14 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn inspect(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<ThingView>, ApiError> {
     match node.things().locate(&name).await.map_err(api_error)? {
-        Located::Local(t) | Located::Remote { thing: t, .. } => Ok(Json(t.view())),
+        Located::Local(t) | Located::Remote { thing: t, .. } => {
+            may_touch(&node, &caller, &t, &Method::GET, &name)?;
+            Ok(Json(t.view()))
+        }
     }
 }
 
@@ -279,11 +311,22 @@ pub(crate) async fn inspect(
 )]
 pub(crate) async fn remove(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let path = format!("/api/v1/things/{name}");
-    match local_or_forward(&node, &name, Method::DELETE, &path, &headers, Bytes::new()).await? {
+    match local_or_forward(
+        &node,
+        &caller,
+        &name,
+        Method::DELETE,
+        &path,
+        &headers,
+        Bytes::new(),
+    )
+    .await?
+    {
         Ok(_) => {
             let t = node.things().remove(&name).await.map_err(api_error)?;
             Ok(Json(t.view()).into_response())
@@ -327,13 +370,14 @@ pub(crate) struct Attach {
 )]
 pub(crate) async fn attach(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let a: Attach = json_body(&body, "invalid")?;
     let path = format!("/api/v1/things/{name}/attach");
-    match local_or_forward(&node, &name, Method::POST, &path, &headers, body).await? {
+    match local_or_forward(&node, &caller, &name, Method::POST, &path, &headers, body).await? {
         Ok(_) => {
             // The thing exists: a target that does not is a conflict.
             let to_conflict = |e: ApiError| e.with_status(StatusCode::CONFLICT);
@@ -416,13 +460,14 @@ pub(crate) struct CommandRequest {
 )]
 pub(crate) async fn command(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let c: CommandRequest = json_body(&body, "invalid")?;
     let path = format!("/api/v1/things/{name}/commands");
-    match local_or_forward(&node, &name, Method::POST, &path, &headers, body).await? {
+    match local_or_forward(&node, &caller, &name, Method::POST, &path, &headers, body).await? {
         Ok(_) => node
             .doors()
             .command(&name, &c.resource, c.value.as_deref())
@@ -483,11 +528,21 @@ fn edgex_value_type(t: locus_core::thing::ValueType) -> &'static str {
 )]
 pub(crate) async fn edgex_get(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path((name, command)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let path = format!("/api/v3/device/name/{name}/{command}");
-    let t = match local_or_forward(&node, &name, Method::GET, &path, &headers, Bytes::new()).await?
+    let t = match local_or_forward(
+        &node,
+        &caller,
+        &name,
+        Method::GET,
+        &path,
+        &headers,
+        Bytes::new(),
+    )
+    .await?
     {
         Ok(t) => t,
         Err(forwarded) => return Ok(forwarded),
@@ -567,6 +622,7 @@ pub(crate) async fn edgex_get(
 )]
 pub(crate) async fn edgex_put(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path((name, command)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -581,7 +637,7 @@ pub(crate) async fn edgex_put(
         })?;
     let path = format!("/api/v3/device/name/{name}/{command}");
     if let Err(forwarded) =
-        local_or_forward(&node, &name, Method::PUT, &path, &headers, body).await?
+        local_or_forward(&node, &caller, &name, Method::PUT, &path, &headers, body).await?
     {
         return Ok(forwarded);
     }

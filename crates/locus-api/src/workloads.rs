@@ -5,20 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use locus_access::tenant::{Grant, Role, WorkloadKind, WorkloadNeeds};
 use locus_agent::Node;
-use locus_core::workload::{SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
+use locus_core::workload::{Kind, SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
 use locus_workloads::{
     Handover, Located, Submitted, Verb, WorkloadError, WorkloadUpdate, WorkloadView,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, json_body, query_error};
 use crate::forward::{self, Call, Owner};
 
@@ -72,11 +74,13 @@ pub(crate) struct SubmitQuery {
         (status = 201, description = "Accepted: scheduled on a node, or pending with the reason", body = Submitted),
         (status = 200, description = "Dry run: every node's verdict and score", body = Submitted),
         (status = 400, description = "Invalid spec; `details` names the field, line and column", body = ErrorBody),
+        (status = 403, description = "The token's role does not allow it, or the tenant's grant does not cover the workload's kind, host ports or devices (by default only org admins run `process` workloads)", body = ErrorBody),
         (status = 409, description = "A workload with that name exists, or two fields conflict (a host port published twice)", body = ErrorBody),
     )
 )]
 pub(crate) async fn submit(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<SubmitQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -100,6 +104,9 @@ pub(crate) async fn submit(
         ApiError::new(StatusCode::CONFLICT, "conflicting_fields", e.to_string())
             .with_details(serde_json::json!({ "path": e.path }))
     })?;
+    check_grant(&node, &caller, &spec)?;
+    let mut spec = spec;
+    spec.tenant = caller.owning_tenant(node.access().org(), &spec.tenant)?;
     let submitted = node
         .workloads()
         .submit(spec, q.dry_run)
@@ -111,6 +118,39 @@ pub(crate) async fn submit(
         StatusCode::CREATED
     };
     Ok((status, Json(submitted)).into_response())
+}
+
+/// What a workload asks of its node beyond the sandbox, as a grant sees
+/// it: its kind, host ports and devices.
+fn needs_of(spec: &WorkloadSpec) -> WorkloadNeeds {
+    WorkloadNeeds {
+        kind: Some(match spec.kind {
+            Kind::Wasm => WorkloadKind::Wasm,
+            Kind::Process => WorkloadKind::Process,
+            Kind::Container => WorkloadKind::Container,
+        }),
+        host_ports: spec
+            .ports
+            .iter()
+            .map(|p| p.host.unwrap_or(p.container))
+            .collect(),
+        host_paths: Vec::new(),
+        devices: spec.devices.iter().map(|d| d.get().clone()).collect(),
+    }
+}
+
+/// Native code is a privilege: an org admin of this node's org may run
+/// anything on its org's nodes; everyone else only what the tenant's
+/// grant covers (by default: sandboxed kinds, no host port or device, so
+/// no `process`).
+fn check_grant(node: &Node, caller: &Caller, spec: &WorkloadSpec) -> Result<(), ApiError> {
+    let p = &caller.principal;
+    if p.role == Role::OrgAdmin && p.tenant.org == node.access().org() {
+        return Ok(());
+    }
+    Grant::default()
+        .check(&p.tenant.to_string(), p.role, &needs_of(spec))
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "not_granted", e.to_string()))
 }
 
 /// Filters of the workload list.
@@ -138,12 +178,15 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<WorkloadView>>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     let mut all = node.workloads().list().await;
+    let org = node.access().org();
     all.retain(|v| {
-        q.state.is_none_or(|s| v.summary.state == s)
+        caller.reaches(org, v.summary.tenant.get())
+            && q.state.is_none_or(|s| v.summary.state == s)
             && q.site.as_ref().is_none_or(|s| v.site == *s)
             && q.node.as_ref().is_none_or(|n| {
                 v.node_name == *n
@@ -156,6 +199,7 @@ pub(crate) async fn list(
 /// Find the workload; `Err(response)` when the call went to its owner.
 async fn local_or_forward(
     node: &Node,
+    caller: &Caller,
     query: &str,
     method: Method,
     rest: &str,
@@ -163,7 +207,16 @@ async fn local_or_forward(
     body: Bytes,
 ) -> Result<Result<WorkloadId, Response>, ApiError> {
     let at = match node.workloads().locate(query).await.map_err(api_error)? {
-        Located::Local(w) => Owner::Here(w.id),
+        Located::Local(w) => {
+            caller.may_touch(
+                node.access().org(),
+                w.spec.tenant.get(),
+                &method,
+                &format!("workload {query}"),
+                || api_error(WorkloadError::NotFound(query.to_owned())),
+            )?;
+            Owner::Here(w.id)
+        }
         Located::Remote {
             id,
             owner,
@@ -191,10 +244,21 @@ async fn local_or_forward(
 )]
 pub(crate) async fn inspect(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    match local_or_forward(&node, &query, Method::GET, "", &headers, Bytes::new()).await? {
+    match local_or_forward(
+        &node,
+        &caller,
+        &query,
+        Method::GET,
+        "",
+        &headers,
+        Bytes::new(),
+    )
+    .await?
+    {
         Ok(id) => Ok(Json(node.workloads().get(id).await.map_err(api_error)?).into_response()),
         Err(forwarded) => Ok(forwarded),
     }
@@ -202,12 +266,23 @@ pub(crate) async fn inspect(
 
 async fn verb(
     node: Arc<Node>,
+    caller: Caller,
     query: String,
     headers: HeaderMap,
     verb: Verb,
     rest: &str,
 ) -> Result<Response, ApiError> {
-    match local_or_forward(&node, &query, Method::POST, rest, &headers, Bytes::new()).await? {
+    match local_or_forward(
+        &node,
+        &caller,
+        &query,
+        Method::POST,
+        rest,
+        &headers,
+        Bytes::new(),
+    )
+    .await?
+    {
         Ok(id) => {
             Ok(Json(node.workloads().act(id, verb).await.map_err(api_error)?).into_response())
         }
@@ -229,10 +304,11 @@ async fn verb(
 )]
 pub(crate) async fn start(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    verb(node, query, headers, Verb::Start, "/start").await
+    verb(node, caller, query, headers, Verb::Start, "/start").await
 }
 
 /// Power off gracefully: the workload is asked to stop and killed after its
@@ -250,10 +326,11 @@ pub(crate) async fn start(
 )]
 pub(crate) async fn stop(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    verb(node, query, headers, Verb::Stop, "/stop").await
+    verb(node, caller, query, headers, Verb::Stop, "/stop").await
 }
 
 /// Force off: kill at once.
@@ -270,10 +347,11 @@ pub(crate) async fn stop(
 )]
 pub(crate) async fn kill(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    verb(node, query, headers, Verb::Kill, "/kill").await
+    verb(node, caller, query, headers, Verb::Kill, "/kill").await
 }
 
 /// Change resources or environment; a running workload restarts with them.
@@ -293,12 +371,13 @@ pub(crate) async fn kill(
 )]
 pub(crate) async fn update(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let parsed: WorkloadUpdate = json_body(&body, "invalid_update")?;
-    match local_or_forward(&node, &query, Method::PATCH, "", &headers, body).await? {
+    match local_or_forward(&node, &caller, &query, Method::PATCH, "", &headers, body).await? {
         Ok(id) => Ok(Json(
             node.workloads()
                 .update(id, parsed)
@@ -335,13 +414,24 @@ pub(crate) struct RemoveQuery {
 )]
 pub(crate) async fn remove(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     q: Result<Query<RemoveQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(query_error)?;
     let rest = if q.force { "?force=true" } else { "" };
-    match local_or_forward(&node, &query, Method::DELETE, rest, &headers, Bytes::new()).await? {
+    match local_or_forward(
+        &node,
+        &caller,
+        &query,
+        Method::DELETE,
+        rest,
+        &headers,
+        Bytes::new(),
+    )
+    .await?
+    {
         Ok(id) => {
             node.workloads()
                 .remove(id, q.force)
@@ -381,6 +471,7 @@ pub(crate) struct LogQuery {
 )]
 pub(crate) async fn logs(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(query): Path<String>,
     q: Result<Query<LogQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -398,11 +489,20 @@ pub(crate) async fn logs(
     if let Some(t) = q.tail {
         rest.push_str(&format!("&tail={t}"));
     }
-    let id =
-        match local_or_forward(&node, &query, Method::GET, &rest, &headers, Bytes::new()).await? {
-            Ok(id) => id,
-            Err(forwarded) => return Ok(forwarded),
-        };
+    let id = match local_or_forward(
+        &node,
+        &caller,
+        &query,
+        Method::GET,
+        &rest,
+        &headers,
+        Bytes::new(),
+    )
+    .await?
+    {
+        Ok(id) => id,
+        Err(forwarded) => return Ok(forwarded),
+    };
     let dir = node.workloads().dir_of(id);
     let tail = q.tail.map_or(64 * 1024, u64::from).min(MAX_LOG_BYTES);
     let (text, offset) = locus_runtime::read_log(&dir, tail).map_err(|e| {

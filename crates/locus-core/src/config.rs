@@ -60,6 +60,29 @@ pub struct Config {
     /// Readings: retention and export to a parent node.
     #[serde(default)]
     pub readings: ReadingsConfig,
+    /// Who may call the API.
+    #[serde(default)]
+    pub access: AccessConfig,
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Every user call needs a token (default true). `false` lets every
+    /// call through as the local org admin: for a lab machine or a
+    /// measurement of the token check's cost only, and refused unless the
+    /// API listens on loopback. Node-to-node calls stay signed either way.
+    #[serde(default = "on")]
+    pub require_tokens: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            require_tokens: true,
+        }
+    }
 }
 
 /// A configuration error, located in the source text.

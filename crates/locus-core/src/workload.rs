@@ -365,6 +365,11 @@ pub struct WorkloadSpec {
     /// Seconds a graceful stop waits before killing. Default 10.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_secs: StopTimeout,
+    /// The tenant that owns the workload (default `default`); a node sets
+    /// it from the caller's token, and only an org admin names another
+    /// tenant of its org.
+    #[serde(default)]
+    pub tenant: crate::thing::Tenant,
 }
 
 fn default_stop_timeout() -> StopTimeout {
@@ -771,6 +776,9 @@ pub struct WorkloadSummary {
     /// A marker of a destroyed workload (see [`Workload::destroyed_unix_ms`]).
     #[serde(default)]
     pub destroyed: bool,
+    /// The tenant that owns it.
+    #[serde(default)]
+    pub tenant: crate::thing::Tenant,
 }
 
 impl Workload {
@@ -794,6 +802,7 @@ impl Workload {
             spec_digest: self.spec.digest(),
             spec_chunks,
             destroyed: self.destroyed_unix_ms.is_some(),
+            tenant: self.spec.tenant.clone(),
         }
     }
 }

@@ -155,6 +155,7 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
         spec_digest: s.digest(),
         spec_chunks: 1,
         destroyed: false,
+        tenant: Default::default(),
     };
     let copies = vec![summary(1, 1)];
     let adopters: Vec<NodeId> = nodes[1..]

@@ -331,6 +331,20 @@ pub struct AccessBenchArgs {
     /// Measured operations per case (after a short warm-up).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub iterations: u32,
+    /// Agents of the live part: a cluster of this many on loopback for the
+    /// revocation spread (0 skips the live part).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=20))]
+    pub agents: u16,
+    /// Revocations to time on the cluster.
+    #[arg(long, default_value_t = 20)]
+    pub revocations: usize,
+    /// Seconds of load per throughput case (a cheap GET with and without
+    /// the token check).
+    #[arg(long, default_value_t = 5)]
+    pub load_secs: u64,
+    /// Concurrent clients of the throughput cases.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
     /// Also write the JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -700,6 +714,33 @@ pub enum OrgCommand {
     /// enrolls it in this org. The token is a secret (it carries the
     /// cluster key).
     JoinToken(JoinTokenArgs),
+    /// Admit another org (its public key, from `locus org ls --json` on
+    /// one of its nodes): its nodes are trusted by this org's nodes.
+    Admit {
+        /// The org's ed25519 public key, 64 hex digits.
+        #[arg(long)]
+        key: String,
+        /// A name for people, unique among the admitted orgs.
+        #[arg(long)]
+        name: String,
+    },
+    /// Let a tenant of an admitted org use this org's nodes (one, or all).
+    Grant {
+        /// The tenant's org id.
+        #[arg(long)]
+        org: String,
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        /// One node of this org (default: every node).
+        #[arg(long)]
+        node: Option<String>,
+        /// Lifetime: a number and a unit (s, m, h, d); default: until withdrawn.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// The tenants of other orgs granted use of the node.
+    Grants,
 }
 
 #[derive(Debug, Args)]

@@ -211,14 +211,73 @@ pub async fn org(client: &Client, json: bool, command: &OrgCommand) -> Result<()
             if json {
                 println!("{orgs}");
             } else {
-                println!("{:<4} {:<20} {:<24} ADMITTED BY", "SEQ", "ORG", "NAME");
+                println!(
+                    "{:<4} {:<20} {:<24} {:<20} KEY",
+                    "SEQ", "ORG", "NAME", "ADMITTED BY"
+                );
                 for o in orgs.as_array().into_iter().flatten() {
                     println!(
-                        "{:<4} {:<20} {:<24} {}",
-                        o["seq"],
+                        "{:<4} {:<20} {:<24} {:<20} {}",
+                        o["seq"].as_u64().unwrap_or_default(),
                         o["org"].as_str().unwrap_or("?"),
                         o["name"].as_str().unwrap_or("?"),
-                        o["by"].as_str().unwrap_or("?")
+                        o["by"].as_str().unwrap_or("?"),
+                        o["key"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        OrgCommand::Admit { key, name } => {
+            let e = post(client, "/api/v1/orgs", json!({"key": key, "name": name})).await?;
+            if json {
+                println!("{e}");
+            } else {
+                println!(
+                    "admitted org {} as {:?} (seq {})",
+                    e["org"].as_str().unwrap_or("?"),
+                    e["name"].as_str().unwrap_or("?"),
+                    e["seq"]
+                );
+            }
+        }
+        OrgCommand::Grant {
+            org,
+            tenant,
+            node,
+            ttl,
+        } => {
+            let ttl = ttl
+                .as_deref()
+                .map(crate::token_cli::parse_duration)
+                .transpose()
+                .map_err(|e| Failure::Usage(anyhow!("--ttl: {e}")))?;
+            let g = post(
+                client,
+                "/api/v1/grants",
+                json!({"org": org, "tenant": tenant, "node": node, "ttl_secs": ttl}),
+            )
+            .await?;
+            if json {
+                println!("{g}");
+            } else {
+                println!(
+                    "granted tenant {} of org {} the use of {}",
+                    tenant,
+                    org,
+                    node.as_deref().unwrap_or("every node of the org")
+                );
+            }
+        }
+        OrgCommand::Grants => {
+            let g: Value = client.get("/api/v1/grants").await?;
+            if json {
+                println!("{g}");
+            } else {
+                for t in g.as_array().into_iter().flatten() {
+                    println!(
+                        "{} of org {}",
+                        t["tenant"].as_str().unwrap_or("?"),
+                        t["org"].as_str().unwrap_or("?")
                     );
                 }
             }
