@@ -132,8 +132,162 @@ pub fn access(args: &AccessBenchArgs) -> anyhow::Result<()> {
             "attenuated": narrowed.len(),
         },
         "cases": cases,
+        "live": if args.agents > 0 {
+            crate::bench_workloads::in_scratch_value(|root| live(args, root))?
+        } else {
+            Value::Null
+        },
     });
     crate::bench::emit(&out, args.out.as_deref())
+}
+
+/// Percentile `q` of sorted `v`.
+fn pct(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    (v[((v.len() - 1) as f64 * q).round() as usize] * 10.0).round() / 10.0
+}
+
+/// Requests per second of `GET url` by `clients` keep-alive clients for
+/// `secs`, each answer checked to be 200.
+fn throughput(url: &str, token: Option<&str>, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+    let start = Instant::now();
+    let counts = std::thread::scope(|s| -> anyhow::Result<u64> {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<u64> {
+                    let http = reqwest::blocking::Client::new();
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let mut req = http.get(url);
+                        if let Some(t) = token {
+                            req = req.bearer_auth(t);
+                        }
+                        let r = req.send()?;
+                        ensure!(r.status() == 200, "GET {url}: {}", r.status());
+                        let _ = r.bytes()?;
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.join().map_err(|_| anyhow!("a load thread panicked"))??;
+        }
+        Ok(total)
+    })?;
+    Ok((counts as f64 / start.elapsed().as_secs_f64()).round())
+}
+
+/// The live part: a cheap GET's throughput with and without the token
+/// check (two agents, same binary, same run), and how long a revocation
+/// takes until every node of a cluster refuses the token.
+fn live(args: &AccessBenchArgs, root: &std::path::Path) -> anyhow::Result<Value> {
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let n = usize::from(args.agents.max(1));
+    eprintln!("starting {n} agents…");
+    let c = crate::bench_workloads::Cluster::start(&exe, root, n)?;
+    let open = crate::bench_workloads::Cluster::start_open(&exe, &root.join("open"))?;
+    let path = "/api/v1/node";
+    // Warm both up.
+    throughput(&open.url(0, path), None, 1, 1)?;
+    let token = c.token();
+    throughput(&c.url(0, path), Some(&token), 1, 1)?;
+    eprintln!(
+        "throughput of GET {path}, {} clients, {} s each…",
+        args.clients, args.load_secs
+    );
+    let with_auth = throughput(&c.url(0, path), Some(&token), args.clients, args.load_secs)?;
+    let without = throughput(&open.url(0, path), None, args.clients, args.load_secs)?;
+    eprintln!("  with the token check {with_auth} req/s, without {without} req/s");
+
+    // Revocations: mint on node 0, wait until every node accepts the
+    // token, revoke it on node i, poll every node until each refuses it.
+    let whoami = |i: usize, t: &str| -> anyhow::Result<u16> {
+        Ok(c.http
+            .get(c.url(i, "/api/v1/whoami"))
+            .bearer_auth(t)
+            .send()?
+            .status()
+            .as_u16())
+    };
+    let mut all_ms = Vec::new();
+    let mut per_node_ms = Vec::new();
+    for run in 0..args.revocations {
+        let minted: Value = c
+            .http
+            .post(c.url(0, "/api/v1/tokens"))
+            .json(&json!({"user": format!("r{run}"), "role": "viewer", "ttl_secs": 3600}))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        let t = minted["token"]
+            .as_str()
+            .context("no token minted")?
+            .to_owned();
+        let accept_by = Instant::now() + std::time::Duration::from_secs(20);
+        for i in 0..n {
+            while whoami(i, &t)? != 200 {
+                ensure!(
+                    Instant::now() < accept_by,
+                    "node {i} never accepted the token"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        let revoker = run % n;
+        let start = Instant::now();
+        c.http
+            .post(c.url(revoker, "/api/v1/revocations"))
+            .json(&json!({"token": t}))
+            .send()?
+            .error_for_status()?;
+        let mut refused_at: Vec<Option<f64>> = vec![None; n];
+        let give_up = start + std::time::Duration::from_secs(30);
+        while refused_at.iter().any(Option::is_none) {
+            ensure!(
+                Instant::now() < give_up,
+                "a node still accepts a revoked token after 30 s"
+            );
+            for (i, at) in refused_at.iter_mut().enumerate() {
+                if at.is_none() && whoami(i, &t)? == 401 {
+                    *at = Some(start.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let times: Vec<f64> = refused_at.into_iter().flatten().collect();
+        let last = times.iter().copied().fold(0.0, f64::max);
+        eprintln!("revocation {run} on node {revoker}: every node refuses it after {last:.0} ms");
+        all_ms.push(last);
+        per_node_ms.extend(times);
+    }
+    all_ms.sort_by(f64::total_cmp);
+    per_node_ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "throughput": {
+            "path": path,
+            "clients": args.clients,
+            "secs": args.load_secs,
+            "with_token_check_rps": with_auth,
+            "without_token_check_rps": without,
+            "ratio": ((with_auth / without) * 1000.0).round() / 1000.0,
+            "target_ratio": 0.9,
+        },
+        "revocation": {
+            "nodes": n,
+            "runs": args.revocations,
+            "all_nodes_refuse_ms_p50": pct(&all_ms, 0.5),
+            "all_nodes_refuse_ms_p99": pct(&all_ms, 0.99),
+            "all_nodes_refuse_ms_max": pct(&all_ms, 1.0),
+            "one_node_refuses_ms_p50": pct(&per_node_ms, 0.5),
+            "target_p99_ms": 3000,
+        },
+    }))
 }
 
 /// Run `op` a few times to warm up, then `n` times, each timed alone.

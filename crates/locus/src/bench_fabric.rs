@@ -46,6 +46,12 @@ struct Run {
     dead_99_ms: Option<f64>,
     /// ... until every live node sees it dead.
     dead_100_ms: Option<f64>,
+    /// A revocation (a ~200-byte record) published by one node: until 99%
+    /// of live nodes hold it.
+    revocation_99_ms: Option<f64>,
+    /// ... until every live node holds it, so every node refuses the
+    /// revoked credential.
+    revocation_100_ms: Option<f64>,
     /// Gossip sent per node per second in steady state (sealed datagrams).
     bytes_per_node_per_sec: f64,
     kbit_per_node_per_sec: f64,
@@ -146,6 +152,28 @@ fn run(n: usize, loss: f64, seed: u64, tuning: &Tuning) -> anyhow::Result<Run> {
     sim.run_for(window);
     let bytes = (sim.bytes_out() - before) as f64 / n as f64 / window.as_secs_f64();
 
+    // A revocation spreads.
+    let revoker = 1;
+    let key = "access/revocation/bench";
+    sim.publish(revoker, key, Some(vec![0x5a; 200]))
+        .map_err(|e| anyhow::anyhow!("cannot publish the revocation record: {e}"))?;
+    let start = sim.elapsed();
+    let holding = |s: &Sim| {
+        let up = s.up();
+        up.iter()
+            .filter(|o| s.record(**o, revoker, key).is_some())
+            .count() as f64
+            / up.len() as f64
+    };
+    let revocation_99 = sim.run_until(Duration::from_millis(10), Duration::from_secs(60), |s| {
+        holding(s) >= 0.99
+    });
+    let revocation_100 = sim
+        .run_until(Duration::from_millis(10), Duration::from_secs(60), |s| {
+            holding(s) >= 1.0
+        })
+        .map(|_| sim.elapsed() - start);
+
     // Crash.
     let victim = n / 2;
     sim.crash(victim);
@@ -165,6 +193,8 @@ fn run(n: usize, loss: f64, seed: u64, tuning: &Tuning) -> anyhow::Result<Run> {
         join_ms: ms(join),
         dead_99_ms: ms(dead_99),
         dead_100_ms: ms(dead_100),
+        revocation_99_ms: ms(revocation_99),
+        revocation_100_ms: ms(revocation_100),
         bytes_per_node_per_sec: bytes.round(),
         kbit_per_node_per_sec: (bytes * 8.0 / 1000.0 * 100.0).round() / 100.0,
         wall_secs: (wall.elapsed().as_secs_f64() * 100.0).round() / 100.0,
@@ -241,10 +271,11 @@ pub fn fabric(args: &FabricBenchArgs) -> anyhow::Result<()> {
                 );
                 let result = run(n, loss, seed, &t)?;
                 eprintln!(
-                    "  join {:?} ms, dead to 99% {:?} ms, to all {:?} ms, {:.2} kbit/s per node ({:.1} s)",
+                    "  join {:?} ms, dead to 99% {:?} ms, to all {:?} ms, revocation to all {:?} ms, {:.2} kbit/s per node ({:.1} s)",
                     result.join_ms,
                     result.dead_99_ms,
                     result.dead_100_ms,
+                    result.revocation_100_ms,
                     result.kbit_per_node_per_sec,
                     result.wall_secs
                 );

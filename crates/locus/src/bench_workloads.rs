@@ -77,6 +77,8 @@ pub(crate) struct Cluster {
     pub(crate) http: reqwest::blocking::Client,
     /// The join token of the nodes after the first.
     join: Option<String>,
+    /// A configuration file for every agent.
+    config: Option<PathBuf>,
 }
 
 impl Drop for Cluster {
@@ -120,6 +122,7 @@ impl Cluster {
                 .timeout(Duration::from_secs(30))
                 .build()?,
             join: None,
+            config: None,
         };
         // The first node founds the org; the others join it with one
         // join token, and every call uses the first node's admin token.
@@ -156,6 +159,33 @@ impl Cluster {
         Ok(c)
     }
 
+    /// One agent that lets user calls through without a token
+    /// (`[access] require_tokens = false`), for comparisons.
+    pub(crate) fn start_open(exe: &Path, root: &Path) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(root)?;
+        let config = root.join("open.toml");
+        std::fs::write(&config, "[access]\nrequire_tokens = false\n")?;
+        let mut c = Cluster {
+            exe: exe.to_owned(),
+            members: vec![Member {
+                child: None,
+                api: free_tcp("127.0.98.1")?,
+                gossip: free_udp("127.0.98.1")?,
+                dir: root.join("o0"),
+                site: "open".to_owned(),
+            }],
+            seeds: Vec::new(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            join: None,
+            config: Some(config),
+        };
+        c.spawn(0)?;
+        c.wait_healthy(0)?;
+        Ok(c)
+    }
+
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let m = &self.members[i];
         let log = std::fs::File::create(m.dir.with_extension("log"))?;
@@ -174,6 +204,9 @@ impl Cluster {
             && !m.dir.join("node.cert").exists()
         {
             cmd.args(["--join", token]);
+        }
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
         }
         let child = cmd
             .env(
@@ -385,6 +418,18 @@ pub(crate) fn rss(pid: u32) -> anyhow::Result<u64> {
 
 pub fn workloads(args: &WorkloadsBenchArgs) -> anyhow::Result<()> {
     in_scratch_dir(&std::env::temp_dir(), |root| run(args, root))
+}
+
+/// [`in_scratch_dir`] for a part that answers a value.
+pub(crate) fn in_scratch_value(
+    f: impl FnOnce(&Path) -> anyhow::Result<Value>,
+) -> anyhow::Result<Value> {
+    let mut out = Value::Null;
+    in_scratch_dir(&std::env::temp_dir(), |root| {
+        out = f(root)?;
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Run `f` in a fresh directory under `parent`, removed afterwards unless

@@ -214,7 +214,21 @@ fn what_is_not_a_token_or_a_narrowing_is_refused_with_the_reason() {
 
 #[test]
 fn the_access_bench_answers_its_json() {
-    let out = locus(&["bench", "access", "--iterations", "20"]);
+    // A small live part: two agents, two revocations, a second of load.
+    let out = locus(&[
+        "bench",
+        "access",
+        "--iterations",
+        "20",
+        "--agents",
+        "2",
+        "--revocations",
+        "2",
+        "--load-secs",
+        "1",
+        "--clients",
+        "1",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["benchmark"], "access");
@@ -245,4 +259,21 @@ fn the_access_bench_answers_its_json() {
             "authorize_denied"
         ]
     );
+    let live = &v["live"];
+    assert!(
+        live["throughput"]["with_token_check_rps"].as_f64().unwrap() > 0.0,
+        "{live}"
+    );
+    assert!(
+        live["throughput"]["without_token_check_rps"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{live}"
+    );
+    assert_eq!(live["revocation"]["nodes"], 2);
+    let p99 = live["revocation"]["all_nodes_refuse_ms_p99"]
+        .as_f64()
+        .unwrap();
+    assert!(p99 > 0.0, "{live}");
 }
