@@ -393,3 +393,305 @@ fn a_node_of_an_org_never_admitted_is_refused_on_node_only_routes() {
         ) > 0.0
     );
 }
+
+#[test]
+fn only_an_org_admin_runs_native_processes_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("a"), &[]);
+    let operator = mint(&agent, "ops", "operator", 3600);
+    let spec =
+        json!({"name": "sh", "kind": "process", "source": "/bin/sh", "args": ["-c", "true"]});
+    let submit = |token: &str, spec: &Value| {
+        anonymous()
+            .post(agent.url("/api/v1/workloads?dry_run=true"))
+            .bearer_auth(token)
+            .json(spec)
+            .send()
+            .unwrap()
+    };
+    let r = submit(&operator, &spec);
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "not_granted", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not run process workloads (only org admins may by default)"),
+        "{body}"
+    );
+    // A host port is not granted either; a sandboxed module is.
+    let ported = json!({"name": "web", "kind": "container", "source": "busybox", "ports": [{"container": 80, "host": 8080}]});
+    let r = submit(&operator, &ported);
+    assert_eq!(r.status(), 403);
+    let wasm = json!({"name": "m", "source": "/nonexistent.wasm"});
+    assert_ne!(submit(&operator, &wasm).status(), 403);
+    // The org admin may.
+    assert_eq!(submit(&agent.token().unwrap(), &spec).status(), 200);
+}
+
+/// Mint on `agent`, as its admin, a token of `role` in tenant `tenant`.
+fn mint_in(agent: &Agent, user: &str, role: &str, tenant: &str) -> String {
+    let r = agent
+        .http()
+        .post(agent.url("/api/v1/tokens"))
+        .json(&json!({"user": user, "role": role, "tenant": tenant}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["tenant"], tenant);
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn tenants_see_only_their_own_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("a"), &[]);
+    let acme = mint_in(&agent, "ann", "operator", "acme");
+    let globex = mint_in(&agent, "gus", "tenant_admin", "globex");
+    let thing = |name: &str, tenant: &str| {
+        json!({"name": name, "protocol": "mqtt", "tenant": tenant,
+               "credentials": {"password": "pw-0123456789"},
+               "resources": [{"name": "t"}]})
+    };
+    let base = agent.api();
+    let as_user = |token: &str| {
+        let token = token.to_owned();
+        let base = base.clone();
+        move |method: reqwest::Method, path: &str| {
+            anonymous()
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(&token)
+        }
+    };
+    let ann = as_user(&acme);
+    let gus = as_user(&globex);
+    // Ann registers a thing; whatever tenant it names, it is acme's.
+    let r = ann(reqwest::Method::POST, "/api/v1/things")
+        .json(&thing("a-1", "globex"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let r = gus(reqwest::Method::POST, "/api/v1/things")
+        .json(&thing("g-1", "default"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let names = |list: Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}:{}",
+                    t["name"].as_str().unwrap(),
+                    t["tenant"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let listed: Value = ann(reqwest::Method::GET, "/api/v1/things")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(names(listed), ["a-1:acme"]);
+    let listed: Value = gus(reqwest::Method::GET, "/api/v1/things")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(names(listed), ["g-1:globex"]);
+    // The org admin sees both.
+    let listed: Value = agent
+        .http()
+        .get(agent.url("/api/v1/things"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(names(listed).len(), 2);
+    // Another tenant's thing: a read is a 404 like a missing one, a write 403.
+    let hidden = gus(reqwest::Method::GET, "/api/v1/things/a-1")
+        .send()
+        .unwrap();
+    assert_eq!(hidden.status(), 404);
+    let missing = gus(reqwest::Method::GET, "/api/v1/things/nothing")
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let (h, m): (Value, Value) = (hidden.json().unwrap(), missing.json().unwrap());
+    assert_eq!(h["error"]["code"], m["error"]["code"]);
+    let write = gus(reqwest::Method::DELETE, "/api/v1/things/a-1")
+        .send()
+        .unwrap();
+    assert_eq!(write.status(), 403);
+    assert_eq!(
+        ann(reqwest::Method::GET, "/api/v1/things/a-1")
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    // Workloads too: a module of acme is not globex's to see or stop.
+    let wasm = json!({"name": "m", "source": "/nonexistent.wasm"});
+    let r = ann(reqwest::Method::POST, "/api/v1/workloads")
+        .json(&wasm)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let listed: Value = gus(reqwest::Method::GET, "/api/v1/workloads")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    let listed: Value = ann(reqwest::Method::GET, "/api/v1/workloads")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        gus(reqwest::Method::GET, "/api/v1/workloads/m")
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        gus(reqwest::Method::POST, "/api/v1/workloads/m/stop")
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
+    // A tenant admin cannot mint for another tenant, nor above its role.
+    let r = gus(reqwest::Method::POST, "/api/v1/tokens")
+        .json(&json!({"user": "x", "role": "viewer", "tenant": "acme"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = gus(reqwest::Method::POST, "/api/v1/tokens")
+        .json(&json!({"user": "x", "role": "org_admin"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[test]
+fn a_token_of_org_a_is_taken_by_org_b_only_where_b_granted_its_tenant_and_a_revocation_reaches_all()
+{
+    // Org B: b1 founds it, b2 joins it. Org A: a1, gossiping with B.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b1 = member(b_dir.path(), 180, "b", &[]);
+    let b2 = member(b_dir.path(), 181, "b", &[b1.gossip]);
+    let a_dir = tempfile::tempdir().unwrap();
+    let a1 = member(a_dir.path(), 182, "a", &[b1.gossip]);
+    wait_cluster(&[&b1, &b2, &a1], 3);
+    let get = |agent: &Agent, path: &str, token: &str| -> (u16, Value) {
+        let r = anonymous()
+            .get(agent.url(path))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    };
+    // A viewer of A's default tenant, minted by a1.
+    let token = mint(&a1.agent, "ada", "viewer", 3600);
+    // Before B admits A, a1 is not an issuer B trusts.
+    let (status, body) = get(&b1.agent, "/api/v1/workloads", &token);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_issuer");
+    // B admits A and grants A's default tenant the use of b1 only.
+    let orgs: Value = a1
+        .agent
+        .http()
+        .get(a1.agent.url("/api/v1/orgs"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let (a_org, a_key) = (
+        orgs[0]["org"].as_str().unwrap(),
+        orgs[0]["key"].as_str().unwrap(),
+    );
+    ok(&cli(
+        &b1.agent,
+        &["org", "admit", "--key", a_key, "--name", "org a"],
+    ));
+    let b1_id = get_json(&b1.agent, "/api/v1/node")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(&cli(
+        &b1.agent,
+        &[
+            "org", "grant", "--org", a_org, "--tenant", "default", "--node", &b1_id,
+        ],
+    ));
+    wait_until("b1 takes A's token", Duration::from_secs(20), || {
+        get(&b1.agent, "/api/v1/workloads", &token).0 == 200
+    });
+    // B's own `default` tenant is not A's `default`: its records stay hidden.
+    let r = b1
+        .agent
+        .http()
+        .post(b1.agent.url("/api/v1/workloads"))
+        .json(&json!({"name": "b-own", "source": "/nonexistent.wasm"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, listed) = get(&b1.agent, "/api/v1/workloads", &token);
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    assert_eq!(get(&b1.agent, "/api/v1/workloads/b-own", &token).0, 404);
+    // b2 learns the admission through the fabric, but was not granted.
+    wait_until(
+        "b2 knows org A and refuses A's tenant",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = get(&b2.agent, "/api/v1/workloads", &token);
+            status == 403
+                && body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("not granted"))
+        },
+    );
+    let orgs: Value = b2
+        .agent
+        .http()
+        .get(b2.agent.url("/api/v1/orgs"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(orgs.as_array().unwrap().len(), 2, "{orgs}");
+    // A's own node takes it, of course.
+    assert_eq!(get(&a1.agent, "/api/v1/workloads", &token).0, 200);
+    // Revoked on a1: every node refuses it.
+    let start = std::time::Instant::now();
+    let r = a1
+        .agent
+        .http()
+        .post(a1.agent.url("/api/v1/revocations"))
+        .json(&json!({"token": token}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for agent in [&a1.agent, &b1.agent, &b2.agent] {
+        wait_until(
+            "the node refuses the revoked token",
+            Duration::from_secs(30),
+            || {
+                let (status, body) = get(agent, "/api/v1/workloads", &token);
+                status == 401 && body["error"]["code"] == "revoked_token"
+            },
+        );
+    }
+    eprintln!(
+        "every node of the three refuses the revoked token {} ms after the revocation",
+        start.elapsed().as_millis()
+    );
+}
