@@ -196,6 +196,8 @@ operations! {
     UserCreate => "user.create", Admin, Tenant;
     UserList => "user.list", Read, Tenant;
     UserDelete => "user.delete", Admin, Tenant;
+    /// The audit trail of the node's mutating calls.
+    AuditList => "audit.list", Read, Org, "GET" "/api/v1/audit" "list_audit";
     /// Who the token speaks for.
     TokenWhoami => "token.whoami", Read, Cluster, "GET" "/api/v1/whoami" "whoami";
     TokenMint => "token.mint", Admin, Tenant, "POST" "/api/v1/tokens" "mint_token";
@@ -346,6 +348,7 @@ mod tests {
         ("POST", "/api/v1/org/join-tokens", "create_join_token"),
         ("POST", "/api/v1/org/enroll", "enroll_node"),
         ("GET", "/api/v1/whoami", "whoami"),
+        ("GET", "/api/v1/audit", "list_audit"),
         ("POST", "/api/v1/tokens", "mint_token"),
         ("POST", "/api/v1/revocations", "revoke"),
     ];

@@ -11,6 +11,7 @@
 //! the `locus` binary), or replace a key or database it cannot read.
 
 pub mod access;
+pub mod audit;
 pub mod credentials;
 pub mod identity;
 pub mod inventory;
@@ -159,6 +160,8 @@ pub struct Node {
     doors: Doors,
     access: Arc<access::Access>,
     access_loop: JoinHandle<()>,
+    auditor: audit::Auditor,
+    audit_loop: JoinHandle<()>,
     refresh: JoinHandle<()>,
     /// Checkpoint, retention and export loops of the readings.
     readings_loops: Vec<JoinHandle<()>>,
@@ -353,6 +356,7 @@ impl Node {
         })
         .await
         .map_err(|e| AgentError::Readings(e.to_string()))?;
+        let (auditor, audit_loop) = audit::start(readings.clone(), metrics.audit_dropped.clone());
         let things = Things::start(id, store.clone(), fabric.clone(), signer.clone())
             .await
             .map_err(|e| AgentError::Things(e.to_string()))?;
@@ -428,6 +432,8 @@ impl Node {
             doors,
             access,
             access_loop,
+            auditor,
+            audit_loop,
             refresh,
             readings_loops,
             reconcile,
@@ -459,6 +465,11 @@ impl Node {
     /// Who this node trusts, and its acts of access.
     pub fn access(&self) -> &Arc<access::Access> {
         &self.access
+    }
+
+    /// Where the API records mutating calls.
+    pub fn audit(&self) -> &audit::Auditor {
+        &self.auditor
     }
 
     /// The node's fabric.
@@ -576,6 +587,7 @@ impl Node {
         self.repair.abort();
         self.refresh.abort();
         self.access_loop.abort();
+        self.audit_loop.abort();
         self.fabric.leave().await;
         self.store.end_boot(self.boot.generation, unix_ms()).await?;
         self.store.close().await?;

@@ -22,6 +22,8 @@ pub struct Metrics {
     /// unknown_issuer, forged_token, expired_token, revoked_token,
     /// forbidden).
     pub api_denied: IntCounterVec,
+    /// Audit entries dropped because the queue was full.
+    pub audit_dropped: IntCounter,
     /// Completed host inventory refreshes.
     pub inventory_refreshes: IntCounter,
     /// Agent uptime, set at each scrape.
@@ -91,6 +93,11 @@ impl Metrics {
             &["code"],
         )?;
         registry.register(Box::new(api_denied.clone()))?;
+        let audit_dropped = IntCounter::new(
+            "locus_audit_dropped_total",
+            "Audit entries dropped because the audit queue was full.",
+        )?;
+        registry.register(Box::new(audit_dropped.clone()))?;
         let inventory_refreshes = IntCounter::new(
             "locus_inventory_refreshes_total",
             "Completed host inventory refreshes.",
@@ -148,6 +155,7 @@ impl Metrics {
             http_duration,
             node_calls_refused,
             api_denied,
+            audit_dropped,
             inventory_refreshes,
             uptime_seconds,
             generation,

@@ -78,21 +78,128 @@ pub(crate) async fn whoami(
     })
 }
 
+/// Filters of the audit trail.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// From this time (unix ms, included; default 0).
+    #[serde(default)]
+    from_ms: i64,
+    /// To this time (unix ms, excluded; default: no end).
+    #[serde(default = "no_end")]
+    to_ms: i64,
+    /// At most this many entries, oldest first (1..=10000, default 1000).
+    #[serde(default = "default_audit_limit")]
+    #[param(minimum = 1, maximum = 10000)]
+    limit: u32,
+}
+
+fn no_end() -> i64 {
+    i64::MAX
+}
+
+fn default_audit_limit() -> u32 {
+    1000
+}
+
+/// One audited call, with its place in the seal log.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct AuditView {
+    /// Its seq in the node's seal log (`locus verify` checks it in an
+    /// exported bundle).
+    seq: u64,
+    /// When the node sealed it (unix ms).
+    time_ms: i64,
+    operation: String,
+    /// `user@tenant`, `node <id>` or `anonymous`.
+    who: String,
+    org: Option<String>,
+    role: Option<String>,
+    /// Method, path and query: `POST /api/v1/workloads`.
+    request: String,
+    /// `allowed` or `refused`.
+    outcome: String,
+    status: u16,
+}
+
+/// The audit trail: every mutating call this node answered, who made it,
+/// allowed or refused, sealed into the node's signed log (export it with
+/// `GET /api/v1/readings/bundle` and check it offline with `locus verify`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "access",
+    operation_id = "list_audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Audited calls, oldest first", body = Vec<AuditView>),
+        (status = 400, description = "Bad query", body = ErrorBody),
+    )
+)]
+pub(crate) async fn audit(
+    State(node): State<Arc<Node>>,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(crate::error::query_error)?;
+    if q.limit == 0 || q.limit > 10_000 {
+        return Err(bad(
+            "invalid_query",
+            format!("limit {} is out of range 1..=10000", q.limit),
+        ));
+    }
+    let found = node
+        .readings()
+        .query(
+            Some(locus_agent::audit::AUDIT_THING.to_owned()),
+            q.from_ms,
+            q.to_ms,
+            q.limit,
+        )
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Json(
+        found
+            .into_iter()
+            .filter_map(|r| {
+                let locus_iot::Value::String(body) = r.reading.value() else {
+                    return None;
+                };
+                let e: locus_agent::audit::AuditEntry = serde_json::from_str(body).ok()?;
+                Some(AuditView {
+                    seq: r.seq,
+                    time_ms: r.reading.time_ms(),
+                    operation: e.operation,
+                    who: e.who,
+                    org: e.org,
+                    role: e.role,
+                    request: format!("{} {}", e.method, e.path),
+                    outcome: e.outcome,
+                    status: e.status,
+                })
+            })
+            .collect(),
+    ))
+}
+
 /// A token to mint.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MintRequest {
     /// The user it speaks for (1–63 letters, digits, `.`, `_`, `-`, `@`).
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,63}$")]
     user: String,
     /// `org_admin`, `tenant_admin`, `operator` or `viewer`; at most the
     /// caller's own role.
+    #[schema(pattern = "^(org_admin|tenant_admin|operator|viewer)$")]
     role: String,
     /// A tenant of the caller's org (default: the caller's tenant); only
     /// an org admin mints for another tenant.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
     tenant: Option<String>,
     /// Lifetime in seconds (default 86400, at most 2592000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2592000)]
     ttl_secs: Option<u64>,
 }
 
@@ -227,23 +334,43 @@ pub(crate) async fn mint(
     ))
 }
 
-/// What to revoke: exactly one of `token`, `user` or `node`.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+/// What to revoke: a token, a user's tokens, or a node's certificate.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum RevokeRequest {
+    Token(RevokeToken),
+    User(RevokeUser),
+    Node(RevokeNode),
+}
+
+/// A token (it and every token narrowed from it).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RevokeRequest {
-    /// A token (it and every token narrowed from it).
-    #[serde(default)]
-    token: Option<String>,
-    /// A user: every token of the user in `tenant`.
-    #[serde(default)]
-    user: Option<String>,
+pub(crate) struct RevokeToken {
+    #[schema(min_length = 1)]
+    token: String,
+}
+
+/// Every token of a user.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeUser {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,63}$")]
+    user: String,
     /// The user's tenant (default: the caller's).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
     tenant: Option<String>,
-    /// A node (by id): its current certificate. Org admins only, on a node
-    /// that holds the org key.
-    #[serde(default)]
-    node: Option<String>,
+}
+
+/// A node's current certificate (org admins only, on a node that holds
+/// the org key).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeNode {
+    /// Node id, id prefix or name.
+    #[schema(min_length = 1)]
+    node: String,
 }
 
 /// A revocation in force.
@@ -268,7 +395,8 @@ pub(crate) struct Revoked {
     request_body(content = RevokeRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Revoked", body = Revoked),
-        (status = 400, description = "Not exactly one of token, user, node; or what it names is invalid", body = ErrorBody),
+        (status = 400, description = "Not one of {token}, {user, tenant}, {node}; or a bad name", body = ErrorBody),
+        (status = 403, description = "Not the caller's to revoke, or a token nobody can read", body = ErrorBody),
         (status = 404, description = "No such node", body = ErrorBody),
         (status = 409, description = "This node does not hold the org key", body = ErrorBody),
     )
@@ -280,10 +408,12 @@ pub(crate) async fn revoke(
 ) -> Result<(StatusCode, Json<Revoked>), ApiError> {
     let req: RevokeRequest = json_body(&body, "invalid_revocation")?;
     let p = &caller.principal;
-    let (kind, until, label) = match (&req.token, &req.user, &req.node) {
-        (Some(token), None, None) => {
+    let (kind, until, label) = match &req {
+        RevokeRequest::Token(RevokeToken { token }) => {
+            // Whose token it is decides who may revoke it: one that cannot
+            // be read is nobody's to revoke.
             let found = locus_access::inspect(token)
-                .map_err(|e| bad("invalid_token", format!("token: {e}")))?;
+                .map_err(|e| forbidden(format!("not a token this node can revoke: {e}")))?;
             let t = &found.claims.tenant;
             let reaches = *t == p.tenant || (p.role == Role::OrgAdmin && t.org == p.tenant.org);
             if !reaches || (found.claims.user != p.user && p.role > Role::TenantAdmin) {
@@ -299,8 +429,8 @@ pub(crate) async fn revoke(
                 "token",
             )
         }
-        (None, Some(user), None) => {
-            let tenant = reachable_tenant(&caller, req.tenant.as_deref())?;
+        RevokeRequest::User(RevokeUser { user, tenant }) => {
+            let tenant = reachable_tenant(&caller, tenant.as_deref())?;
             let user = UserName::try_from(user.clone())
                 .map_err(|e| bad("invalid_user", format!("user: {e}")))?;
             if p.role > Role::TenantAdmin {
@@ -312,7 +442,7 @@ pub(crate) async fn revoke(
                 "user",
             )
         }
-        (None, None, Some(target)) => {
+        RevokeRequest::Node(RevokeNode { node: target }) => {
             if p.role != Role::OrgAdmin || p.tenant.org != node.access().org() {
                 return Err(forbidden(
                     "only an org admin of this node's org revokes a node",
@@ -331,12 +461,6 @@ pub(crate) async fn revoke(
                 Some(peer.not_after),
                 "node_cert",
             )
-        }
-        _ => {
-            return Err(bad(
-                "invalid_revocation",
-                "name exactly one of token, user or node",
-            ));
         }
     };
     let signed = node
@@ -398,9 +522,11 @@ pub(crate) async fn orgs(State(node): State<Arc<Node>>) -> Json<Vec<OrgEntryView
 pub(crate) struct AdmitRequest {
     /// The org's ed25519 public key (64 hex digits), as `locus org ls`
     /// shows it on one of its nodes.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     key: String,
     /// A name for people (1–63 letters, digits, `.`, `_`, `-`, spaces),
     /// unique in the log.
+    #[schema(pattern = "^[A-Za-z0-9._ -]{1,63}$")]
     name: String,
 }
 
@@ -415,8 +541,8 @@ pub(crate) struct AdmitRequest {
     request_body(content = AdmitRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Admitted", body = OrgEntryView),
-        (status = 400, description = "Not a key, a bad name, or already admitted", body = ErrorBody),
-        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+        (status = 400, description = "Not 64 hex digits, or a bad name", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key; the key is not an ed25519 point; the org or the name is admitted already", body = ErrorBody),
     )
 )]
 pub(crate) async fn admit(
@@ -430,7 +556,7 @@ pub(crate) async fn admit(
         .admit(&key, &req.name)
         .await
         .map_err(|e| match e {
-            AccessError::Admit(m) => bad("invalid_admission", m),
+            AccessError::Admit(m) => ApiError::new(StatusCode::CONFLICT, "not_admitted", m),
             e => access_error(e),
         })?;
     Ok((
@@ -459,7 +585,13 @@ fn parse_key(hex: &str) -> Result<ed25519_dalek::VerifyingKey, ApiError> {
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| err())?;
     }
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| err())
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_key",
+            format!("key {hex:?} is not an ed25519 public key"),
+        )
+    })
 }
 
 /// A grant to make.
@@ -467,14 +599,18 @@ fn parse_key(hex: &str) -> Result<ed25519_dalek::VerifyingKey, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantRequest {
     /// The tenant's org (20 hex digits); it must be admitted.
+    #[schema(pattern = "^[0-9a-f]{20}$")]
     org: String,
     /// The tenant's name.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
     tenant: String,
     /// One node of this org (id, prefix or name); absent: every node.
     #[serde(default)]
+    #[schema(min_length = 1)]
     node: Option<String>,
     /// Lifetime in seconds; absent: until withdrawn.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 315360000)]
     ttl_secs: Option<u64>,
 }
 
@@ -498,9 +634,9 @@ pub(crate) struct GrantView {
     request_body(content = GrantRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Granted", body = GrantView),
-        (status = 400, description = "Bad org, tenant or lifetime; or the org is not admitted", body = ErrorBody),
+        (status = 400, description = "Bad org, tenant or lifetime", body = ErrorBody),
         (status = 404, description = "No such node", body = ErrorBody),
-        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key, or the org is not admitted", body = ErrorBody),
     )
 )]
 pub(crate) async fn grant(
@@ -513,7 +649,8 @@ pub(crate) async fn grant(
         .parse()
         .map_err(|e: locus_access::org::ParseOrgIdError| bad("invalid_org", e.to_string()))?;
     if !node.access().org_log().iter().any(|e| e.entry.org == org) {
-        return Err(bad(
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
             "org_not_admitted",
             format!("org {org} is not admitted: `locus org admit` it first"),
         ));
@@ -529,6 +666,12 @@ pub(crate) async fn grant(
     };
     let until = match req.ttl_secs {
         Some(0) => return Err(bad("invalid_ttl", "ttl_secs must be at least 1")),
+        Some(t) if t > 315_360_000 => {
+            return Err(bad(
+                "invalid_ttl",
+                "ttl_secs is at most 315360000 (10 years)",
+            ));
+        }
         Some(t) => Some(now().saturating_add(t)),
         None => None,
     };
@@ -576,13 +719,25 @@ pub(crate) async fn grants(State(node): State<Arc<Node>>) -> Json<Vec<GrantView>
 pub(crate) struct JoinRequest {
     /// How many machines may enroll with it (default 1, at most 1000).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     uses: Option<u32>,
     /// Lifetime in seconds (default 3600, at most 604800).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     ttl_secs: Option<u64>,
     /// Roles of the new nodes: `worker`, `issuer`, `storage` (default all).
     #[serde(default)]
-    roles: Option<Vec<String>>,
+    #[schema(min_items = 1, max_items = 3)]
+    roles: Option<Vec<JoinRole>>,
+}
+
+/// A role of a node enrolled with a join token.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JoinRole {
+    Worker,
+    Issuer,
+    Storage,
 }
 
 /// A join token.
@@ -631,20 +786,17 @@ pub(crate) async fn join_token(
     let roles: BTreeSet<NodeRole> = match req.roles {
         None => NodeRole::ALL.into_iter().collect(),
         Some(names) => names
-            .iter()
-            .map(|n| {
-                NodeRole::ALL
-                    .into_iter()
-                    .find(|r| r.as_str() == n)
-                    .ok_or_else(|| {
-                        bad(
-                            "invalid_role",
-                            format!("role {n:?}: expected worker, issuer or storage"),
-                        )
-                    })
+            .into_iter()
+            .map(|r| match r {
+                JoinRole::Worker => NodeRole::Worker,
+                JoinRole::Issuer => NodeRole::Issuer,
+                JoinRole::Storage => NodeRole::Storage,
             })
-            .collect::<Result<_, _>>()?,
+            .collect(),
     };
+    if roles.is_empty() {
+        return Err(bad("invalid_role", "roles: name at least one"));
+    }
     let (token, grant) = node
         .access()
         .join_token(uses, ttl, roles)
@@ -679,11 +831,14 @@ pub(crate) struct EnrollmentView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnrollBody {
     /// The join token.
+    #[schema(pattern = "^locusjoin1\\.[A-Za-z0-9_-]{1,1024}$")]
     token: String,
     /// The new node's ed25519 public key (64 hex digits).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     node_key: String,
     /// The node key's signature over the grant id and the key (128 hex
     /// digits).
+    #[schema(pattern = "^[0-9a-f]{128}$")]
     proof: String,
 }
 
@@ -699,7 +854,7 @@ pub(crate) struct EnrollBody {
     responses(
         (status = 201, description = "Enrolled", body = EnrollmentView),
         (status = 400, description = "Not an enrollment", body = ErrorBody),
-        (status = 403, description = "The join token is forged, expired, used up, of another org, or the proof is wrong", body = ErrorBody),
+        (status = 403, description = "The join token is unreadable, forged, expired, used up, of another org, or the proof is wrong", body = ErrorBody),
         (status = 409, description = "This node does not hold the org key", body = ErrorBody),
     )
 )]
@@ -717,12 +872,7 @@ pub(crate) async fn enroll(
     let answer = tokio::task::spawn_blocking(move || access.enroll(&request))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| match e {
-            AccessError::Enroll(EnrollError::Refused(JoinError::Malformed(m))) => {
-                bad("invalid_enrollment", format!("not a join token: {m}"))
-            }
-            e => access_error(e),
-        })?;
+        .map_err(access_error)?;
     Ok((
         StatusCode::CREATED,
         Json(EnrollmentView {

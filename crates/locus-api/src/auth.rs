@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use locus_access::{Denied, Operation, Principal, Scope};
 use locus_agent::Node;
+use locus_agent::audit::AuditEntry;
 
 use crate::error::ApiError;
 
@@ -125,12 +126,38 @@ fn refusal(denied: &Denied) -> (StatusCode, &'static str) {
     }
 }
 
-/// Let a user call through only with a token that allows it.
-pub(crate) async fn check(
-    State(node): State<Arc<Node>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Who a call came from, as the audit trail records it.
+struct Who {
+    who: String,
+    org: Option<String>,
+    role: Option<String>,
+    /// Refused for its credential, before its handler.
+    refused: bool,
+}
+
+impl Who {
+    fn anonymous(refused: bool) -> Who {
+        Who {
+            who: "anonymous".to_owned(),
+            org: None,
+            role: None,
+            refused,
+        }
+    }
+
+    fn of(p: &Principal) -> Who {
+        Who {
+            who: format!("{}@{}", p.user.get(), p.tenant.name.get()),
+            org: Some(p.tenant.org.to_string()),
+            role: Some(p.role.as_str().to_owned()),
+            refused: false,
+        }
+    }
+}
+
+/// Let a user call through only with a token that allows it, and record
+/// every mutating call, allowed or refused, in the audit trail.
+pub(crate) async fn check(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
     let op = request
         .extensions()
         .get::<MatchedPath>()
@@ -139,17 +166,67 @@ pub(crate) async fn check(
         // The OpenAPI document and the docs; unknown paths are 404.
         return next.run(request).await;
     };
-    if matches!(op.scope(), Scope::Public | Scope::NodeToNode) {
-        return next.run(request).await;
+    let audit = op.mutating().then(|| {
+        (
+            request.method().as_str().to_owned(),
+            request.uri().path_and_query().map_or_else(
+                || request.uri().path().to_owned(),
+                |p| p.as_str().to_owned(),
+            ),
+        )
+    });
+    let (response, who) = admit(&node, op, request, next).await;
+    if let Some((method, path)) = audit {
+        let status = response.status();
+        node.audit().record(AuditEntry {
+            operation: op.name().to_owned(),
+            who: who.who,
+            org: who.org,
+            role: who.role,
+            method,
+            path,
+            outcome: if who.refused { "refused" } else { "allowed" }.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    response
+}
+
+async fn admit(
+    node: &Arc<Node>,
+    op: Operation,
+    mut request: Request,
+    next: Next,
+) -> (Response, Who) {
+    match op.scope() {
+        Scope::Public => return (next.run(request).await, Who::anonymous(false)),
+        Scope::NodeToNode => {
+            let signer = request
+                .headers()
+                .get(locus_access::request::HEADER_NODE)
+                .and_then(|v| v.to_str().ok())
+                .map(|n| format!("node {n}"));
+            let response = next.run(request).await;
+            let refused = response.status() == StatusCode::UNAUTHORIZED;
+            let who = Who {
+                who: signer.unwrap_or_else(|| "anonymous".to_owned()),
+                org: None,
+                role: None,
+                refused,
+            };
+            return (response, who);
+        }
+        _ => {}
     }
     let Some(token) = bearer(request.headers()) else {
         if !node.access().requires_tokens() {
             let principal = node.access().local_admin();
+            let who = Who::of(&principal);
             request.extensions_mut().insert(Caller { principal });
-            return next.run(request).await;
+            return (next.run(request).await, who);
         }
-        return deny(
-            &node,
+        let response = deny(
+            node,
             StatusCode::UNAUTHORIZED,
             "no_token",
             format!(
@@ -157,15 +234,37 @@ pub(crate) async fn check(
                  machine `locus` finds the admin token in the data dir; elsewhere `locus login`)"
             ),
         );
+        return (response, Who::anonymous(true));
     };
     match node.access().authorize(token, op, None) {
         Ok(principal) => {
+            let who = Who::of(&principal);
             request.extensions_mut().insert(Caller { principal });
-            next.run(request).await
+            (next.run(request).await, who)
         }
         Err(denied) => {
             let (status, code) = refusal(&denied);
-            deny(&node, status, code, format!("{op}: {denied}"))
+            // Who the token says it is, for the trail: checked when the
+            // refusal came after its signatures were.
+            let verified = !matches!(
+                denied,
+                Denied::Malformed(_) | Denied::UnknownIssuer(_) | Denied::ForgedSignature(_)
+            );
+            let who = match locus_access::inspect(token) {
+                Ok(i) => Who {
+                    who: format!(
+                        "{}@{}{}",
+                        i.claims.user.get(),
+                        i.claims.tenant.name.get(),
+                        if verified { "" } else { " (claimed)" }
+                    ),
+                    org: Some(i.claims.tenant.org.to_string()),
+                    role: None,
+                    refused: true,
+                },
+                Err(_) => Who::anonymous(true),
+            };
+            (deny(node, status, code, format!("{op}: {denied}")), who)
         }
     }
 }

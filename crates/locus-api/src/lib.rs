@@ -115,6 +115,7 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(readings::import_origins))
         .routes(utoipa_axum::routes!(readings::imported))
         .routes(utoipa_axum::routes!(access::whoami))
+        .routes(utoipa_axum::routes!(access::audit))
         .routes(utoipa_axum::routes!(access::mint))
         .routes(utoipa_axum::routes!(access::revoke))
         .routes(utoipa_axum::routes!(access::orgs, access::admit))
@@ -130,21 +131,25 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
-/// What the path macros cannot say: the version, and that an upload may
-/// have no body (the empty artifact).
+/// What the path macros cannot say: the version, the node-call and token
+/// checks, and the bodies that may be absent.
 fn finish(api: &mut utoipa::openapi::OpenApi) {
     api.info.version = locus_core::VERSION.to_owned();
     node_calls::document(api);
     auth::document(api);
-    if let Some(body) = api
-        .paths
-        .paths
-        .get_mut("/api/v1/artifacts")
-        .and_then(|p| p.post.as_mut())
-        .and_then(|op| op.request_body.as_mut())
-        && let utoipa::openapi::RefOr::T(body) = body
-    {
-        body.required = Some(utoipa::openapi::Required::False);
+    // An upload may be empty; a join token request may have no body
+    // (every field has a default).
+    for path in ["/api/v1/artifacts", "/api/v1/org/join-tokens"] {
+        if let Some(body) = api
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|p| p.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+            && let utoipa::openapi::RefOr::T(body) = body
+        {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
     }
 }
 

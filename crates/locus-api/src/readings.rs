@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use locus_agent::Node;
 use locus_readings::edgex::{EDGEX_DEFAULT_LIMIT, EDGEX_MAX_LIMIT, MultiReadingsResponse};
 use locus_readings::export::{ImportOriginView, ImportResult, MAX_IMPORT};
@@ -17,9 +17,11 @@ use locus_readings::{
     CheckpointView, ConsistencyProof, InclusionProof, MAX_BUNDLE, MAX_QUERY, ReadingView,
     ReadingsError,
 };
+use locus_things::Located;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, query_error};
 
 fn api_error(e: ReadingsError) -> ApiError {
@@ -132,9 +134,31 @@ pub(crate) enum EdgexValueType {
 )]
 pub(crate) async fn add_event(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path((_service, _profile, device, _source)): Path<(String, String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if device.starts_with(locus_agent::audit::RESERVED_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "reserved_name",
+            format!(
+                "device {device:?}: names under {:?} are the node's own",
+                locus_agent::audit::RESERVED_PREFIX
+            ),
+        ));
+    }
+    // A registered thing's readings are its tenant's to send.
+    if let Ok(Located::Local(t) | Located::Remote { thing: t, .. }) =
+        node.things().locate(&device).await
+        && !caller.reaches(node.access().org(), t.spec.tenant.get())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("thing {device} belongs to another tenant"),
+        ));
+    }
     // JSON Schema counts 5.0 as an integer: so does this endpoint.
     let body = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(mut v) => {
@@ -238,6 +262,7 @@ fn with_pruned(node: &Node, body: impl IntoResponse) -> Response {
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ReadingsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
@@ -248,11 +273,26 @@ pub(crate) async fn list(
             format!("limit {} is out of range 1..={MAX_QUERY}", q.limit),
         ));
     }
-    let found = node
+    let mut found = node
         .readings()
         .query(q.thing, q.from_ms, q.to_ms, q.limit)
         .await
         .map_err(api_error)?;
+    // A tenant sees the readings of its own things; an org admin all,
+    // the audit trail and unregistered devices included.
+    let org = node.access().org();
+    let p = &caller.principal;
+    if !(p.role == locus_access::Role::OrgAdmin && p.tenant.org == org) {
+        let mine: std::collections::BTreeSet<String> = node
+            .things()
+            .directory()
+            .await
+            .into_iter()
+            .filter(|(t, _)| caller.reaches(org, t.spec.tenant.get()))
+            .map(|(t, _)| t.spec.name.get().clone())
+            .collect();
+        found.retain(|r| mine.contains(r.reading.thing()));
+    }
     Ok(with_pruned(&node, Json(found)))
 }
 

@@ -148,6 +148,22 @@ pub(crate) async fn add(
             .with_details(serde_json::json!({ "path": e.path }))
     })?;
     spec.tenant = caller.owning_tenant(node.access().org(), &spec.tenant)?;
+    if spec
+        .name
+        .get()
+        .starts_with(locus_agent::audit::RESERVED_PREFIX)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "reserved_name",
+            format!(
+                "thing name {:?}: names under {:?} are the node's own",
+                spec.name.get(),
+                locus_agent::audit::RESERVED_PREFIX
+            ),
+        )
+        .with_details(serde_json::json!({ "path": "name" })));
+    }
     if let Some(q) = &spec.manager.node {
         let nodes = known_nodes(&node).await?;
         let target = lookup(&nodes, q)?;

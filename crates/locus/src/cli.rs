@@ -94,6 +94,9 @@ pub enum Command {
     Logout,
     /// Who the token speaks for, as the node sees it.
     Whoami,
+    /// The node's audit trail: every mutating call, who, allowed or refused
+    /// (org admins).
+    Audit(AuditArgs),
     /// The org: the orgs admitted to the cluster, join tokens.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -741,6 +744,16 @@ pub enum OrgCommand {
     },
     /// The tenants of other orgs granted use of the node.
     Grants,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only the last this long: a number and a unit (s, m, h, d).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 
 use crate::Failure;
-use crate::cli::{JoinTokenArgs, OrgCommand, TokenCreateArgs, TokenRevokeArgs};
+use crate::cli::{AuditArgs, JoinTokenArgs, OrgCommand, TokenCreateArgs, TokenRevokeArgs};
 use crate::client::Client;
 
 /// The login file: `LOCUS_LOGIN_FILE`, else `$XDG_CONFIG_HOME/locus/login.json`,
@@ -189,8 +189,12 @@ pub async fn token_revoke(
     json: bool,
     args: &TokenRevokeArgs,
 ) -> Result<(), Failure> {
-    let body =
-        json!({"token": args.token, "user": args.user, "tenant": args.tenant, "node": args.node});
+    let body = match (&args.token, &args.user, &args.node) {
+        (Some(t), _, _) => json!({ "token": t }),
+        (_, Some(u), _) => json!({ "user": u, "tenant": args.tenant }),
+        (_, _, Some(n)) => json!({ "node": n }),
+        _ => return Err(Failure::Usage(anyhow!("name --token, --user or --node"))),
+    };
     let revoked = post(client, "/api/v1/revocations", body).await?;
     if json {
         println!("{revoked}");
@@ -301,6 +305,47 @@ pub async fn org(client: &Client, json: bool, command: &OrgCommand) -> Result<()
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `locus audit`.
+pub async fn audit(client: &Client, json: bool, args: &AuditArgs) -> Result<(), Failure> {
+    let from_ms = match &args.since {
+        Some(d) => {
+            let secs = crate::token_cli::parse_duration(d)
+                .map_err(|e| Failure::Usage(anyhow!("--since: {e}")))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            now - (secs as i64) * 1000
+        }
+        None => 0,
+    };
+    let entries: Value = client
+        .get(&format!(
+            "/api/v1/audit?from_ms={from_ms}&limit={}",
+            args.limit
+        ))
+        .await?;
+    if json {
+        println!("{entries}");
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<22} {:<8} {:<6} {:<40} WHO",
+        "SEQ", "OPERATION", "OUTCOME", "STATUS", "REQUEST"
+    );
+    for e in entries.as_array().into_iter().flatten() {
+        println!(
+            "{:<8} {:<22} {:<8} {:<6} {:<40} {}",
+            e["seq"].as_u64().unwrap_or_default(),
+            e["operation"].as_str().unwrap_or("?"),
+            e["outcome"].as_str().unwrap_or("?"),
+            e["status"].as_u64().unwrap_or_default(),
+            e["request"].as_str().unwrap_or("?"),
+            e["who"].as_str().unwrap_or("?"),
+        );
     }
     Ok(())
 }

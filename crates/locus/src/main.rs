@@ -163,6 +163,9 @@ fn client_command(
             Command::Whoami => login::whoami(&client, json)
                 .await
                 .map_err(Failure::into_error),
+            Command::Audit(args) => login::audit(&client, json, &args)
+                .await
+                .map_err(Failure::into_error),
             Command::Org(c) => login::org(&client, json, &c)
                 .await
                 .map_err(Failure::into_error),

@@ -695,3 +695,138 @@ fn a_token_of_org_a_is_taken_by_org_b_only_where_b_granted_its_tenant_and_a_revo
         start.elapsed().as_millis()
     );
 }
+
+#[test]
+fn every_mutating_call_is_in_the_signed_audit_trail_and_verifies_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&dir.path().join("a"), &[]);
+    let viewer = mint(&agent, "vic", "viewer", 3600);
+    // Allowed, refused for its role, refused for no token.
+    let r = agent
+        .http()
+        .post(agent.url("/api/v1/artifacts"))
+        .body("audited")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = anonymous()
+        .post(agent.url("/api/v1/artifacts"))
+        .bearer_auth(&viewer)
+        .body("nope")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = anonymous()
+        .post(agent.url("/api/v1/artifacts"))
+        .body("nope")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The node's own names are reserved: no thing, no EdgeX device.
+    let r = agent
+        .http()
+        .post(agent.url("/api/v1/things"))
+        .json(&json!({"name": "locus.audit", "protocol": "mqtt",
+                      "credentials": {"password": "pw-0123456789"}, "resources": [{"name": "t"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = agent
+        .http()
+        .post(agent.url("/api/v3/event/s/p/locus.audit/workload.create"))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let mut trail = Value::Null;
+    wait_until(
+        "the calls are in the audit trail",
+        Duration::from_secs(10),
+        || {
+            trail = get_json(&agent, "/api/v1/audit");
+            trail.as_array().is_some_and(|a| {
+                a.iter()
+                    .filter(|e| e["operation"] == "artifact.put")
+                    .count()
+                    == 3
+            })
+        },
+    );
+    let puts: Vec<&Value> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["operation"] == "artifact.put")
+        .collect();
+    assert_eq!(puts[0]["outcome"], "allowed");
+    assert_eq!(puts[0]["who"], "admin@default");
+    assert_eq!(puts[0]["role"], "org_admin");
+    assert_eq!(puts[0]["status"], 201);
+    assert_eq!(puts[1]["outcome"], "refused");
+    assert_eq!(puts[1]["who"], "vic@default");
+    assert_eq!(puts[1]["status"], 403);
+    assert_eq!(puts[2]["who"], "anonymous");
+    assert_eq!(puts[2]["status"], 401);
+    // Only org admins read it; a tenant's readings never show it.
+    let r = anonymous()
+        .get(agent.url("/api/v1/audit"))
+        .bearer_auth(&viewer)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let readings: Value = anonymous()
+        .get(agent.url("/api/v1/readings"))
+        .bearer_auth(&viewer)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(readings.as_array().unwrap().len(), 0, "{readings}");
+    // The CLI shows it.
+    let text = ok(&cli(&agent, &["audit"]));
+    assert!(
+        text.contains("artifact.put") && text.contains("refused"),
+        "{text}"
+    );
+    // Exported and checked offline.
+    let last = puts[2]["seq"].as_u64().unwrap();
+    let bundle = agent
+        .http()
+        .get(agent.url(&format!(
+            "/api/v1/readings/bundle?start=0&count={}",
+            last + 1
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    let file = dir.path().join("audit.json");
+    std::fs::write(&file, bundle.bytes().unwrap()).unwrap();
+    let key = get_json(&agent, "/api/v1/readings/checkpoint")["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = locus(&["verify", file.to_str().unwrap(), "--key", &key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An entry altered in the file is named.
+    let mut b: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let entries = b["entries"].as_array_mut().unwrap();
+    let entry = entries
+        .iter_mut()
+        .find(|e| e["reading"]["resource"] == "artifact.put")
+        .unwrap();
+    let value = &mut entry["reading"]["value"]["string"];
+    let forged = value.as_str().unwrap().replace("admin@", "eve@");
+    *value = Value::String(forged);
+    std::fs::write(&file, serde_json::to_vec(&b).unwrap()).unwrap();
+    let out = locus(&["verify", file.to_str().unwrap(), "--key", &key]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
