@@ -23,6 +23,12 @@ use crate::token::Issuer;
 
 /// Most peer verdicts kept; the cache is emptied when full.
 pub const MAX_CACHED_PEERS: usize = 4096;
+/// Most authorization decisions kept; the cache is emptied when full.
+pub const MAX_CACHED_DECISIONS: usize = 4096;
+/// How long an allowed decision is reused (seconds), never past the
+/// token's own expiry; any change of what the node trusts (a
+/// certificate, the org log, a revocation, a grant) forgets them all.
+pub const DECISION_SECS: u64 = 5;
 
 /// A peer whose certificate chains to an admitted org.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +129,9 @@ pub struct Trust {
     /// (until, tenant) of the grants that end.
     grant_until: BTreeSet<(u64, TenantRef)>,
     peers: Peers,
+    /// Allowed decisions by BLAKE3 of (token, operation, resource tenant):
+    /// the principal and until when (unix seconds, excluded) it holds.
+    decisions: HashMap<[u8; 32], (crate::Principal, u64)>,
 }
 
 /// This node's own credentials.
@@ -175,6 +184,7 @@ impl Trust {
             granted: BTreeSet::new(),
             grant_until: BTreeSet::new(),
             peers: Peers::default(),
+            decisions: HashMap::new(),
         })
     }
 
@@ -211,6 +221,7 @@ impl Trust {
     /// What node `node` published as its certificate (hex), or that it
     /// published none (`None`: it left, or withdrew it).
     pub fn set_published(&mut self, node: NodeId, cert: Option<String>) {
+        self.decisions.clear();
         let peers = &mut self.peers;
         peers.verdicts.remove(&node);
         match cert {
@@ -267,6 +278,7 @@ impl Trust {
             return Ok(false);
         }
         self.granted.insert(grant.tenant.clone());
+        self.decisions.clear();
         if let Some(until) = grant.until {
             self.grant_until.insert((until, grant.tenant.clone()));
         }
@@ -279,6 +291,7 @@ impl Trust {
         let added = self.own.log.merge(entries)?;
         if added > 0 {
             self.peers.verdicts.clear();
+            self.decisions.clear();
         }
         Ok(added)
     }
@@ -315,6 +328,7 @@ impl Trust {
             .map_err(RevokeError::Invalid)?;
         if new {
             self.peers.verdicts.clear();
+            self.decisions.clear();
         }
         Ok(new)
     }
@@ -327,6 +341,7 @@ impl Trust {
             }
             self.grant_until.pop_first();
             self.granted.remove(&tenant);
+            self.decisions.clear();
         }
         self.revoked.forget_expired(now)
     }
@@ -347,6 +362,43 @@ impl Trust {
     /// node at `now`: the token's issuer must be a node of an admitted org
     /// with the issuer role, and neither the token nor its user revoked.
     pub fn authorize(
+        &mut self,
+        token: &str,
+        operation: crate::Operation,
+        resource_tenant: Option<&TenantRef>,
+        now: u64,
+    ) -> Result<crate::Principal, crate::Denied> {
+        let key = {
+            let mut h = blake3::Hasher::new();
+            h.update(token.as_bytes());
+            h.update(&[0]);
+            h.update(operation.name().as_bytes());
+            if let Some(t) = resource_tenant {
+                h.update(&[0]);
+                h.update(t.to_string().as_bytes());
+            }
+            *h.finalize().as_bytes()
+        };
+        if let Some((principal, until)) = self.decisions.get(&key)
+            && now < *until
+        {
+            return Ok(principal.clone());
+        }
+        let decided = self.decide(token, operation, resource_tenant, now);
+        if let Ok(principal) = &decided {
+            let expires = crate::inspect(token).map_or(now, |i| i.effective_expires_at);
+            let until = expires.min(now.saturating_add(DECISION_SECS));
+            if until > now {
+                if self.decisions.len() >= MAX_CACHED_DECISIONS {
+                    self.decisions.clear();
+                }
+                self.decisions.insert(key, (principal.clone(), until));
+            }
+        }
+        decided
+    }
+
+    fn decide(
         &mut self,
         token: &str,
         operation: crate::Operation,
@@ -659,6 +711,49 @@ mod tests {
         assert!(t.granted().contains(&tenant));
         t.forget_expired(50);
         assert!(t.granted().is_empty());
+    }
+
+    #[test]
+    fn an_allowed_decision_is_reused_until_a_revocation_or_its_time() {
+        use crate::revocation::Revocation;
+        let mut t = trust();
+        let tenant = TenantRef::new(
+            t.org(),
+            crate::tenant::TenantName::try_from("acme".to_owned()).unwrap(),
+        );
+        let claims = crate::Claims {
+            user: crate::UserName::try_from("ann".to_owned()).unwrap(),
+            tenant,
+            role: crate::Role::Operator,
+            expires_at: 100,
+        };
+        let token = crate::mint(&node_key(0), &claims, [9; 32]).unwrap();
+        let op = crate::Operation::WorkloadList;
+        t.authorize(&token, op, None, 10).unwrap();
+        assert_eq!(t.decisions.len(), 1);
+        // Reused, and still refused for another operation.
+        t.authorize(&token, op, None, 11).unwrap();
+        assert!(
+            t.authorize(&token, crate::Operation::OrgAdmit, None, 11)
+                .is_err()
+        );
+        // Never past the token's expiry, though within DECISION_SECS.
+        assert!(t.authorize(&token, op, None, 100).is_err());
+        t.authorize(&token, op, None, 96).unwrap();
+        // A revocation forgets every decision at once.
+        let id = crate::inspect(&token).unwrap().revocation_ids[0].clone();
+        let r = Revocation {
+            kind: RevocationKind::Token { id },
+            by: Revoker::Node(t.me()),
+            at: 96,
+            until: Some(100),
+        }
+        .sign(&node_key(0));
+        t.revoke(&r, 96).unwrap();
+        assert!(matches!(
+            t.authorize(&token, op, None, 96),
+            Err(crate::Denied::Revoked(_))
+        ));
     }
 
     #[test]

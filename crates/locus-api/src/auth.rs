@@ -126,6 +126,14 @@ fn refusal(denied: &Denied) -> (StatusCode, &'static str) {
     }
 }
 
+/// Whether calls of `op` go to the audit trail: every mutating call of a
+/// user, or of a machine enrolling. Not the calls between nodes (signed by
+/// node keys; what they change is in the history of the workload or thing
+/// they move) nor readings sent in (sealed themselves, one by one).
+fn audited(op: Operation) -> bool {
+    op.mutating() && op.scope() != Scope::NodeToNode && op != Operation::ReadingIngest
+}
+
 /// Who a call came from, as the audit trail records it.
 struct Who {
     who: String,
@@ -166,7 +174,7 @@ pub(crate) async fn check(State(node): State<Arc<Node>>, request: Request, next:
         // The OpenAPI document and the docs; unknown paths are 404.
         return next.run(request).await;
     };
-    let audit = op.mutating().then(|| {
+    let audit = audited(op).then(|| {
         (
             request.method().as_str().to_owned(),
             request.uri().path_and_query().map_or_else(

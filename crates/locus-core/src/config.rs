@@ -386,6 +386,20 @@ pub struct ThingsConfig {
 }
 
 validated!(
+    /// A tenant: 1–63 letters, digits, `.`, `_` or `-`.
+    #[derive(Eq, PartialOrd, Ord, Hash)]
+    Tenant(String, "String"), schema = String,
+    check = |v| check_name("tenant", v, 63),
+    constrain = |o| o.pattern = Some("^[A-Za-z0-9._-]{1,63}$".into())
+);
+
+impl Default for Tenant {
+    fn default() -> Self {
+        Tenant("default".to_owned())
+    }
+}
+
+validated!(
     /// `mqtt://[USER:PASSWORD@]HOST:PORT`.
     BrokerUrl(String, "String"), schema = String,
     check = |v| BrokerUrl::split(v).map(|_| ()),

@@ -21,6 +21,9 @@ use crate::NodeId;
 use crate::config::{ConfigError, check_name, parse_json_object, parse_toml, validated};
 use crate::workload::SpecFormat;
 
+/// A tenant's name (see [`crate::config::Tenant`]).
+pub use crate::config::Tenant;
+
 /// Most resources in one thing's profile.
 pub const MAX_RESOURCES: usize = 64;
 
@@ -40,20 +43,6 @@ validated!(
     check = |v| check_name("resource name", v, 63),
     constrain = |o| o.pattern = Some("^[A-Za-z0-9._-]{1,63}$".into())
 );
-
-validated!(
-    /// A tenant: 1–63 letters, digits, `.`, `_` or `-`.
-    #[derive(Eq, PartialOrd, Ord, Hash)]
-    Tenant(String, "String"), schema = String,
-    check = |v| check_name("tenant", v, 63),
-    constrain = |o| o.pattern = Some("^[A-Za-z0-9._-]{1,63}$".into())
-);
-
-impl Default for Tenant {
-    fn default() -> Self {
-        Tenant("default".to_owned())
-    }
-}
 
 fn printable(what: &str, v: &str, min: usize, max: usize) -> Result<(), String> {
     let n = v.chars().count();

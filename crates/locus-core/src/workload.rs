@@ -369,7 +369,7 @@ pub struct WorkloadSpec {
     /// it from the caller's token, and only an org admin names another
     /// tenant of its org.
     #[serde(default)]
-    pub tenant: crate::thing::Tenant,
+    pub tenant: crate::config::Tenant,
 }
 
 fn default_stop_timeout() -> StopTimeout {
@@ -778,7 +778,7 @@ pub struct WorkloadSummary {
     pub destroyed: bool,
     /// The tenant that owns it.
     #[serde(default)]
-    pub tenant: crate::thing::Tenant,
+    pub tenant: crate::config::Tenant,
 }
 
 impl Workload {

@@ -117,9 +117,10 @@ impl Agent {
             .map(|t| t.trim().to_owned())
     }
 
-    /// A client that calls with this agent's admin token.
+    /// A client that calls with this agent's admin token (or, for an
+    /// agent that has none, the test's).
     pub fn http(&self) -> reqwest::blocking::Client {
-        client_with(self.token())
+        client_with(self.token().or_else(test_token))
     }
 
     pub fn url(&self, path: &str) -> String {

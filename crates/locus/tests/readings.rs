@@ -526,8 +526,9 @@ fn every_reading_reaches_the_parent_exactly_once_through_crashes() {
     let publisher = {
         let (stop, acked) = (stop.clone(), acked.clone());
         let url = format!("http://{child_addr}/api/v3/event/svc/climate/c/temperature");
+        // Made here: the test's token is this thread's.
+        let client = http();
         std::thread::spawn(move || {
-            let client = http();
             let mut next = 150u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && next < 9_000 {
                 let values: Vec<f64> = (next..next + 50).map(f64::from).collect();

@@ -826,19 +826,27 @@ fn a_thing_moves_to_another_manager() {
         "{}",
         String::from_utf8_lossy(&new.stderr)
     );
-    // Readings taken by the new manager are sealed and signed by it.
-    assert_eq!(readings(&b.agent, "mover").len(), 1);
+    // Readings taken by the new manager are sealed and signed by it (in
+    // its log, after the audit entry of the attach call it answered).
+    let taken = readings(&b.agent, "mover");
+    assert_eq!(taken.len(), 1);
     assert_eq!(readings(&a.agent, "mover").len(), 1);
+    let seq = taken[0]["seq"].as_u64().unwrap();
     let key_b = get_json(&b.agent, "/api/v1/readings/checkpoint")["verifier_key"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(key_b.starts_with(&format!("locus/{b_id}+")), "{key_b}");
     wait_until("b signs a checkpoint", Duration::from_secs(15), || {
-        get_json(&b.agent, "/api/v1/readings/checkpoint")["size"].as_u64() == Some(1)
+        get_json(&b.agent, "/api/v1/readings/checkpoint")["size"]
+            .as_u64()
+            .is_some_and(|s| s > seq)
     });
     let bundle = http()
-        .get(b.agent.url("/api/v1/readings/bundle?start=0&count=1"))
+        .get(
+            b.agent
+                .url(&format!("/api/v1/readings/bundle?start={seq}&count=1")),
+        )
         .send()
         .unwrap()
         .text()
