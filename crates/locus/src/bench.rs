@@ -257,11 +257,10 @@ fn rss_and_threads(pid: u32) -> anyhow::Result<(u64, u64)> {
 }
 
 /// A client that calls with the local admin token an agent made in
-/// `data_dir` (the one `http` was, with the token added).
-pub(crate) fn with_admin_token(
-    _http: &reqwest::blocking::Client,
+/// `data_dir`; `timeout` is the whole call's (`None`: no deadline).
+pub(crate) fn admin_client(
     data_dir: &std::path::Path,
-    timeout: std::time::Duration,
+    timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<reqwest::blocking::Client> {
     let token = std::fs::read_to_string(data_dir.join("admin.token"))
         .with_context(|| format!("no admin token in {}", data_dir.display()))?;

@@ -52,16 +52,12 @@ pub fn seal(args: &SealBenchArgs) -> anyhow::Result<()> {
 
 fn run(args: &SealBenchArgs, root: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    let http = reqwest::blocking::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .build()?;
     let mut sizes = vec![0];
     sizes.extend(args.readings.iter().copied().filter(|n| *n > 0));
     let mut runs = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         let dir = root.join(format!("n{i}-{n}"));
-        let run =
-            one_size(args, &exe, &http, &dir, n).with_context(|| format!("log of {n} readings"))?;
+        let run = one_size(args, &exe, &dir, n).with_context(|| format!("log of {n} readings"))?;
         eprintln!("{n} readings: {run}");
         runs.push(run);
         // One log on disk at a time (10⁷ readings are gigabytes).
@@ -87,24 +83,18 @@ fn marks(n: u64) -> (Option<u64>, u64) {
     (mid, (n / 3 + 11).min(n.saturating_sub(1)))
 }
 
-fn one_size(
-    args: &SealBenchArgs,
-    exe: &Path,
-    http: &reqwest::blocking::Client,
-    dir: &Path,
-    n: u64,
-) -> anyhow::Result<Value> {
+fn one_size(args: &SealBenchArgs, exe: &Path, dir: &Path, n: u64) -> anyhow::Result<Value> {
     eprintln!("sealing {n} readings into {} …", dir.display());
     let generated = generate(dir, n, args.per_transaction)?;
     let log = dir.with_extension("log");
     let mut starts = Vec::new();
 
-    let (first, agent) = measure(exe, http, dir, &log, n, args.idle_secs, START_TIMEOUT)?;
+    let (first, agent) = measure(exe, dir, &log, n, args.idle_secs, START_TIMEOUT)?;
     agent.kill()?;
     let bodies = first.bodies.clone();
     starts.push(first.report("first", None));
 
-    let (again, agent) = measure(exe, http, dir, &log, n, args.idle_secs, START_TIMEOUT)?;
+    let (again, agent) = measure(exe, dir, &log, n, args.idle_secs, START_TIMEOUT)?;
     agent.kill()?;
     let same = again.bodies == bodies;
     ensure!(same, "the proofs after a SIGKILL and restart differ");
@@ -113,7 +103,7 @@ fn one_size(
     if args.upgrade {
         let rows = forget_block_roots(dir)?;
         eprintln!("deleted {rows} block roots; starting on leaves alone …");
-        let (upgraded, agent) = measure(exe, http, dir, &log, n, args.idle_secs, UPGRADE_TIMEOUT)?;
+        let (upgraded, agent) = measure(exe, dir, &log, n, args.idle_secs, UPGRADE_TIMEOUT)?;
         agent.kill()?;
         let same = upgraded.bodies == bodies;
         ensure!(same, "the proofs after the upgrade differ");
@@ -126,7 +116,7 @@ fn one_size(
     if let Some(other) = &args.compare_with {
         downgrade(dir)?;
         eprintln!("starting {} on the same log …", other.display());
-        let (theirs, agent) = measure(other, http, dir, &log, n, args.idle_secs, UPGRADE_TIMEOUT)?;
+        let (theirs, agent) = measure(other, dir, &log, n, args.idle_secs, UPGRADE_TIMEOUT)?;
         agent.kill()?;
         let same = theirs.bodies == bodies;
         ensure!(same, "the other binary's proofs differ");
@@ -294,7 +284,6 @@ impl Start {
 /// memory, fetch and verify the proofs. Returns the agent, still running.
 fn measure(
     exe: &Path,
-    http: &reqwest::blocking::Client,
     dir: &Path,
     log: &Path,
     n: u64,
@@ -359,7 +348,7 @@ fn measure(
         bodies: Vec::new(),
     };
     if n > 0 {
-        let http = crate::bench::with_admin_token(http, dir, HTTP_TIMEOUT)?;
+        let http = crate::bench::admin_client(dir, Some(HTTP_TIMEOUT))?;
         prove(&http, addr, n, &mut start)?;
     }
     Ok((start, agent))

@@ -128,17 +128,7 @@ impl Cluster {
         // join token, and every call uses the first node's admin token.
         c.spawn(0)?;
         c.wait_healthy(0)?;
-        let token = std::fs::read_to_string(c.members[0].dir.join("admin.token"))
-            .context("the first node made no admin token")?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
-        );
-        c.http = reqwest::blocking::Client::builder()
-            .default_headers(headers)
-            .timeout(Duration::from_secs(30))
-            .build()?;
+        c.http = crate::bench::admin_client(&c.members[0].dir, Some(Duration::from_secs(30)))?;
         if n > 1 {
             let made: Value = c
                 .http
@@ -231,15 +221,7 @@ impl Cluster {
 
     /// A client with the admin token and no overall deadline.
     pub(crate) fn long_http(&self) -> anyhow::Result<reqwest::blocking::Client> {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", self.token()))?,
-        );
-        Ok(reqwest::blocking::Client::builder()
-            .default_headers(headers)
-            .timeout(None)
-            .build()?)
+        crate::bench::admin_client(&self.members[0].dir, None)
     }
 
     pub(crate) fn url(&self, i: usize, path: &str) -> String {
