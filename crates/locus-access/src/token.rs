@@ -19,7 +19,7 @@
 //! **Attenuation.** The holder appends a block of checks ([`Narrowing`]):
 //! `check if access("read")`, `check if resource_tenant(<org>, <tenant>) or
 //! scope("cluster") or scope("public")`, `check if node(<node id>)`, a
-//! shorter `time` check. It needs no key of the issuer.
+//! `check if operation(<name>)`, a shorter `time` check. It needs no key of the issuer.
 //!
 //! **Authorization.** The authorizer is built from the [`Request`]:
 //! `operation`, `access` (`read`/`write`/`admin`), `scope`, `node`,
@@ -112,6 +112,8 @@ pub struct Narrowing {
     pub tenant: Option<TenantRef>,
     /// Requests to this node only.
     pub node: Option<NodeId>,
+    /// This operation only (a forwarded call).
+    pub operation: Option<Operation>,
     /// An earlier expiry (unix seconds, excluded).
     pub expires_at: Option<u64>,
 }
@@ -200,6 +202,8 @@ pub enum Denied {
     NarrowedToTenant { op: Operation },
     #[error("token narrowed to another node than {node}")]
     NarrowedToNode { node: NodeId },
+    #[error("token narrowed to another operation than {op}")]
+    NarrowedToOperation { op: Operation },
     #[error("{op} is a call between nodes: it takes a node signature, not a token")]
     NodeOnly { op: Operation },
     #[error("tenant {tenant} may not use node {node} (org {node_org}): not granted")]
@@ -340,6 +344,16 @@ pub fn attenuate(token: &str, narrowing: &Narrowing, seed: [u8; 32]) -> Result<S
             .code_with_params(
                 "check if node({node});",
                 params([("node", string(&node.to_string()))]),
+                HashMap::new(),
+            )
+            .map_err(biscuit_err)?;
+        empty = false;
+    }
+    if let Some(op) = narrowing.operation {
+        block = block
+            .code_with_params(
+                "check if operation({operation});",
+                params([("operation", string(op.name()))]),
                 HashMap::new(),
             )
             .map_err(biscuit_err)?;
@@ -666,6 +680,9 @@ fn failed_check(checks: &[FailedCheck], req: &Request<'_>) -> Denied {
     }
     if find("resource_tenant(").is_some() {
         return Denied::NarrowedToTenant { op };
+    }
+    if find("operation(").is_some() {
+        return Denied::NarrowedToOperation { op };
     }
     if find("node(").is_some() {
         return Denied::NarrowedToNode {

@@ -176,12 +176,19 @@ impl Access {
         locus_access::mint(&self.key, claims, seed).map_err(|e| AccessError::Mint(e.to_string()))
     }
 
-    /// Narrow `token` to `node` (a forwarded call), offline.
-    pub fn narrow_to_node(&self, token: &str, node: NodeId) -> Result<String, AccessError> {
+    /// Narrow `token` to `node` and `operation` (a forwarded call),
+    /// offline.
+    pub fn narrow_for(
+        &self,
+        token: &str,
+        node: NodeId,
+        operation: Operation,
+    ) -> Result<String, AccessError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| AccessError::Mint(e.to_string()))?;
         let narrowing = locus_access::Narrowing {
             node: Some(node),
+            operation: Some(operation),
             ..Default::default()
         };
         locus_access::attenuate(token, &narrowing, seed)

@@ -26,6 +26,8 @@ use crate::error::ApiError;
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
     pub(crate) principal: Principal,
+    /// The operation it called.
+    pub(crate) operation: Operation,
 }
 
 impl Caller {
@@ -230,7 +232,10 @@ async fn admit(
         if !node.access().requires_tokens() {
             let principal = node.access().local_admin();
             let who = Who::of(&principal);
-            request.extensions_mut().insert(Caller { principal });
+            request.extensions_mut().insert(Caller {
+                principal,
+                operation: op,
+            });
             return (next.run(request).await, who);
         }
         let response = deny(
@@ -247,7 +252,10 @@ async fn admit(
     match node.access().authorize(token, op, None) {
         Ok(principal) => {
             let who = Who::of(&principal);
-            request.extensions_mut().insert(Caller { principal });
+            request.extensions_mut().insert(Caller {
+                principal,
+                operation: op,
+            });
             (next.run(request).await, who)
         }
         Err(denied) => {

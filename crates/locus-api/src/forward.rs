@@ -31,6 +31,7 @@ pub(crate) enum Owner<T> {
 /// The call as received: what is sent again when it is forwarded.
 pub(crate) struct Call<'a> {
     node: &'a Node,
+    operation: locus_access::Operation,
     method: Method,
     headers: &'a HeaderMap,
     body: Bytes,
@@ -39,12 +40,14 @@ pub(crate) struct Call<'a> {
 impl<'a> Call<'a> {
     pub(crate) fn new(
         node: &'a Node,
+        operation: locus_access::Operation,
         method: Method,
         headers: &'a HeaderMap,
         body: Bytes,
     ) -> Call<'a> {
         Call {
             node,
+            operation,
             method,
             headers,
             body,
@@ -52,19 +55,21 @@ impl<'a> Call<'a> {
     }
 }
 
-/// The caller's token narrowed to `owner`, as the `Authorization` value
-/// of a forwarded call: the owner checks it as any node would, and it
-/// cannot be replayed against another node.
+/// The caller's token narrowed to `owner` and the operation, as the
+/// `Authorization` value of a forwarded call: the owner checks it as any
+/// node would, and it can be replayed neither against another node nor
+/// for another operation.
 pub(crate) fn narrowed_auth(
     node: &Node,
     headers: &HeaderMap,
     owner: NodeId,
+    operation: locus_access::Operation,
 ) -> Result<Option<String>, ApiError> {
     let Some(token) = crate::auth::bearer(headers) else {
         return Ok(None);
     };
     node.access()
-        .narrow_to_node(token, owner)
+        .narrow_for(token, owner, operation)
         .map(|t| Some(format!("Bearer {t}")))
         .map_err(|e| {
             ApiError::new(
@@ -91,7 +96,7 @@ pub(crate) async fn resolve<T>(
                     format!("{what} moved to node {owner} while the call was forwarded; retry"),
                 ));
             }
-            let auth = narrowed_auth(call.node, call.headers, owner)?;
+            let auth = narrowed_auth(call.node, call.headers, owner, call.operation)?;
             forward(call.method, &url, call.headers, auth, call.body)
                 .await
                 .map(Err)

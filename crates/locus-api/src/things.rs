@@ -103,7 +103,7 @@ async fn local_or_forward(
             url: format!("http://{api_addr}{path}"),
         },
     };
-    forward::resolve(at, Call::new(node, method, headers, body)).await
+    forward::resolve(at, Call::new(node, caller.operation, method, headers, body)).await
 }
 
 /// Register a thing. The body is a thing in JSON, or in TOML with
@@ -190,7 +190,7 @@ pub(crate) async fn add(
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "header")
                 })?,
             );
-            let auth = forward::narrowed_auth(&node, &headers, target.id)?;
+            let auth = forward::narrowed_auth(&node, &headers, target.id, caller.operation)?;
             return forward(
                 Method::POST,
                 &format!("http://{api}/api/v1/things"),

@@ -227,7 +227,7 @@ async fn local_or_forward(
             url: format!("http://{api_addr}/api/v1/workloads/{id}{rest}"),
         },
     };
-    forward::resolve(at, Call::new(node, method, headers, body)).await
+    forward::resolve(at, Call::new(node, caller.operation, method, headers, body)).await
 }
 
 /// One workload, by id, unique id prefix or name, with its state history.

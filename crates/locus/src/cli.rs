@@ -794,6 +794,9 @@ pub struct TokenAttenuateArgs {
     /// Requests to this node only (its full id).
     #[arg(long, value_name = "NODE_ID")]
     pub node: Option<String>,
+    /// This operation only (a dotted name: workload.list, thing.command, …).
+    #[arg(long, value_name = "NAME")]
+    pub operation: Option<String>,
     /// Expire this long from now: a number and a unit (s, m, h, d),
     /// e.g. 10m, 1h, 1h30m.
     #[arg(long, value_name = "DURATION", conflicts_with = "expires_at")]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use locus_access::token::{MAX_TOKEN_CHARS, MintError};
-use locus_access::{Narrowing, TenantName, TenantRef};
+use locus_access::{Narrowing, Operation, TenantName, TenantRef};
 use locus_core::NodeId;
 use serde_json::json;
 
@@ -147,15 +147,24 @@ fn attenuate(json: bool, args: &TokenAttenuateArgs) -> Result<(), Failure> {
         }
         (None, at) => at,
     };
+    let operation = match &args.operation {
+        Some(name) => Some(Operation::from_name(name).ok_or_else(|| {
+            usage(format!(
+                "invalid --operation {name:?}: expected a dotted operation name such as workload.list"
+            ))
+        })?),
+        None => None,
+    };
     let narrowing = Narrowing {
         read_only: args.read_only,
         tenant,
         node,
+        operation,
         expires_at,
     };
     if narrowing == Narrowing::default() {
         return Err(usage(
-            "nothing to narrow: give --read-only, --tenant, --node, --expires-in or --expires-at"
+            "nothing to narrow: give --read-only, --tenant, --node, --operation, --expires-in or --expires-at"
                 .into(),
         ));
     }

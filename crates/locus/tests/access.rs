@@ -339,6 +339,36 @@ fn a_token_narrowed_offline_to_read_only_reads_and_cannot_write() {
             .contains("read-only"),
         "{body}"
     );
+    // Narrowed to one operation: that one only.
+    let one = ok(&locus(&[
+        "token",
+        "attenuate",
+        "--token",
+        &token,
+        "--operation",
+        "workload.list",
+    ]))
+    .trim()
+    .to_owned();
+    let get = |path: &str| {
+        anonymous()
+            .get(agent.url(path))
+            .bearer_auth(&one)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get("/api/v1/workloads"), 200);
+    assert_eq!(get("/api/v1/things"), 403);
+    let out = locus(&[
+        "token",
+        "attenuate",
+        "--token",
+        &token,
+        "--operation",
+        "nope",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -419,6 +419,28 @@ fn a_node_narrowing_is_refused_elsewhere() {
 }
 
 #[test]
+fn an_operation_narrowing_allows_that_operation_only() {
+    let acme = tenant(1, "acme");
+    let g = none();
+    let t = attenuate(
+        &token(Role::Operator),
+        &Narrowing {
+            operation: Some(Operation::WorkloadStop),
+            ..Narrowing::default()
+        },
+        [7; 32],
+    )
+    .unwrap();
+    assert!(check(&t, &req(Operation::WorkloadStop, Some(&acme), &g)).is_ok());
+    assert_eq!(
+        check(&t, &req(Operation::WorkloadDelete, Some(&acme), &g)).unwrap_err(),
+        Denied::NarrowedToOperation {
+            op: Operation::WorkloadDelete
+        }
+    );
+}
+
+#[test]
 fn a_tenant_narrowing_keeps_an_org_admin_to_one_tenant() {
     let acme = tenant(1, "acme");
     let beta = tenant(1, "beta");
