@@ -250,19 +250,45 @@ fn params<const N: usize>(pairs: [(&str, Term); N]) -> HashMap<String, Term> {
 /// next-block key). Answers the token in base64url.
 pub fn mint(issuer_key: &SigningKey, claims: &Claims, seed: [u8; 32]) -> Result<String, MintError> {
     let issuer = NodeId::from_public_key(&issuer_key.verifying_key());
-    mint_as(&issuer_key.to_bytes(), issuer, claims, seed)
+    mint_as(&issuer_key.to_bytes(), issuer, None, claims, seed)
+}
+
+/// [`mint`] with the issuer's node certificate (hex) in the authority
+/// block (`issuer_cert("<hex>")`), so that a node that has not heard of
+/// the issuer yet (just restarted, or cut off) can still check, offline,
+/// that it is a node of an admitted org.
+pub fn mint_with_cert(
+    issuer_key: &SigningKey,
+    cert_hex: &str,
+    claims: &Claims,
+    seed: [u8; 32],
+) -> Result<String, MintError> {
+    let issuer = NodeId::from_public_key(&issuer_key.verifying_key());
+    mint_as(&issuer_key.to_bytes(), issuer, Some(cert_hex), claims, seed)
 }
 
 /// [`mint`] naming `issuer` whatever key signs (tests forge with it).
 fn mint_as(
     root_secret: &[u8; 32],
     issuer: NodeId,
+    cert: Option<&str>,
     claims: &Claims,
     seed: [u8; 32],
 ) -> Result<String, MintError> {
     let root = keypair(root_secret)?;
     let next = keypair(&seed)?;
-    let builder = BiscuitBuilder::new()
+    let mut builder = BiscuitBuilder::new();
+    if let Some(cert) = cert {
+        if cert.is_empty() || !cert.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(MintError::Malformed(
+                "the issuer certificate is not hex".into(),
+            ));
+        }
+        builder = builder
+            .fact(fact("issuer_cert", &[string(cert)]))
+            .map_err(biscuit_err)?;
+    }
+    let builder = builder
         .code_with_params(
             r#"
             issuer({issuer});
@@ -444,7 +470,7 @@ fn expiry_of(block: &BlockBuilder) -> Option<u64> {
 /// [`Inspection`]).
 pub fn inspect(token: &str) -> Result<Inspection, MintError> {
     let t = parse_unverified(token).map_err(MintError::Malformed)?;
-    let issuer = issuer_of(&t).map_err(|e| MintError::Malformed(e.to_string()))?;
+    let (issuer, _) = issuer_of(&t).map_err(|e| MintError::Malformed(e.to_string()))?;
     let mut blocks = Vec::with_capacity(t.block_count());
     let mut parsed = Vec::with_capacity(t.block_count());
     for i in 0..t.block_count() {
@@ -504,31 +530,44 @@ pub fn inspect(token: &str) -> Result<Inspection, MintError> {
 }
 
 /// The issuer named by the authority block, read before the signature is
-/// checked (to know which key checks it): exactly one `issuer("<id>")`.
-fn issuer_of(t: &UnverifiedBiscuit) -> Result<NodeId, Denied> {
+/// checked (to know which key checks it): exactly one `issuer("<id>")`,
+/// and the issuer's certificate when the token carries one
+/// (`issuer_cert("<hex>")`), itself checked against the org log.
+fn issuer_of(t: &UnverifiedBiscuit) -> Result<(NodeId, Option<String>), Denied> {
     let source = t
         .print_block_source(0)
         .map_err(|e| Denied::Malformed(e.to_string()))?;
-    let mut found = source.match_indices("issuer(\"").map(|(i, m)| {
+    let quoted = |name: &str| -> Vec<Option<String>> {
         source
-            .get(i + m.len()..)
-            .and_then(|rest| rest.split_once("\")"))
-            .and_then(|(id, _)| id.parse::<NodeId>().ok())
-    });
-    let issuer = match (found.next(), found.next()) {
-        (Some(Some(id)), None) => id,
-        _ => {
-            return Err(Denied::Malformed(
-                "the authority block names no single issuer".into(),
-            ));
-        }
+            .match_indices(&format!("{name}(\""))
+            .map(|(i, m)| {
+                source
+                    .get(i + m.len()..)
+                    .and_then(|rest| rest.split_once("\")"))
+                    .map(|(v, _)| v.to_owned())
+            })
+            .collect()
     };
+    let issuer = match quoted("issuer").as_slice() {
+        [Some(id)] => id.parse::<NodeId>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Denied::Malformed("the authority block names no single issuer".into()))?;
     if t.root_key_id() != Some(node_hint(&issuer)) {
         return Err(Denied::Malformed(format!(
             "the root key id does not match issuer {issuer}"
         )));
     }
-    Ok(issuer)
+    let cert = match quoted("issuer_cert").as_slice() {
+        [] => None,
+        [Some(c)] => Some(c.clone()),
+        _ => {
+            return Err(Denied::Malformed(
+                "the authority block holds more than one issuer certificate".into(),
+            ));
+        }
+    };
+    Ok((issuer, cert))
 }
 
 fn claims_of(a: &mut biscuit_auth::Authorizer) -> Result<(UserName, TenantRef, Role), Denied> {
@@ -692,20 +731,21 @@ fn failed_check(checks: &[FailedCheck], req: &Request<'_>) -> Denied {
     Denied::CheckFailed(rules.join("; "))
 }
 
-/// Authorize `req` with `token`: find the issuer (`issuer_of` answers its
-/// key and org, from its verified certificate, or `None`), check every
+/// Authorize `req` with `token`: find the issuer (`issuer_of_node`
+/// answers its key and org from its verified certificate — the one the
+/// fabric carries, or the one in the token — or `None`), check every
 /// signature, the revocations, then run the policy built from the request
 /// within [`AUTHORIZER_MAX_FACTS`], [`AUTHORIZER_MAX_ITERATIONS`] and
 /// [`AUTHORIZER_MAX_TIME`].
 pub fn authorize(
     token: &str,
-    issuer_of_node: impl FnOnce(&NodeId) -> Option<Issuer>,
+    issuer_of_node: impl FnOnce(&NodeId, Option<&str>) -> Option<Issuer>,
     req: &Request<'_>,
     revoked: &RevocationSet,
 ) -> Result<Principal, Denied> {
     let unverified = parse_unverified(token).map_err(Denied::Malformed)?;
-    let issuer = issuer_of(&unverified)?;
-    let known = issuer_of_node(&issuer).ok_or(Denied::UnknownIssuer(issuer))?;
+    let (issuer, cert) = issuer_of(&unverified)?;
+    let known = issuer_of_node(&issuer, cert.as_deref()).ok_or(Denied::UnknownIssuer(issuer))?;
     let key = VerifyingKey::from_bytes(&known.key).map_err(|_| Denied::UnknownIssuer(issuer))?;
     if NodeId::from_public_key(&key) != issuer {
         return Err(Denied::UnknownIssuer(issuer));

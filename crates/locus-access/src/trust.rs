@@ -422,7 +422,12 @@ impl Trust {
         };
         crate::authorize(
             token,
-            |n| peers.peer(own, revoked, *n, now).and_then(issuer_of).ok(),
+            |n, cert| {
+                peers
+                    .peer_or_carried(own, revoked, *n, cert, now)
+                    .and_then(issuer_of)
+                    .ok()
+            },
             &req,
             revoked,
         )
@@ -443,6 +448,22 @@ fn issuer_of(peer: VerifiedPeer) -> Result<Issuer, PeerError> {
 }
 
 impl Peers {
+    /// [`Peers::peer`], or, when the node published no certificate this
+    /// node holds, the one a token carries (checked the same way).
+    fn peer_or_carried(
+        &mut self,
+        own: &Own,
+        revoked: &RevocationSet,
+        node: NodeId,
+        carried: Option<&str>,
+        now: u64,
+    ) -> Result<VerifiedPeer, PeerError> {
+        match (self.peer(own, revoked, node, now), carried) {
+            (Err(PeerError::NoCertificate(_)), Some(text)) => judge(own, revoked, node, text, now),
+            (verdict, _) => verdict,
+        }
+    }
+
     fn peer(
         &mut self,
         own: &Own,
@@ -754,6 +775,40 @@ mod tests {
             t.authorize(&token, op, None, 96),
             Err(crate::Denied::Revoked(_))
         ));
+    }
+
+    #[test]
+    fn a_token_carrying_its_issuers_certificate_is_checked_without_the_fabric() {
+        let mut t = trust();
+        let tenant = TenantRef::new(
+            t.org(),
+            crate::tenant::TenantName::try_from("acme".to_owned()).unwrap(),
+        );
+        let claims = crate::Claims {
+            user: crate::UserName::try_from("ann".to_owned()).unwrap(),
+            tenant,
+            role: crate::Role::Viewer,
+            expires_at: 100,
+        };
+        let op = crate::Operation::WorkloadList;
+        // Node 1 of this org, which this node has not heard of yet.
+        let issuer_cert = cert_to_hex(&cert(&org_key(1), &node_key(1), &NodeRole::ALL));
+        let carried =
+            crate::token::mint_with_cert(&node_key(1), &issuer_cert, &claims, [3; 32]).unwrap();
+        t.authorize(&carried, op, None, 10).unwrap();
+        let bare = crate::mint(&node_key(1), &claims, [3; 32]).unwrap();
+        assert!(matches!(
+            t.authorize(&bare, op, None, 10),
+            Err(crate::Denied::UnknownIssuer(_))
+        ));
+        // A certificate of an org never admitted, or of another node, is
+        // no help.
+        let stranger = cert_to_hex(&cert(&org_key(2), &node_key(2), &NodeRole::ALL));
+        let t2 = crate::token::mint_with_cert(&node_key(2), &stranger, &claims, [3; 32]).unwrap();
+        assert!(t.authorize(&t2, op, None, 10).is_err());
+        let borrowed =
+            crate::token::mint_with_cert(&node_key(3), &issuer_cert, &claims, [3; 32]).unwrap();
+        assert!(t.authorize(&borrowed, op, None, 10).is_err());
     }
 
     #[test]

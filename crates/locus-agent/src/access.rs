@@ -169,11 +169,15 @@ impl Access {
         self.trust().peer(node, now())
     }
 
-    /// Mint a token for `claims` with this node's key.
+    /// Mint a token for `claims` with this node's key, carrying this
+    /// node's certificate so that any node of an org that admitted ours
+    /// checks it offline, even before the fabric told it about this node.
     pub fn mint(&self, claims: &Claims) -> Result<String, AccessError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| AccessError::Mint(e.to_string()))?;
-        locus_access::mint(&self.key, claims, seed).map_err(|e| AccessError::Mint(e.to_string()))
+        let cert = cert_to_hex(self.trust().certificate());
+        locus_access::token::mint_with_cert(&self.key, &cert, claims, seed)
+            .map_err(|e| AccessError::Mint(e.to_string()))
     }
 
     /// Narrow `token` to `node` and `operation` (a forwarded call),

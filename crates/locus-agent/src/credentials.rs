@@ -409,8 +409,9 @@ pub fn stored_cluster_key(data_dir: &Path) -> Option<PathBuf> {
 pub fn ensure_admin_token(
     data_dir: &Path,
     node_key: &SigningKey,
-    org: OrgId,
+    cert: &SignedNodeCertificate,
 ) -> Result<PathBuf, CredentialsError> {
+    let org = cert.cert.org;
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     let now = now();
     if let Some(text) = read_text(&path)?
@@ -427,8 +428,9 @@ pub fn ensure_admin_token(
         role: Role::OrgAdmin,
         expires_at: now + ADMIN_TOKEN_SECS,
     };
-    let token = locus_access::mint(node_key, &claims, random()?)
-        .map_err(|e| CredentialsError::Mint(e.to_string()))?;
+    let token =
+        locus_access::token::mint_with_cert(node_key, &cert_to_hex(cert), &claims, random()?)
+            .map_err(|e| CredentialsError::Mint(e.to_string()))?;
     write_file(&path, format!("{token}\n").as_bytes(), true)?;
     Ok(path)
 }
@@ -546,8 +548,7 @@ mod tests {
         assert_eq!(again.origin, CredentialsOrigin::Loaded);
         assert_eq!(again.cert, first.cert);
         assert_eq!(again.log, first.log);
-        let org = first.cert.cert.org;
-        let path = ensure_admin_token(dir.path(), &key, org).unwrap();
+        let path = ensure_admin_token(dir.path(), &key, &first.cert).unwrap();
         let token = fs::read_to_string(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -555,7 +556,7 @@ mod tests {
             0o600
         );
         // Not renewed while fresh.
-        ensure_admin_token(dir.path(), &key, org).unwrap();
+        ensure_admin_token(dir.path(), &key, &first.cert).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), token);
         let claims = locus_access::inspect(token.trim()).unwrap().claims;
         assert_eq!(claims.role, Role::OrgAdmin);

@@ -234,7 +234,7 @@ impl Node {
             Some(_) => Some(credentials::ensure_admin_token(
                 &data_dir,
                 &key,
-                creds.cert.cert.org,
+                &creds.cert,
             )?),
             None => None,
         };

@@ -36,7 +36,7 @@ pub fn access(args: &AccessBenchArgs) -> anyhow::Result<()> {
         key: issuer_key.verifying_key().to_bytes(),
         org,
     };
-    let issuers = |n: &NodeId| (*n == issuer_id).then_some(issuer);
+    let issuers = |n: &NodeId, _: Option<&str>| (*n == issuer_id).then_some(issuer);
     let tenant = |name: &str| -> anyhow::Result<TenantRef> {
         Ok(TenantRef::new(
             org,

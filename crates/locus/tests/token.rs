@@ -63,7 +63,7 @@ fn check(token: &str, op: Operation, target: NodeId) -> Result<Principal, Denied
         granted_tenants: &none,
         now: now(),
     };
-    let issuers = |n: &NodeId| {
+    let issuers = |n: &NodeId, _: Option<&str>| {
         (*n == node(10)).then(|| Issuer {
             key: key(10).verifying_key().to_bytes(),
             org: org(),

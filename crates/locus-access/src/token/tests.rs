@@ -18,7 +18,7 @@ fn org(n: u8) -> OrgId {
 
 /// Org A is key 1, org B key 2. Issuer nodes: 10 (org A), 11 (org B).
 /// Nodes answering: 20 (org A), 21 (org B).
-fn issuers(n: &NodeId) -> Option<Issuer> {
+fn issuers(n: &NodeId, _cert: Option<&str>) -> Option<Issuer> {
     [(10, 1), (11, 2)].into_iter().find_map(|(k, o)| {
         (*n == node(k)).then(|| Issuer {
             key: key(k).verifying_key().to_bytes(),
@@ -118,6 +118,7 @@ fn a_signature_by_another_key_is_forged() {
     let forged = mint_as(
         &key(99).to_bytes(),
         node(10),
+        None,
         &claims(Role::OrgAdmin),
         [1; 32],
     )
@@ -131,7 +132,7 @@ fn a_signature_by_another_key_is_forged() {
         Denied::UnknownIssuer(node(99))
     );
     // A lookup that answers a key which is not the node's.
-    let wrong_key = |_: &NodeId| {
+    let wrong_key = |_: &NodeId, _: Option<&str>| {
         Some(Issuer {
             key: key(99).verifying_key().to_bytes(),
             org: org(1),
