@@ -54,6 +54,10 @@ pub const HEADER_NONCE: &str = "locus-nonce";
 pub const HEADER_DIGEST: &str = "locus-digest";
 /// Header of the ed25519 signature (128 hex digits).
 pub const HEADER_SIGNATURE: &str = "locus-signature";
+/// Header of the signer's node certificate (hex): not signed, it proves
+/// itself (signed by the org key) to a node that has not heard of the
+/// signer through the fabric yet.
+pub const HEADER_CERT: &str = "locus-cert";
 
 const DOMAIN: &str = "locus/request/v1";
 

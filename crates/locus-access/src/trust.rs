@@ -352,6 +352,18 @@ impl Trust {
         self.peers.peer(&self.own, &self.revoked, node, now)
     }
 
+    /// [`Trust::peer`], or, when the fabric has not brought `node`'s
+    /// certificate yet, the one its call carries (checked the same way).
+    pub fn peer_or_carried(
+        &mut self,
+        node: NodeId,
+        carried: Option<&str>,
+        now: u64,
+    ) -> Result<VerifiedPeer, PeerError> {
+        self.peers
+            .peer_or_carried(&self.own, &self.revoked, node, carried, now)
+    }
+
     /// The issuer a token authorizer needs, when `node` may issue tokens.
     pub fn issuer(&mut self, node: NodeId, now: u64) -> Result<Issuer, PeerError> {
         issuer_of(self.peer(node, now)?)

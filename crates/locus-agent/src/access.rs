@@ -169,6 +169,16 @@ impl Access {
         self.trust().peer(node, now())
     }
 
+    /// [`Access::peer`], or the certificate `node`'s call carries when
+    /// the fabric has not brought its own yet.
+    pub fn peer_or_carried(
+        &self,
+        node: NodeId,
+        carried: Option<&str>,
+    ) -> Result<VerifiedPeer, PeerError> {
+        self.trust().peer_or_carried(node, carried, now())
+    }
+
     /// Mint a token for `claims` with this node's key, carrying this
     /// node's certificate so that any node of an org that admitted ours
     /// checks it offline, even before the fabric told it about this node.

@@ -110,7 +110,9 @@ pub enum AgentError {
 /// Signs this node's calls to other nodes with its key
 /// (`locus_access::request`): the date from the system clock, the nonce
 /// 16 bytes from the OS.
-struct KeySigner(SigningKey);
+/// The call also carries the node's certificate (`locus-cert`, hex), so
+/// that a peer the fabric has not told about this node yet can check it.
+struct KeySigner(SigningKey, String);
 
 impl locus_core::RequestSigner for KeySigner {
     fn sign_digest(
@@ -127,7 +129,7 @@ impl locus_core::RequestSigner for KeySigner {
         let date = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        locus_access::request::sign_request_digest(
+        let mut headers = locus_access::request::sign_request_digest(
             &self.0,
             method,
             path_and_query,
@@ -135,7 +137,9 @@ impl locus_core::RequestSigner for KeySigner {
             date,
             nonce,
         )
-        .into_header_pairs()
+        .into_header_pairs();
+        headers.push((locus_access::request::HEADER_CERT, self.1.clone()));
+        headers
     }
 }
 
@@ -334,7 +338,10 @@ impl Node {
             metrics.inventory_refreshes.clone(),
             capacity.clone(),
         ));
-        let signer: locus_core::Signer = Arc::new(KeySigner(key.clone()));
+        let signer: locus_core::Signer = Arc::new(KeySigner(
+            key.clone(),
+            locus_access::trust::cert_to_hex(&creds.cert),
+        ));
         let (artifacts, repair) = Artifacts::start(locus_artifacts::ArtifactsSetup {
             me: id,
             signer: signer.clone(),

@@ -165,9 +165,14 @@ async fn verify(calls: &NodeCalls, op: Operation, request: Request) -> Result<Re
         || request.uri().path().to_owned(),
         |p| p.as_str().to_owned(),
     );
-    // The key the caller claims to sign with, as the fabric knows it.
+    // The key the caller claims to sign with: from its certificate, as
+    // the fabric brought it or as the call carries it.
+    let carried = headers
+        .get(request::HEADER_CERT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let key = match sig.node.parse::<NodeId>() {
-        Ok(id) => known_key(&calls.node, id).await?,
+        Ok(id) => known_key(&calls.node, id, carried.as_deref())?,
         Err(_) => None,
     };
     let now = SystemTime::now()
@@ -221,8 +226,12 @@ async fn verify(calls: &NodeCalls, op: Operation, request: Request) -> Result<Re
 /// The key of node `id` when it is a node of an admitted org: its
 /// certificate, published through the fabric, chains to an org of the
 /// org log and is not revoked.
-async fn known_key(node: &Node, id: NodeId) -> Result<Option<VerifyingKey>, Refusal> {
-    match node.access().peer(id) {
+fn known_key(
+    node: &Node,
+    id: NodeId,
+    carried: Option<&str>,
+) -> Result<Option<VerifyingKey>, Refusal> {
+    match node.access().peer_or_carried(id, carried) {
         Ok(peer) => Ok(Some(peer.key)),
         Err(PeerError::NoCertificate(_)) => Ok(None),
         Err(e) => Err(Refusal::new(e.reason(), format!("untrusted node: {e}"))),
