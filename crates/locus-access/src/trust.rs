@@ -607,6 +607,19 @@ mod tests {
         .unwrap()
     }
 
+    /// Claims of user `ann` of tenant `acme` of `t`'s org, until 100.
+    fn ann(t: &Trust, role: crate::Role) -> crate::Claims {
+        crate::Claims {
+            user: crate::UserName::try_from("ann".to_owned()).unwrap(),
+            tenant: TenantRef::new(
+                t.org(),
+                crate::tenant::TenantName::try_from("acme".to_owned()).unwrap(),
+            ),
+            role,
+            expires_at: 100,
+        }
+    }
+
     fn id(k: &SigningKey) -> NodeId {
         NodeId::from_public_key(&k.verifying_key())
     }
@@ -750,16 +763,7 @@ mod tests {
     fn an_allowed_decision_is_reused_until_a_revocation_or_its_time() {
         use crate::revocation::Revocation;
         let mut t = trust();
-        let tenant = TenantRef::new(
-            t.org(),
-            crate::tenant::TenantName::try_from("acme".to_owned()).unwrap(),
-        );
-        let claims = crate::Claims {
-            user: crate::UserName::try_from("ann".to_owned()).unwrap(),
-            tenant,
-            role: crate::Role::Operator,
-            expires_at: 100,
-        };
+        let claims = ann(&t, crate::Role::Operator);
         let token = crate::mint(&node_key(0), &claims, [9; 32]).unwrap();
         let op = crate::Operation::WorkloadList;
         t.authorize(&token, op, None, 10).unwrap();
@@ -792,16 +796,7 @@ mod tests {
     #[test]
     fn a_token_carrying_its_issuers_certificate_is_checked_without_the_fabric() {
         let mut t = trust();
-        let tenant = TenantRef::new(
-            t.org(),
-            crate::tenant::TenantName::try_from("acme".to_owned()).unwrap(),
-        );
-        let claims = crate::Claims {
-            user: crate::UserName::try_from("ann".to_owned()).unwrap(),
-            tenant,
-            role: crate::Role::Viewer,
-            expires_at: 100,
-        };
+        let claims = ann(&t, crate::Role::Viewer);
         let op = crate::Operation::WorkloadList;
         // Node 1 of this org, which this node has not heard of yet.
         let issuer_cert = cert_to_hex(&cert(&org_key(1), &node_key(1), &NodeRole::ALL));

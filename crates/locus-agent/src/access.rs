@@ -69,6 +69,10 @@ fn now() -> u64 {
 pub struct Access {
     data_dir: PathBuf,
     key: SigningKey,
+    /// This node's org and certificate (hex), fixed for its life: read
+    /// on every call without taking the trust lock.
+    org: OrgId,
+    cert_hex: String,
     trust: Mutex<Trust>,
     enroller: Option<Enroller>,
     fabric: FabricHandle,
@@ -98,6 +102,8 @@ impl Access {
         Access {
             data_dir,
             key,
+            org: trust.org(),
+            cert_hex: cert_to_hex(trust.certificate()),
             trust: Mutex::new(trust),
             enroller,
             fabric,
@@ -135,7 +141,7 @@ impl Access {
 
     /// This node's org.
     pub fn org(&self) -> OrgId {
-        self.trust().org()
+        self.org
     }
 
     /// The local admin credential's file, on the founding node.
@@ -185,8 +191,7 @@ impl Access {
     pub fn mint(&self, claims: &Claims) -> Result<String, AccessError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| AccessError::Mint(e.to_string()))?;
-        let cert = cert_to_hex(self.trust().certificate());
-        locus_access::token::mint_with_cert(&self.key, &cert, claims, seed)
+        locus_access::token::mint_with_cert(&self.key, &self.cert_hex, claims, seed)
             .map_err(|e| AccessError::Mint(e.to_string()))
     }
 
@@ -457,10 +462,9 @@ impl Access {
 /// Publish this node's certificate, then follow the fabric: every
 /// certificate and revocation record, already there or to come.
 pub(crate) async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, AccessError> {
-    let cert = cert_to_hex(access.trust().certificate());
     access
         .fabric
-        .publish(KEY_CERT, Some(cert.into_bytes()))
+        .publish(KEY_CERT, Some(access.cert_hex.clone().into_bytes()))
         .await
         .map_err(|e| AccessError::Publish(e.to_string()))?;
     for entry in access.org_log() {
