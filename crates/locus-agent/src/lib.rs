@@ -4,16 +4,12 @@
 //! running [`Node`] — identity, store, host inventory, metrics — and keeps
 //! them current with background loops.
 //!
-//! Owns: the data dir layout (`node.key`, `locus.db`, `lock`), the start and
+//! Owns: the data dir layout (`locus.db`, `lock`), the start and
 //! stop sequence, and the loops that refresh what the node knows of itself.
 //!
 //! Must never: speak HTTP (that is `locus-api`), parse command lines (that is
 //! the `locus` binary), or replace a key or database it cannot read.
 
-pub mod access;
-pub mod audit;
-pub mod credentials;
-pub mod identity;
 pub mod inventory;
 pub mod metrics;
 
@@ -35,11 +31,12 @@ use locus_store::{Boot, Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use identity::IdentityError;
 pub use inventory::HostPaths;
 pub use locus_artifacts::Artifacts;
 pub use locus_readings::Readings;
 pub use locus_things::{Doors, DoorsSetup, Things};
+pub use locus_trust::IdentityError;
+use locus_trust::{access, audit, credentials, identity};
 pub use locus_workloads::Workloads;
 pub use metrics::Metrics;
 
@@ -280,18 +277,18 @@ impl Node {
             tuning: Tuning::default(),
         })
         .await?;
-        let access = Arc::new(access::Access::new(
-            data_dir.clone(),
-            key.clone(),
+        let access = Arc::new(access::Access::new(access::AccessSetup {
+            data_dir: data_dir.clone(),
+            key: key.clone(),
             trust,
             enroller,
-            fabric.clone(),
+            fabric: fabric.clone(),
             admin_token,
-            settings.api_addr.to_string(),
-            advertise.to_string(),
-            cluster_key.as_ref().map(ClusterKey::to_bytes),
-            settings.config.access.require_tokens,
-        ));
+            api_addr: settings.api_addr.to_string(),
+            gossip_addr: advertise.to_string(),
+            cluster_key: cluster_key.as_ref().map(ClusterKey::to_bytes),
+            require_tokens: settings.config.access.require_tokens,
+        }));
         let access_loop = access::follow(access.clone()).await?;
         let info = NodeInfo {
             id,

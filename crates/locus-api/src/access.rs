@@ -1,6 +1,6 @@
 //! Handlers of access itself: who am I, mint a token, revoke, the org
 //! log, join tokens and enrollment. Each is thin: the rules are
-//! `locus-access`'s, the keys and records `locus_agent::access`'s.
+//! `locus-access`'s, the keys and records `locus_trust::access`'s.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use locus_access::tenant::{Role, TenantName, TenantRef, UserName};
 use locus_access::token::Claims;
 use locus_access::{EnrollRequest, JoinError};
 use locus_agent::Node;
-use locus_agent::access::AccessError;
-use locus_agent::credentials::EnrollError;
 use locus_core::NodeId;
+use locus_trust::access::AccessError;
+use locus_trust::credentials::EnrollError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -150,7 +150,7 @@ pub(crate) async fn audit(
     let found = node
         .readings()
         .query(
-            Some(locus_agent::audit::AUDIT_THING.to_owned()),
+            Some(locus_trust::audit::AUDIT_THING.to_owned()),
             q.from_ms,
             q.to_ms,
             q.limit,
@@ -164,7 +164,7 @@ pub(crate) async fn audit(
                 let locus_iot::Value::String(body) = r.reading.value() else {
                     return None;
                 };
-                let e: locus_agent::audit::AuditEntry = serde_json::from_str(body).ok()?;
+                let e: locus_trust::audit::AuditEntry = serde_json::from_str(body).ok()?;
                 Some(AuditView {
                     seq: r.seq,
                     time_ms: r.reading.time_ms(),

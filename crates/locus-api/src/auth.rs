@@ -4,7 +4,7 @@
 //! decides: public operations (health, metrics, enrollment with a join
 //! token) pass; node-to-node operations are [`crate::node_calls`]'s; every
 //! other one needs `Authorization: Bearer <token>`, authorized by this
-//! node's trust (`locus_agent::access::Access::authorize`) offline. A
+//! node's trust (`locus_trust::access::Access::authorize`) offline. A
 //! missing, malformed, forged, expired or revoked token, or one whose
 //! issuer is not a node of an admitted org, is a 401; a valid token whose
 //! role or narrowing does not allow the operation is a 403. The
@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use locus_access::{Denied, Operation, Principal, Scope};
 use locus_agent::Node;
-use locus_agent::audit::AuditEntry;
+use locus_trust::audit::AuditEntry;
 
 use crate::error::ApiError;
 

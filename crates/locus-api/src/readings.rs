@@ -138,13 +138,13 @@ pub(crate) async fn add_event(
     Path((_service, _profile, device, _source)): Path<(String, String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if device.starts_with(locus_agent::audit::RESERVED_PREFIX) {
+    if device.starts_with(locus_trust::audit::RESERVED_PREFIX) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "reserved_name",
             format!(
                 "device {device:?}: names under {:?} are the node's own",
-                locus_agent::audit::RESERVED_PREFIX
+                locus_trust::audit::RESERVED_PREFIX
             ),
         ));
     }

@@ -151,7 +151,7 @@ pub(crate) async fn add(
     if spec
         .name
         .get()
-        .starts_with(locus_agent::audit::RESERVED_PREFIX)
+        .starts_with(locus_trust::audit::RESERVED_PREFIX)
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -159,7 +159,7 @@ pub(crate) async fn add(
             format!(
                 "thing name {:?}: names under {:?} are the node's own",
                 spec.name.get(),
-                locus_agent::audit::RESERVED_PREFIX
+                locus_trust::audit::RESERVED_PREFIX
             ),
         )
         .with_details(serde_json::json!({ "path": "name" })));

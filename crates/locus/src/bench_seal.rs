@@ -139,7 +139,7 @@ fn generate(dir: &Path, n: u64, per_transaction: u64) -> anyhow::Result<Value> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
-    let (key, _) = locus_agent::identity::load_or_create(dir)?;
+    let (key, _) = locus_trust::identity::load_or_create(dir)?;
     let node = locus_core::NodeId::from_public_key(&key.verifying_key());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

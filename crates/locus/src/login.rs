@@ -81,7 +81,7 @@ pub fn discover(api: &str, credential: Option<&Path>) -> anyhow::Result<Option<S
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".locus"));
     Ok(
-        std::fs::read_to_string(data_dir.join(locus_agent::credentials::ADMIN_TOKEN_FILE))
+        std::fs::read_to_string(data_dir.join(locus_trust::credentials::ADMIN_TOKEN_FILE))
             .ok()
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty()),

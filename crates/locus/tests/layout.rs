@@ -66,7 +66,8 @@ fn dependencies_point_downwards() {
         "locus-core" => 0,
         "locus-sched" | "locus-iot" | "locus-access" => 1,
         "locus-store" | "locus-fabric" | "locus-runtime" => 2,
-        "locus-artifacts" | "locus-readings" | "locus-things" | "locus-workloads" => 3,
+        "locus-artifacts" | "locus-readings" | "locus-things" | "locus-workloads"
+        | "locus-trust" => 3,
         "locus-agent" => 4,
         "locus-api" => 5,
         "locus" => 6,
@@ -88,6 +89,7 @@ fn dependencies_point_downwards() {
         "locus-readings",
         "locus-things",
         "locus-workloads",
+        "locus-trust",
     ];
     let mut between: Vec<(String, String)> = Vec::new();
     for s in services {
@@ -100,7 +102,10 @@ fn dependencies_point_downwards() {
     between.sort();
     assert_eq!(
         between,
-        [("locus-things".to_owned(), "locus-readings".to_owned())],
+        [
+            ("locus-things".to_owned(), "locus-readings".to_owned()),
+            ("locus-trust".to_owned(), "locus-readings".to_owned()),
+        ],
         "service-to-service handles"
     );
     // The pure crates stay pure: nothing but locus-core below them.

@@ -38,7 +38,7 @@ fn generate(data: &Path) {
         .mode(0o700)
         .create(data)
         .unwrap();
-    let (key, _) = locus_agent::identity::load_or_create(data).unwrap();
+    let (key, _) = locus_trust::identity::load_or_create(data).unwrap();
     let node = locus_core::NodeId::from_public_key(&key.verifying_key());
     runtime().block_on(async {
         let store = Store::open(data).unwrap();

@@ -417,7 +417,7 @@ pub fn ensure_admin_token(
     if let Some(text) = read_text(&path)?
         && let Ok(found) = locus_access::inspect(text.trim())
         && found.claims.tenant.org == org
-        && found.issuer == crate::NodeId::from_public_key(&node_key.verifying_key())
+        && found.issuer == locus_core::NodeId::from_public_key(&node_key.verifying_key())
         && found.effective_expires_at > now + ADMIN_TOKEN_RENEW_SECS
     {
         return Ok(path);

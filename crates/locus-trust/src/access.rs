@@ -85,20 +85,42 @@ pub struct Access {
     require_tokens: bool,
 }
 
+/// What a node hands its [`Access`] at start.
+pub struct AccessSetup {
+    /// The data dir, where the org log is saved as it grows.
+    pub data_dir: PathBuf,
+    /// This node's key.
+    pub key: SigningKey,
+    /// What this node trusts at start (its certificate and org log).
+    pub trust: Trust,
+    /// Present on a node that holds its org's key.
+    pub enroller: Option<Enroller>,
+    pub fabric: FabricHandle,
+    /// Where this node keeps the admin token it minted, if it did.
+    pub admin_token: Option<PathBuf>,
+    /// Where a join token sends new nodes to enroll and to gossip.
+    pub api_addr: String,
+    pub gossip_addr: String,
+    /// The cluster key a join token carries.
+    pub cluster_key: Option<[u8; 32]>,
+    /// `[access] require_tokens`.
+    pub require_tokens: bool,
+}
+
 impl Access {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        data_dir: PathBuf,
-        key: SigningKey,
-        trust: Trust,
-        enroller: Option<Enroller>,
-        fabric: FabricHandle,
-        admin_token: Option<PathBuf>,
-        api_addr: String,
-        gossip_addr: String,
-        cluster_key: Option<[u8; 32]>,
-        require_tokens: bool,
-    ) -> Access {
+    pub fn new(setup: AccessSetup) -> Access {
+        let AccessSetup {
+            data_dir,
+            key,
+            trust,
+            enroller,
+            fabric,
+            admin_token,
+            api_addr,
+            gossip_addr,
+            cluster_key,
+            require_tokens,
+        } = setup;
         Access {
             data_dir,
             key,
@@ -461,7 +483,7 @@ impl Access {
 
 /// Publish this node's certificate, then follow the fabric: every
 /// certificate and revocation record, already there or to come.
-pub(crate) async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, AccessError> {
+pub async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, AccessError> {
     access
         .fabric
         .publish(KEY_CERT, Some(access.cert_hex.clone().into_bytes()))

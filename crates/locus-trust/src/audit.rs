@@ -97,10 +97,7 @@ pub fn reading_of(entry: &AuditEntry, time_ms: i64) -> Option<Reading> {
 }
 
 /// Start the task that seals audit entries into `readings`.
-pub(crate) fn start(
-    readings: Readings,
-    dropped: prometheus::IntCounter,
-) -> (Auditor, JoinHandle<()>) {
+pub fn start(readings: Readings, dropped: prometheus::IntCounter) -> (Auditor, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<AuditEntry>(MAX_AUDIT_QUEUE);
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(MAX_AUDIT_BATCH);
