@@ -17,6 +17,8 @@
 //!   ([`token`]);
 //! - signed revocations of tokens, users and node certificates, and the
 //!   bounded set of those in force ([`revocation`]);
+//! - the directory of tenants and users, each a record signed by its
+//!   org's key ([`directory`]);
 //! - grants: an org lets a tenant of another org use its nodes
 //!   ([`grant`]);
 //! - join tokens, signed by an org key, with which a new machine enrolls
@@ -33,6 +35,7 @@
 //! wrong, and every collection that input can grow has a named bound.
 
 pub mod cert;
+pub mod directory;
 mod encoding;
 pub mod grant;
 pub mod join;
@@ -46,6 +49,7 @@ pub mod token;
 pub mod trust;
 
 pub use cert::{CertError, NodeCertificate, NodeRole, SignedNodeCertificate};
+pub use directory::{Directory, DirectoryEntry, DirectoryError, SignedDirectoryEntry, Subject};
 pub use join::{
     Admission, EnrollRequest, JoinError, JoinGrant, JoinToken, check_enrollment, enroll_request,
 };

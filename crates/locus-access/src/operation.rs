@@ -189,13 +189,17 @@ operations! {
     /// A new machine enrolls: its join token, not a user token, is checked.
     NodeJoin => "node.join", Admin, Public, "POST" "/api/v1/org/enroll" "enroll_node";
     NodeRevoke => "node.revoke", Admin, Org;
-    TenantCreate => "tenant.create", Admin, Org;
-    TenantUpdate => "tenant.update", Admin, Org;
-    TenantDelete => "tenant.delete", Admin, Org;
-    TenantRead => "tenant.read", Read, Tenant;
-    UserCreate => "user.create", Admin, Tenant;
-    UserList => "user.list", Read, Tenant;
-    UserDelete => "user.delete", Admin, Tenant;
+    /// An org admin creates a tenant of its org or changes its quota and
+    /// grant.
+    TenantSet => "tenant.set", Admin, Org, "PUT" "/api/v1/tenants/{tenant}" "set_tenant";
+    /// The tenants the caller reaches, with their quota and usage.
+    TenantList => "tenant.list", Read, Tenant, "GET" "/api/v1/tenants" "list_tenants";
+    TenantDelete => "tenant.delete", Admin, Org, "DELETE" "/api/v1/tenants/{tenant}" "remove_tenant";
+    /// A tenant admin adds a user to its tenant and gets the user's token.
+    UserCreate => "user.create", Admin, Tenant, "POST" "/api/v1/users" "add_user";
+    UserList => "user.list", Read, Tenant, "GET" "/api/v1/users" "list_users";
+    /// Removing a user revokes every token of it.
+    UserDelete => "user.delete", Admin, Tenant, "DELETE" "/api/v1/users/{tenant}/{user}" "remove_user";
     /// The audit trail of the node's mutating calls.
     AuditList => "audit.list", Read, Org, "GET" "/api/v1/audit" "list_audit";
     /// Who the token speaks for.
@@ -351,6 +355,12 @@ mod tests {
         ("GET", "/api/v1/audit", "list_audit"),
         ("POST", "/api/v1/tokens", "mint_token"),
         ("POST", "/api/v1/revocations", "revoke"),
+        ("PUT", "/api/v1/tenants/{tenant}", "set_tenant"),
+        ("GET", "/api/v1/tenants", "list_tenants"),
+        ("DELETE", "/api/v1/tenants/{tenant}", "remove_tenant"),
+        ("POST", "/api/v1/users", "add_user"),
+        ("GET", "/api/v1/users", "list_users"),
+        ("DELETE", "/api/v1/users/{tenant}/{user}", "remove_user"),
     ];
 
     #[test]
@@ -430,9 +440,9 @@ mod tests {
         assert!(!role_allows(Role::Operator, TokenMint));
         assert!(role_allows(Role::TenantAdmin, UserCreate));
         assert!(role_allows(Role::TenantAdmin, TokenRevoke));
-        assert!(!role_allows(Role::TenantAdmin, TenantCreate));
+        assert!(!role_allows(Role::TenantAdmin, TenantSet));
         assert!(!role_allows(Role::TenantAdmin, ArtifactCollect));
-        assert!(role_allows(Role::OrgAdmin, TenantCreate));
+        assert!(role_allows(Role::OrgAdmin, TenantSet));
         assert!(role_allows(Role::OrgAdmin, NodeEnroll));
         assert!(role_allows(Role::Viewer, NodeList));
         assert!(role_allows(Role::Viewer, NodeHealth));

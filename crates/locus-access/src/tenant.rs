@@ -160,6 +160,11 @@ impl WorkloadKind {
             WorkloadKind::Vm => "vm",
         }
     }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<WorkloadKind> {
+        WorkloadKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 impl From<locus_core::Kind> for WorkloadKind {

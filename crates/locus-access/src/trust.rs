@@ -129,6 +129,8 @@ pub struct Trust {
     /// (until, tenant) of the grants that end.
     grant_until: BTreeSet<(u64, TenantRef)>,
     peers: Peers,
+    /// The tenants and users of the admitted orgs.
+    directory: crate::directory::Directory,
     /// Allowed decisions by BLAKE3 of (token, operation, resource tenant):
     /// the principal and until when (unix seconds, excluded) it holds.
     decisions: HashMap<[u8; 32], (crate::Principal, u64)>,
@@ -184,6 +186,7 @@ impl Trust {
             granted: BTreeSet::new(),
             grant_until: BTreeSet::new(),
             peers: Peers::default(),
+            directory: Default::default(),
             decisions: HashMap::new(),
         })
     }
@@ -211,6 +214,22 @@ impl Trust {
     /// Tenants of other orgs this node's org granted use of this node.
     pub fn granted(&self) -> &BTreeSet<TenantRef> {
         &self.granted
+    }
+
+    /// The tenants and users of the admitted orgs.
+    pub fn directory(&self) -> &crate::directory::Directory {
+        &self.directory
+    }
+
+    /// Take a tenant or user record signed by its org, which must be
+    /// admitted; answers whether it changed the directory.
+    pub fn take_directory_entry(
+        &mut self,
+        signed: &crate::directory::SignedDirectoryEntry,
+    ) -> Result<bool, crate::directory::DirectoryError> {
+        let org = signed.entry.subject.org();
+        let key = self.own.log.orgs().key(&org);
+        self.directory.take(signed, key)
     }
 
     /// The revocations in force.

@@ -34,7 +34,7 @@ pub const DEFAULT_JOIN_SECS: u64 = 3600;
 /// Longest lifetime of a join token.
 pub const MAX_JOIN_SECS: u64 = 7 * 24 * 3600;
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -206,24 +206,24 @@ pub(crate) struct MintRequest {
 /// A minted token.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Minted {
-    token: String,
-    user: String,
-    tenant: String,
-    org: String,
-    role: String,
+    pub(crate) token: String,
+    pub(crate) user: String,
+    pub(crate) tenant: String,
+    pub(crate) org: String,
+    pub(crate) role: String,
     /// Unix seconds, excluded.
-    expires_at: u64,
+    pub(crate) expires_at: u64,
 }
 
-fn bad(code: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(code: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-fn forbidden(message: impl Into<String>) -> ApiError {
+pub(crate) fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
-fn access_error(e: AccessError) -> ApiError {
+pub(crate) fn access_error(e: AccessError) -> ApiError {
     match e {
         AccessError::NoOrgKey(_) => {
             ApiError::new(StatusCode::CONFLICT, "no_org_key", e.to_string())
@@ -251,7 +251,7 @@ fn access_error(e: AccessError) -> ApiError {
 
 /// The tenant named `name` of the caller's org, which the caller must
 /// reach: its own, or any of its org's for an org admin.
-fn reachable_tenant(caller: &Caller, name: Option<&str>) -> Result<TenantRef, ApiError> {
+pub(crate) fn reachable_tenant(caller: &Caller, name: Option<&str>) -> Result<TenantRef, ApiError> {
     let p = &caller.principal;
     let Some(name) = name else {
         return Ok(p.tenant.clone());
@@ -289,25 +289,31 @@ pub(crate) async fn mint(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Minted>), ApiError> {
     let req: MintRequest = json_body(&body, "invalid_token_request")?;
-    let user =
-        UserName::try_from(req.user).map_err(|e| bad("invalid_user", format!("user: {e}")))?;
-    let role = Role::parse(&req.role).ok_or_else(|| {
-        bad(
-            "invalid_role",
-            format!(
-                "role {:?}: expected org_admin, tenant_admin, operator or viewer",
-                req.role
-            ),
-        )
-    })?;
-    if role < caller.principal.role {
-        return Err(forbidden(format!(
-            "a {} cannot mint a token of role {role}",
-            caller.principal.role
-        )));
-    }
-    let tenant = reachable_tenant(&caller, req.tenant.as_deref())?;
-    let ttl = req.ttl_secs.unwrap_or(DEFAULT_TOKEN_SECS);
+    let minted = mint_for(
+        &node,
+        &caller,
+        req.user,
+        &req.role,
+        req.tenant.as_deref(),
+        req.ttl_secs,
+    )?;
+    Ok((StatusCode::CREATED, Json(minted)))
+}
+
+/// Mint a token for `user` of `tenant` (default: the caller's) with
+/// `role`, at most the caller's.
+pub(crate) fn mint_for(
+    node: &Node,
+    caller: &Caller,
+    user: String,
+    role: &str,
+    tenant: Option<&str>,
+    ttl_secs: Option<u64>,
+) -> Result<Minted, ApiError> {
+    let user = UserName::try_from(user).map_err(|e| bad("invalid_user", format!("user: {e}")))?;
+    let role = parse_role(role, &caller.principal.role)?;
+    let tenant = reachable_tenant(caller, tenant)?;
+    let ttl = ttl_secs.unwrap_or(DEFAULT_TOKEN_SECS);
     if ttl == 0 || ttl > MAX_TOKEN_SECS {
         return Err(bad(
             "invalid_ttl",
@@ -321,17 +327,30 @@ pub(crate) async fn mint(
         expires_at: now() + ttl,
     };
     let token = node.access().mint(&claims).map_err(access_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Minted {
-            token,
-            user: claims.user.get().to_owned(),
-            tenant: claims.tenant.name.get().clone(),
-            org: claims.tenant.org.to_string(),
-            role: claims.role.as_str().to_owned(),
-            expires_at: claims.expires_at,
-        }),
-    ))
+    Ok(Minted {
+        token,
+        user: claims.user.get().to_owned(),
+        tenant: claims.tenant.name.get().clone(),
+        org: claims.tenant.org.to_string(),
+        role: claims.role.as_str().to_owned(),
+        expires_at: claims.expires_at,
+    })
+}
+
+/// The role named `name`, if a caller with role `caller` may hand it out.
+pub(crate) fn parse_role(name: &str, caller: &Role) -> Result<Role, ApiError> {
+    let role = Role::parse(name).ok_or_else(|| {
+        bad(
+            "invalid_role",
+            format!("role {name:?}: expected org_admin, tenant_admin, operator or viewer"),
+        )
+    })?;
+    if role < *caller {
+        return Err(forbidden(format!(
+            "a {caller} cannot hand out the role {role}"
+        )));
+    }
+    Ok(role)
 }
 
 /// What to revoke: a token, a user's tokens, or a node's certificate.

@@ -22,6 +22,7 @@ mod forward;
 mod node_calls;
 mod readings;
 mod routes;
+mod tenants;
 mod things;
 mod workloads;
 
@@ -70,6 +71,10 @@ struct ApiDoc;
 
 fn api_router() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(utoipa_axum::routes!(tenants::set, tenants::remove))
+        .routes(utoipa_axum::routes!(tenants::list))
+        .routes(utoipa_axum::routes!(tenants::add_user, tenants::users))
+        .routes(utoipa_axum::routes!(tenants::remove_user))
         .routes(utoipa_axum::routes!(routes::healthz))
         .routes(utoipa_axum::routes!(routes::metrics))
         .routes(utoipa_axum::routes!(routes::node))

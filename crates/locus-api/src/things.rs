@@ -147,6 +147,7 @@ pub(crate) async fn add(
         ApiError::new(StatusCode::CONFLICT, "conflicting_fields", e.to_string())
             .with_details(serde_json::json!({ "path": e.path }))
     })?;
+    let tenant = crate::tenants::owning_tenant_ref(&node, &caller, &spec.tenant)?;
     spec.tenant = caller.owning_tenant(node.access().org(), &spec.tenant)?;
     if spec
         .name
@@ -163,6 +164,18 @@ pub(crate) async fn add(
             ),
         )
         .with_details(serde_json::json!({ "path": "name" })));
+    }
+    // Once, where the call arrives: a forwarded call was counted there.
+    if !headers.contains_key(FORWARDED) {
+        crate::tenants::check_quota(
+            &node,
+            &tenant,
+            locus_access::Usage {
+                things: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
     }
     if let Some(q) = &spec.manager.node {
         let nodes = known_nodes(&node).await?;

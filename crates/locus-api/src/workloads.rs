@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use locus_access::tenant::{Grant, Role, WorkloadKind, WorkloadNeeds};
+use locus_access::tenant::{Role, WorkloadKind, WorkloadNeeds};
 use locus_agent::Node;
 use locus_core::workload::{Kind, SpecFormat, State as WState, Workload, WorkloadId, WorkloadSpec};
 use locus_workloads::{
@@ -104,9 +104,21 @@ pub(crate) async fn submit(
         ApiError::new(StatusCode::CONFLICT, "conflicting_fields", e.to_string())
             .with_details(serde_json::json!({ "path": e.path }))
     })?;
-    check_grant(&node, &caller, &spec)?;
+    let tenant = crate::tenants::owning_tenant_ref(&node, &caller, &spec.tenant)?;
+    check_grant(&node, &caller, &tenant, &spec)?;
     let mut spec = spec;
     spec.tenant = caller.owning_tenant(node.access().org(), &spec.tenant)?;
+    crate::tenants::check_quota(
+        &node,
+        &tenant,
+        locus_access::Usage {
+            workloads: 1,
+            cpu_millis: *spec.resources.cpu_millicores.get(),
+            memory_bytes: *spec.resources.memory_mb.get() << 20,
+            ..Default::default()
+        },
+    )
+    .await?;
     let submitted = node
         .workloads()
         .submit(spec, q.dry_run)
@@ -141,15 +153,21 @@ fn needs_of(spec: &WorkloadSpec) -> WorkloadNeeds {
 
 /// Native code is a privilege: an org admin of this node's org may run
 /// anything on its org's nodes; everyone else only what the tenant's
-/// grant covers (by default: sandboxed kinds, no host port or device, so
-/// no `process`).
-fn check_grant(node: &Node, caller: &Caller, spec: &WorkloadSpec) -> Result<(), ApiError> {
+/// grant covers (its record's, by default: sandboxed kinds, no host port
+/// or device, so no `process`).
+fn check_grant(
+    node: &Node,
+    caller: &Caller,
+    tenant: &locus_access::TenantRef,
+    spec: &WorkloadSpec,
+) -> Result<(), ApiError> {
     let p = &caller.principal;
     if p.role == Role::OrgAdmin && p.tenant.org == node.access().org() {
         return Ok(());
     }
-    Grant::default()
-        .check(&p.tenant.to_string(), p.role, &needs_of(spec))
+    let (record, _) = node.access().tenant(tenant);
+    record
+        .check_grant(p.role, &needs_of(spec))
         .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "not_granted", e.to_string()))
 }
 

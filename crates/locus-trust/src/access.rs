@@ -15,11 +15,15 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use locus_access::cert::NodeRole;
+use locus_access::directory::{DirectoryError, SignedDirectoryEntry};
 use locus_access::revocation::{Revocation, RevocationKind, Revoker, SignedRevocation};
 use locus_access::tenant::TenantRef;
 use locus_access::token::Claims;
 use locus_access::trust::{PeerError, Trust, VerifiedPeer, cert_to_hex};
-use locus_access::{Denied, EnrollRequest, JoinGrant, Operation, OrgId, Principal, SignedOrgEntry};
+use locus_access::{
+    Denied, DirectoryEntry, EnrollRequest, JoinGrant, Operation, OrgId, Principal, SignedOrgEntry,
+    Subject, Tenant, User,
+};
 use locus_core::NodeId;
 use locus_fabric::udp::FabricHandle;
 use tokio::task::JoinHandle;
@@ -32,6 +36,10 @@ pub const KEY_CERT: &str = "node/cert";
 pub const REVOCATION_PREFIX: &str = "access/revocation/";
 /// Prefix of the record keys of grants.
 pub const GRANT_PREFIX: &str = "access/grant/";
+/// Records of the tenants and users of an org, signed by its key.
+pub const DIRECTORY_PREFIX: &str = "access/dir/";
+/// Most directory records kept until the org that signed them is known.
+pub const MAX_PENDING_DIRECTORY: usize = 1024;
 /// Prefix of the record keys of org log entries (`org/log/<seq>`): every
 /// node publishes the entries it holds.
 pub const ORG_LOG_PREFIX: &str = "org/log/";
@@ -82,6 +90,8 @@ pub struct Access {
     gossip_addr: String,
     cluster_key: Option<[u8; 32]>,
     pending: Mutex<VecDeque<SignedRevocation>>,
+    /// Directory records of orgs this node has not seen admitted yet.
+    pending_directory: Mutex<VecDeque<SignedDirectoryEntry>>,
     require_tokens: bool,
 }
 
@@ -134,6 +144,7 @@ impl Access {
             gossip_addr,
             cluster_key,
             pending: Mutex::new(VecDeque::new()),
+            pending_directory: Mutex::new(VecDeque::new()),
             require_tokens,
         }
     }
@@ -383,6 +394,76 @@ impl Access {
         Ok(signed)
     }
 
+    /// Write a version of a tenant or user of this node's org (this node
+    /// must hold the org key) and spread it.
+    pub async fn put_directory(
+        &self,
+        subject: Subject,
+        removed: bool,
+    ) -> Result<SignedDirectoryEntry, AccessError> {
+        let enroller = self
+            .enroller
+            .as_ref()
+            .ok_or(AccessError::NoOrgKey(self.org()))?;
+        if subject.org() != self.org() {
+            return Err(AccessError::Admit(format!(
+                "org {} signs only its own tenants and users, not org {}'s",
+                self.org(),
+                subject.org()
+            )));
+        }
+        // Later than the version it replaces, even within one second.
+        let at = match self.trust().directory().newest_at(&subject) {
+            Some(last) => now().max(last + 1),
+            None => now(),
+        };
+        let entry = DirectoryEntry {
+            subject,
+            at,
+            removed,
+        };
+        let name = entry.record_name();
+        let signed = entry.sign(enroller.org_key());
+        self.trust()
+            .take_directory_entry(&signed)
+            .map_err(|e| AccessError::Admit(e.to_string()))?;
+        self.fabric
+            .publish(
+                &format!("{DIRECTORY_PREFIX}{name}"),
+                Some(signed.to_bytes()),
+            )
+            .await
+            .map_err(|e| AccessError::Publish(e.to_string()))?;
+        Ok(signed)
+    }
+
+    /// The tenants of every admitted org this node knows of.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.trust().directory().tenants().cloned().collect()
+    }
+
+    /// The users of every admitted org this node knows of.
+    pub fn users(&self) -> Vec<User> {
+        self.trust().directory().users().cloned().collect()
+    }
+
+    /// Tenant `tenant` as its record says, or with the default quota and
+    /// grant when its org wrote none.
+    pub fn tenant(&self, tenant: &TenantRef) -> (Tenant, bool) {
+        match self.trust().directory().tenant(tenant) {
+            Some(t) => (t.clone(), true),
+            None => (
+                Tenant {
+                    name: tenant.name.clone(),
+                    org: tenant.org,
+                    quota: Default::default(),
+                    grant: Default::default(),
+                },
+                false,
+            ),
+        }
+    }
+
     /// The tenants of other orgs granted use of this node.
     pub fn granted(&self) -> Vec<TenantRef> {
         self.trust().granted().iter().cloned().collect()
@@ -407,6 +488,15 @@ impl Access {
                     Err(e) => tracing::warn!(%owner, error = %e, "grant refused"),
                 },
                 Err(e) => tracing::warn!(%owner, error = %e, "undecodable grant record"),
+            }
+            return;
+        }
+        if key.starts_with(DIRECTORY_PREFIX)
+            && let Some(bytes) = value
+        {
+            match SignedDirectoryEntry::from_bytes(bytes) {
+                Ok(signed) => self.take_directory(signed),
+                Err(e) => tracing::warn!(%owner, error = %e, "undecodable directory record"),
             }
             return;
         }
@@ -438,6 +528,7 @@ impl Access {
                     tracing::warn!(error = %e, "cannot keep the org log");
                 }
                 drop(trust);
+                self.retry_pending_directory();
                 // Hold it out for the others too.
                 let me = self.fabric.clone();
                 tokio::spawn(async move {
@@ -452,6 +543,38 @@ impl Access {
             Ok(false) => {}
             // Another org's log, or an entry ahead of a gap: not ours now.
             Err(e) => tracing::debug!(error = %e, "org log entry not taken"),
+        }
+    }
+
+    fn take_directory(&self, signed: SignedDirectoryEntry) {
+        let taken = self.trust().take_directory_entry(&signed);
+        match taken {
+            Ok(_) => {}
+            Err(DirectoryError::UnknownOrg(org)) => {
+                tracing::debug!(%org, "directory record kept until its org is admitted");
+                let mut pending = self
+                    .pending_directory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if pending.len() >= MAX_PENDING_DIRECTORY {
+                    pending.pop_front();
+                }
+                pending.push_back(signed);
+            }
+            Err(e) => tracing::warn!(error = %e, "directory record refused"),
+        }
+    }
+
+    fn retry_pending_directory(&self) {
+        let waiting: Vec<_> = {
+            let mut pending = self
+                .pending_directory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            pending.drain(..).collect()
+        };
+        for signed in waiting {
+            self.take_directory(signed);
         }
     }
 

@@ -100,6 +100,14 @@ pub enum Command {
     /// The org: the orgs admitted to the cluster, join tokens.
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Tenants of the org: create one or change its quota and grant, list
+    /// them with what they use, remove one.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Users of a tenant: add one (prints its token), list, remove (revokes
+    /// its tokens).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Make a cluster key for `--cluster-key-file` (every node of a cluster
     /// needs the same file).
     Keygen(KeygenArgs),
@@ -744,6 +752,87 @@ pub enum OrgCommand {
     },
     /// The tenants of other orgs granted use of the node.
     Grants,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant of the org, or change its quota and grant (org
+    /// admins, on a node holding the org key). Quotas left out take the
+    /// default: 4 CPUs, 8 GiB, 100 GiB, 1000 things, 100 workloads.
+    Set(TenantSetArgs),
+    /// The tenants you reach, with what each uses of its quota.
+    Ls,
+    /// Remove a tenant's record (its workloads and things stay).
+    Rm {
+        /// The tenant's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantSetArgs {
+    /// The tenant's name (1-63 letters, digits, `.`, `_`, `-`).
+    pub name: String,
+    /// CPU of all its workloads: cores (`2`, `1.5`) or millicores (`500m`).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory of all its workloads: `512MiB`, `4GiB`, bytes.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Storage: `100GiB`, bytes.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// How many things it may register.
+    #[arg(long)]
+    pub things: Option<u64>,
+    /// How many workloads it may run.
+    #[arg(long)]
+    pub workloads: Option<u64>,
+    /// Workload kinds it may run (default wasm, container, vm; `process`
+    /// runs native code with the agent's rights).
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
+    /// Host ports its workloads may publish: `8080` or `8000-8100`.
+    #[arg(long = "host-port", value_name = "PORTS")]
+    pub host_ports: Vec<String>,
+    /// Host directories its workloads may mount.
+    #[arg(long = "host-path", value_name = "DIR")]
+    pub host_paths: Vec<String>,
+    /// Host devices (inventory ids) its workloads may attach.
+    #[arg(long = "device", value_name = "ID")]
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user to a tenant and print its first token (shown once).
+    Add {
+        /// The user's name (1-63 letters, digits, `.`, `_`, `-`, `@`).
+        name: String,
+        /// `tenant_admin`, `operator` or `viewer` (at most your own role).
+        #[arg(long, default_value = "operator")]
+        role: String,
+        /// The tenant (default: yours; org admins name any of the org).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The token's lifetime: a number and a unit (s, m, h, d), at most 30d.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// The users you reach.
+    Ls {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove a user and revoke every token of it.
+    Rm {
+        /// The user's name.
+        name: String,
+        /// Its tenant.
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Args)]

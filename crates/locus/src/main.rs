@@ -15,6 +15,7 @@ mod client;
 mod footprint;
 mod login;
 mod output;
+mod tenant_cli;
 mod thing_cli;
 mod token_cli;
 mod workload_cli;
@@ -167,6 +168,12 @@ fn client_command(
                 .await
                 .map_err(Failure::into_error),
             Command::Org(c) => login::org(&client, json, &c)
+                .await
+                .map_err(Failure::into_error),
+            Command::Tenant(c) => tenant_cli::tenant(&client, json, &c)
+                .await
+                .map_err(Failure::into_error),
+            Command::User(c) => tenant_cli::user(&client, json, &c)
                 .await
                 .map_err(Failure::into_error),
             Command::Token(TokenCommand::Create(args)) => login::token_create(&client, json, &args)

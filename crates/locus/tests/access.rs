@@ -187,6 +187,9 @@ fn concrete(path: &str) -> String {
         out.push_str(match name {
             "cid" => "bafkr4ihkr4ld3m4gqkjf4reryxsy2s5tkbxprqkow6fin2iiyvreuzzab4",
             "seq" | "start" | "end" => "1",
+            // The callers' own tenant: what a role may do there is the
+            // question, not whether it reaches another tenant.
+            "tenant" => "default",
             _ => "nope",
         });
         rest = &rest[end + 1..];
@@ -850,4 +853,251 @@ fn every_mutating_call_is_in_the_signed_audit_trail_and_verifies_offline() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[test]
+fn tenants_and_users_are_org_records_and_quotas_bind_cluster_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Agent::start(&dir.path().join("a"), &[]);
+    // The org admin makes tenant acme: one workload, one thing, half a CPU,
+    // and native processes allowed.
+    let set = ok(&cli(
+        &a,
+        &[
+            "tenant",
+            "set",
+            "acme",
+            "--workloads",
+            "1",
+            "--things",
+            "1",
+            "--cpu",
+            "500m",
+            "--kind",
+            "wasm",
+            "--kind",
+            "process",
+        ],
+    ));
+    assert!(set.contains("tenant acme set"), "{set}");
+    let bad = cli(&a, &["tenant", "set", "acme", "--host-port", "9-1"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("grant.host_ports[0]"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // A tenant admin, then (by the tenant admin) an operator.
+    let ann = ok(&cli(
+        &a,
+        &[
+            "user",
+            "add",
+            "ann",
+            "--tenant",
+            "acme",
+            "--role",
+            "tenant_admin",
+        ],
+    ))
+    .trim()
+    .to_owned();
+    let as_user = |token: &str, method: reqwest::Method, path: &str| {
+        anonymous().request(method, a.url(path)).bearer_auth(token)
+    };
+    let r = as_user(&ann, reqwest::Method::POST, "/api/v1/users")
+        .json(&json!({"name": "bob", "role": "operator"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let bob: Value = r.json().unwrap();
+    assert_eq!(
+        (bob["tenant"].as_str(), bob["role"].as_str()),
+        (Some("acme"), Some("operator"))
+    );
+    let bob = bob["token"].as_str().unwrap().to_owned();
+    // Nobody hands out more than they hold.
+    let r = as_user(&ann, reqwest::Method::POST, "/api/v1/users")
+        .json(&json!({"name": "eve", "role": "org_admin"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = as_user(&bob, reqwest::Method::POST, "/api/v1/users")
+        .json(&json!({"name": "eve", "role": "viewer"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The grant of the record applies: bob may run a process (dry run).
+    let submit = |token: &str, spec: Value, dry: bool| {
+        as_user(
+            token,
+            reqwest::Method::POST,
+            if dry {
+                "/api/v1/workloads?dry_run=true"
+            } else {
+                "/api/v1/workloads"
+            },
+        )
+        .json(&spec)
+        .send()
+        .unwrap()
+    };
+    let process =
+        json!({"name": "sh", "kind": "process", "source": "/bin/sh", "args": ["-c", "sleep 60"]});
+    let r = submit(&bob, process.clone(), true);
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    // Quotas name what they refuse.
+    let big = json!({"name": "big", "source": "/nonexistent.wasm", "resources": {"cpu_millicores": 1000}});
+    let r = submit(&bob, big, true);
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    assert_eq!(body["error"]["details"]["quota"], "cpu_millis", "{body}");
+    let r = submit(
+        &bob,
+        json!({"name": "m1", "source": "/nonexistent.wasm"}),
+        false,
+    );
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let r = submit(
+        &bob,
+        json!({"name": "m2", "source": "/nonexistent.wasm"}),
+        false,
+    );
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "quota workloads of tenant acme: 1 in use, 1 more requested, limit 1",
+        "{body}"
+    );
+    let thing = |name: &str| {
+        json!({"name": name, "protocol": "mqtt",
+               "credentials": {"password": "pw-0123456789"},
+               "resources": [{"name": "t"}]})
+    };
+    let r = as_user(&bob, reqwest::Method::POST, "/api/v1/things")
+        .json(&thing("t-1"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let r = as_user(&bob, reqwest::Method::POST, "/api/v1/things")
+        .json(&thing("t-2"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["details"]["quota"], "things", "{body}");
+    // Another tenant of the org is not bound by acme's quota.
+    let other = mint_in(&a, "olga", "operator", "globex");
+    assert_eq!(
+        submit(
+            &other,
+            json!({"name": "g1", "source": "/nonexistent.wasm"}),
+            false
+        )
+        .status(),
+        201
+    );
+    // The org admin sees every tenant with its usage; ann only acme.
+    let all: Value = serde_json::from_str(&ok(&cli(&a, &["--json", "tenant", "ls"]))).unwrap();
+    let acme = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "acme")
+        .unwrap_or_else(|| panic!("{all}"));
+    assert_eq!(acme["usage"]["workloads"], 1, "{acme}");
+    assert_eq!(acme["usage"]["things"], 1, "{acme}");
+    assert_eq!(acme["quota"]["cpu_millis"], 500, "{acme}");
+    let mine: Value = as_user(&ann, reqwest::Method::GET, "/api/v1/tenants")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine[0]["name"], "acme");
+    let users: Value =
+        serde_json::from_str(&ok(&cli(&a, &["--json", "user", "ls", "--tenant", "acme"]))).unwrap();
+    let names: Vec<&str> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ann", "bob"]);
+    // A second node of the org takes the signed records from the fabric;
+    // it does not hold the org key, so it cannot write them.
+    let token = ok(&cli(&a, &["org", "join-token"])).trim().to_owned();
+    let b = Agent::start(&dir.path().join("b"), &["--join", &token]);
+    wait_until(
+        "b knows tenant acme and its users",
+        Duration::from_secs(20),
+        || {
+            let t: Value = a
+                .http()
+                .get(b.url("/api/v1/tenants"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let u: Value = a
+                .http()
+                .get(b.url("/api/v1/users"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            t.as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["name"] == "acme" && t["quota"]["workloads"] == 1)
+                && u.as_array().unwrap().len() == 2
+        },
+    );
+    // acme's workload counts on b too.
+    let r = anonymous()
+        .post(b.url("/api/v1/workloads?dry_run=true"))
+        .bearer_auth(&bob)
+        .json(&json!({"name": "m3", "source": "/nonexistent.wasm"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = a
+        .http()
+        .put(b.url("/api/v1/tenants/lab"))
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "no_org_key", "{body}");
+    // Removing bob revokes his tokens.
+    ok(&cli(&a, &["user", "rm", "bob", "--tenant", "acme"]));
+    wait_until("b refuses bob's token", Duration::from_secs(20), || {
+        anonymous()
+            .get(b.url("/api/v1/whoami"))
+            .bearer_auth(&bob)
+            .send()
+            .unwrap()
+            .status()
+            == 401
+    });
+    let r = as_user(&bob, reqwest::Method::GET, "/api/v1/whoami")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let users: Value = serde_json::from_str(&ok(&cli(&a, &["--json", "user", "ls"]))).unwrap();
+    assert!(
+        users.as_array().unwrap().iter().all(|u| u["name"] != "bob"),
+        "{users}"
+    );
+    // Removing the tenant's record brings back the defaults.
+    ok(&cli(&a, &["tenant", "rm", "acme"]));
+    let r = submit(
+        &ann,
+        json!({"name": "m4", "source": "/nonexistent.wasm"}),
+        true,
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
 }

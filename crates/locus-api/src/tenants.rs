@@ -1,0 +1,596 @@
+//! Tenants and users: the directory records of the node's org (signed by
+//! its key, spread by the fabric), what each tenant uses of its quota
+//! across the cluster, and the quota check made when a workload is
+//! submitted or a thing registered.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use locus_access::revocation::RevocationKind;
+use locus_access::tenant::{Grant, PortRange, Quota, Role, TenantName, TenantRef, User, UserName};
+use locus_access::{OrgId, Subject, Tenant, Usage, WorkloadKind};
+use locus_agent::Node;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::access::{Minted, access_error, bad, forbidden, mint_for, parse_role};
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody, json_body, query_error};
+
+/// The tenant a record names on a node: `name` in the owner's org, or
+/// `name.org` for a tenant of another org (see `Caller::record_tenant`).
+pub(crate) fn record_tenant_ref(record: &str, owner_org: OrgId) -> Option<TenantRef> {
+    if let Some((name, org)) = record.rsplit_once('.')
+        && let Ok(org) = org.parse::<OrgId>()
+    {
+        return TenantName::try_from(name.to_owned())
+            .ok()
+            .map(|n| TenantRef::new(org, n));
+    }
+    TenantName::try_from(record.to_owned())
+        .ok()
+        .map(|n| TenantRef::new(owner_org, n))
+}
+
+/// The org of node `node`: this node's, or the one its certificate names.
+fn org_of(node: &Node, owner: locus_core::NodeId) -> Option<OrgId> {
+    if owner == node.id() {
+        return Some(node.access().org());
+    }
+    node.access().peer(owner).ok().map(|p| p.org)
+}
+
+/// What `tenant` uses across the cluster as this node sees it: its
+/// workloads not destroyed (their cpu and memory) and its things.
+pub(crate) async fn usage(node: &Node, tenant: &TenantRef) -> Usage {
+    let mut usage = Usage::default();
+    for w in node.workloads().list().await {
+        let s = &w.summary;
+        if s.destroyed {
+            continue;
+        }
+        if org_of(node, s.owner)
+            .and_then(|o| record_tenant_ref(s.tenant.get(), o))
+            .as_ref()
+            == Some(tenant)
+        {
+            usage.workloads += 1;
+            usage.cpu_millis += s.cpu_millicores;
+            usage.memory_bytes += s.memory_mb << 20;
+        }
+    }
+    for (t, _) in node.things().directory().await {
+        if org_of(node, t.manager)
+            .and_then(|o| record_tenant_ref(t.spec.tenant.get(), o))
+            .as_ref()
+            == Some(tenant)
+        {
+            usage.things += 1;
+        }
+    }
+    usage
+}
+
+/// Refuse what would take `tenant` past its quota: 403 `quota_exceeded`
+/// naming the quota, what is in use, asked and allowed.
+pub(crate) async fn check_quota(
+    node: &Node,
+    tenant: &TenantRef,
+    request: Usage,
+) -> Result<(), ApiError> {
+    let (record, _) = node.access().tenant(tenant);
+    let used = usage(node, tenant).await;
+    record.check_quota(&used, &request).map_err(|e| {
+        ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", e.to_string()).with_details(
+            serde_json::json!({
+                "quota": e.quota.as_str(),
+                "in_use": e.in_use,
+                "requested": e.requested,
+                "limit": e.limit,
+            }),
+        )
+    })
+}
+
+/// The tenant a new record of the caller belongs to, in full.
+pub(crate) fn owning_tenant_ref(
+    node: &Node,
+    caller: &Caller,
+    named: &TenantName,
+) -> Result<TenantRef, ApiError> {
+    let org = node.access().org();
+    let p = &caller.principal;
+    if p.role == Role::OrgAdmin && p.tenant.org == org {
+        return Ok(TenantRef::new(org, named.clone()));
+    }
+    // Its own tenant, checked to be a name a record can carry.
+    caller.owning_tenant(org, named)?;
+    Ok(p.tenant.clone())
+}
+
+/// A tenant's quota as the API shows and takes it. Absent fields take
+/// the default (4 CPUs, 8 GiB, 100 GiB, 1000 things, 100 workloads).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaBody {
+    cpu_millis: Option<u64>,
+    memory_bytes: Option<u64>,
+    storage_bytes: Option<u64>,
+    things: Option<u64>,
+    workloads: Option<u64>,
+}
+
+impl QuotaBody {
+    fn quota(self) -> Quota {
+        let d = Quota::default();
+        Quota {
+            cpu_millis: self.cpu_millis.unwrap_or(d.cpu_millis),
+            memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
+            storage_bytes: self.storage_bytes.unwrap_or(d.storage_bytes),
+            things: self.things.unwrap_or(d.things),
+            workloads: self.workloads.unwrap_or(d.workloads),
+        }
+    }
+}
+
+/// What a tenant's workloads may use beyond the sandbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantBody {
+    /// Workload kinds (`wasm`, `container`, `vm`, `process`); default
+    /// every kind but `process`.
+    kinds: Option<Vec<String>>,
+    /// Host port ranges, `8000` or `8000-8100`.
+    #[serde(default)]
+    host_ports: Vec<String>,
+    /// Absolute host directories workloads may mount.
+    #[serde(default)]
+    host_paths: Vec<String>,
+    /// Host devices (inventory ids) workloads may attach.
+    #[serde(default)]
+    devices: Vec<String>,
+}
+
+impl GrantBody {
+    fn grant(self) -> Result<Grant, ApiError> {
+        let mut grant = Grant::default();
+        if let Some(kinds) = self.kinds {
+            grant.kinds = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    WorkloadKind::parse(k).ok_or_else(|| {
+                        bad(
+                            "invalid_grant",
+                            format!(
+                                "grant.kinds[{i}]: {k:?} is not wasm, container, vm or process"
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        grant.host_ports = self
+            .host_ports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                parse_ports(r).ok_or_else(|| {
+                    bad(
+                        "invalid_grant",
+                        format!(
+                            "grant.host_ports[{i}]: {r:?} is not a port or first-last (1-65535)"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for (i, p) in self.host_paths.iter().enumerate() {
+            if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
+                return Err(bad(
+                    "invalid_grant",
+                    format!("grant.host_paths[{i}]: {p:?} is not an absolute path without `..`"),
+                ));
+            }
+        }
+        grant.host_paths = self.host_paths;
+        grant.devices = self.devices.into_iter().collect();
+        Ok(grant)
+    }
+}
+
+fn parse_ports(s: &str) -> Option<PortRange> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (first, last) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+    (first >= 1 && first <= last).then_some(PortRange { first, last })
+}
+
+/// A tenant to create or change.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantBody {
+    #[serde(default)]
+    quota: QuotaBody,
+    #[serde(default)]
+    grant: GrantBody,
+}
+
+/// A tenant, its quota, its grant and what it uses of the quota.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct TenantView {
+    name: String,
+    org: String,
+    /// Whether its org wrote a record for it (else the defaults apply).
+    recorded: bool,
+    #[schema(value_type = Object)]
+    quota: Quota,
+    #[schema(value_type = Object)]
+    grant: Grant,
+    #[schema(value_type = Object)]
+    usage: Usage,
+}
+
+async fn view(node: &Node, tenant: Tenant, recorded: bool) -> TenantView {
+    let usage = usage(node, &tenant.reference()).await;
+    TenantView {
+        name: tenant.name.get().clone(),
+        org: tenant.org.to_string(),
+        recorded,
+        quota: tenant.quota,
+        grant: tenant.grant,
+        usage,
+    }
+}
+
+fn tenant_name(name: String) -> Result<TenantName, ApiError> {
+    TenantName::try_from(name).map_err(|e| bad("invalid_tenant", format!("tenant: {e}")))
+}
+
+/// Create a tenant of this node's org, or change its quota and grant
+/// (this node must hold the org key). The signed record spreads to every
+/// node; quotas count the tenant's workloads and things cluster-wide.
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{tenant}",
+    tag = "access",
+    operation_id = "set_tenant",
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body(content = TenantBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Set", body = TenantView),
+        (status = 400, description = "A bad name, quota or grant (the field is named)", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<TenantView>, ApiError> {
+    let req: TenantBody = if body.is_empty() {
+        TenantBody::default()
+    } else {
+        json_body(&body, "invalid_tenant")?
+    };
+    let tenant = Tenant {
+        name: tenant_name(name)?,
+        org: node.access().org(),
+        quota: req.quota.quota(),
+        grant: req.grant.grant()?,
+    };
+    node.access()
+        .put_directory(Subject::Tenant(tenant.clone()), false)
+        .await
+        .map_err(access_error)?;
+    Ok(Json(view(&node, tenant, true).await))
+}
+
+/// The tenants the caller reaches: every tenant of the org for an org
+/// admin (those with a record, and its own), else its own.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    tag = "access",
+    operation_id = "list_tenants",
+    responses((status = 200, description = "Tenants", body = Vec<TenantView>))
+)]
+pub(crate) async fn list(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Vec<TenantView>> {
+    let p = &caller.principal;
+    let org = node.access().org();
+    let mut out = Vec::new();
+    let mut own_listed = false;
+    for t in node.access().tenants() {
+        let reaches = t.reference() == p.tenant
+            || (p.role == Role::OrgAdmin && t.org == org && p.tenant.org == org);
+        if reaches {
+            own_listed |= t.reference() == p.tenant;
+            out.push(view(&node, t, true).await);
+        }
+    }
+    if !own_listed {
+        let (t, recorded) = node.access().tenant(&p.tenant);
+        out.push(view(&node, t, recorded).await);
+    }
+    Json(out)
+}
+
+/// Remove a tenant of this node's org: its record becomes a tombstone
+/// and the defaults apply again. Its workloads and things stay.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant}",
+    tag = "access",
+    operation_id = "remove_tenant",
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "A bad name", body = ErrorBody),
+        (status = 404, description = "No record of this tenant", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = TenantRef::new(node.access().org(), tenant_name(name)?);
+    let (record, recorded) = node.access().tenant(&tenant);
+    if !recorded {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("tenant {} has no record", tenant.name.get()),
+        ));
+    }
+    node.access()
+        .put_directory(Subject::Tenant(record), true)
+        .await
+        .map_err(access_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user to add.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserBody {
+    /// 1–63 letters, digits, `.`, `_`, `-`, `@`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,63}$")]
+    name: String,
+    /// `tenant_admin`, `operator` or `viewer` (at most the caller's).
+    #[schema(pattern = "^(org_admin|tenant_admin|operator|viewer)$")]
+    role: String,
+    /// A tenant of this node's org (default: the caller's); only an org
+    /// admin adds users to another tenant.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
+    tenant: Option<String>,
+    /// Lifetime of the token handed back, in seconds (default 86400, at
+    /// most 2592000).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 2592000)]
+    ttl_secs: Option<u64>,
+}
+
+/// A user of a tenant.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UserView {
+    name: String,
+    tenant: String,
+    org: String,
+    role: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            name: u.name.get().to_owned(),
+            tenant: u.tenant.name.get().clone(),
+            org: u.tenant.org.to_string(),
+            role: u.role.as_str().to_owned(),
+        }
+    }
+}
+
+/// Add a user to a tenant of this node's org (this node must hold the
+/// org key) and mint its first token, handed back once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "access",
+    operation_id = "add_user",
+    request_body(content = UserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Added; the user's token", body = Minted),
+        (status = 400, description = "A bad name, role, tenant or lifetime", body = ErrorBody),
+        (status = 403, description = "A role above the caller's, or another tenant than the caller's", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_user(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Minted>), ApiError> {
+    let req: UserBody = json_body(&body, "invalid_user")?;
+    let name = UserName::try_from(req.name.clone())
+        .map_err(|e| bad("invalid_user", format!("name: {e}")))?;
+    let role = parse_role(&req.role, &caller.principal.role)?;
+    let tenant = crate::access::reachable_tenant(&caller, req.tenant.as_deref())?;
+    if tenant.org != node.access().org() {
+        return Err(forbidden(format!(
+            "users of tenant {tenant} are added on a node of its org"
+        )));
+    }
+    node.access()
+        .put_directory(Subject::User(User { name, tenant, role }), false)
+        .await
+        .map_err(access_error)?;
+    let minted = mint_for(
+        &node,
+        &caller,
+        req.name,
+        &req.role,
+        req.tenant.as_deref(),
+        req.ttl_secs,
+    )?;
+    Ok((StatusCode::CREATED, Json(minted)))
+}
+
+/// Filter of the user list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsersQuery {
+    /// Only the users of this tenant.
+    tenant: Option<String>,
+}
+
+/// The users the caller reaches: every user of the org for an org admin,
+/// else those of its tenant.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "access",
+    operation_id = "list_users",
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "Users", body = Vec<UserView>),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+    )
+)]
+pub(crate) async fn users(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<UserView>>, ApiError> {
+    let Query(q) = query.map_err(query_error)?;
+    let p = &caller.principal;
+    let org = node.access().org();
+    Ok(Json(
+        node.access()
+            .users()
+            .iter()
+            .filter(|u| {
+                (u.tenant == p.tenant
+                    || (p.role == Role::OrgAdmin && p.tenant.org == org && u.tenant.org == org))
+                    && q.tenant.as_ref().is_none_or(|t| u.tenant.name.get() == t)
+            })
+            .map(UserView::from)
+            .collect(),
+    ))
+}
+
+/// Remove a user: its record becomes a tombstone and every token of it
+/// is revoked, on every node within the fabric's spread.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{tenant}/{user}",
+    tag = "access",
+    operation_id = "remove_user",
+    params(
+        ("tenant" = String, Path, description = "The user's tenant"),
+        ("user" = String, Path, description = "The user's name"),
+    ),
+    responses(
+        (status = 204, description = "Removed and its tokens revoked"),
+        (status = 400, description = "A bad name", body = ErrorBody),
+        (status = 403, description = "Another tenant than the caller's", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "This node does not hold the org key", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove_user(
+    State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path((tenant, user)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = crate::access::reachable_tenant(&caller, Some(&tenant))?;
+    let name = UserName::try_from(user).map_err(|e| bad("invalid_user", format!("user: {e}")))?;
+    let Some(found) = node
+        .access()
+        .users()
+        .into_iter()
+        .find(|u| u.tenant == tenant && u.name == name)
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no user {name} in tenant {}", tenant.name.get()),
+        ));
+    };
+    if found.role < caller.principal.role {
+        return Err(forbidden(format!(
+            "a {} cannot remove a {}",
+            caller.principal.role, found.role
+        )));
+    }
+    node.access()
+        .put_directory(Subject::User(found), true)
+        .await
+        .map_err(access_error)?;
+    node.access()
+        .revoke(RevocationKind::User { tenant, user: name }, None)
+        .await
+        .map_err(access_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_tenants_name_their_org() {
+        let org = |n: u8| {
+            OrgId::from_public_key(&ed25519_dalek::SigningKey::from_bytes(&[n; 32]).verifying_key())
+        };
+        let (a, b) = (org(1), org(2));
+        assert_eq!(record_tenant_ref("acme", a).unwrap().org, a);
+        let foreign = record_tenant_ref(&format!("acme.{b}"), a).unwrap();
+        assert_eq!((foreign.org, foreign.name.get().as_str()), (b, "acme"));
+        // A dot that is not followed by an org id is part of the name.
+        let dotted = record_tenant_ref("lab.north", a).unwrap();
+        assert_eq!((dotted.org, dotted.name.get().as_str()), (a, "lab.north"));
+        assert!(record_tenant_ref("", a).is_none());
+    }
+
+    #[test]
+    fn grant_bodies_name_the_bad_field() {
+        let g = GrantBody {
+            kinds: Some(vec!["wasm".into(), "process".into()]),
+            host_ports: vec!["8000-8100".into(), "22".into()],
+            host_paths: vec!["/srv/data".into()],
+            devices: vec![],
+        }
+        .grant()
+        .unwrap();
+        assert!(g.kinds.contains(&WorkloadKind::Process));
+        assert_eq!(g.host_ports.len(), 2);
+        let e = GrantBody {
+            host_ports: vec!["80".into(), "9-1".into()],
+            ..Default::default()
+        }
+        .grant()
+        .unwrap_err();
+        assert!(format!("{e:?}").contains("grant.host_ports[1]"), "{e:?}");
+        let e = GrantBody {
+            kinds: Some(vec!["vm".into(), "shell".into()]),
+            ..Default::default()
+        }
+        .grant()
+        .unwrap_err();
+        assert!(format!("{e:?}").contains("grant.kinds[1]"), "{e:?}");
+        let e = GrantBody {
+            host_paths: vec!["/srv/../etc".into()],
+            ..Default::default()
+        }
+        .grant()
+        .unwrap_err();
+        assert!(format!("{e:?}").contains("grant.host_paths[0]"), "{e:?}");
+    }
+}

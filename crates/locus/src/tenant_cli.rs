@@ -1,0 +1,290 @@
+//! `locus tenant set|ls|rm` and `locus user add|ls|rm`: the tenants of
+//! the org (quota, grant, usage) and their users.
+
+use anyhow::anyhow;
+use serde_json::{Value, json};
+
+use crate::Failure;
+use crate::cli::{TenantCommand, TenantSetArgs, UserCommand};
+use crate::client::Client;
+
+/// Bytes from `512MiB`, `4GiB`, `1TB`, `100k` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{text:?}: expected a number and an optional unit (k, M, G, T, KiB, MiB, GiB, TiB)")
+    })?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "kB" | "KB" => 1_000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        "Ki" | "KiB" => 1 << 10,
+        "Mi" | "MiB" => 1 << 20,
+        "Gi" | "GiB" => 1 << 30,
+        "Ti" | "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (k, M, G, T, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Millicores from `2` (cores), `1.5` or `500m`.
+pub fn parse_cpu(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    if let Some(m) = t.strip_suffix('m') {
+        return m
+            .parse()
+            .map_err(|_| format!("{text:?}: expected cores (2, 1.5) or millicores (500m)"));
+    }
+    let cores: f64 = t
+        .parse()
+        .map_err(|_| format!("{text:?}: expected cores (2, 1.5) or millicores (500m)"))?;
+    if !(cores.is_finite() && (0.0..=1e6).contains(&cores)) {
+        return Err(format!("{text:?}: out of range"));
+    }
+    Ok((cores * 1000.0).round() as u64)
+}
+
+fn usage(e: String, flag: &str) -> Failure {
+    Failure::Usage(anyhow!("{flag}: {e}"))
+}
+
+fn set_body(a: &TenantSetArgs) -> Result<Value, Failure> {
+    let mut quota = serde_json::Map::new();
+    if let Some(c) = &a.cpu {
+        quota.insert(
+            "cpu_millis".into(),
+            parse_cpu(c).map_err(|e| usage(e, "--cpu"))?.into(),
+        );
+    }
+    if let Some(m) = &a.memory {
+        quota.insert(
+            "memory_bytes".into(),
+            parse_size(m).map_err(|e| usage(e, "--memory"))?.into(),
+        );
+    }
+    if let Some(s) = &a.storage {
+        quota.insert(
+            "storage_bytes".into(),
+            parse_size(s).map_err(|e| usage(e, "--storage"))?.into(),
+        );
+    }
+    if let Some(n) = a.things {
+        quota.insert("things".into(), n.into());
+    }
+    if let Some(n) = a.workloads {
+        quota.insert("workloads".into(), n.into());
+    }
+    let mut grant = serde_json::Map::new();
+    if !a.kinds.is_empty() {
+        grant.insert("kinds".into(), json!(a.kinds));
+    }
+    grant.insert("host_ports".into(), json!(a.host_ports));
+    grant.insert("host_paths".into(), json!(a.host_paths));
+    grant.insert("devices".into(), json!(a.devices));
+    Ok(json!({"quota": quota, "grant": grant}))
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+fn print_tenant(t: &Value) {
+    let q = &t["quota"];
+    let u = &t["usage"];
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or_default();
+    println!(
+        "{:<20} {:>11} {:>21} {:>9} {:>13} {}",
+        t["name"].as_str().unwrap_or("?"),
+        format!("{}/{}", n(u, "workloads"), n(q, "workloads")),
+        format!("{}/{}m", n(u, "cpu_millis"), n(q, "cpu_millis")),
+        format!("{}/{}", n(u, "things"), n(q, "things")),
+        bytes(n(q, "memory_bytes")),
+        t["grant"]["kinds"]
+            .as_array()
+            .map(|k| k
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","))
+            .unwrap_or_default()
+    );
+}
+
+pub async fn tenant(client: &Client, json: bool, command: &TenantCommand) -> Result<(), Failure> {
+    match command {
+        TenantCommand::Set(args) => {
+            let body = set_body(args)?;
+            let t: Value = client
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/tenants/{}", args.name),
+                    Some((
+                        "application/json",
+                        serde_json::to_vec(&body).map_err(|e| Failure::Usage(e.into()))?,
+                    )),
+                )
+                .await?;
+            if json {
+                println!("{t}");
+            } else {
+                println!(
+                    "tenant {} set: {} workloads, {} millicores, {} of memory, {} things",
+                    args.name,
+                    t["quota"]["workloads"],
+                    t["quota"]["cpu_millis"],
+                    bytes(t["quota"]["memory_bytes"].as_u64().unwrap_or_default()),
+                    t["quota"]["things"]
+                );
+            }
+        }
+        TenantCommand::Ls => {
+            let all: Value = client.get("/api/v1/tenants").await?;
+            if json {
+                println!("{all}");
+            } else {
+                println!(
+                    "{:<20} {:>11} {:>21} {:>9} {:>13} KINDS",
+                    "TENANT", "WORKLOADS", "CPU", "THINGS", "MEMORY"
+                );
+                for t in all.as_array().into_iter().flatten() {
+                    print_tenant(t);
+                }
+            }
+        }
+        TenantCommand::Rm { name } => {
+            client
+                .call::<()>(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/tenants/{name}"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", json!({"removed": name}));
+            } else {
+                println!(
+                    "tenant {name} removed (its workloads and things stay; the default quota applies)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(client: &Client, json: bool, command: &UserCommand) -> Result<(), Failure> {
+    match command {
+        UserCommand::Add {
+            name,
+            role,
+            tenant,
+            ttl,
+        } => {
+            let ttl = ttl
+                .as_deref()
+                .map(crate::token_cli::parse_duration)
+                .transpose()
+                .map_err(|e| Failure::Usage(anyhow!("--ttl: {e}")))?;
+            let body = json!({"name": name, "role": role, "tenant": tenant, "ttl_secs": ttl});
+            let made: Value = client
+                .call(
+                    reqwest::Method::POST,
+                    "/api/v1/users",
+                    Some((
+                        "application/json",
+                        serde_json::to_vec(&body).map_err(|e| Failure::Usage(e.into()))?,
+                    )),
+                )
+                .await?;
+            if json {
+                println!("{made}");
+            } else {
+                eprintln!(
+                    "user {} added to tenant {} as {}; its token (a secret, shown once):",
+                    name,
+                    made["tenant"].as_str().unwrap_or("?"),
+                    made["role"].as_str().unwrap_or("?")
+                );
+                println!("{}", made["token"].as_str().unwrap_or_default());
+            }
+        }
+        UserCommand::Ls { tenant } => {
+            let path = match tenant {
+                Some(t) => format!("/api/v1/users?tenant={t}"),
+                None => "/api/v1/users".to_owned(),
+            };
+            let all: Value = client.get(&path).await?;
+            if json {
+                println!("{all}");
+            } else {
+                println!("{:<24} {:<20} ROLE", "USER", "TENANT");
+                for u in all.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<20} {}",
+                        u["name"].as_str().unwrap_or("?"),
+                        u["tenant"].as_str().unwrap_or("?"),
+                        u["role"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        UserCommand::Rm { name, tenant } => {
+            client
+                .call::<()>(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/users/{tenant}/{name}"),
+                    None,
+                )
+                .await?;
+            if json {
+                println!("{}", json!({"removed": name, "tenant": tenant}));
+            } else {
+                println!("user {name} of tenant {tenant} removed; every token of it is revoked");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_cpus_parse_with_units_and_name_the_bad_input() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("512M"), Ok(512_000_000));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("4 parsecs").unwrap_err().contains("parsecs"));
+        assert!(parse_size("GiB").is_err());
+        assert!(
+            parse_size("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(parse_cpu("2"), Ok(2000));
+        assert_eq!(parse_cpu("1.5"), Ok(1500));
+        assert_eq!(parse_cpu("250m"), Ok(250));
+        assert!(parse_cpu("two").is_err());
+        assert!(parse_cpu("-1").is_err());
+    }
+}
