@@ -25,6 +25,9 @@
 //!   ([`join`]);
 //! - what one node trusts ([`trust`]): which peers chain to an admitted
 //!   org, which may issue tokens, which revocations are in force;
+//! - pins: a client trusts a node's TLS certificate by the node key or
+//!   by the org key that certified it, with no certificate authority
+//!   ([`pin`]);
 //! - signatures of node-to-node requests and the replay guard that checks
 //!   them ([`request`]).
 //!
@@ -42,6 +45,7 @@ pub mod join;
 pub mod operation;
 pub mod org;
 pub mod orglog;
+pub mod pin;
 pub mod request;
 pub mod revocation;
 pub mod tenant;

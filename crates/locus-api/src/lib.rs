@@ -24,6 +24,7 @@ mod readings;
 mod routes;
 mod tenants;
 mod things;
+pub mod tls;
 mod workloads;
 
 use std::sync::Arc;

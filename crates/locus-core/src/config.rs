@@ -339,6 +339,11 @@ pub struct ListenConfig {
     /// HTTP API address (`IP:PORT`), default `127.0.0.1:7400`.
     #[schema(value_type = Option<String>, example = "127.0.0.1:7400")]
     pub api: Option<SocketAddr>,
+    /// The same API over TLS (`IP:PORT`), off by default: the certificate
+    /// is made of the node key and carries its node certificate, so a
+    /// client pins the node key or the org key (`locus --pin`).
+    #[schema(value_type = Option<String>, example = "0.0.0.0:7443")]
+    pub api_tls: Option<SocketAddr>,
     /// Gossip address (`IP:PORT`), default `127.0.0.1:7401`.
     #[schema(value_type = Option<String>, example = "127.0.0.1:7401")]
     pub gossip: Option<SocketAddr>,

@@ -214,7 +214,15 @@ pub fn anonymous() -> reqwest::blocking::Client {
     client_with(None)
 }
 
+/// Make ring the TLS provider of this test process, as `locus` does at
+/// start; every HTTP client needs one. Call before building a client of
+/// your own.
+pub fn tls_ready() {
+    locus_trust::tls::install_default_provider();
+}
+
 fn client_with(token: Option<String>) -> reqwest::blocking::Client {
+    tls_ready();
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token
         && let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))

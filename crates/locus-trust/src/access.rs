@@ -149,6 +149,20 @@ impl Access {
         }
     }
 
+    /// The TLS configuration of this node's API: its certificate made of
+    /// the node key, carrying its node certificate.
+    pub fn tls_server_config(
+        &self,
+        names: &[String],
+    ) -> Result<rustls::ServerConfig, crate::tls::TlsError> {
+        crate::tls::server_config(&self.key, &self.cert_hex, names)
+    }
+
+    /// This node's public key (what `--pin node:<hex>` names).
+    pub fn node_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
     /// Whether user calls need a token (`[access] require_tokens`).
     pub fn requires_tokens(&self) -> bool {
         self.require_tokens

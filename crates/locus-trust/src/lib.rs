@@ -10,7 +10,9 @@
 //! kept current from the fabric's certificate, revocation, grant and org
 //! log records, and the acts that need its keys (minting tokens, signing
 //! revocations, join tokens, enrollment, admissions and grants), and the
-//! [`audit`] log of mutating calls, sealed with the readings.
+//! [`audit`] log of mutating calls, sealed with the readings, and the
+//! node's TLS identity ([`tls`]: a certificate of the node key carrying
+//! its node certificate).
 //!
 //! Must never: decide an authorization itself (that is
 //! `locus_access::Trust`, a pure function of what it holds), serve HTTP,
@@ -21,5 +23,6 @@ pub mod access;
 pub mod audit;
 pub mod credentials;
 pub mod identity;
+pub mod tls;
 
 pub use identity::IdentityError;

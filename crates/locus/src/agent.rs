@@ -71,6 +71,9 @@ pub fn load_config(args: &AgentArgs) -> Result<Config, Failure> {
     if let Some(addr) = args.lwm2m_dtls {
         config.listen.lwm2m_dtls = Some(addr);
     }
+    if let Some(addr) = args.listen_tls {
+        config.listen.api_tls = Some(addr);
+    }
     if let Some(addr) = args.lwm2m_bootstrap_dtls {
         config.listen.lwm2m_bootstrap_dtls = Some(addr);
     }
@@ -98,6 +101,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
 
 async fn serve(config: Config, data_dir: &Path, join: Option<String>) -> anyhow::Result<()> {
     let addr = config.api_addr();
+    let tls_addr = config.listen.api_tls;
     let listener = bind(addr).await?;
     let api_addr = listener.local_addr().unwrap_or(addr);
     let node = Node::start(Settings {
@@ -122,6 +126,37 @@ async fn serve(config: Config, data_dir: &Path, join: Option<String>) -> anyhow:
     });
 
     let app = locus_api::router(node.clone());
+    if let Some(tls) = tls_addr {
+        let listener = bind(tls).await?;
+        let bound = listener.local_addr().unwrap_or(tls);
+        let mut names = vec!["localhost".to_owned()];
+        if !bound.ip().is_unspecified() {
+            names.push(bound.ip().to_string());
+        }
+        let config = node
+            .access()
+            .tls_server_config(&names)
+            .context("cannot make the TLS certificate of the node key")?;
+        let listener = locus_api::tls::TlsListener::new(listener, config)
+            .with_context(|| format!("cannot serve TLS on {tls}"))?;
+        tracing::info!(
+            api = %format!("https://{bound}"),
+            pin = %format!("node:{}", locus_core::hex(&node.access().node_key())),
+            "serving the API over TLS"
+        );
+        let mut graceful = stop_rx.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = graceful.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the TLS API server failed");
+            }
+        });
+    }
     tokio::spawn(release_startup_pages());
     let mut graceful = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

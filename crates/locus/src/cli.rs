@@ -27,6 +27,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// How to trust an `https://` API, instead of a certificate authority:
+    /// `node:<hex>` (the node's key, from `locus node --json`) or
+    /// `org:<hex>` (the org's key, from `locus org ls`: any node the org
+    /// certified).
+    #[arg(long, global = true, env = "LOCUS_PIN", value_name = "PIN")]
+    pub pin: Option<String>,
+
     /// File holding the token to call the node with. Without it: the
     /// `LOCUS_TOKEN` variable, then what `locus login` saved for this API,
     /// then the local admin token in the data dir (`LOCUS_DATA_DIR`,
@@ -158,6 +165,11 @@ pub struct AgentArgs {
     /// `[things] mqtt_broker`.
     #[arg(long, value_name = "URL")]
     pub mqtt_broker: Option<String>,
+
+    /// Serve the API over TLS too, on this address; overrides `[listen]
+    /// api_tls (default: off). Clients pin the node or org key (`--pin`).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen_tls: Option<SocketAddr>,
 
     /// LwM2M server (UDP) listen address; overrides `[listen] lwm2m` (default 127.0.0.1:5683).
     #[arg(long, value_name = "IP:PORT")]

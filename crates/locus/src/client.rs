@@ -18,7 +18,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(api: &str, token: Option<String>) -> anyhow::Result<Client> {
+    pub fn new(api: &str, pin: Option<&str>, token: Option<String>) -> anyhow::Result<Client> {
         let base = api.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(anyhow!(
@@ -26,6 +26,22 @@ impl Client {
                 crate::cli::DEFAULT_API
             ));
         }
+        let pin: Option<locus_access::pin::Pin> = pin
+            .map(|p| p.parse().map_err(|e| anyhow!("--pin: {e}")))
+            .transpose()?;
+        let tls = match (base.starts_with("https://"), pin) {
+            (true, Some(pin)) => Some(crate::pin::client_config(pin)?),
+            (true, None) => {
+                return Err(anyhow!(
+                    "{api} is https: say which node or org to trust with --pin node:<key> or \
+                     --pin org:<key> (locus trusts no certificate authority)"
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(anyhow!("--pin is for an https:// API, not {api}"));
+            }
+            (false, None) => None,
+        };
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -33,12 +49,16 @@ impl Client {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let with_tls = |b: reqwest::ClientBuilder| match &tls {
+            Some(config) => b.tls_backend_preconfigured(config.clone()),
+            None => b,
+        };
+        let http = with_tls(reqwest::Client::builder())
             .default_headers(headers.clone())
             .timeout(TIMEOUT)
             .build()
             .context("cannot build the HTTP client")?;
-        let long = reqwest::Client::builder()
+        let long = with_tls(reqwest::Client::builder())
             .default_headers(headers)
             .connect_timeout(TIMEOUT)
             .read_timeout(Duration::from_secs(120))
@@ -138,6 +158,16 @@ impl Client {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
+        // A refused certificate is not an agent that is down: say why.
+        if let Some(tls) = tls_cause(e) {
+            let why = match tls {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(why),
+                )) => why.to_string(),
+                other => other.to_string(),
+            };
+            return anyhow!("the agent at {} is not the one pinned: {why}", self.base);
+        }
         let why = if e.is_connect() {
             "connection refused or unreachable"
         } else if e.is_timeout() {
@@ -167,4 +197,20 @@ impl Client {
             Err(_) => anyhow!("the agent answered {status} to {method} {path}"),
         }
     }
+}
+
+/// The TLS error under `e`, looking into I/O errors that wrap others
+/// (whose `source` skips the error they wrap).
+fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && let Some(tls) = tls_cause(inner)
+    {
+        return Some(tls);
+    }
+    e.source().and_then(tls_cause)
 }

@@ -89,8 +89,8 @@ pub fn discover(api: &str, credential: Option<&Path>) -> anyhow::Result<Option<S
 }
 
 /// `locus login`: check the token with the node, then save it.
-pub async fn login(api: &str, token: String, json: bool) -> Result<(), Failure> {
-    let client = Client::new(api, Some(token.clone())).map_err(Failure::Usage)?;
+pub async fn login(api: &str, pin: Option<&str>, token: String, json: bool) -> Result<(), Failure> {
+    let client = Client::new(api, pin, Some(token.clone())).map_err(Failure::Usage)?;
     let me: Value = client.get("/api/v1/whoami").await?;
     let file = login_file().ok_or_else(|| {
         Failure::Usage(anyhow!(

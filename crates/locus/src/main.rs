@@ -15,6 +15,7 @@ mod client;
 mod footprint;
 mod login;
 mod output;
+mod pin;
 mod tenant_cli;
 mod thing_cli;
 mod token_cli;
@@ -58,6 +59,9 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every HTTP client of this process (the agent's calls to peers, the
+    // CLI's) uses ring for TLS.
+    locus_trust::tls::install_default_provider();
     let result = match cli.command {
         Command::Agent(args) => agent::run(*args),
         Command::Keygen(args) => keygen(&args),
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
                 .build()
                 .context("cannot start the async runtime")
                 .map_err(Failure::Failed)?
-                .block_on(login::login(&cli.api, token, cli.json))
+                .block_on(login::login(&cli.api, cli.pin.as_deref(), token, cli.json))
         }),
         Command::Logout => login::logout(&cli.api),
         Command::Bench(BenchCommand::Access(args)) => {
@@ -98,7 +102,13 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Footprint(args)) => {
             bench::footprint(&args).map_err(Failure::from)
         }
-        other => client_command(&cli.api, cli.credential.as_deref(), cli.json, other),
+        other => client_command(
+            &cli.api,
+            cli.pin.as_deref(),
+            cli.credential.as_deref(),
+            cli.json,
+            other,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +148,7 @@ pub fn init_logging(format: LogFormat) {
 
 fn client_command(
     api: &str,
+    pin: Option<&str>,
     credential: Option<&std::path::Path>,
     json: bool,
     command: Command,
@@ -151,7 +162,7 @@ fn client_command(
         return Ok(());
     }
     let token = login::discover(api, credential).map_err(Failure::Usage)?;
-    let client = client::Client::new(api, token).map_err(Failure::Usage)?;
+    let client = client::Client::new(api, pin, token).map_err(Failure::Usage)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

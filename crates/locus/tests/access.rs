@@ -1101,3 +1101,136 @@ fn tenants_and_users_are_org_records_and_quotas_bind_cluster_wide() {
     );
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
 }
+
+#[test]
+fn the_api_serves_tls_with_the_node_key_and_the_cli_pins_the_node_or_its_org() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = free_addr();
+    let a = Agent::start(&dir.path().join("a"), &["--listen-tls", &tls.to_string()]);
+    let other = Agent::start(&dir.path().join("b"), &[]);
+    let node_key = get_json(&a, "/api/v1/node")["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let org_key = get_json(&a, "/api/v1/orgs")[0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other_org = get_json(&other, "/api/v1/orgs")[0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let https = format!("https://{tls}");
+    let run = |args: &[&str]| {
+        let mut v = vec!["--api", https.as_str()];
+        v.extend_from_slice(args);
+        Command::new(bin())
+            .args(&v)
+            .env_remove("LOCUS_API")
+            .env_remove("LOCUS_TOKEN")
+            .env_remove("LOCUS_PIN")
+            .env("LOCUS_DATA_DIR", &a.data_dir)
+            .env("LOCUS_LOGIN_FILE", dir.path().join("login.json"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    wait_until("the TLS listener answers", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(tls).is_ok()
+    });
+    // Pinned by the node key, then by the org key: the same API.
+    for pin in [format!("node:{node_key}"), format!("org:{org_key}")] {
+        let out = ok(&run(&["--pin", &pin, "--json", "whoami"]));
+        let me: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(me["user"], "admin", "{pin}: {me}");
+    }
+    // Another key, another org, no pin at all: refused, and said why.
+    let refused = |pin: Option<&str>, why: &str, code: i32| {
+        let mut args = vec!["whoami"];
+        if let Some(p) = pin {
+            args = vec!["--pin", p, "whoami"];
+        }
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(why), "{why}: {stderr}");
+    };
+    refused(
+        Some(&format!("node:{}", "00".repeat(32))),
+        "is not the pinned node key",
+        1,
+    );
+    refused(
+        Some(&format!("org:{other_org}")),
+        "not of the pinned org",
+        1,
+    );
+    refused(None, "say which node or org to trust with --pin", 2);
+    refused(Some("ca:letsencrypt"), "--pin", 2);
+    // The plain loopback API is still there, and a pin is no use to it.
+    let out = Command::new(bin())
+        .args([
+            "--api",
+            &a.api(),
+            "--pin",
+            &format!("node:{node_key}"),
+            "whoami",
+        ])
+        .env("LOCUS_DATA_DIR", &a.data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A TLS client nobody here wrote (Python's ssl, on OpenSSL) completes
+    // the handshake with the ed25519 certificate and speaks HTTP/1.1
+    // through it; the certificate's key is the node key.
+    let script = format!(
+        r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection(("{ip}", {port}), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        der = s.getpeercert(binary_form=True)
+        version = s.version()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+print(version, der.hex(), answer.split(b"\r\n")[0].decode())
+"#,
+        ip = tls.ip(),
+        port = tls.port()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(fields[0], "TLSv1.3", "{said}");
+    assert!(
+        fields[1].contains(&format!("032100{node_key}")),
+        "the SPKI is the node key: {said}"
+    );
+    assert_eq!(&fields[2..], ["HTTP/1.1", "200", "OK"], "{said}");
+    // A client that does no TLS gets no answer from the TLS port, and the
+    // agent keeps serving.
+    let mut plain = std::net::TcpStream::connect(tls).unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut plain, &mut buf).unwrap_or(0);
+    assert!(
+        !buf[..n].starts_with(b"HTTP/1.1 200"),
+        "plain HTTP on the TLS port"
+    );
+    ok(&run(&["--pin", &format!("node:{node_key}"), "whoami"]));
+}
