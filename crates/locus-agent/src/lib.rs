@@ -391,6 +391,7 @@ impl Node {
             artifacts: Arc::new(SourceOf(artifacts.clone())),
             me: id,
             signer: signer.clone(),
+            peers: access.clone(),
             data_dir: data_dir.clone(),
             store: store.clone(),
             fabric: fabric.clone(),

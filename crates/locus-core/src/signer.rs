@@ -41,3 +41,22 @@ impl RequestSigner for Unsigned {
         Vec::new()
     }
 }
+
+/// Whether this node trusts a peer: its certificate chains to an org this
+/// node's org admitted, is valid now and is not revoked. A service that
+/// chooses where work goes (placement, failover) asks it, and never sees a
+/// certificate.
+pub trait PeerTrust: Send + Sync {
+    /// Whether work may go to `node`.
+    fn trusts(&self, node: crate::NodeId) -> bool;
+}
+
+/// Trusts every node: for tests and tools that run no access control.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustAll;
+
+impl PeerTrust for TrustAll {
+    fn trusts(&self, _: crate::NodeId) -> bool {
+        true
+    }
+}

@@ -618,6 +618,14 @@ impl Access {
     }
 }
 
+impl locus_core::PeerTrust for Access {
+    /// This node, and every peer whose published certificate chains to an
+    /// admitted org, is valid now and is not revoked.
+    fn trusts(&self, node: NodeId) -> bool {
+        node == self.trust().me() || self.peer(node).is_ok()
+    }
+}
+
 /// Publish this node's certificate, then follow the fabric: every
 /// certificate and revocation record, already there or to come.
 pub async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, AccessError> {

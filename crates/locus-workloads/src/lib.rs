@@ -280,6 +280,7 @@ struct Inner {
     http: reqwest::Client,
     /// Signs the handovers this node sends.
     signer: locus_core::Signer,
+    peers: Arc<dyn locus_core::PeerTrust>,
     artifacts: Arc<dyn ArtifactSource>,
 }
 
@@ -306,6 +307,10 @@ pub struct WorkloadsSetup {
     pub hold: Duration,
     /// Signs the node-to-node calls (handovers) as this node.
     pub signer: locus_core::Signer,
+    /// Which peers work may go to: a node whose certificate does not
+    /// chain to an admitted org, or was revoked, is left out of placement,
+    /// failover and the majority.
+    pub peers: Arc<dyn locus_core::PeerTrust>,
 }
 
 fn now_ms() -> u64 {
@@ -389,6 +394,7 @@ impl Workloads {
             hold_until: Instant::now() + setup.hold,
             artifacts: setup.artifacts,
             signer: setup.signer,
+            peers: setup.peers,
             http: reqwest::Client::builder()
                 .timeout(HANDOVER_TIMEOUT)
                 .build()

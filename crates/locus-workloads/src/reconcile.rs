@@ -15,9 +15,13 @@ impl Workloads {
         }
     }
 
-    /// The cluster as the fabric sees it now (empty if the fabric stopped).
+    /// The cluster as the fabric sees it now (empty if the fabric
+    /// stopped), without the nodes this node does not trust: no work goes
+    /// to them and they do not count towards a majority.
     pub(crate) async fn cluster(&self) -> Vec<ClusterNode> {
-        self.inner.fabric.nodes().await
+        let mut nodes = self.inner.fabric.nodes().await;
+        nodes.retain(|n| n.id == self.inner.me || self.inner.peers.trusts(n.id));
+        nodes
     }
 
     /// One pass of the loop. Public for tests and benchmarks.

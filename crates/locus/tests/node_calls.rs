@@ -49,15 +49,8 @@ fn refused(got: (u16, Value), code: &str, says: &str, what: &str) {
     assert!(message.contains(says), "{what}: {message:?} says {says:?}");
 }
 
-#[test]
-fn node_only_routes_take_only_calls_signed_by_a_known_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = member(dir.path(), 160, "a", &[]);
-    let b = member(dir.path(), 161, "b", &[a.gossip]);
-    wait_cluster(&[&a, &b], 2);
-    let member_key = node_key(&a.agent.data_dir);
-    let stranger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-
+/// One call to each node-only route, and the pushed copy's CID.
+fn cases() -> (Vec<Case>, locus_core::ArtifactId) {
     let content = b"a copy pushed by a node".to_vec();
     let cid = locus_core::ArtifactId::of(&content);
     let absent = locus_core::ArtifactId::of(b"held nowhere");
@@ -67,7 +60,7 @@ fn node_only_routes_take_only_calls_signed_by_a_known_node() {
         (body, digest)
     };
     let (handover, handover_digest) = json("{}");
-    let cases = [
+    let cases = vec![
         Case {
             method: "POST",
             path: "/api/v1/workloads/handover".into(),
@@ -104,6 +97,19 @@ fn node_only_routes_take_only_calls_signed_by_a_known_node() {
             handled: 201,
         },
     ];
+    (cases, cid)
+}
+
+#[test]
+fn node_only_routes_take_only_calls_signed_by_a_known_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(dir.path(), 160, "a", &[]);
+    let b = member(dir.path(), 161, "b", &[a.gossip]);
+    wait_cluster(&[&a, &b], 2);
+    let member_key = node_key(&a.agent.data_dir);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+
+    let (cases, cid) = cases();
     let refused_before = metric(&b.agent, "locus_node_calls_refused_total");
     for c in &cases {
         let what = format!("{} {}", c.method, c.path);
@@ -231,4 +237,89 @@ fn node_only_routes_take_only_calls_signed_by_a_known_node() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+}
+
+#[test]
+fn a_node_whose_certificate_was_revoked_is_refused_everywhere_and_gets_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(dir.path(), 162, "a", &[]);
+    let b = member(dir.path(), 163, "b", &[a.gossip]);
+    let c = member(dir.path(), 164, "c", &[a.gossip]);
+    wait_cluster(&[&a, &b, &c], 3);
+    let c_key = node_key(&c.agent.data_dir);
+    let c_id = locus_core::NodeId::from_public_key(&c_key.verifying_key()).to_string();
+    let (cases, _) = cases();
+    // Before: b takes c's signed call.
+    let handover = &cases[0];
+    wait_until("b knows c's certificate", Duration::from_secs(20), || {
+        let h = sign_call(
+            &c_key,
+            handover.method,
+            &handover.path,
+            handover.digest,
+            unix_now(),
+        );
+        send(&b.agent, handover, &handover.path, &handover.body, &h).0 == handover.handled
+    });
+    // a holds the org key: it revokes c's certificate.
+    let r = a
+        .agent
+        .http()
+        .post(a.agent.url("/api/v1/revocations"))
+        .json(&serde_json::json!({"node": c_id}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    wait_until("b refuses c", Duration::from_secs(20), || {
+        let h = sign_call(
+            &c_key,
+            handover.method,
+            &handover.path,
+            handover.digest,
+            unix_now(),
+        );
+        send(&b.agent, handover, &handover.path, &handover.body, &h).0 == 401
+    });
+    for case in &cases {
+        let h = sign_call(&c_key, case.method, &case.path, case.digest, unix_now());
+        refused(
+            send(&b.agent, case, &case.path, &case.body, &h),
+            "revoked_certificate",
+            "revoked",
+            &format!("{} {} signed by a revoked node", case.method, case.path),
+        );
+    }
+    // No work goes to c any more: of a dozen workloads placed by a, none
+    // is c's (spread over three nodes, about a third would be).
+    for i in 0..12 {
+        let r = a
+            .agent
+            .http()
+            .post(a.agent.url("/api/v1/workloads"))
+            .json(&serde_json::json!({
+                "name": format!("w{i}"), "kind": "process",
+                "source": "/bin/sleep", "args": ["300"]
+            }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    }
+    wait_until("every workload placed", Duration::from_secs(30), || {
+        let all: Value = get_json(&a.agent, "/api/v1/workloads");
+        all.as_array().unwrap().len() == 12
+            && all
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["state"] == "running")
+    });
+    let all: Value = get_json(&a.agent, "/api/v1/workloads");
+    let owners: std::collections::BTreeSet<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["owner"].as_str().unwrap())
+        .collect();
+    assert!(!owners.contains(c_id.as_str()), "{owners:?}");
+    assert!(owners.len() >= 2, "spread over a and b: {owners:?}");
 }
