@@ -404,16 +404,53 @@ pub(crate) struct ProofQuery {
 )]
 pub(crate) async fn proof(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     seq: Result<Path<u64>, PathRejection>,
     query: Result<Query<ProofQuery>, QueryRejection>,
 ) -> Result<Json<InclusionProof>, ApiError> {
     let Path(seq) = seq.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
-    node.readings()
+    let proof = node
+        .readings()
         .inclusion(seq, q.size)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    // The reading itself is in the proof: only its thing's tenant sees it.
+    if !reaches_device(&node, &caller, proof.reading.thing()).await {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no reading {seq} of a thing of yours"),
+        ));
+    }
+    Ok(Json(proof))
+}
+
+/// Whether the caller reaches the readings of device `name`: an org admin
+/// of this node's org every device's; anyone else those of the things of
+/// its tenant.
+async fn reaches_device(node: &Node, caller: &Caller, name: &str) -> bool {
+    let org = node.access().org();
+    let p = &caller.principal;
+    if p.role == locus_access::Role::OrgAdmin && p.tenant.org == org {
+        return true;
+    }
+    node.things()
+        .directory()
+        .await
+        .iter()
+        .any(|(t, _)| t.spec.name.get() == name && caller.reaches(org, t.spec.tenant.get()))
+}
+
+/// What a device answers that the caller does not reach: the same as a
+/// device with no readings.
+fn no_readings() -> locus_readings::edgex::MultiReadingsResponse {
+    locus_readings::edgex::MultiReadingsResponse {
+        api_version: "v3".to_owned(),
+        status_code: 200,
+        total_count: 0,
+        readings: Vec::new(),
+    }
 }
 
 /// Two tree sizes of the seal log.
@@ -516,12 +553,16 @@ impl EdgexPage {
 )]
 pub(crate) async fn edgex_by_time(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     path: Result<Path<(String, i64, i64)>, PathRejection>,
     query: Result<Query<EdgexPage>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path((name, start, end)) = path.map_err(path_error)?;
     let Query(q) = query.map_err(query_error)?;
     let (offset, limit) = (q.offset()?, q.limit()?);
+    if !reaches_device(&node, &caller, &name).await {
+        return Ok(with_pruned(&node, Json(no_readings())));
+    }
     let found = node
         .readings()
         .edgex_readings(name, start, end, offset, limit)
@@ -548,11 +589,15 @@ pub(crate) async fn edgex_by_time(
 )]
 pub(crate) async fn edgex_by_device(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     query: Result<Query<EdgexPage>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     let (offset, limit) = (q.offset()?, q.limit()?);
+    if !reaches_device(&node, &caller, &name).await {
+        return Ok(with_pruned(&node, Json(no_readings())));
+    }
     let found = node
         .readings()
         .edgex_readings(name, i64::MIN, i64::MAX, offset, limit)

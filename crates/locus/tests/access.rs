@@ -591,6 +591,62 @@ fn tenants_see_only_their_own_records() {
             .status(),
         403
     );
+    // Readings of acme's thing: in acme's EdgeX queries and proofs, not
+    // globex's, which get what a device with no readings gets.
+    let event = json!({
+        "apiVersion": "v3",
+        "event": {
+            "apiVersion": "v3", "id": "7d3b1e2a-0f0c-4a4e-9a43-1c0e2b3d4f5a",
+            "deviceName": "a-1", "profileName": "p", "sourceName": "t", "origin": 1_700_000_000_000_000_000i64,
+            "readings": [{"resourceName": "t", "valueType": "Float64", "value": "21.5", "origin": 1_700_000_000_000_000_000i64}],
+        }
+    });
+    let r = ann(reqwest::Method::POST, "/api/v3/event/s/p/a-1/t")
+        .json(&event)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let edgex = |who: &dyn Fn(reqwest::Method, &str) -> reqwest::blocking::RequestBuilder,
+                 path: &str|
+     -> Value {
+        who(reqwest::Method::GET, path)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    for path in [
+        "/api/v3/reading/device/name/a-1",
+        "/api/v3/reading/device/name/a-1/start/0/end/9000000000000000000",
+    ] {
+        assert_eq!(edgex(&ann, path)["totalCount"], 1, "{path}");
+        assert_eq!(edgex(&gus, path)["totalCount"], 0, "{path}");
+        assert_eq!(
+            edgex(&gus, path),
+            edgex(&gus, &path.replace("a-1", "nothing"))
+        );
+    }
+    let mine: Value = ann(reqwest::Method::GET, "/api/v1/readings?thing=a-1")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let seq = mine[0]["seq"].as_u64().unwrap_or_else(|| panic!("{mine}"));
+    let proof = |who: &dyn Fn(reqwest::Method, &str) -> reqwest::blocking::RequestBuilder| {
+        who(
+            reqwest::Method::GET,
+            &format!("/api/v1/readings/{seq}/proof"),
+        )
+        .send()
+        .unwrap()
+        .status()
+    };
+    wait_until(
+        "the reading is in a checkpoint",
+        Duration::from_secs(10),
+        || proof(&ann) == 200,
+    );
+    assert_eq!(proof(&gus), 404);
     // A tenant admin cannot mint for another tenant, nor above its role.
     let r = gus(reqwest::Method::POST, "/api/v1/tokens")
         .json(&json!({"user": "x", "role": "viewer", "tenant": "acme"}))
