@@ -36,6 +36,21 @@ impl fmt::Display for TenantRef {
     }
 }
 
+impl std::str::FromStr for TenantRef {
+    type Err = String;
+
+    /// `name@org`, as [`TenantRef`] displays.
+    fn from_str(s: &str) -> Result<TenantRef, String> {
+        let (name, org) = s
+            .rsplit_once('@')
+            .ok_or_else(|| format!("tenant {s:?}: expected name@org"))?;
+        let org: OrgId = org.parse().map_err(|e| format!("tenant {s:?}: {e}"))?;
+        let name =
+            TenantName::try_from(name.to_owned()).map_err(|e| format!("tenant {s:?}: {e}"))?;
+        Ok(TenantRef::new(org, name))
+    }
+}
+
 /// A user's name: 1–63 letters, digits, `.`, `_`, `-` or `@`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -482,6 +497,15 @@ mod tests {
             },
             grant: Grant::default(),
         }
+    }
+
+    #[test]
+    fn a_tenant_in_full_reads_back_from_its_text() {
+        let t = acme().reference();
+        assert_eq!(t.to_string().parse::<TenantRef>(), Ok(t.clone()));
+        assert!("acme".parse::<TenantRef>().is_err());
+        assert!("acme@zz".parse::<TenantRef>().is_err());
+        assert!(format!("@{}", t.org).parse::<TenantRef>().is_err());
     }
 
     #[test]

@@ -4,13 +4,17 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use locus_access::OrgId;
+use locus_access::tenant::{Role, TenantRef};
 use locus_agent::Node;
 use locus_artifacts::pipe::stream_reader;
 use locus_artifacts::service::{
@@ -22,6 +26,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, query_error};
 
 /// Bytes of a refused upload read and dropped before answering.
@@ -101,6 +106,9 @@ pub(crate) struct CopyQuery {
     #[serde(default)]
     #[param(minimum = 0, maximum = 64)]
     replicas: u32,
+    /// The tenants it belongs to, `name@org`, comma separated.
+    #[param(max_length = 2064, pattern = "^[A-Za-z0-9._@,-]*$")]
+    tenants: Option<String>,
 }
 
 fn check_replicas(replicas: u32) -> Result<(), ApiError> {
@@ -182,6 +190,7 @@ async fn with_body<T>(
 )]
 pub(crate) async fn put(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<PutQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -189,14 +198,86 @@ pub(crate) async fn put(
     let Query(q) = query.map_err(query_error)?;
     check_replicas(q.replicas)?;
     let declared = declared_length(&headers);
-    let report = with_body(body, async |reader| {
+    // The uploader's tenant owns it and is charged its size (at least a
+    // byte when the length is not declared: a tenant at its limit stops).
+    let tenant = caller.principal.tenant.clone();
+    crate::tenants::check_quota(
+        &node,
+        &tenant,
+        locus_access::Usage {
+            storage_bytes: declared.unwrap_or(1).max(1),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut report = with_body(body, async |reader| {
         node.artifacts()
-            .put(reader, declared, q.name, q.replicas, q.wait)
+            .put(
+                reader,
+                declared,
+                q.name,
+                q.replicas,
+                q.wait,
+                Some(tenant.to_string()),
+            )
             .await
     })
     .await
     .map_err(api_error)?;
+    report.artifact = shown(&caller, node.access().org(), report.artifact);
     Ok((StatusCode::CREATED, Json(report)).into_response())
+}
+
+/// Whether the caller reaches an artifact of `tenants` (each `name@org`):
+/// an org admin of this node's org those of its org's tenants and those
+/// of no tenant; anyone else those of its own tenant.
+pub(crate) fn reaches_artifact(caller: &Caller, node_org: OrgId, tenants: &[String]) -> bool {
+    let p = &caller.principal;
+    let admin = p.role == Role::OrgAdmin && p.tenant.org == node_org;
+    if admin && tenants.is_empty() {
+        return true;
+    }
+    tenants
+        .iter()
+        .filter_map(|t| t.parse::<TenantRef>().ok())
+        .any(|t| t == p.tenant || (admin && t.org == node_org))
+}
+
+/// An artifact as the caller may see it: of its tenants, only those it
+/// reaches are named.
+fn shown(caller: &Caller, node_org: OrgId, mut view: ArtifactView) -> ArtifactView {
+    view.tenants
+        .retain(|t| reaches_artifact(caller, node_org, std::slice::from_ref(t)));
+    view
+}
+
+/// Refuse an artifact of another tenant: a read answers the same 404 as
+/// an artifact nobody holds, a write 403. An artifact nobody knows is left
+/// to the handler.
+pub(crate) async fn guard(
+    node: &Node,
+    caller: &Caller,
+    id: &ArtifactId,
+    method: Method,
+) -> Result<(), ApiError> {
+    let Ok(view) = node.artifacts().stat(id).await else {
+        return Ok(());
+    };
+    if reaches_artifact(caller, node.access().org(), &view.tenants) {
+        return Ok(());
+    }
+    if method == Method::GET {
+        Err(api_error(locus_artifacts::ArtifactsError::NoHolder(*id)))
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "artifact {id} belongs to another tenant than {}",
+                caller.principal.tenant
+            ),
+        ))
+    }
 }
 
 /// Store a copy of an artifact pushed by another node's durable put. The
@@ -228,7 +309,20 @@ pub(crate) async fn put_copy(
     let declared = declared_length(&headers);
     let view = with_body(body, async |reader| {
         node.artifacts()
-            .receive_copy(id, reader, declared, q.name, q.replicas)
+            .receive_copy(
+                id,
+                reader,
+                declared,
+                q.name,
+                q.replicas,
+                q.tenants
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )
             .await
     })
     .await
@@ -246,8 +340,16 @@ pub(crate) async fn put_copy(
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<Vec<ArtifactView>>, ApiError> {
-    node.artifacts().list().await.map(Json).map_err(api_error)
+    let org = node.access().org();
+    let all = node.artifacts().list().await.map_err(api_error)?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|v| reaches_artifact(&caller, org, &v.tenants))
+            .map(|v| shown(&caller, org, v))
+            .collect(),
+    ))
 }
 
 /// One artifact: size, name, pin, replica count and its live holders.
@@ -266,14 +368,13 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn stat(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(cid): Path<String>,
 ) -> Result<Json<ArtifactView>, ApiError> {
     let id = parse_cid(&cid)?;
-    node.artifacts()
-        .stat(&id)
-        .await
-        .map(Json)
-        .map_err(api_error)
+    guard(&node, &caller, &id, Method::GET).await?;
+    let view = node.artifacts().stat(&id).await.map_err(api_error)?;
+    Ok(Json(shown(&caller, node.access().org(), view)))
 }
 
 /// The bytes of an artifact held on this node. Supports one HTTP range
@@ -299,10 +400,12 @@ pub(crate) async fn stat(
 )]
 pub(crate) async fn content(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(cid): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_cid(&cid)?;
+    guard(&node, &caller, &id, Method::GET).await?;
     let size = node.artifacts().open(&id).await.map_err(api_error)?.1;
     let range = match headers.get(header::RANGE) {
         None => None,
@@ -439,10 +542,12 @@ pub(crate) struct FetchQuery {
 )]
 pub(crate) async fn fetch(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(cid): Path<String>,
     query: Result<Query<FetchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_cid(&cid)?;
+    guard(&node, &caller, &id, Method::POST).await?;
     let Query(q) = query.map_err(query_error)?;
     if !q.progress {
         let report = node
@@ -492,14 +597,17 @@ pub(crate) async fn fetch(
 )]
 pub(crate) async fn pin(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(cid): Path<String>,
 ) -> Result<Json<ArtifactView>, ApiError> {
     let id = parse_cid(&cid)?;
-    node.artifacts()
+    guard(&node, &caller, &id, Method::POST).await?;
+    let view = node
+        .artifacts()
         .set_pinned(&id, true)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(Json(shown(&caller, node.access().org(), view)))
 }
 
 /// Unpin an artifact held here: it may be collected once no workload uses
@@ -518,14 +626,17 @@ pub(crate) async fn pin(
 )]
 pub(crate) async fn unpin(
     State(node): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
     Path(cid): Path<String>,
 ) -> Result<Json<ArtifactView>, ApiError> {
     let id = parse_cid(&cid)?;
-    node.artifacts()
+    guard(&node, &caller, &id, Method::POST).await?;
+    let view = node
+        .artifacts()
         .set_pinned(&id, false)
         .await
-        .map(Json)
-        .map_err(api_error)
+        .map_err(api_error)?;
+    Ok(Json(shown(&caller, node.access().org(), view)))
 }
 
 /// Options of a collection.

@@ -44,7 +44,8 @@ fn org_of(node: &Node, owner: locus_core::NodeId) -> Option<OrgId> {
 }
 
 /// What `tenant` uses across the cluster as this node sees it: its
-/// workloads not destroyed (their cpu and memory) and its things.
+/// workloads not destroyed (their cpu and memory), its things, and the
+/// artifacts it uploaded that a live node holds (each counted once).
 pub(crate) async fn usage(node: &Node, tenant: &TenantRef) -> Usage {
     let mut usage = Usage::default();
     for w in node.workloads().list().await {
@@ -61,6 +62,17 @@ pub(crate) async fn usage(node: &Node, tenant: &TenantRef) -> Usage {
             usage.cpu_millis += s.cpu_millicores;
             usage.memory_bytes += s.memory_mb << 20;
         }
+    }
+    if let Ok(known) = node.artifacts().known().await {
+        usage.storage_bytes = known
+            .iter()
+            .filter(|a| {
+                a.tenants
+                    .iter()
+                    .any(|t| t.parse::<TenantRef>().as_ref() == Ok(tenant))
+            })
+            .map(|a| a.size)
+            .sum();
     }
     for (t, _) in node.things().directory().await {
         if org_of(node, t.manager)

@@ -106,6 +106,10 @@ pub(crate) async fn submit(
     })?;
     let tenant = crate::tenants::owning_tenant_ref(&node, &caller, &spec.tenant)?;
     check_grant(&node, &caller, &tenant, &spec)?;
+    // A module or image by CID: one the caller's tenant may use.
+    if let Some(Ok(cid)) = locus_core::ArtifactId::from_source(spec.source.get()) {
+        crate::artifacts::guard(&node, &caller, &cid, axum::http::Method::POST).await?;
+    }
     let mut spec = spec;
     spec.tenant = caller.owning_tenant(node.access().org(), &spec.tenant)?;
     crate::tenants::check_quota(

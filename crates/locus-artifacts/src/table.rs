@@ -2,6 +2,7 @@
 //! this node holds (name, pin, replica count, last use). Queries run on the
 //! store's one writer thread.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 
 use locus_store::{Store, StoreError};
@@ -21,12 +22,26 @@ pub struct StoredArtifact {
     pub added_at_ms: u64,
     /// Last read, served or started from (collection goes oldest first).
     pub used_at_ms: u64,
+    /// The tenants it belongs to (record tenants of its uploaders).
+    pub tenants: BTreeSet<String>,
+}
+
+/// Tenants as the column keeps them: sorted, comma separated.
+fn tenants_column(t: &BTreeSet<String>) -> String {
+    t.iter().map(String::as_str).collect::<Vec<_>>().join(",")
+}
+
+fn tenants_of_column(s: &str) -> BTreeSet<String> {
+    s.split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Queries of the `artifacts` table.
 pub(crate) trait ArtifactTable {
     /// artifact keeps the stronger of both: pinned wins, the larger replica
-    /// count wins, a name given replaces none.
+    /// count wins, a name given replaces none, the tenants are both's.
     fn put_artifact(
         &self,
         a: StoredArtifact,
@@ -56,23 +71,42 @@ pub(crate) trait ArtifactTable {
 impl ArtifactTable for Store {
     async fn put_artifact(&self, a: StoredArtifact) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
-                "INSERT INTO artifacts (cid, size, name, pinned, replicas, added_at_ms, used_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+            let tx = c.transaction()?;
+            let mut tenants = a.tenants.clone();
+            let held: Option<String> = tx
+                .query_row(
+                    "SELECT tenants FROM artifacts WHERE cid = ?1",
+                    params![a.cid],
+                    |r| r.get(0),
+                )
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            if let Some(held) = held {
+                tenants.extend(tenants_of_column(&held));
+            }
+            tx.execute(
+                "INSERT INTO artifacts (cid, size, name, pinned, replicas, added_at_ms, used_at_ms, tenants)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
                      ON CONFLICT(cid) DO UPDATE SET
                         name = COALESCE(?3, name),
                         pinned = MAX(pinned, ?4),
                         replicas = MAX(replicas, ?5),
-                        used_at_ms = ?6",
+                        used_at_ms = ?6,
+                        tenants = ?7",
                 params![
                     a.cid,
                     a.size as i64,
                     a.name,
                     a.pinned,
                     a.replicas as i64,
-                    a.used_at_ms as i64
+                    a.used_at_ms as i64,
+                    tenants_column(&tenants)
                 ],
             )?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -81,7 +115,7 @@ impl ArtifactTable for Store {
     async fn artifacts(&self) -> Result<Vec<StoredArtifact>, StoreError> {
         self.call(|c| {
             let mut stmt = c.prepare(
-                "SELECT cid, size, name, pinned, replicas, added_at_ms, used_at_ms
+                "SELECT cid, size, name, pinned, replicas, added_at_ms, used_at_ms, tenants
                      FROM artifacts ORDER BY used_at_ms, cid",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -93,6 +127,7 @@ impl ArtifactTable for Store {
                     replicas: r.get::<_, i64>(4)? as u32,
                     added_at_ms: r.get::<_, i64>(5)? as u64,
                     used_at_ms: r.get::<_, i64>(6)? as u64,
+                    tenants: tenants_of_column(&r.get::<_, String>(7)?),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -146,6 +181,7 @@ mod tests {
             replicas: 2,
             added_at_ms: 5,
             used_at_ms: 5,
+            tenants: BTreeSet::new(),
         };
         store.put_artifact(a.clone()).await.unwrap();
         store

@@ -127,6 +127,9 @@ const MIGRATIONS: &[&str] = &[
         block INTEGER PRIMARY KEY,
         root  BLOB NOT NULL
     ) STRICT;",
+    // 11: the tenants an artifact belongs to (its uploaders'), comma
+    // separated: what they may see and what counts towards their storage.
+    "ALTER TABLE artifacts ADD COLUMN tenants TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this build writes.

@@ -647,6 +647,75 @@ fn tenants_see_only_their_own_records() {
         || proof(&ann) == 200,
     );
     assert_eq!(proof(&gus), 404);
+    // Artifacts are their uploader's tenant's.
+    let r = ann(reqwest::Method::POST, "/api/v1/artifacts?name=acme-module")
+        .header("content-type", "application/octet-stream")
+        .body(b"acme's bytes".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let put: Value = r.json().unwrap();
+    let cid = put["cid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        put["tenants"].as_array().unwrap().len(),
+        1,
+        "{put}"
+    );
+    let count = |who: &dyn Fn(reqwest::Method, &str) -> reqwest::blocking::RequestBuilder| {
+        let all: Value = who(reqwest::Method::GET, "/api/v1/artifacts")
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["cid"] == cid.as_str())
+            .count()
+    };
+    assert_eq!(count(&ann), 1);
+    assert_eq!(count(&gus), 0);
+    for path in [
+        format!("/api/v1/artifacts/{cid}"),
+        format!("/api/v1/artifacts/{cid}/content"),
+    ] {
+        assert_eq!(
+            ann(reqwest::Method::GET, &path).send().unwrap().status(),
+            200,
+            "{path}"
+        );
+        let hidden = gus(reqwest::Method::GET, &path).send().unwrap();
+        assert_eq!(hidden.status(), 404, "{path}");
+    }
+    assert_eq!(
+        gus(
+            reqwest::Method::POST,
+            &format!("/api/v1/artifacts/{cid}/pin")
+        )
+        .send()
+        .unwrap()
+        .status(),
+        403
+    );
+    let r = gus(reqwest::Method::POST, "/api/v1/workloads?dry_run=true")
+        .json(&json!({"name": "borrowed", "source": format!("cid:{cid}")}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "{}", r.text().unwrap());
+    let all: Value = agent
+        .http()
+        .get(agent.url("/api/v1/artifacts"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["cid"] == cid.as_str()),
+        "the org admin sees it"
+    );
     // A tenant admin cannot mint for another tenant, nor above its role.
     let r = gus(reqwest::Method::POST, "/api/v1/tokens")
         .json(&json!({"user": "x", "role": "viewer", "tenant": "acme"}))
@@ -1082,6 +1151,24 @@ fn tenants_and_users_are_org_records_and_quotas_bind_cluster_wide() {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ann", "bob"]);
+    // Storage: what a tenant uploaded counts, once per artifact.
+    ok(&cli(&a, &["tenant", "set", "lab", "--storage", "100"]));
+    let lou = ok(&cli(&a, &["user", "add", "lou", "--tenant", "lab"]))
+        .trim()
+        .to_owned();
+    let upload = |bytes: &[u8]| {
+        as_user(&lou, reqwest::Method::POST, "/api/v1/artifacts")
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(upload(&[1u8; 64]).status(), 201);
+    let r = upload(&[2u8; 64]);
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["details"]["quota"], "storage_bytes", "{body}");
+    assert_eq!(body["error"]["details"]["in_use"], 64, "{body}");
     // A second node of the org takes the signed records from the fabric;
     // it does not hold the org key, so it cannot write them.
     let token = ok(&cli(&a, &["org", "join-token"])).trim().to_owned();
@@ -1108,7 +1195,7 @@ fn tenants_and_users_are_org_records_and_quotas_bind_cluster_wide() {
                 .unwrap()
                 .iter()
                 .any(|t| t["name"] == "acme" && t["quota"]["workloads"] == 1)
-                && u.as_array().unwrap().len() == 2
+                && u.as_array().unwrap().len() == 3
         },
     );
     // acme's workload counts on b too.

@@ -277,6 +277,7 @@ impl Artifacts {
                 replicas: held.replicas,
                 added_at_ms: now,
                 used_at_ms: now,
+                tenants: held.tenants.clone(),
             })
             .await?;
         self.publish().await;

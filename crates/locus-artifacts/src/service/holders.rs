@@ -36,6 +36,7 @@ impl Artifacts {
                         size: r.size,
                         replicas: r.replicas,
                         name: r.name.clone(),
+                        tenants: r.tenants.iter().cloned().collect(),
                     },
                 );
             }
@@ -121,6 +122,7 @@ impl Artifacts {
                     size: rec.size,
                     replicas: 0,
                     name: None,
+                    tenants: BTreeSet::new(),
                     nodes: BTreeMap::new(),
                 });
                 // A holder whose size disagrees with the first is ignored:
@@ -131,6 +133,12 @@ impl Artifacts {
                 h.replicas = h.replicas.max(rec.replicas);
                 if h.name.is_none() {
                     h.name = rec.name;
+                }
+                // Bounded like a record's own list.
+                for t in rec.tenants {
+                    if h.tenants.len() < super::MAX_TENANTS {
+                        h.tenants.insert(t);
+                    }
                 }
                 h.nodes.insert(n.id, api.clone());
             }
@@ -208,6 +216,8 @@ pub(crate) struct Held {
     pub(crate) size: u64,
     pub(crate) replicas: u32,
     pub(crate) name: Option<String>,
+    /// The tenants the holders say it belongs to.
+    pub(crate) tenants: BTreeSet<String>,
     /// Holder → its API address.
     pub(crate) nodes: BTreeMap<NodeId, String>,
 }

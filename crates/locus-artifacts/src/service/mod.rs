@@ -87,6 +87,9 @@ pub struct HolderRecord {
     pub replicas: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The tenants it belongs to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
 }
 
 /// An artifact as the API shows it.
@@ -108,6 +111,9 @@ pub struct ArtifactView {
     pub in_use: bool,
     pub added_at_ms: Option<u64>,
     pub used_at_ms: Option<u64>,
+    /// The tenants it belongs to (its uploaders'), as this node and the
+    /// holder records know them.
+    pub tenants: Vec<String>,
 }
 
 /// How a fetch went.
@@ -317,6 +323,7 @@ impl Artifacts {
                         replicas: 0,
                         added_at_ms: now,
                         used_at_ms: now,
+                        tenants: BTreeSet::new(),
                     })
                     .await?;
             }
@@ -373,9 +380,12 @@ impl Artifacts {
         name: Option<String>,
         replicas: u32,
         wait: bool,
+        tenant: Option<String>,
     ) -> Result<PutReport, ArtifactsError> {
         check_name(name.as_deref())?;
         check_replicas(replicas)?;
+        let tenants: BTreeSet<String> = tenant.into_iter().collect();
+        check_tenants(&tenants)?;
         let got = self.ingest(input, declared).await?;
         let pushing = wait && replicas > 1;
         let row = |replicas| {
@@ -388,6 +398,7 @@ impl Artifacts {
                 replicas,
                 added_at_ms: now,
                 used_at_ms: now,
+                tenants: tenants.clone(),
             }
         };
         // While it pushes, the uploader announces no replica count, so that
@@ -401,7 +412,7 @@ impl Artifacts {
         tracing::info!(artifact = %got.id, size = got.size, replicas, "artifact stored");
         let (copies, wanted, failures) = if pushing {
             let pushed = self
-                .push_copies(got.id, got.size, name.clone(), replicas)
+                .push_copies(got.id, got.size, name.clone(), replicas, &tenants)
                 .await;
             self.inner.store.put_artifact(row(replicas)).await?;
             self.publish().await;
@@ -454,6 +465,24 @@ impl Artifacts {
             .collect())
     }
 
+    /// Every artifact this node holds or a live node announces.
+    pub async fn known(&self) -> Result<Vec<ArtifactView>, ArtifactsError> {
+        let holders = self.holders().await;
+        let rows = self.inner.store.artifacts().await?;
+        let mut out: Vec<ArtifactView> = rows
+            .iter()
+            .filter_map(|r| {
+                let id: ArtifactId = r.cid.parse().ok()?;
+                Some(self.view_of(id, Some(r), &holders))
+            })
+            .collect();
+        let here: BTreeSet<ArtifactId> = out.iter().map(|v| v.cid).collect();
+        for id in holders.keys().filter(|id| !here.contains(id)) {
+            out.push(self.view_of(*id, None, &holders));
+        }
+        Ok(out)
+    }
+
     /// One artifact: from the index if held here, else from the holder
     /// records of the cluster.
     pub async fn stat(&self, id: &ArtifactId) -> Result<ArtifactView, ArtifactsError> {
@@ -496,6 +525,14 @@ impl Artifacts {
             in_use: self.is_in_use(&id),
             added_at_ms: row.map(|r| r.added_at_ms),
             used_at_ms: row.map(|r| r.used_at_ms),
+            tenants: row
+                .map(|r| r.tenants.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(held.map(|h| h.tenants.clone()).unwrap_or_default())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -624,6 +661,34 @@ fn check_name(name: Option<&str>) -> Result<(), ArtifactsError> {
         return Err(ArtifactsError::Invalid(format!(
             "name {n:?} must be 1 to {MAX_NAME} characters without control characters"
         )));
+    }
+    Ok(())
+}
+
+/// Most tenants one artifact records.
+pub const MAX_TENANTS: usize = 16;
+
+/// Tenants as artifacts carry them: `name@org` (a tenant in full, since
+/// copies travel between nodes of different orgs), of letters, digits,
+/// `.`, `_`, `-`, `@`, at most 128 bytes.
+pub(crate) fn check_tenants(tenants: &BTreeSet<String>) -> Result<(), ArtifactsError> {
+    if tenants.len() > MAX_TENANTS {
+        return Err(ArtifactsError::Invalid(format!(
+            "{} tenants, more than the {MAX_TENANTS} an artifact records",
+            tenants.len()
+        )));
+    }
+    for t in tenants {
+        if t.is_empty()
+            || t.len() > 128
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+        {
+            return Err(ArtifactsError::Invalid(format!(
+                "tenant {t:?}: 1 to 128 letters, digits, `.`, `_`, `-` or `@`"
+            )));
+        }
     }
     Ok(())
 }

@@ -48,6 +48,7 @@ impl Artifacts {
         size: u64,
         name: Option<String>,
         replicas: u32,
+        tenants: &BTreeSet<String>,
     ) -> (Vec<NodeId>, u32, Vec<String>) {
         let me = self.inner.me;
         let mut nodes = self.cluster().await;
@@ -77,7 +78,7 @@ impl Artifacts {
                 let name = name.clone();
                 async move {
                     let r = match api {
-                        Some(api) => self.push_one(&api, id, size, name, replicas).await,
+                        Some(api) => self.push_one(&api, id, size, name, replicas, tenants).await,
                         None => Err("it announces no API address".to_owned()),
                     };
                     (*t, r)
@@ -117,6 +118,7 @@ impl Artifacts {
         size: u64,
         name: Option<String>,
         replicas: u32,
+        tenants: &BTreeSet<String>,
     ) -> Result<(), String> {
         let (file, _) = self.open(&id).await.map_err(|e| e.to_string())?;
         let pushed = self.inner.metrics.artifact_push_bytes.clone();
@@ -126,6 +128,16 @@ impl Artifacts {
         if let Some(n) = &name {
             url.push_str("&name=");
             url.push_str(&locus_core::url_escape(n));
+        }
+        if !tenants.is_empty() {
+            url.push_str("&tenants=");
+            url.push_str(
+                &tenants
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         }
         let timeout = PUSH_BASE_TIMEOUT + PUSH_PER_MIB * (size >> 20).min(u32::MAX as u64) as u32;
         let req = signed(
@@ -163,9 +175,11 @@ impl Artifacts {
         declared: Option<u64>,
         name: Option<String>,
         replicas: u32,
+        tenants: BTreeSet<String>,
     ) -> Result<ArtifactView, ArtifactsError> {
         check_name(name.as_deref())?;
         check_replicas(replicas)?;
+        super::check_tenants(&tenants)?;
         let _receiving = Receiving::start(self, id);
         if self.inner.blobs.size(&id).is_some() {
             // Held already: read the body to its end, so that the pusher
@@ -198,6 +212,7 @@ impl Artifacts {
                 replicas,
                 added_at_ms: now,
                 used_at_ms: now,
+                tenants,
             })
             .await?;
         self.publish().await;
