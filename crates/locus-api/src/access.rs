@@ -181,26 +181,26 @@ pub(crate) async fn audit(
     ))
 }
 
-/// A token to mint.
+/// A token to mint (or a user to add, with its first token).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MintRequest {
     /// The user it speaks for (1–63 letters, digits, `.`, `_`, `-`, `@`).
     #[schema(pattern = "^[A-Za-z0-9._@-]{1,63}$")]
-    user: String,
+    pub(crate) user: String,
     /// `org_admin`, `tenant_admin`, `operator` or `viewer`; at most the
     /// caller's own role.
     #[schema(pattern = "^(org_admin|tenant_admin|operator|viewer)$")]
-    role: String,
+    pub(crate) role: String,
     /// A tenant of the caller's org (default: the caller's tenant); only
-    /// an org admin mints for another tenant.
+    /// an org admin mints for (or adds a user to) another tenant.
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
-    tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Lifetime in seconds (default 86400, at most 2592000).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 2592000)]
-    ttl_secs: Option<u64>,
+    pub(crate) ttl_secs: Option<u64>,
 }
 
 /// A minted token.

@@ -16,7 +16,7 @@ use locus_agent::Node;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::access::{Minted, access_error, bad, forbidden, mint_for, parse_role};
+use crate::access::{MintRequest, Minted, access_error, bad, forbidden, mint_for, parse_role};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, json_body, query_error};
 
@@ -367,28 +367,6 @@ pub(crate) async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A user to add.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UserBody {
-    /// 1–63 letters, digits, `.`, `_`, `-`, `@`.
-    #[schema(pattern = "^[A-Za-z0-9._@-]{1,63}$")]
-    name: String,
-    /// `tenant_admin`, `operator` or `viewer` (at most the caller's).
-    #[schema(pattern = "^(org_admin|tenant_admin|operator|viewer)$")]
-    role: String,
-    /// A tenant of this node's org (default: the caller's); only an org
-    /// admin adds users to another tenant.
-    #[serde(default)]
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,63}$")]
-    tenant: Option<String>,
-    /// Lifetime of the token handed back, in seconds (default 86400, at
-    /// most 2592000).
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 2592000)]
-    ttl_secs: Option<u64>,
-}
-
 /// A user of a tenant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct UserView {
@@ -416,7 +394,7 @@ impl From<&User> for UserView {
     path = "/api/v1/users",
     tag = "access",
     operation_id = "add_user",
-    request_body(content = UserBody, content_type = "application/json"),
+    request_body(content = MintRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Added; the user's token", body = Minted),
         (status = 400, description = "A bad name, role, tenant or lifetime", body = ErrorBody),
@@ -429,9 +407,9 @@ pub(crate) async fn add_user(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Minted>), ApiError> {
-    let req: UserBody = json_body(&body, "invalid_user")?;
-    let name = UserName::try_from(req.name.clone())
-        .map_err(|e| bad("invalid_user", format!("name: {e}")))?;
+    let req: MintRequest = json_body(&body, "invalid_user")?;
+    let name = UserName::try_from(req.user.clone())
+        .map_err(|e| bad("invalid_user", format!("user: {e}")))?;
     let role = parse_role(&req.role, &caller.principal.role)?;
     let tenant = crate::access::reachable_tenant(&caller, req.tenant.as_deref())?;
     if tenant.org != node.access().org() {
@@ -446,7 +424,7 @@ pub(crate) async fn add_user(
     let minted = mint_for(
         &node,
         &caller,
-        req.name,
+        req.user,
         &req.role,
         req.tenant.as_deref(),
         req.ttl_secs,

@@ -163,12 +163,7 @@ pub async fn token_create(
     json: bool,
     args: &TokenCreateArgs,
 ) -> Result<(), Failure> {
-    let ttl = args
-        .ttl
-        .as_deref()
-        .map(crate::token_cli::parse_duration)
-        .transpose()
-        .map_err(|e| Failure::Usage(anyhow!("--ttl: {e}")))?;
+    let ttl = crate::token_cli::parse_ttl(args.ttl.as_deref())?;
     let minted = post(
         client,
         "/api/v1/tokens",
@@ -250,11 +245,7 @@ pub async fn org(client: &Client, json: bool, command: &OrgCommand) -> Result<()
             node,
             ttl,
         } => {
-            let ttl = ttl
-                .as_deref()
-                .map(crate::token_cli::parse_duration)
-                .transpose()
-                .map_err(|e| Failure::Usage(anyhow!("--ttl: {e}")))?;
+            let ttl = crate::token_cli::parse_ttl(ttl.as_deref())?;
             let g = post(
                 client,
                 "/api/v1/grants",

@@ -199,12 +199,8 @@ pub async fn user(client: &Client, json: bool, command: &UserCommand) -> Result<
             tenant,
             ttl,
         } => {
-            let ttl = ttl
-                .as_deref()
-                .map(crate::token_cli::parse_duration)
-                .transpose()
-                .map_err(|e| Failure::Usage(anyhow!("--ttl: {e}")))?;
-            let body = json!({"name": name, "role": role, "tenant": tenant, "ttl_secs": ttl});
+            let ttl = crate::token_cli::parse_ttl(ttl.as_deref())?;
+            let body = json!({"user": name, "role": role, "tenant": tenant, "ttl_secs": ttl});
             let made: Value = client
                 .call(
                     reqwest::Method::POST,

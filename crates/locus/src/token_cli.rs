@@ -75,6 +75,13 @@ fn token_failure(e: MintError) -> Failure {
     }
 }
 
+/// The seconds of an optional `--ttl`, or a usage error naming it.
+pub fn parse_ttl(ttl: Option<&str>) -> Result<Option<u64>, crate::Failure> {
+    ttl.map(parse_duration)
+        .transpose()
+        .map_err(|e| crate::Failure::Usage(anyhow::anyhow!("--ttl: {e}")))
+}
+
 /// Seconds in `text`: one or more `<number><unit>` with unit s, m, h or d
 /// (`10m`, `1h30m`).
 pub fn parse_duration(text: &str) -> Result<u64, String> {

@@ -656,11 +656,7 @@ fn tenants_see_only_their_own_records() {
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     let put: Value = r.json().unwrap();
     let cid = put["cid"].as_str().unwrap().to_owned();
-    assert_eq!(
-        put["tenants"].as_array().unwrap().len(),
-        1,
-        "{put}"
-    );
+    assert_eq!(put["tenants"].as_array().unwrap().len(), 1, "{put}");
     let count = |who: &dyn Fn(reqwest::Method, &str) -> reqwest::blocking::RequestBuilder| {
         let all: Value = who(reqwest::Method::GET, "/api/v1/artifacts")
             .send()
@@ -1031,7 +1027,7 @@ fn tenants_and_users_are_org_records_and_quotas_bind_cluster_wide() {
         anonymous().request(method, a.url(path)).bearer_auth(token)
     };
     let r = as_user(&ann, reqwest::Method::POST, "/api/v1/users")
-        .json(&json!({"name": "bob", "role": "operator"}))
+        .json(&json!({"user": "bob", "role": "operator"}))
         .send()
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
@@ -1043,12 +1039,12 @@ fn tenants_and_users_are_org_records_and_quotas_bind_cluster_wide() {
     let bob = bob["token"].as_str().unwrap().to_owned();
     // Nobody hands out more than they hold.
     let r = as_user(&ann, reqwest::Method::POST, "/api/v1/users")
-        .json(&json!({"name": "eve", "role": "org_admin"}))
+        .json(&json!({"user": "eve", "role": "org_admin"}))
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
     let r = as_user(&bob, reqwest::Method::POST, "/api/v1/users")
-        .json(&json!({"name": "eve", "role": "viewer"}))
+        .json(&json!({"user": "eve", "role": "viewer"}))
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
