@@ -35,6 +35,23 @@ pub(crate) fn record_tenant_ref(record: &str, owner_org: OrgId) -> Option<Tenant
         .map(|n| TenantRef::new(owner_org, n))
 }
 
+/// The tenant in full of a record owned by node `owner`.
+pub(crate) fn tenant_of_record(
+    node: &Node,
+    record: &str,
+    owner: locus_core::NodeId,
+) -> Option<TenantRef> {
+    org_of(node, owner).and_then(|o| record_tenant_ref(record, o))
+}
+
+/// Whether the caller reaches the records of `tenant`: its own tenant's,
+/// and every tenant's of this node's org for an org admin of it.
+pub(crate) fn reaches(caller: &Caller, node_org: OrgId, tenant: &TenantRef) -> bool {
+    let p = &caller.principal;
+    *tenant == p.tenant
+        || (p.role == Role::OrgAdmin && p.tenant.org == node_org && tenant.org == node_org)
+}
+
 /// The org of node `node`: this node's, or the one its certificate names.
 fn org_of(node: &Node, owner: locus_core::NodeId) -> Option<OrgId> {
     if owner == node.id() {
@@ -148,76 +165,131 @@ impl QuotaBody {
     }
 }
 
+/// A workload kind a grant names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KindBody {
+    Wasm,
+    Container,
+    Vm,
+    Process,
+}
+
+impl From<KindBody> for WorkloadKind {
+    fn from(k: KindBody) -> WorkloadKind {
+        match k {
+            KindBody::Wasm => WorkloadKind::Wasm,
+            KindBody::Container => WorkloadKind::Container,
+            KindBody::Vm => WorkloadKind::Vm,
+            KindBody::Process => WorkloadKind::Process,
+        }
+    }
+}
+
+/// Host ports `first` to `last` (both included; `last` absent: one port).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PortsBody {
+    #[schema(minimum = 1, maximum = 65535)]
+    first: u16,
+    #[schema(minimum = 1, maximum = 65535)]
+    last: Option<u16>,
+}
+
 /// What a tenant's workloads may use beyond the sandbox.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GrantBody {
-    /// Workload kinds (`wasm`, `container`, `vm`, `process`); default
-    /// every kind but `process`.
-    kinds: Option<Vec<String>>,
-    /// Host port ranges, `8000` or `8000-8100`.
+    /// Workload kinds; default every kind but `process`.
+    kinds: Option<Vec<KindBody>>,
+    /// Host port ranges its workloads may publish.
     #[serde(default)]
-    host_ports: Vec<String>,
-    /// Absolute host directories workloads may mount.
+    host_ports: Vec<PortsBody>,
+    /// Absolute host directories its workloads may mount (kept with `.`
+    /// and `..` resolved).
     #[serde(default)]
-    host_paths: Vec<String>,
-    /// Host devices (inventory ids) workloads may attach.
+    host_paths: Vec<HostPath>,
+    /// Host devices (inventory ids) its workloads may attach.
     #[serde(default)]
     devices: Vec<String>,
 }
+
+/// An absolute path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HostPath(String);
+
+impl utoipa::PartialSchema for HostPath {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut schema = <String as utoipa::PartialSchema>::schema();
+        if let utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(o)) = &mut schema {
+            o.pattern = Some("^/".into());
+        }
+        schema
+    }
+}
+
+impl utoipa::ToSchema for HostPath {}
 
 impl GrantBody {
     fn grant(self) -> Result<Grant, ApiError> {
         let mut grant = Grant::default();
         if let Some(kinds) = self.kinds {
-            grant.kinds = kinds
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    WorkloadKind::parse(k).ok_or_else(|| {
-                        bad(
-                            "invalid_grant",
-                            format!(
-                                "grant.kinds[{i}]: {k:?} is not wasm, container, vm or process"
-                            ),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            grant.kinds = kinds.into_iter().map(WorkloadKind::from).collect();
         }
         grant.host_ports = self
             .host_ports
             .iter()
+            .map(|p| {
+                let (a, b) = (p.first, p.last.unwrap_or(p.first));
+                PortRange {
+                    first: a.min(b),
+                    last: a.max(b),
+                }
+            })
+            .collect();
+        for (i, p) in self.host_ports.iter().enumerate() {
+            if p.first == 0 || p.last == Some(0) {
+                return Err(bad(
+                    "invalid_grant",
+                    format!("grant.host_ports[{i}]: ports are 1 to 65535"),
+                ));
+            }
+        }
+        grant.host_paths = self
+            .host_paths
+            .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                parse_ports(r).ok_or_else(|| {
+            .map(|(i, HostPath(p))| {
+                normal_path(&p).ok_or_else(|| {
                     bad(
                         "invalid_grant",
-                        format!(
-                            "grant.host_ports[{i}]: {r:?} is not a port or first-last (1-65535)"
-                        ),
+                        format!("grant.host_paths[{i}]: {p:?} is not an absolute path"),
                     )
                 })
             })
             .collect::<Result<_, _>>()?;
-        for (i, p) in self.host_paths.iter().enumerate() {
-            if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
-                return Err(bad(
-                    "invalid_grant",
-                    format!("grant.host_paths[{i}]: {p:?} is not an absolute path without `..`"),
-                ));
-            }
-        }
-        grant.host_paths = self.host_paths;
         grant.devices = self.devices.into_iter().collect();
         Ok(grant)
     }
 }
 
-fn parse_ports(s: &str) -> Option<PortRange> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let (first, last) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
-    (first >= 1 && first <= last).then_some(PortRange { first, last })
+/// `path` with `.` and `..` resolved and empty components dropped, if
+/// absolute (`..` above the root stays at the root).
+fn normal_path(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
 }
 
 /// A tenant to create or change.
@@ -269,7 +341,7 @@ fn tenant_name(name: String) -> Result<TenantName, ApiError> {
     path = "/api/v1/tenants/{tenant}",
     tag = "access",
     operation_id = "set_tenant",
-    params(("tenant" = String, Path, description = "The tenant's name")),
+    params(("tenant" = String, Path, description = "The tenant's name", pattern = "^[A-Za-z0-9._-]{1,63}$")),
     request_body(content = TenantBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Set", body = TenantView),
@@ -282,11 +354,7 @@ pub(crate) async fn set(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<TenantView>, ApiError> {
-    let req: TenantBody = if body.is_empty() {
-        TenantBody::default()
-    } else {
-        json_body(&body, "invalid_tenant")?
-    };
+    let req: TenantBody = json_body(&body, "invalid_tenant")?;
     let tenant = Tenant {
         name: tenant_name(name)?,
         org: node.access().org(),
@@ -339,7 +407,7 @@ pub(crate) async fn list(
     path = "/api/v1/tenants/{tenant}",
     tag = "access",
     operation_id = "remove_tenant",
-    params(("tenant" = String, Path, description = "The tenant's name")),
+    params(("tenant" = String, Path, description = "The tenant's name", pattern = "^[A-Za-z0-9._-]{1,63}$")),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "A bad name", body = ErrorBody),
@@ -483,8 +551,8 @@ pub(crate) async fn users(
     tag = "access",
     operation_id = "remove_user",
     params(
-        ("tenant" = String, Path, description = "The user's tenant"),
-        ("user" = String, Path, description = "The user's name"),
+        ("tenant" = String, Path, description = "The user's tenant", pattern = "^[A-Za-z0-9._-]{1,63}$"),
+        ("user" = String, Path, description = "The user's name", pattern = "^[A-Za-z0-9._@-]{1,63}$"),
     ),
     responses(
         (status = 204, description = "Removed and its tokens revoked"),
@@ -550,37 +618,32 @@ mod tests {
     }
 
     #[test]
-    fn grant_bodies_name_the_bad_field() {
-        let g = GrantBody {
-            kinds: Some(vec!["wasm".into(), "process".into()]),
-            host_ports: vec!["8000-8100".into(), "22".into()],
-            host_paths: vec!["/srv/data".into()],
-            devices: vec![],
-        }
-        .grant()
+    fn grant_bodies_normalise_what_they_take() {
+        let body: GrantBody = serde_json::from_value(serde_json::json!({
+            "kinds": ["wasm", "process"],
+            "host_ports": [{"first": 8100, "last": 8000}, {"first": 22}],
+            "host_paths": ["/srv/data/../logs/./x", "/"],
+        }))
         .unwrap();
+        let g = body.grant().unwrap();
         assert!(g.kinds.contains(&WorkloadKind::Process));
-        assert_eq!(g.host_ports.len(), 2);
-        let e = GrantBody {
-            host_ports: vec!["80".into(), "9-1".into()],
-            ..Default::default()
-        }
-        .grant()
-        .unwrap_err();
-        assert!(format!("{e:?}").contains("grant.host_ports[1]"), "{e:?}");
-        let e = GrantBody {
-            kinds: Some(vec!["vm".into(), "shell".into()]),
-            ..Default::default()
-        }
-        .grant()
-        .unwrap_err();
-        assert!(format!("{e:?}").contains("grant.kinds[1]"), "{e:?}");
-        let e = GrantBody {
-            host_paths: vec!["/srv/../etc".into()],
-            ..Default::default()
-        }
-        .grant()
-        .unwrap_err();
+        assert_eq!(
+            (
+                g.host_ports[0].first,
+                g.host_ports[0].last,
+                g.host_ports[1].last
+            ),
+            (8000, 8100, 22)
+        );
+        assert_eq!(g.host_paths, ["/srv/logs/x", "/"]);
+        assert!(
+            serde_json::from_value::<GrantBody>(serde_json::json!({"kinds": ["shell"]})).is_err()
+        );
+        let e = serde_json::from_value::<GrantBody>(serde_json::json!({"host_paths": ["srv"]}))
+            .unwrap()
+            .grant()
+            .unwrap_err();
         assert!(format!("{e:?}").contains("grant.host_paths[0]"), "{e:?}");
+        assert_eq!(normal_path("/../.."), Some("/".to_owned()));
     }
 }

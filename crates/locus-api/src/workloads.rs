@@ -243,11 +243,39 @@ async fn local_or_forward(
             id,
             owner,
             api_addr,
-        } => Owner::There {
-            what: format!("workload {id}"),
-            owner,
-            url: format!("http://{api_addr}/api/v1/workloads/{id}{rest}"),
-        },
+        } => {
+            // Refused here as it would be there, without telling the owner.
+            let tenant = node
+                .workloads()
+                .list()
+                .await
+                .into_iter()
+                .find(|v| v.summary.id == id)
+                .and_then(|v| {
+                    crate::tenants::tenant_of_record(node, v.summary.tenant.get(), owner)
+                });
+            if let Some(t) = tenant
+                && !crate::tenants::reaches(caller, node.access().org(), &t)
+            {
+                return Err(if method == Method::GET {
+                    api_error(WorkloadError::NotFound(query.to_owned()))
+                } else {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!(
+                            "workload {query} belongs to another tenant than {}",
+                            caller.principal.tenant
+                        ),
+                    )
+                });
+            }
+            Owner::There {
+                what: format!("workload {id}"),
+                owner,
+                url: format!("http://{api_addr}/api/v1/workloads/{id}{rest}"),
+            }
+        }
     };
     forward::resolve(at, Call::new(node, caller.operation, method, headers, body)).await
 }

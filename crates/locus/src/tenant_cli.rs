@@ -53,6 +53,18 @@ pub fn parse_cpu(text: &str) -> Result<u64, String> {
     Ok((cores * 1000.0).round() as u64)
 }
 
+/// `{"first", "last"}` from `8080` or `8000-8100`.
+fn parse_ports(text: &str) -> Result<Value, String> {
+    let bad = || format!("{text:?}: expected a port or first-last, 1 to 65535");
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let first: u16 = a.trim().parse().map_err(|_| bad())?;
+    let last: u16 = b.trim().parse().map_err(|_| bad())?;
+    if first == 0 || last < first {
+        return Err(bad());
+    }
+    Ok(json!({"first": first, "last": last}))
+}
+
 fn usage(e: String, flag: &str) -> Failure {
     Failure::Usage(anyhow!("{flag}: {e}"))
 }
@@ -87,7 +99,12 @@ fn set_body(a: &TenantSetArgs) -> Result<Value, Failure> {
     if !a.kinds.is_empty() {
         grant.insert("kinds".into(), json!(a.kinds));
     }
-    grant.insert("host_ports".into(), json!(a.host_ports));
+    let ports = a
+        .host_ports
+        .iter()
+        .map(|p| parse_ports(p).map_err(|e| usage(e, "--host-port")))
+        .collect::<Result<Vec<_>, _>>()?;
+    grant.insert("host_ports".into(), json!(ports));
     grant.insert("host_paths".into(), json!(a.host_paths));
     grant.insert("devices".into(), json!(a.devices));
     Ok(json!({"quota": quota, "grant": grant}))
@@ -282,5 +299,13 @@ mod tests {
         assert_eq!(parse_cpu("250m"), Ok(250));
         assert!(parse_cpu("two").is_err());
         assert!(parse_cpu("-1").is_err());
+        assert_eq!(
+            parse_ports("8000-8100"),
+            Ok(json!({"first": 8000, "last": 8100}))
+        );
+        assert_eq!(parse_ports("22"), Ok(json!({"first": 22, "last": 22})));
+        for bad in ["9-1", "0", "x", "70000"] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
     }
 }
