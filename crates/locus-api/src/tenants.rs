@@ -145,23 +145,48 @@ pub(crate) fn owning_tenant_ref(
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QuotaBody {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     cpu_millis: Option<u64>,
+    /// At most 2^60.
+    #[schema(minimum = 0, maximum = 1_152_921_504_606_846_976_u64)]
     memory_bytes: Option<u64>,
+    /// At most 2^60.
+    #[schema(minimum = 0, maximum = 1_152_921_504_606_846_976_u64)]
     storage_bytes: Option<u64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     things: Option<u64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     workloads: Option<u64>,
 }
 
+/// The largest count and millicore figure a quota takes.
+const MAX_COUNT: u64 = 1_000_000_000;
+/// The largest byte figure a quota takes.
+const MAX_BYTES: u64 = 1 << 60;
+
 impl QuotaBody {
-    fn quota(self) -> Quota {
+    fn quota(self) -> Result<Quota, ApiError> {
         let d = Quota::default();
-        Quota {
-            cpu_millis: self.cpu_millis.unwrap_or(d.cpu_millis),
-            memory_bytes: self.memory_bytes.unwrap_or(d.memory_bytes),
-            storage_bytes: self.storage_bytes.unwrap_or(d.storage_bytes),
-            things: self.things.unwrap_or(d.things),
-            workloads: self.workloads.unwrap_or(d.workloads),
-        }
+        let take = |v: Option<u64>, default: u64, max: u64, name: &str| match v {
+            Some(v) if v > max => Err(bad(
+                "invalid_tenant",
+                format!("quota.{name}: {v} is more than the {max} allowed"),
+            )),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        };
+        Ok(Quota {
+            cpu_millis: take(self.cpu_millis, d.cpu_millis, MAX_COUNT, "cpu_millis")?,
+            memory_bytes: take(self.memory_bytes, d.memory_bytes, MAX_BYTES, "memory_bytes")?,
+            storage_bytes: take(
+                self.storage_bytes,
+                d.storage_bytes,
+                MAX_BYTES,
+                "storage_bytes",
+            )?,
+            things: take(self.things, d.things, MAX_COUNT, "things")?,
+            workloads: take(self.workloads, d.workloads, MAX_COUNT, "workloads")?,
+        })
     }
 }
 
@@ -358,7 +383,7 @@ pub(crate) async fn set(
     let tenant = Tenant {
         name: tenant_name(name)?,
         org: node.access().org(),
-        quota: req.quota.quota(),
+        quota: req.quota.quota()?,
         grant: req.grant.grant()?,
     };
     node.access()

@@ -670,6 +670,27 @@ macro_rules! validated {
 pub(crate) use validated;
 
 /// Checks a name made of letters, digits, `.`, `_` and `-`, 1 to `max` long.
+/// Deserialize a struct from a table of fields only: serde's derive also
+/// takes a struct from a sequence of its fields in order (`[null, null]`),
+/// which no document of ours means and the schema does not allow.
+pub(crate) fn only_fields<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Fields<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table of fields")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Fields(std::marker::PhantomData))
+}
+
 pub(crate) fn check_name(what: &str, v: &str, max: usize) -> Result<(), String> {
     if v.is_empty() || v.len() > max {
         return Err(format!("{what} {v:?} must be 1 to {max} characters long"));

@@ -317,7 +317,7 @@ pub struct ThingSpec {
     #[serde(default)]
     pub credentials: Credentials,
     /// Who manages it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::only_fields")]
     pub manager: ManagerSpec,
     /// LwM2M client endpoint name (default: the thing's name).
     #[serde(default)]
@@ -551,6 +551,23 @@ unit = "Cel"
         assert_eq!(t.resources[0].value_type, ValueType::Float);
         assert_eq!(t.resources[0].access, Access::R);
         assert!(t.manager.node.is_none());
+    }
+
+    #[test]
+    fn a_manager_is_a_table_not_a_list() {
+        let ok = ThingSpec::parse(
+            r#"{"name": "a", "protocol": "http", "manager": {"node": "n1"}}"#,
+            SpecFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(ok.manager.node.as_deref(), Some("n1"));
+        let e = ThingSpec::parse(
+            r#"{"name": "a", "protocol": "http", "manager": [null, null]}"#,
+            SpecFormat::Json,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "manager", "{e}");
+        assert!(parse("name = \"a\"\nprotocol = \"http\"\n[manager]\nworkload = \"w\"\n").is_ok());
     }
 
     #[test]
