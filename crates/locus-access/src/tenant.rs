@@ -346,17 +346,21 @@ pub struct Quota {
     pub workloads: u64,
 }
 
+impl Quota {
+    /// No limit on anything.
+    pub const UNLIMITED: Quota = Quota {
+        cpu_millis: u64::MAX,
+        memory_bytes: u64::MAX,
+        storage_bytes: u64::MAX,
+        things: u64::MAX,
+        workloads: u64::MAX,
+    };
+}
+
 impl Default for Quota {
-    /// A small tenant: 4 CPUs, 8 GiB of memory, 100 GiB of storage, 1000
-    /// things, 100 workloads.
+    /// No limit: a tenant is bound only by the quotas its org set.
     fn default() -> Self {
-        Quota {
-            cpu_millis: 4_000,
-            memory_bytes: 8 << 30,
-            storage_bytes: 100 << 30,
-            things: 1_000,
-            workloads: 100,
-        }
+        Quota::UNLIMITED
     }
 }
 
@@ -493,6 +497,7 @@ mod tests {
             org: OrgId::from_bytes([1; 10]),
             quota: Quota {
                 workloads: 10,
+                memory_bytes: 8 << 30,
                 ..Quota::default()
             },
             grant: Grant::default(),

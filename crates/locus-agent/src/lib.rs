@@ -288,6 +288,7 @@ impl Node {
             gossip_addr: advertise.to_string(),
             cluster_key: cluster_key.as_ref().map(ClusterKey::to_bytes),
             require_tokens: settings.config.access.require_tokens,
+            public_metrics: settings.config.access.public_metrics,
         }));
         let access_loop = access::follow(access.clone()).await?;
         let info = NodeInfo {

@@ -209,6 +209,8 @@ async fn admit(
     next: Next,
 ) -> (Response, Who) {
     match op.scope() {
+        // Metrics behind a token when so configured (any role reads them).
+        Scope::Public if op == Operation::NodeMetrics && !node.access().public_metrics() => {}
         Scope::Public => return (next.run(request).await, Who::anonymous(false)),
         Scope::NodeToNode => {
             let signer = request

@@ -140,8 +140,7 @@ pub(crate) fn owning_tenant_ref(
     Ok(p.tenant.clone())
 }
 
-/// A tenant's quota as the API shows and takes it. Absent fields take
-/// the default (4 CPUs, 8 GiB, 100 GiB, 1000 things, 100 workloads).
+/// A tenant's quota as the API takes it. An absent field is no limit.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QuotaBody {
@@ -166,7 +165,7 @@ const MAX_BYTES: u64 = 1 << 60;
 
 impl QuotaBody {
     fn quota(self) -> Result<Quota, ApiError> {
-        let d = Quota::default();
+        let d = Quota::UNLIMITED;
         let take = |v: Option<u64>, default: u64, max: u64, name: &str| match v {
             Some(v) if v > max => Err(bad(
                 "invalid_tenant",
@@ -327,15 +326,38 @@ pub(crate) struct TenantBody {
     grant: GrantBody,
 }
 
+/// A tenant's quota as the API shows it: absent (null) is no limit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub(crate) struct QuotaView {
+    cpu_millis: Option<u64>,
+    memory_bytes: Option<u64>,
+    storage_bytes: Option<u64>,
+    things: Option<u64>,
+    workloads: Option<u64>,
+}
+
+impl QuotaView {
+    fn of(q: &Quota) -> QuotaView {
+        let limit = |v: u64| (v != u64::MAX).then_some(v);
+        QuotaView {
+            cpu_millis: limit(q.cpu_millis),
+            memory_bytes: limit(q.memory_bytes),
+            storage_bytes: limit(q.storage_bytes),
+            things: limit(q.things),
+            workloads: limit(q.workloads),
+        }
+    }
+}
+
 /// A tenant, its quota, its grant and what it uses of the quota.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct TenantView {
     name: String,
     org: String,
-    /// Whether its org wrote a record for it (else the defaults apply).
+    /// Whether its org wrote a record for it (else it has no quota and the
+    /// default grant).
     recorded: bool,
-    #[schema(value_type = Object)]
-    quota: Quota,
+    quota: QuotaView,
     #[schema(value_type = Object)]
     grant: Grant,
     #[schema(value_type = Object)]
@@ -348,7 +370,7 @@ async fn view(node: &Node, tenant: Tenant, recorded: bool) -> TenantView {
         name: tenant.name.get().clone(),
         org: tenant.org.to_string(),
         recorded,
-        quota: tenant.quota,
+        quota: QuotaView::of(&tenant.quota),
         grant: tenant.grant,
         usage,
     }
@@ -426,7 +448,7 @@ pub(crate) async fn list(
 }
 
 /// Remove a tenant of this node's org: its record becomes a tombstone
-/// and the defaults apply again. Its workloads and things stay.
+/// and it has no quota and the default grant again. Its workloads and things stay.
 #[utoipa::path(
     delete,
     path = "/api/v1/tenants/{tenant}",

@@ -75,12 +75,18 @@ pub struct AccessConfig {
     /// API listens on loopback. Node-to-node calls stay signed either way.
     #[serde(default = "on")]
     pub require_tokens: bool,
+    /// `/metrics` answers without a token (default true, so a Prometheus
+    /// scraper needs none); `false` asks for a token of any role.
+    /// `/healthz` always answers without one.
+    #[serde(default = "on")]
+    pub public_metrics: bool,
 }
 
 impl Default for AccessConfig {
     fn default() -> Self {
         AccessConfig {
             require_tokens: true,
+            public_metrics: true,
         }
     }
 }

@@ -37,6 +37,11 @@ async fn start_with(
     dir: &std::path::Path,
     config: locus_core::config::ReadingsConfig,
 ) -> (Readings, Store, Arc<ReadingsMetrics>) {
+    // As every locus process does first: the export's HTTP client needs a
+    // TLS provider even for plain http.
+    #[allow(deprecated)]
+    let _ =
+        rustls::crypto::CryptoProvider::install_default(rustls::crypto::ring::default_provider());
     let store = Store::open(dir).unwrap();
     let metrics = Arc::new(ReadingsMetrics::register(&prometheus::Registry::new()).unwrap());
     let key = key();

@@ -93,6 +93,7 @@ pub struct Access {
     /// Directory records of orgs this node has not seen admitted yet.
     pending_directory: Mutex<VecDeque<SignedDirectoryEntry>>,
     require_tokens: bool,
+    public_metrics: bool,
 }
 
 /// What a node hands its [`Access`] at start.
@@ -115,6 +116,8 @@ pub struct AccessSetup {
     pub cluster_key: Option<[u8; 32]>,
     /// `[access] require_tokens`.
     pub require_tokens: bool,
+    /// `[access] public_metrics`.
+    pub public_metrics: bool,
 }
 
 impl Access {
@@ -130,6 +133,7 @@ impl Access {
             gossip_addr,
             cluster_key,
             require_tokens,
+            public_metrics,
         } = setup;
         Access {
             data_dir,
@@ -146,6 +150,7 @@ impl Access {
             pending: Mutex::new(VecDeque::new()),
             pending_directory: Mutex::new(VecDeque::new()),
             require_tokens,
+            public_metrics,
         }
     }
 
@@ -161,6 +166,11 @@ impl Access {
     /// This node's public key (what `--pin node:<hex>` names).
     pub fn node_key(&self) -> [u8; 32] {
         self.key.verifying_key().to_bytes()
+    }
+
+    /// Whether `/metrics` answers without a token (`[access] public_metrics`).
+    pub fn public_metrics(&self) -> bool {
+        self.public_metrics
     }
 
     /// Whether user calls need a token (`[access] require_tokens`).

@@ -15,9 +15,16 @@ impl Workloads {
         }
     }
 
+    /// Every node the fabric knows, trusted or not: what lists and
+    /// lookups show (a node's certificate may arrive after its records).
+    pub(crate) async fn all_nodes(&self) -> Vec<ClusterNode> {
+        self.inner.fabric.nodes().await
+    }
+
     /// The cluster as the fabric sees it now (empty if the fabric
     /// stopped), without the nodes this node does not trust: no work goes
-    /// to them and they do not count towards a majority.
+    /// to them, none is adopted from them, and they do not count towards
+    /// a majority.
     pub(crate) async fn cluster(&self) -> Vec<ClusterNode> {
         let mut nodes = self.inner.fabric.nodes().await;
         nodes.retain(|n| n.id == self.inner.me || self.inner.peers.trusts(n.id));

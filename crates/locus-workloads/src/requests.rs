@@ -139,7 +139,7 @@ impl Workloads {
     /// Every workload of the cluster (the winning copy of each), with the
     /// node that owns it.
     pub async fn list(&self) -> Vec<WorkloadView> {
-        let nodes = self.cluster().await;
+        let nodes = self.all_nodes().await;
         let replicas = self.replicas(&nodes).await;
         let copies = replicas.copies();
         let mut best: BTreeMap<WorkloadId, WorkloadSummary> = BTreeMap::new();
@@ -229,7 +229,7 @@ impl Workloads {
         if let Some(e) = self.inner.owned.lock().await.entries.get(&id) {
             return Ok(Located::Local(Box::new(e.w.clone())));
         }
-        let nodes = self.cluster().await;
+        let nodes = self.all_nodes().await;
         let api_addr = nodes
             .iter()
             .find(|n| n.id == v.summary.owner)

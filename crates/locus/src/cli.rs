@@ -769,8 +769,8 @@ pub enum OrgCommand {
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant of the org, or change its quota and grant (org
-    /// admins, on a node holding the org key). Quotas left out take the
-    /// default: 4 CPUs, 8 GiB, 100 GiB, 1000 things, 100 workloads.
+    /// admins, on a node holding the org key). A quota left out is no
+    /// limit; the grant left out allows wasm, container and vm.
     Set(TenantSetArgs),
     /// The tenants you reach, with what each uses of its quota.
     Ls,

@@ -125,6 +125,11 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// A limit as shown: `-` for none.
+fn limit(q: &Value, key: &str, show: impl Fn(u64) -> String) -> String {
+    q[key].as_u64().map_or_else(|| "-".to_owned(), show)
+}
+
 fn print_tenant(t: &Value) {
     let q = &t["quota"];
     let u = &t["usage"];
@@ -132,10 +137,22 @@ fn print_tenant(t: &Value) {
     println!(
         "{:<20} {:>11} {:>21} {:>9} {:>13} {}",
         t["name"].as_str().unwrap_or("?"),
-        format!("{}/{}", n(u, "workloads"), n(q, "workloads")),
-        format!("{}/{}m", n(u, "cpu_millis"), n(q, "cpu_millis")),
-        format!("{}/{}", n(u, "things"), n(q, "things")),
-        bytes(n(q, "memory_bytes")),
+        format!(
+            "{}/{}",
+            n(u, "workloads"),
+            limit(q, "workloads", |v| v.to_string())
+        ),
+        format!(
+            "{}m/{}",
+            n(u, "cpu_millis"),
+            limit(q, "cpu_millis", |v| format!("{v}m"))
+        ),
+        format!(
+            "{}/{}",
+            n(u, "things"),
+            limit(q, "things", |v| v.to_string())
+        ),
+        limit(q, "memory_bytes", bytes),
         t["grant"]["kinds"]
             .as_array()
             .map(|k| k
@@ -164,13 +181,15 @@ pub async fn tenant(client: &Client, json: bool, command: &TenantCommand) -> Res
             if json {
                 println!("{t}");
             } else {
+                let q = &t["quota"];
                 println!(
-                    "tenant {} set: {} workloads, {} millicores, {} of memory, {} things",
+                    "tenant {} set: workloads {}, cpu {}, memory {}, storage {}, things {} (- : no limit)",
                     args.name,
-                    t["quota"]["workloads"],
-                    t["quota"]["cpu_millis"],
-                    bytes(t["quota"]["memory_bytes"].as_u64().unwrap_or_default()),
-                    t["quota"]["things"]
+                    limit(q, "workloads", |v| v.to_string()),
+                    limit(q, "cpu_millis", |v| format!("{v}m")),
+                    limit(q, "memory_bytes", bytes),
+                    limit(q, "storage_bytes", bytes),
+                    limit(q, "things", |v| v.to_string()),
                 );
             }
         }
@@ -200,7 +219,7 @@ pub async fn tenant(client: &Client, json: bool, command: &TenantCommand) -> Res
                 println!("{}", json!({"removed": name}));
             } else {
                 println!(
-                    "tenant {name} removed (its workloads and things stay; the default quota applies)"
+                    "tenant {name} removed (its workloads and things stay; it has no quota and the default grant again)"
                 );
             }
         }

@@ -1373,3 +1373,31 @@ print(version, der.hex(), answer.split(b"\r\n")[0].decode())
     );
     ok(&run(&["--pin", &format!("node:{node_key}"), "whoami"]));
 }
+
+#[test]
+fn metrics_can_be_put_behind_a_token_and_health_never_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("locus.toml");
+    std::fs::write(&config, "[access]\npublic_metrics = false\n").unwrap();
+    let a = Agent::start(
+        &dir.path().join("a"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let status = |path: &str, token: Option<&str>| {
+        let mut r = anonymous().get(a.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap().status().as_u16()
+    };
+    assert_eq!(status("/metrics", None), 401);
+    assert_eq!(status("/healthz", None), 200);
+    let viewer = mint(&a, "scraper", "viewer", 3600);
+    assert_eq!(status("/metrics", Some(&viewer)), 200);
+    // By default both answer anyone.
+    let b = Agent::start(&dir.path().join("b"), &[]);
+    assert_eq!(
+        anonymous().get(b.url("/metrics")).send().unwrap().status(),
+        200
+    );
+}
