@@ -289,27 +289,19 @@ pub(crate) async fn mint(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Minted>), ApiError> {
     let req: MintRequest = json_body(&body, "invalid_token_request")?;
-    let minted = mint_for(
-        &node,
-        &caller,
-        req.user,
-        &req.role,
-        req.tenant.as_deref(),
-        req.ttl_secs,
-    )?;
-    Ok((StatusCode::CREATED, Json(minted)))
+    Ok((StatusCode::CREATED, Json(mint_for(&node, &caller, req)?)))
 }
 
 /// Mint a token for `user` of `tenant` (default: the caller's) with
 /// `role`, at most the caller's.
-pub(crate) fn mint_for(
-    node: &Node,
-    caller: &Caller,
-    user: String,
-    role: &str,
-    tenant: Option<&str>,
-    ttl_secs: Option<u64>,
-) -> Result<Minted, ApiError> {
+pub(crate) fn mint_for(node: &Node, caller: &Caller, req: MintRequest) -> Result<Minted, ApiError> {
+    let MintRequest {
+        user,
+        role,
+        tenant,
+        ttl_secs,
+    } = req;
+    let (role, tenant) = (role.as_str(), tenant.as_deref());
     let user = UserName::try_from(user).map_err(|e| bad("invalid_user", format!("user: {e}")))?;
     let role = parse_role(role, &caller.principal.role)?;
     let tenant = reachable_tenant(caller, tenant)?;

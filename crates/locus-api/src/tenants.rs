@@ -536,15 +536,7 @@ pub(crate) async fn add_user(
         .put_directory(Subject::User(User { name, tenant, role }), false)
         .await
         .map_err(access_error)?;
-    let minted = mint_for(
-        &node,
-        &caller,
-        req.user,
-        &req.role,
-        req.tenant.as_deref(),
-        req.ttl_secs,
-    )?;
-    Ok((StatusCode::CREATED, Json(minted)))
+    Ok((StatusCode::CREATED, Json(mint_for(&node, &caller, req)?)))
 }
 
 /// Filter of the user list.
