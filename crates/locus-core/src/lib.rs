@@ -22,7 +22,7 @@ pub use artifact::ArtifactId;
 pub use config::{Config, ConfigError};
 pub use identity::NodeId;
 pub use node::{Health, HealthStatus, NodeStatus};
-pub use signer::{PeerTrust, RequestSigner, Signer, TrustAll};
+pub use signer::{PeerTrust, PeerVerdict, RequestSigner, Signer, TrustAll};
 pub use thing::{Thing, ThingSpec};
 pub use workload::{Kind, State, Workload, WorkloadId, WorkloadSpec};
 

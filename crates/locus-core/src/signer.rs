@@ -42,13 +42,23 @@ impl RequestSigner for Unsigned {
     }
 }
 
-/// Whether this node trusts a peer: its certificate chains to an org this
-/// node's org admitted, is valid now and is not revoked. A service that
-/// chooses where work goes (placement, failover) asks it, and never sees a
-/// certificate.
+/// What this node makes of a peer's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// It chains to an org this node's org admitted, is valid now and is
+    /// not revoked: work may go to it.
+    Trusted,
+    /// It published no certificate yet (it may arrive after its other
+    /// records): no new work goes to it, but it is not refused either.
+    Unknown,
+    /// Its certificate is bad, revoked, or of an org never admitted.
+    Refused,
+}
+
+/// What this node makes of a peer. A service that chooses where work goes
+/// (placement, failover) asks it, and never sees a certificate.
 pub trait PeerTrust: Send + Sync {
-    /// Whether work may go to `node`.
-    fn trusts(&self, node: crate::NodeId) -> bool;
+    fn verdict(&self, node: crate::NodeId) -> PeerVerdict;
 }
 
 /// Trusts every node: for tests and tools that run no access control.
@@ -56,7 +66,7 @@ pub trait PeerTrust: Send + Sync {
 pub struct TrustAll;
 
 impl PeerTrust for TrustAll {
-    fn trusts(&self, _: crate::NodeId) -> bool {
-        true
+    fn verdict(&self, _: crate::NodeId) -> PeerVerdict {
+        PeerVerdict::Trusted
     }
 }

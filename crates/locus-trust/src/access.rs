@@ -629,10 +629,15 @@ impl Access {
 }
 
 impl locus_core::PeerTrust for Access {
-    /// This node, and every peer whose published certificate chains to an
-    /// admitted org, is valid now and is not revoked.
-    fn trusts(&self, node: NodeId) -> bool {
-        node == self.trust().me() || self.peer(node).is_ok()
+    fn verdict(&self, node: NodeId) -> locus_core::PeerVerdict {
+        if node == self.trust().me() {
+            return locus_core::PeerVerdict::Trusted;
+        }
+        match self.peer(node) {
+            Ok(_) => locus_core::PeerVerdict::Trusted,
+            Err(PeerError::NoCertificate(_)) => locus_core::PeerVerdict::Unknown,
+            Err(_) => locus_core::PeerVerdict::Refused,
+        }
     }
 }
 

@@ -22,13 +22,31 @@ impl Workloads {
     }
 
     /// The cluster as the fabric sees it now (empty if the fabric
-    /// stopped), without the nodes this node does not trust: no work goes
-    /// to them, none is adopted from them, and they do not count towards
-    /// a majority.
+    /// stopped), without the live nodes this node refuses (a bad, revoked
+    /// or foreign certificate): they are no successor and do not count
+    /// towards a majority. A node that is not alive stays, whatever its
+    /// certificate: its records say what to adopt from it.
     pub(crate) async fn cluster(&self) -> Vec<ClusterNode> {
         let mut nodes = self.inner.fabric.nodes().await;
-        nodes.retain(|n| n.id == self.inner.me || self.inner.peers.trusts(n.id));
+        nodes.retain(|n| {
+            n.id == self.inner.me
+                || n.liveness != Liveness::Alive
+                || self.inner.peers.verdict(n.id) != locus_core::PeerVerdict::Refused
+        });
         nodes
+    }
+
+    /// Where new work may go: `nodes` without those whose certificate this
+    /// node has not checked and trusted.
+    pub(crate) fn placeable(&self, nodes: &[ClusterNode]) -> Vec<ClusterNode> {
+        nodes
+            .iter()
+            .filter(|n| {
+                n.id == self.inner.me
+                    || self.inner.peers.verdict(n.id) == locus_core::PeerVerdict::Trusted
+            })
+            .cloned()
+            .collect()
     }
 
     /// One pass of the loop. Public for tests and benchmarks.
@@ -169,7 +187,7 @@ impl Workloads {
                 .collect()
         };
         for w in pending {
-            let decision = locus_sched::place(w.id, &w.spec, nodes);
+            let decision = locus_sched::place(w.id, &w.spec, &self.placeable(nodes));
             match decision.chosen {
                 Some(node) if node == self.inner.me => {
                     self.update_entry(w.id, |e| {

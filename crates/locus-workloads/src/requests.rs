@@ -66,7 +66,7 @@ impl Workloads {
             )));
         }
         let id = new_id();
-        let placement = locus_sched::place(id, &spec, &nodes);
+        let placement = locus_sched::place(id, &spec, &self.placeable(&nodes));
         if dry_run {
             return Ok(Submitted {
                 workload: None,
