@@ -101,6 +101,22 @@ impl DirectoryEntry {
         locus_core::hex(&blake3::hash(what.as_bytes()).as_bytes()[..12])
     }
 
+    /// The tenant it names, unless it is a removal.
+    fn live_tenant(&self) -> Option<&Tenant> {
+        match (&self.subject, self.removed) {
+            (Subject::Tenant(t), false) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The user it names, unless it is a removal.
+    fn live_user(&self) -> Option<&User> {
+        match (&self.subject, self.removed) {
+            (Subject::User(u), false) => Some(u),
+            _ => None,
+        }
+    }
+
     /// Whether this version replaces `other` of the same name: the later
     /// one, a removal at the same second, and between two versions signed
     /// in the same second the greater hash, so every node ends with the
@@ -202,50 +218,28 @@ impl Directory {
 
     /// The tenant as its newest record says, unless removed.
     pub fn tenant(&self, tenant: &TenantRef) -> Option<&Tenant> {
-        match self.tenants.get(tenant) {
-            Some(DirectoryEntry {
-                subject: Subject::Tenant(t),
-                removed: false,
-                ..
-            }) => Some(t),
-            _ => None,
-        }
+        self.tenants
+            .get(tenant)
+            .and_then(DirectoryEntry::live_tenant)
     }
 
     /// Every tenant not removed, by org then name.
     pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
-        self.tenants.values().filter_map(|e| match e {
-            DirectoryEntry {
-                subject: Subject::Tenant(t),
-                removed: false,
-                ..
-            } => Some(t),
-            _ => None,
-        })
+        self.tenants
+            .values()
+            .filter_map(DirectoryEntry::live_tenant)
     }
 
     /// Every user not removed, by tenant then name.
     pub fn users(&self) -> impl Iterator<Item = &User> {
-        self.users.values().filter_map(|e| match e {
-            DirectoryEntry {
-                subject: Subject::User(u),
-                removed: false,
-                ..
-            } => Some(u),
-            _ => None,
-        })
+        self.users.values().filter_map(DirectoryEntry::live_user)
     }
 
     /// The user as its newest record says, unless removed.
     pub fn user(&self, tenant: &TenantRef, name: &UserName) -> Option<&User> {
-        match self.users.get(&(tenant.clone(), name.clone())) {
-            Some(DirectoryEntry {
-                subject: Subject::User(u),
-                removed: false,
-                ..
-            }) => Some(u),
-            _ => None,
-        }
+        self.users
+            .get(&(tenant.clone(), name.clone()))
+            .and_then(DirectoryEntry::live_user)
     }
 }
 

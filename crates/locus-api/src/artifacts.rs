@@ -231,23 +231,23 @@ pub(crate) async fn put(
 /// Whether the caller reaches an artifact of `tenants` (each `name@org`):
 /// an org admin of this node's org those of its org's tenants and those
 /// of no tenant; anyone else those of its own tenant.
-pub(crate) fn reaches_artifact(caller: &Caller, node_org: OrgId, tenants: &[String]) -> bool {
+fn reaches_artifact(caller: &Caller, node_org: OrgId, tenants: &[String]) -> bool {
     let p = &caller.principal;
     let admin = p.role == Role::OrgAdmin && p.tenant.org == node_org;
-    if admin && tenants.is_empty() {
-        return true;
-    }
-    tenants
-        .iter()
-        .filter_map(|t| t.parse::<TenantRef>().ok())
-        .any(|t| t == p.tenant || (admin && t.org == node_org))
+    (admin && tenants.is_empty()) || tenants.iter().any(|t| reaches_one(caller, node_org, t))
+}
+
+/// Whether the caller reaches tenant `tenant` (`name@org`).
+fn reaches_one(caller: &Caller, node_org: OrgId, tenant: &str) -> bool {
+    tenant
+        .parse::<TenantRef>()
+        .is_ok_and(|t| caller.reaches_tenant(node_org, &t))
 }
 
 /// An artifact as the caller may see it: of its tenants, only those it
 /// reaches are named.
 fn shown(caller: &Caller, node_org: OrgId, mut view: ArtifactView) -> ArtifactView {
-    view.tenants
-        .retain(|t| reaches_artifact(caller, node_org, std::slice::from_ref(t)));
+    view.tenants.retain(|t| reaches_one(caller, node_org, t));
     view
 }
 
@@ -260,14 +260,25 @@ pub(crate) async fn guard(
     id: &ArtifactId,
     method: Method,
 ) -> Result<(), ApiError> {
-    let Ok(view) = node.artifacts().stat(id).await else {
-        return Ok(());
-    };
+    match node.artifacts().stat(id).await {
+        Ok(view) => refuse_other(node, caller, &view, method),
+        Err(_) => Ok(()),
+    }
+}
+
+/// [`guard`] for an artifact already looked up.
+fn refuse_other(
+    node: &Node,
+    caller: &Caller,
+    view: &ArtifactView,
+    method: Method,
+) -> Result<(), ApiError> {
+    let id = view.cid;
     if reaches_artifact(caller, node.access().org(), &view.tenants) {
         return Ok(());
     }
     if method == Method::GET {
-        Err(api_error(locus_artifacts::ArtifactsError::NoHolder(*id)))
+        Err(api_error(locus_artifacts::ArtifactsError::NoHolder(id)))
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -372,8 +383,8 @@ pub(crate) async fn stat(
     Path(cid): Path<String>,
 ) -> Result<Json<ArtifactView>, ApiError> {
     let id = parse_cid(&cid)?;
-    guard(&node, &caller, &id, Method::GET).await?;
     let view = node.artifacts().stat(&id).await.map_err(api_error)?;
+    refuse_other(&node, &caller, &view, Method::GET)?;
     Ok(Json(shown(&caller, node.access().org(), view)))
 }
 

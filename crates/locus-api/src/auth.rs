@@ -54,6 +54,21 @@ impl Caller {
             || self.record_tenant(node_org) == tenant
     }
 
+    /// Whether the caller reaches the records of `tenant` (in full) on a
+    /// node of org `node_org`: its own tenant's, and every tenant's of the
+    /// node's org for an org admin of it.
+    pub(crate) fn reaches_tenant(
+        &self,
+        node_org: locus_access::OrgId,
+        tenant: &locus_access::TenantRef,
+    ) -> bool {
+        let p = &self.principal;
+        *tenant == p.tenant
+            || (p.role == locus_access::Role::OrgAdmin
+                && p.tenant.org == node_org
+                && tenant.org == node_org)
+    }
+
     /// Refuse a record of another tenant: a read answers `hidden`, the
     /// same 404 as a record that does not exist, a write 403.
     pub(crate) fn may_touch(

@@ -3,6 +3,7 @@
 //! across the cluster, and the quota check made when a workload is
 //! submitted or a thing registered.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -44,14 +45,6 @@ pub(crate) fn tenant_of_record(
     org_of(node, owner).and_then(|o| record_tenant_ref(record, o))
 }
 
-/// Whether the caller reaches the records of `tenant`: its own tenant's,
-/// and every tenant's of this node's org for an org admin of it.
-pub(crate) fn reaches(caller: &Caller, node_org: OrgId, tenant: &TenantRef) -> bool {
-    let p = &caller.principal;
-    *tenant == p.tenant
-        || (p.role == Role::OrgAdmin && p.tenant.org == node_org && tenant.org == node_org)
-}
-
 /// The org of node `node`: this node's, or the one its certificate names.
 fn org_of(node: &Node, owner: locus_core::NodeId) -> Option<OrgId> {
     if owner == node.id() {
@@ -60,27 +53,47 @@ fn org_of(node: &Node, owner: locus_core::NodeId) -> Option<OrgId> {
     node.access().peer(owner).ok().map(|p| p.org)
 }
 
-/// What `tenant` uses across the cluster as this node sees it: its
-/// workloads not destroyed (their cpu and memory), its things, and the
-/// artifacts it uploaded that a live node holds (each counted once).
-pub(crate) async fn usage(node: &Node, tenant: &TenantRef) -> Usage {
+/// Every part of a usage, for [`usage`].
+const EVERYTHING: Usage = Usage {
+    cpu_millis: 1,
+    memory_bytes: 1,
+    storage_bytes: 1,
+    things: 1,
+    workloads: 1,
+};
+
+/// What `tenant` uses across the cluster as this node sees it, of the
+/// parts `wanted` names (non-zero): its workloads not destroyed (their
+/// cpu and memory), its things, and the artifacts it uploaded that a live
+/// node holds (each counted once). Each part read is a pass over the
+/// cluster's records, so a part nobody asks about is not read.
+pub(crate) async fn usage(node: &Node, tenant: &TenantRef, wanted: Usage) -> Usage {
     let mut usage = Usage::default();
-    for w in node.workloads().list().await {
-        let s = &w.summary;
-        if s.destroyed {
-            continue;
-        }
-        if org_of(node, s.owner)
-            .and_then(|o| record_tenant_ref(s.tenant.get(), o))
-            .as_ref()
-            == Some(tenant)
-        {
-            usage.workloads += 1;
-            usage.cpu_millis += s.cpu_millicores;
-            usage.memory_bytes += s.memory_mb << 20;
+    let mut orgs: BTreeMap<locus_core::NodeId, Option<OrgId>> = BTreeMap::new();
+    let mut owned = |owner: locus_core::NodeId, record: &str| {
+        let org = *orgs.entry(owner).or_insert_with(|| org_of(node, owner));
+        org.and_then(|o| record_tenant_ref(record, o)).as_ref() == Some(tenant)
+    };
+    if wanted.workloads + wanted.cpu_millis + wanted.memory_bytes > 0 {
+        for w in node.workloads().list().await {
+            let s = &w.summary;
+            if !s.destroyed && owned(s.owner, s.tenant.get()) {
+                usage.workloads += 1;
+                usage.cpu_millis += s.cpu_millicores;
+                usage.memory_bytes += s.memory_mb << 20;
+            }
         }
     }
-    if let Ok(known) = node.artifacts().known().await {
+    if wanted.things > 0 {
+        for (t, _) in node.things().directory().await {
+            if owned(t.manager, t.spec.tenant.get()) {
+                usage.things += 1;
+            }
+        }
+    }
+    if wanted.storage_bytes > 0
+        && let Ok(known) = node.artifacts().known().await
+    {
         usage.storage_bytes = known
             .iter()
             .filter(|a| {
@@ -90,15 +103,6 @@ pub(crate) async fn usage(node: &Node, tenant: &TenantRef) -> Usage {
             })
             .map(|a| a.size)
             .sum();
-    }
-    for (t, _) in node.things().directory().await {
-        if org_of(node, t.manager)
-            .and_then(|o| record_tenant_ref(t.spec.tenant.get(), o))
-            .as_ref()
-            == Some(tenant)
-        {
-            usage.things += 1;
-        }
     }
     usage
 }
@@ -111,7 +115,17 @@ pub(crate) async fn check_quota(
     request: Usage,
 ) -> Result<(), ApiError> {
     let (record, _) = node.access().tenant(tenant);
-    let used = usage(node, tenant).await;
+    // Only what is asked and limited is counted.
+    let q = &record.quota;
+    let limited = |asked: u64, limit: u64| if limit == u64::MAX { 0 } else { asked };
+    let wanted = Usage {
+        cpu_millis: limited(request.cpu_millis, q.cpu_millis),
+        memory_bytes: limited(request.memory_bytes, q.memory_bytes),
+        storage_bytes: limited(request.storage_bytes, q.storage_bytes),
+        things: limited(request.things, q.things),
+        workloads: limited(request.workloads, q.workloads),
+    };
+    let used = usage(node, tenant, wanted).await;
     record.check_quota(&used, &request).map_err(|e| {
         ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", e.to_string()).with_details(
             serde_json::json!({
@@ -365,7 +379,7 @@ pub(crate) struct TenantView {
 }
 
 async fn view(node: &Node, tenant: Tenant, recorded: bool) -> TenantView {
-    let usage = usage(node, &tenant.reference()).await;
+    let usage = usage(node, &tenant.reference(), EVERYTHING).await;
     TenantView {
         name: tenant.name.get().clone(),
         org: tenant.org.to_string(),
@@ -433,9 +447,7 @@ pub(crate) async fn list(
     let mut out = Vec::new();
     let mut own_listed = false;
     for t in node.access().tenants() {
-        let reaches = t.reference() == p.tenant
-            || (p.role == Role::OrgAdmin && t.org == org && p.tenant.org == org);
-        if reaches {
+        if caller.reaches_tenant(org, &t.reference()) {
             own_listed |= t.reference() == p.tenant;
             out.push(view(&node, t, true).await);
         }
@@ -566,15 +578,13 @@ pub(crate) async fn users(
     query: Result<Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    let p = &caller.principal;
     let org = node.access().org();
     Ok(Json(
         node.access()
             .users()
             .iter()
             .filter(|u| {
-                (u.tenant == p.tenant
-                    || (p.role == Role::OrgAdmin && p.tenant.org == org && u.tenant.org == org))
+                caller.reaches_tenant(org, &u.tenant)
                     && q.tenant.as_ref().is_none_or(|t| u.tenant.name.get() == t)
             })
             .map(UserView::from)
@@ -608,12 +618,7 @@ pub(crate) async fn remove_user(
 ) -> Result<StatusCode, ApiError> {
     let tenant = crate::access::reachable_tenant(&caller, Some(&tenant))?;
     let name = UserName::try_from(user).map_err(|e| bad("invalid_user", format!("user: {e}")))?;
-    let Some(found) = node
-        .access()
-        .users()
-        .into_iter()
-        .find(|u| u.tenant == tenant && u.name == name)
-    else {
+    let Some(found) = node.access().user(&tenant, &name) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

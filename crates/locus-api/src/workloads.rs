@@ -243,19 +243,11 @@ async fn local_or_forward(
             id,
             owner,
             api_addr,
+            tenant,
         } => {
             // Refused here as it would be there, without telling the owner.
-            let tenant = node
-                .workloads()
-                .list()
-                .await
-                .into_iter()
-                .find(|v| v.summary.id == id)
-                .and_then(|v| {
-                    crate::tenants::tenant_of_record(node, v.summary.tenant.get(), owner)
-                });
-            if let Some(t) = tenant
-                && !crate::tenants::reaches(caller, node.access().org(), &t)
+            if let Some(t) = crate::tenants::tenant_of_record(node, tenant.get(), owner)
+                && !caller.reaches_tenant(node.access().org(), &t)
             {
                 return Err(if method == Method::GET {
                     api_error(WorkloadError::NotFound(query.to_owned()))

@@ -471,8 +471,13 @@ impl Access {
         self.trust().directory().users().cloned().collect()
     }
 
-    /// Tenant `tenant` as its record says, or with the default quota and
-    /// grant when its org wrote none.
+    /// User `name` of `tenant`, unless removed.
+    pub fn user(&self, tenant: &TenantRef, name: &locus_access::UserName) -> Option<User> {
+        self.trust().directory().user(tenant, name).cloned()
+    }
+
+    /// Tenant `tenant` as its record says, or with no quota and the
+    /// default grant when its org wrote none.
     pub fn tenant(&self, tenant: &TenantRef) -> (Tenant, bool) {
         match self.trust().directory().tenant(tenant) {
             Some(t) => (t.clone(), true),

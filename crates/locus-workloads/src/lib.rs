@@ -131,6 +131,8 @@ pub enum Located {
         id: WorkloadId,
         owner: NodeId,
         api_addr: String,
+        /// Its tenant, as its owner's record names it.
+        tenant: locus_core::config::Tenant,
     },
 }
 

@@ -186,8 +186,12 @@ impl Workloads {
                 .map(|e| e.w.clone())
                 .collect()
         };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let placeable = self.placeable(nodes);
         for w in pending {
-            let decision = locus_sched::place(w.id, &w.spec, &self.placeable(nodes));
+            let decision = locus_sched::place(w.id, &w.spec, &placeable);
             match decision.chosen {
                 Some(node) if node == self.inner.me => {
                     self.update_entry(w.id, |e| {

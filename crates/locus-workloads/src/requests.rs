@@ -243,6 +243,7 @@ impl Workloads {
             id,
             owner: v.summary.owner,
             api_addr,
+            tenant: v.summary.tenant.clone(),
         })
     }
 
