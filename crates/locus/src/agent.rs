@@ -115,7 +115,7 @@ async fn serve(config: Config, data_dir: &Path, join: Option<String>) -> anyhow:
     let node = Arc::new(node);
     tracing::info!(node = %node.id(), api = %format!("http://{api_addr}"), "serving the API");
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
         tracing::info!(
@@ -127,43 +127,12 @@ async fn serve(config: Config, data_dir: &Path, join: Option<String>) -> anyhow:
 
     let app = locus_api::router(node.clone());
     if let Some(tls) = tls_addr {
-        let listener = bind(tls).await?;
-        let bound = listener.local_addr().unwrap_or(tls);
-        let mut names = vec!["localhost".to_owned()];
-        if !bound.ip().is_unspecified() {
-            names.push(bound.ip().to_string());
-        }
-        let config = node
-            .access()
-            .tls_server_config(&names)
-            .context("cannot make the TLS certificate of the node key")?;
-        let listener = locus_api::tls::TlsListener::new(listener, config)
-            .with_context(|| format!("cannot serve TLS on {tls}"))?;
-        tracing::info!(
-            api = %format!("https://{bound}"),
-            pin = %format!("node:{}", locus_core::hex(&node.access().node_key())),
-            "serving the API over TLS"
-        );
-        let mut graceful = stop_rx.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = graceful.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the TLS API server failed");
-            }
-        });
+        serve_tls(&node, tls, app.clone(), stop_rx.clone()).await?;
     }
     tokio::spawn(release_startup_pages());
-    let mut graceful = stop_rx.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
-    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop_asked(stop_rx.clone()));
     let deadline = async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+        stop_asked(stop_rx).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
@@ -173,6 +142,47 @@ async fn serve(config: Config, data_dir: &Path, join: Option<String>) -> anyhow:
     node.shutdown()
         .await
         .context("cannot close the store cleanly")?;
+    Ok(())
+}
+
+/// Resolves once the agent is asked to stop.
+async fn stop_asked(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Serve `app` over TLS on `addr` too, with a certificate of the node key,
+/// until the agent is asked to stop.
+async fn serve_tls(
+    node: &Node,
+    addr: SocketAddr,
+    app: axum::Router,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = bind(addr).await?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let mut names = vec!["localhost".to_owned()];
+    if !bound.ip().is_unspecified() {
+        names.push(bound.ip().to_string());
+    }
+    let config = node
+        .access()
+        .tls_server_config(&names)
+        .context("cannot make the TLS certificate of the node key")?;
+    let listener = locus_api::tls::TlsListener::new(listener, config)
+        .with_context(|| format!("cannot serve TLS on {addr}"))?;
+    tracing::info!(
+        api = %format!("https://{bound}"),
+        pin = %format!("node:{}", locus_core::hex(&node.access().node_key())),
+        "serving the API over TLS"
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop_asked(stop))
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the TLS API server failed");
+        }
+    });
     Ok(())
 }
 

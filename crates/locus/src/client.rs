@@ -90,6 +90,18 @@ impl Client {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// A call with a JSON body.
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        let bytes = serde_json::to_vec(body).context("cannot encode the request")?;
+        self.call(method, path, Some(("application/json", bytes)))
+            .await
+    }
+
     /// A call with an optional body `(content type, bytes)`; `T = ()`
     /// accepts an empty answer (204).
     pub async fn call<T: DeserializeOwned>(

@@ -148,13 +148,7 @@ pub async fn whoami(client: &Client, json: bool) -> Result<(), Failure> {
 }
 
 async fn post(client: &Client, path: &str, body: Value) -> anyhow::Result<Value> {
-    client
-        .call(
-            reqwest::Method::POST,
-            path,
-            Some(("application/json", serde_json::to_vec(&body)?)),
-        )
-        .await
+    client.call_json(reqwest::Method::POST, path, &body).await
 }
 
 /// `locus token create`: prints the token (or all of it with --json).

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::Failure;
 use crate::cli::{TenantCommand, TenantSetArgs, UserCommand};
 use crate::client::Client;
+use crate::output::bytes;
 
 /// Bytes from `512MiB`, `4GiB`, `1TB`, `100k` or a plain number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -110,21 +111,6 @@ fn set_body(a: &TenantSetArgs) -> Result<Value, Failure> {
     Ok(json!({"quota": quota, "grant": grant}))
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
 /// A limit as shown: `-` for none.
 fn limit(q: &Value, key: &str, show: impl Fn(u64) -> String) -> String {
     q[key].as_u64().map_or_else(|| "-".to_owned(), show)
@@ -169,13 +155,10 @@ pub async fn tenant(client: &Client, json: bool, command: &TenantCommand) -> Res
         TenantCommand::Set(args) => {
             let body = set_body(args)?;
             let t: Value = client
-                .call(
+                .call_json(
                     reqwest::Method::PUT,
                     &format!("/api/v1/tenants/{}", args.name),
-                    Some((
-                        "application/json",
-                        serde_json::to_vec(&body).map_err(|e| Failure::Usage(e.into()))?,
-                    )),
+                    &body,
                 )
                 .await?;
             if json {
@@ -238,14 +221,7 @@ pub async fn user(client: &Client, json: bool, command: &UserCommand) -> Result<
             let ttl = crate::token_cli::parse_ttl(ttl.as_deref())?;
             let body = json!({"user": name, "role": role, "tenant": tenant, "ttl_secs": ttl});
             let made: Value = client
-                .call(
-                    reqwest::Method::POST,
-                    "/api/v1/users",
-                    Some((
-                        "application/json",
-                        serde_json::to_vec(&body).map_err(|e| Failure::Usage(e.into()))?,
-                    )),
-                )
+                .call_json(reqwest::Method::POST, "/api/v1/users", &body)
                 .await?;
             if json {
                 println!("{made}");
