@@ -221,15 +221,20 @@ pub fn tls_ready() {
     locus_trust::tls::install_default_provider();
 }
 
-fn client_with(token: Option<String>) -> reqwest::blocking::Client {
+/// A blocking HTTP client builder, with the TLS provider ready.
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
     tls_ready();
+    reqwest::blocking::Client::builder()
+}
+
+fn client_with(token: Option<String>) -> reqwest::blocking::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token
         && let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
     {
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    reqwest::blocking::Client::builder()
+    client_builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(10))
         .build()

@@ -361,16 +361,13 @@ fn a_fetch_interrupted_by_a_crash_resumes_where_it_stopped() {
     let url = m2.agent.url(&format!("/api/v1/artifacts/{cid}/fetch"));
     let token = m2.agent.token().unwrap();
     let t = std::thread::spawn(move || {
-        let _ = {
-            tls_ready();
-            reqwest::blocking::Client::builder()
-        }
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-        .post(url)
-        .bearer_auth(token)
-        .send();
+        let _ = client_builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .post(url)
+            .bearer_auth(token)
+            .send();
     });
     let started = Instant::now();
     while metric(&m2.agent, "locus_artifact_fetched_bytes_total") < (48 << 20) as f64 {
@@ -628,17 +625,14 @@ fn a_download_abandoned_when_its_only_holder_dies_is_collected() {
     let url = m2.agent.url(&format!("/api/v1/artifacts/{cid}/fetch"));
     let token = m2.agent.token().unwrap();
     let t = std::thread::spawn(move || {
-        {
-            tls_ready();
-            reqwest::blocking::Client::builder()
-        }
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-        .post(url)
-        .bearer_auth(token)
-        .send()
-        .map(|r| r.status().as_u16())
+        client_builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .map(|r| r.status().as_u16())
     });
     let started = Instant::now();
     while metric(&m2.agent, "locus_artifact_fetched_bytes_total") < (48 << 20) as f64 {

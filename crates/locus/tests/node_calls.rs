@@ -251,7 +251,7 @@ fn a_node_whose_certificate_was_revoked_is_refused_everywhere_and_gets_no_work()
     let (cases, _) = cases();
     // Before: b takes c's signed call.
     let handover = &cases[0];
-    wait_until("b knows c's certificate", Duration::from_secs(20), || {
+    let handover_by_c = || {
         let h = sign_call(
             &c_key,
             handover.method,
@@ -259,7 +259,10 @@ fn a_node_whose_certificate_was_revoked_is_refused_everywhere_and_gets_no_work()
             handover.digest,
             unix_now(),
         );
-        send(&b.agent, handover, &handover.path, &handover.body, &h).0 == handover.handled
+        send(&b.agent, handover, &handover.path, &handover.body, &h).0
+    };
+    wait_until("b knows c's certificate", Duration::from_secs(20), || {
+        handover_by_c() == handover.handled
     });
     // a holds the org key: it revokes c's certificate.
     let r = a
@@ -271,14 +274,7 @@ fn a_node_whose_certificate_was_revoked_is_refused_everywhere_and_gets_no_work()
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     wait_until("b refuses c", Duration::from_secs(20), || {
-        let h = sign_call(
-            &c_key,
-            handover.method,
-            &handover.path,
-            handover.digest,
-            unix_now(),
-        );
-        send(&b.agent, handover, &handover.path, &handover.body, &h).0 == 401
+        handover_by_c() == 401
     });
     for case in &cases {
         let h = sign_call(&c_key, case.method, &case.path, case.digest, unix_now());

@@ -188,14 +188,11 @@ fn every_acknowledged_reading_survives_a_sigkill() {
             .parse()
             .unwrap(),
     );
-    let client = {
-        tls_ready();
-        reqwest::blocking::Client::builder()
-    }
-    .default_headers(headers)
-    .timeout(Duration::from_secs(5))
-    .build()
-    .unwrap();
+    let client = client_builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let acked = kill_under_load(agent, 4, 300, move |p, i| {
         let url = format!("http://{addr}/api/v3/event/svc/climate/dev{p}/temperature");
         let body = event(
