@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use der::Encode;
-use der::asn1::OctetStringRef;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -24,19 +22,30 @@ pub enum TlsError {
 
 /// The crypto provider every TLS use of this process shares: ring.
 #[allow(deprecated)] // ring has no post-quantum key exchange; it builds everywhere.
-fn ring() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
-/// [`ring`], shared.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(ring())
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Make ring the process's default provider (HTTP clients built without a
 /// TLS configuration of their own use it). Idempotent.
 pub fn install_default_provider() {
-    let _ = rustls::crypto::CryptoProvider::install_default(ring());
+    let _ = rustls::crypto::CryptoProvider::install_default((*provider()).clone());
+}
+
+/// DER OCTET STRING of `bytes`.
+fn octet_string(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x04];
+    let n = bytes.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let len = n.to_be_bytes();
+        let skip = len.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (len.len() - skip) as u8);
+        out.extend_from_slice(&len[skip..]);
+    }
+    out.extend_from_slice(bytes);
+    out
 }
 
 /// The certificate (DER) of `key`, for the names and addresses `names`,
@@ -59,18 +68,11 @@ pub fn certificate(
             locus_core::NodeId::from_public_key(&key.verifying_key())
         ),
     );
-    let content = OctetStringRef::new(cert_hex.as_bytes())
-        .and_then(|o| o.to_der())
-        .map_err(|e| {
-            TlsError::Key(format!(
-                "the node certificate does not fit an extension: {e}"
-            ))
-        })?;
     params
         .custom_extensions
         .push(rcgen::CustomExtension::from_oid_content(
             locus_access::pin::NODE_CERT_OID,
-            content,
+            octet_string(cert_hex.as_bytes()),
         ));
     let cert = params.self_signed(&pair)?;
     Ok((cert.der().clone(), pkcs8))
@@ -94,6 +96,14 @@ pub fn server_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octet_strings_have_der_lengths() {
+        assert_eq!(octet_string(b"ab"), [0x04, 2, b'a', b'b']);
+        let long = octet_string(&[0u8; 300]);
+        assert_eq!(&long[..4], [0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(long.len(), 304);
+    }
 
     #[test]
     fn the_certificate_is_the_node_key_and_loads_into_rustls() {
