@@ -6,12 +6,12 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     locus_core::hex(bytes)
 }
 
 /// `N` bytes from exactly `2 * N` lowercase hex digits.
-pub(crate) fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
@@ -24,7 +24,7 @@ pub(crate) fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 
 /// Decode a record of at most `max` bytes with postcard, refusing trailing
 /// bytes. The error says what is wrong, never panics.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, String> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, String> {
     if bytes.len() > max {
         return Err(format!(
             "{} bytes, more than the {max} allowed",
@@ -39,17 +39,17 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T,
 }
 
 /// Encode a record with postcard.
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing plain data (strings, integers, byte arrays, sets) into a
     // growable buffer has no failure case.
     postcard::to_allocvec(value).unwrap_or_default()
 }
 
 /// Serde for `[u8; N]`: hex in human-readable formats, bytes otherwise.
-pub(crate) mod bytes {
+pub mod bytes {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer, const N: usize>(
+    pub fn serialize<S: Serializer, const N: usize>(
         v: &[u8; N],
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -60,7 +60,7 @@ pub(crate) mod bytes {
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {
         if d.is_human_readable() {

@@ -39,7 +39,7 @@
 
 pub mod cert;
 pub mod directory;
-mod encoding;
+pub mod encoding;
 pub mod grant;
 pub mod join;
 pub mod operation;

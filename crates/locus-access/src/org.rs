@@ -84,18 +84,18 @@ impl<'de> Deserialize<'de> for OrgId {
 }
 
 /// An ed25519 public key from 32 bytes, or why not.
-pub(crate) fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, String> {
+pub fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(bytes).map_err(|_| "not a valid ed25519 public key".to_owned())
 }
 
 /// Sign `domain ‖ body` with `key`.
-pub(crate) fn sign(key: &SigningKey, domain: &[u8], body: &[u8]) -> [u8; 64] {
+pub fn sign(key: &SigningKey, domain: &[u8], body: &[u8]) -> [u8; 64] {
     key.sign(&[domain, body].concat()).to_bytes()
 }
 
 /// Whether `signature` is `key`'s over `domain ‖ body` (strict: no
 /// malleable or small-order signatures).
-pub(crate) fn verify(key: &VerifyingKey, domain: &[u8], body: &[u8], signature: &[u8; 64]) -> bool {
+pub fn verify(key: &VerifyingKey, domain: &[u8], body: &[u8], signature: &[u8; 64]) -> bool {
     let signature = Signature::from_bytes(signature);
     let message = [domain, body].concat();
     key.verify_strict(&message, &signature).is_ok()

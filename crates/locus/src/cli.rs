@@ -86,9 +86,10 @@ pub enum Command {
     /// another manager, and command.
     #[command(subcommand)]
     Thing(ThingCommand),
-    /// Check an exported bundle of readings offline: signed checkpoints,
-    /// consistency and inclusion proofs; names every reading altered,
-    /// dropped, duplicated or reordered. Exit 0 clean, 1 not.
+    /// Check offline, with no node: an exported bundle of readings (signed
+    /// checkpoints, consistency and inclusion proofs; names every reading
+    /// altered, dropped, duplicated or reordered), or a signed contract
+    /// (`locus verify contract FILE`). Exit 0 clean, 1 not.
     Verify(VerifyArgs),
     /// User tokens: mint or revoke one on a node; narrow one or show what
     /// one claims, offline.
@@ -347,6 +348,37 @@ pub enum BenchCommand {
     /// Token mint, attenuation and authorization (fresh, attenuated,
     /// denied), in process: µs per operation and token sizes.
     Access(AccessBenchArgs),
+    /// Clearing time and efficiency against the exact optimum on random
+    /// books, and signed-contract verification rate, in process.
+    Market(MarketBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MarketBenchArgs {
+    /// Book sizes: N offers and N requests each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000])]
+    pub sizes: Vec<usize>,
+    /// Random books per size.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub books: u32,
+    /// Timed clearings per book.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+    /// Share of requests with an uptime or renewable constraint (0..=1).
+    #[arg(long, default_value_t = 0.2)]
+    pub constrained: f64,
+    /// Orgs the traders belong to.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(3..=100_000))]
+    pub orgs: u32,
+    /// Signed contracts to verify.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub contracts: u32,
+    /// Seed of the random books.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -673,12 +705,30 @@ pub struct ArtifactGetArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct VerifyArgs {
+    #[command(subcommand)]
+    pub what: Option<VerifyCommand>,
     /// The bundle (JSON, as a node exports it).
-    pub bundle: PathBuf,
+    #[arg(required = true)]
+    pub bundle: Option<PathBuf>,
     /// The node's verifier key (`NAME+KEYID+BASE64`, signed-note format).
-    #[arg(long, env = "LOCUS_VERIFIER_KEY", value_name = "KEY")]
-    pub key: String,
+    #[arg(long, env = "LOCUS_VERIFIER_KEY", value_name = "KEY", required = true)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// A signed contract (JSON as `locus contract show --json` prints it,
+    /// or its binary form): the terms, both parties' signatures and the
+    /// org certificates of their nodes. Needs nothing but the file.
+    Contract(VerifyContractArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyContractArgs {
+    /// The contract file.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod bench;
 mod bench_access;
 mod bench_artifacts;
 mod bench_fabric;
+mod bench_market;
 mod bench_seal;
 mod bench_things;
 mod bench_workloads;
@@ -78,6 +79,9 @@ fn main() -> ExitCode {
                 .block_on(login::login(&cli.api, cli.pin.as_deref(), token, cli.json))
         }),
         Command::Logout => login::logout(&cli.api),
+        Command::Bench(BenchCommand::Market(args)) => {
+            bench_market::market(&args).map_err(Failure::Failed)
+        }
         Command::Bench(BenchCommand::Access(args)) => {
             bench_access::access(&args).map_err(Failure::Failed)
         }
@@ -378,15 +382,25 @@ fn render_devices(devices: &[Device]) -> String {
 
 pub(crate) use locus_core::url_escape;
 
-/// `locus verify BUNDLE --key KEY`: offline, no node needed.
+/// `locus verify BUNDLE --key KEY` or `locus verify contract FILE`:
+/// offline, no node needed.
 fn verify(args: &cli::VerifyArgs, json: bool) -> Result<(), Failure> {
-    let shown = args.bundle.display().to_string();
-    let text = std::fs::read_to_string(&args.bundle)
+    let (bundle, key) = match (&args.what, &args.bundle, &args.key) {
+        (Some(cli::VerifyCommand::Contract(c)), _, _) => return verify_contract(&c.file, json),
+        (None, Some(bundle), Some(key)) => (bundle, key),
+        _ => {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "give a bundle and --key, or `contract FILE`"
+            )));
+        }
+    };
+    let shown = bundle.display().to_string();
+    let text = std::fs::read_to_string(bundle)
         .with_context(|| format!("cannot read {shown}"))
         .map_err(Failure::Usage)?;
     let bundle = locus_iot::Bundle::from_json(&text)
         .map_err(|e| Failure::Failed(anyhow::anyhow!("{shown} is not a valid bundle: {e}")))?;
-    let report = locus_iot::seal::verify(&bundle, &args.key);
+    let report = locus_iot::seal::verify(&bundle, key);
     let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     if json {
         let v = serde_json::json!({
@@ -426,6 +440,67 @@ fn verify(args: &cli::VerifyArgs, json: bool) -> Result<(), Failure> {
             problems.len()
         )))
     }
+}
+
+/// `locus verify contract FILE`: the terms and both signatures, from the
+/// file alone.
+fn verify_contract(path: &std::path::Path, json: bool) -> Result<(), Failure> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {shown}"))
+        .map_err(Failure::Usage)?;
+    let contract = match serde_json::from_slice::<locus_market::Contract>(&bytes) {
+        Ok(c) => c,
+        Err(json_error) => locus_market::Contract::from_bytes(&bytes).map_err(|_| {
+            Failure::Failed(anyhow::anyhow!(
+                "{shown} is not a contract (as JSON: {json_error})"
+            ))
+        })?,
+    };
+    let verdict = contract.verify();
+    let t = &contract.terms;
+    if json {
+        let v = serde_json::json!({
+            "valid": verdict.is_ok(),
+            "problem": verdict.as_ref().err().map(ToString::to_string),
+            "id": t.id().to_string(),
+            "customer": { "org": t.customer_org, "node": t.customer, "tenant": t.tenant },
+            "provider": { "org": t.provider_org, "node": t.provider },
+            "arbitrator": { "org": t.arbitrator_org, "node": t.arbitrator },
+            "class": t.class.to_string(),
+            "buyer_pays": t.buyer_pays,
+            "seller_gets": t.seller_gets,
+            "start": t.start,
+            "end": t.end,
+            "cover": t.cover,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?
+        );
+    } else {
+        match &verdict {
+            Ok(id) => println!(
+                "{shown}: valid — contract {}: customer org {} (node {}, tenant {}), provider org {} (node {}), arbitrator org {}; {} at {} mc/h for {} s; covers {} workload(s), {} thing(s)",
+                id.short(),
+                t.customer_org,
+                t.customer,
+                t.tenant,
+                t.provider_org,
+                t.provider,
+                t.arbitrator_org,
+                t.class,
+                t.buyer_pays,
+                t.end.saturating_sub(t.start),
+                t.cover.workloads.len(),
+                t.cover.things.len()
+            ),
+            Err(e) => println!("{shown}: not valid — {e}"),
+        }
+    }
+    verdict
+        .map(|_| ())
+        .map_err(|e| Failure::Failed(anyhow::anyhow!("the contract does not verify: {e}")))
 }
 
 fn keygen(args: &cli::KeygenArgs) -> Result<(), Failure> {

@@ -1,0 +1,466 @@
+//! Clearing: one round of the market as a pure function of its book.
+//!
+//! # The mechanism: McAfee's trade reduction, per class
+//!
+//! Each class (see [`crate::class`]) is cleared as a market of one good
+//! with unit demand and unit supply. Buyers (requests) are sorted by value
+//! (`max_price`) from high to low, sellers (offers) by cost (`price`) from
+//! low to high, ties broken by record id, so the order is the same on
+//! every node whatever order the records came in. Let `k` be the largest
+//! index with `b_k ≥ s_k`: the first `k` pairs are the efficient trades.
+//! With `p = ⌊(b_{k+1} + s_{k+1}) / 2⌋` (where both exist):
+//!
+//! - if `s_k ≤ p ≤ b_k`, all `k` pairs trade at `p` (buyers pay `p`,
+//!   sellers get `p`);
+//! - otherwise the `k`-th pair is left out and `k − 1` pairs trade,
+//!   buyers paying `b_k` and sellers getting `s_k`; the difference is the
+//!   round's surplus, paid to each contract's arbitrator.
+//!
+//! Properties (McAfee, "A dominant strategy double auction", JET 1992):
+//! **truthful** — no trader's price depends on its own report while it
+//! trades, so misreporting cannot gain; **individually rational** — a
+//! buyer never pays more than its value nor a seller gets less than its
+//! cost; **weakly budget balanced** — buyers pay at least what sellers
+//! get; **efficient up to one trade** — gains are at least `(1 − 1/k)`
+//! of the optimum, and exactly the optimum when the first case holds.
+//! Integer prices keep every node's result identical (`⌊·/2⌋` depends only
+//! on the `(k+1)`-th reports, so truthfulness holds).
+//!
+//! Winning buyers and sellers of a class are then paired in order, each
+//! buyer with the first remaining seller it may contract with
+//! ([`Trader::accepts`]: not its own org, not an org it excludes, at least
+//! its minimum uptime, renewable power if it requires it); a buyer left
+//! without one does not trade. Individual rationality and budget balance
+//! hold whatever the constraints (one price per class); truthfulness and
+//! the `(1 − 1/k)` bound are those of the one-good market, so they hold
+//! exactly for requests without constraints — a constrained request may
+//! win and stay unpaired. `locus bench market` measures the efficiency
+//! with constraints against the exact optimum.
+//!
+//! A **round** is a number and a cutoff time: its book is every record
+//! issued at or before the cutoff and live at it. The round is signed by
+//! a clearing node chosen by rendezvous hashing on the round number over
+//! the live nodes ([`clearer`]); any node recomputes [`clear`] over the
+//! records the round lists and refuses a result that differs
+//! ([`check_round`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use locus_access::OrgId;
+use locus_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::book::{Entry, Offer, Request};
+use crate::class::Class;
+use crate::signed::{Authored, RecordId, Signed};
+
+/// A buyer or a seller as the mechanism sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trader {
+    pub id: RecordId,
+    pub org: OrgId,
+    /// Value (buyer) or cost (seller) per unit-hour, millicredits.
+    pub price: u64,
+    /// Orgs this trader will not contract with (buyers only).
+    pub exclude: BTreeSet<OrgId>,
+    /// Measured uptime per mille (a seller) or the minimum asked (a buyer).
+    pub uptime_permille: u16,
+    /// Renewable power: had (a seller) or required (a buyer).
+    pub renewable: bool,
+}
+
+impl Trader {
+    /// Whether this buyer may be paired with `seller`.
+    pub fn accepts(&self, seller: &Trader) -> bool {
+        seller.org != self.org
+            && !self.exclude.contains(&seller.org)
+            && seller.uptime_permille >= self.uptime_permille
+            && (seller.renewable || !self.renewable)
+    }
+}
+
+/// How a class's price was set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceRule {
+    /// Nobody trades: no buyer values a unit at or above a seller's cost.
+    NoTrade,
+    /// All `k` efficient pairs trade at the midpoint of the `(k+1)`-th
+    /// reports.
+    Midpoint,
+    /// The `k`-th pair is left out; buyers pay `b_k`, sellers get `s_k`.
+    TradeReduction,
+}
+
+/// One trade: a request met by an offer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Match {
+    pub class: Class,
+    pub request: RecordId,
+    pub offer: RecordId,
+    /// Paid by the customer per unit-hour, millicredits.
+    pub buyer_pays: u64,
+    /// Got by the provider per unit-hour, millicredits.
+    pub seller_gets: u64,
+}
+
+/// The result of one class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassOutcome {
+    pub class: Class,
+    pub buyers: usize,
+    pub sellers: usize,
+    /// Number of efficient pairs.
+    pub k: usize,
+    pub rule: PriceRule,
+    pub buyer_pays: u64,
+    pub seller_gets: u64,
+    /// Gains from trade of the efficient pairs (Σ b_i − s_i, i ≤ k).
+    pub optimal_gains: u64,
+    /// Gains from trade of the pairs that trade.
+    pub gains: u64,
+}
+
+/// What a round decides.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clearing {
+    pub matches: Vec<Match>,
+    pub classes: Vec<ClassOutcome>,
+}
+
+impl Clearing {
+    pub fn gains(&self) -> u64 {
+        self.classes.iter().map(|c| c.gains).sum()
+    }
+    pub fn optimal_gains(&self) -> u64 {
+        self.classes.iter().map(|c| c.optimal_gains).sum()
+    }
+}
+
+/// Clear one class. Buyers and sellers in any order; the answer does not
+/// depend on it.
+pub fn clear_class(
+    class: &Class,
+    buyers: &[Trader],
+    sellers: &[Trader],
+) -> (ClassOutcome, Vec<Match>) {
+    let mut b: Vec<&Trader> = buyers.iter().collect();
+    let mut s: Vec<&Trader> = sellers.iter().collect();
+    b.sort_by(|x, y| y.price.cmp(&x.price).then(x.id.cmp(&y.id)));
+    s.sort_by(|x, y| x.price.cmp(&y.price).then(x.id.cmp(&y.id)));
+    let k = b
+        .iter()
+        .zip(&s)
+        .take_while(|(b, s)| b.price >= s.price)
+        .count();
+    let optimal_gains = b
+        .iter()
+        .zip(&s)
+        .take(k)
+        .map(|(b, s)| b.price - s.price)
+        .sum();
+    let mut outcome = ClassOutcome {
+        class: class.clone(),
+        buyers: b.len(),
+        sellers: s.len(),
+        k,
+        rule: PriceRule::NoTrade,
+        buyer_pays: 0,
+        seller_gets: 0,
+        optimal_gains,
+        gains: 0,
+    };
+    if k == 0 {
+        return (outcome, Vec::new());
+    }
+    let (bk, sk) = (b[k - 1].price, s[k - 1].price);
+    let midpoint = match (b.get(k), s.get(k)) {
+        (Some(bn), Some(sn)) => Some(((bn.price as u128 + sn.price as u128) / 2) as u64),
+        // No (k+1)-th buyer: its value is 0.
+        (None, Some(sn)) => Some(sn.price / 2),
+        // No (k+1)-th seller: its cost is infinite, the midpoint too.
+        (_, None) => None,
+    };
+    let trading = match midpoint {
+        Some(p) if sk <= p && p <= bk => {
+            outcome.rule = PriceRule::Midpoint;
+            outcome.buyer_pays = p;
+            outcome.seller_gets = p;
+            k
+        }
+        _ => {
+            outcome.rule = PriceRule::TradeReduction;
+            outcome.buyer_pays = bk;
+            outcome.seller_gets = sk;
+            k - 1
+        }
+    };
+    let mut free: Vec<&Trader> = s[..trading].to_vec();
+    let mut matches = Vec::with_capacity(trading);
+    for buyer in &b[..trading] {
+        let Some(at) = free.iter().position(|seller| buyer.accepts(seller)) else {
+            continue;
+        };
+        let seller = free.remove(at);
+        outcome.gains += buyer.price - seller.price;
+        matches.push(Match {
+            class: class.clone(),
+            request: buyer.id,
+            offer: seller.id,
+            buyer_pays: outcome.buyer_pays,
+            seller_gets: outcome.seller_gets,
+        });
+    }
+    (outcome, matches)
+}
+
+/// The traders of a book, by class. Records that have no class are left
+/// out (the book refuses them anyway).
+pub fn by_class<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> BTreeMap<Class, (Vec<Trader>, Vec<Trader>)> {
+    let mut classes: BTreeMap<Class, (Vec<Trader>, Vec<Trader>)> = BTreeMap::new();
+    for entry in entries {
+        let id = entry.id();
+        match entry {
+            Entry::Request(r) => {
+                if let Ok(class) = r.body.class() {
+                    classes.entry(class).or_default().0.push(buyer(id, &r.body));
+                }
+            }
+            Entry::Offer(o) => {
+                if let Ok(class) = o.body.class() {
+                    classes
+                        .entry(class)
+                        .or_default()
+                        .1
+                        .push(seller(id, &o.body));
+                }
+            }
+        }
+    }
+    classes
+}
+
+fn buyer(id: RecordId, r: &Request) -> Trader {
+    Trader {
+        id,
+        org: r.org,
+        price: r.max_price,
+        exclude: r.exclude.clone(),
+        uptime_permille: r.min_uptime_permille,
+        renewable: r.renewable,
+    }
+}
+
+fn seller(id: RecordId, o: &Offer) -> Trader {
+    Trader {
+        id,
+        org: o.org,
+        price: o.price,
+        exclude: BTreeSet::new(),
+        uptime_permille: o.uptime_permille,
+        renewable: o.energy.renewable(),
+    }
+}
+
+/// Clear a whole book: every class on its own, classes in order.
+pub fn clear<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Clearing {
+    let mut out = Clearing::default();
+    for (class, (buyers, sellers)) in by_class(entries) {
+        let (outcome, matches) = clear_class(&class, &buyers, &sellers);
+        out.classes.push(outcome);
+        out.matches.extend(matches);
+    }
+    out
+}
+
+/// The nodes that may clear round `round`, best first: the authors of its
+/// records ranked by the rendezvous weight of `(round, node)`. The first
+/// clears; the next ones stand in, in order, when it is silent.
+pub fn clearers(round: u64, authors: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+    let weight = |n: &NodeId| {
+        let mut h = blake3::Hasher::new();
+        h.update(b"locus/market/clearer\0");
+        h.update(&round.to_le_bytes());
+        h.update(n.as_bytes());
+        *h.finalize().as_bytes()
+    };
+    let mut nodes: Vec<NodeId> = authors
+        .into_iter()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    nodes.sort_by_cached_key(|n| std::cmp::Reverse(weight(n)));
+    nodes
+}
+
+/// How many of [`clearers`] may sign a round.
+pub const CLEARERS: usize = 3;
+
+/// Domain of the clearing node's signature over a round.
+pub const ROUND_DOMAIN: &[u8] = b"locus/market/round/v1\0";
+/// Most records one round lists.
+pub const MAX_ROUND_RECORDS: usize = 20_000;
+
+/// A round as its clearing node signs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Round {
+    pub number: u64,
+    /// Records issued at or before, and live at, this time.
+    pub cutoff: u64,
+    pub clearer: NodeId,
+    pub clearer_org: OrgId,
+    /// The records cleared, sorted.
+    pub book: Vec<RecordId>,
+    pub matches: Vec<Match>,
+}
+
+impl Authored for Round {
+    const DOMAIN: &'static [u8] = ROUND_DOMAIN;
+    fn author(&self) -> NodeId {
+        self.clearer
+    }
+    fn author_org(&self) -> OrgId {
+        self.clearer_org
+    }
+    fn signed_at(&self) -> u64 {
+        self.cutoff
+    }
+}
+
+/// Why a signed round is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Signature(#[from] crate::signed::SignatureError),
+    #[error("round {round} is not node {actual}'s to clear (its clearers are {expected:?})")]
+    NotTheClearer {
+        round: u64,
+        expected: Vec<NodeId>,
+        actual: NodeId,
+    },
+    #[error(
+        "round {round} leaves out record {id}, issued at {issued_at}, before its cutoff {cutoff}"
+    )]
+    Omitted {
+        round: u64,
+        id: RecordId,
+        issued_at: u64,
+        cutoff: u64,
+    },
+    #[error("round {round} lists record {id}, which this node does not hold")]
+    UnknownRecord { round: u64, id: RecordId },
+    #[error("round {round} lists record {id}, which was not live at its cutoff {cutoff}")]
+    NotLive {
+        round: u64,
+        id: RecordId,
+        cutoff: u64,
+    },
+    #[error("round {round} lists {0} records, more than {MAX_ROUND_RECORDS}", round = .1)]
+    TooBig(usize, u64),
+    #[error("round {round} lists its book unsorted or twice")]
+    Unsorted { round: u64 },
+    #[error("round {round}: the matches signed are not those of its book ({detail})")]
+    WrongMatches { round: u64, detail: String },
+}
+
+/// Build a round from the records of `book` live at `cutoff`.
+pub fn round(
+    number: u64,
+    cutoff: u64,
+    clearer: NodeId,
+    clearer_org: OrgId,
+    book: &[&Entry],
+) -> Round {
+    let live: Vec<&Entry> = book
+        .iter()
+        .copied()
+        .filter(|e| e.issued_at() <= cutoff && e.expires_at() > cutoff)
+        .collect();
+    let mut ids: Vec<RecordId> = live.iter().map(|e| e.id()).collect();
+    ids.sort();
+    ids.dedup();
+    Round {
+        number,
+        cutoff,
+        clearer,
+        clearer_org,
+        book: ids,
+        matches: clear(live).matches,
+    }
+}
+
+/// Check a signed round against the records this node holds (`known`,
+/// each checked when taken): every record it lists is known and live at
+/// the cutoff; no known record issued `settle_secs` or more before the
+/// cutoff and live at it is left out; the signer is one of the round's
+/// first [`CLEARERS`] clearers; and its matches are exactly [`clear`] of
+/// its book.
+pub fn check_round(
+    signed: &Signed<Round>,
+    known: &HashMap<RecordId, Entry>,
+    settle_secs: u64,
+) -> Result<(), RoundError> {
+    let r = &signed.body;
+    let round = r.number;
+    if r.book.len() > MAX_ROUND_RECORDS {
+        return Err(RoundError::TooBig(r.book.len(), round));
+    }
+    if r.book.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(RoundError::Unsorted { round });
+    }
+    let mut entries = Vec::with_capacity(r.book.len());
+    for id in &r.book {
+        let entry = known
+            .get(id)
+            .ok_or(RoundError::UnknownRecord { round, id: *id })?;
+        if entry.issued_at() > r.cutoff || entry.expires_at() <= r.cutoff {
+            return Err(RoundError::NotLive {
+                round,
+                id: *id,
+                cutoff: r.cutoff,
+            });
+        }
+        entries.push(entry);
+    }
+    for (id, entry) in known {
+        if entry.issued_at().saturating_add(settle_secs) <= r.cutoff
+            && entry.expires_at() > r.cutoff
+            && r.book.binary_search(id).is_err()
+        {
+            return Err(RoundError::Omitted {
+                round,
+                id: *id,
+                issued_at: entry.issued_at(),
+                cutoff: r.cutoff,
+            });
+        }
+    }
+    let mut ranked = clearers(round, entries.iter().map(|e| e.author()));
+    ranked.truncate(CLEARERS);
+    if !ranked.contains(&r.clearer) {
+        return Err(RoundError::NotTheClearer {
+            round,
+            expected: ranked,
+            actual: r.clearer,
+        });
+    }
+    signed.verify()?;
+    let expected = clear(entries).matches;
+    if expected != r.matches {
+        let detail = match expected.iter().zip(&r.matches).position(|(a, b)| a != b) {
+            Some(i) => format!("match {i} differs"),
+            None => format!(
+                "{} matches expected, {} signed",
+                expected.len(),
+                r.matches.len()
+            ),
+        };
+        return Err(RoundError::WrongMatches { round, detail });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+use super::*;
+use crate::book::{BookError, Cover, EnergySource, Sla};
+use crate::class::{Resources, Tier};
+use crate::signed::testing::{TestNode, node};
+use proptest::prelude::*;
+
+fn class() -> Class {
+    Class {
+        tier: Tier::Small,
+        site: "lab".into(),
+        standby: true,
+    }
+}
+
+fn id(n: usize) -> RecordId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    RecordId(b)
+}
+
+fn org(n: usize) -> OrgId {
+    let mut b = [0u8; 10];
+    b[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    OrgId::from_bytes(b)
+}
+
+/// Buyers then sellers, each of an org of its own.
+fn traders(buyers: &[u64], sellers: &[u64]) -> (Vec<Trader>, Vec<Trader>) {
+    let t = |i: usize, price: u64| Trader {
+        id: id(i),
+        org: org(i),
+        price,
+        exclude: BTreeSet::new(),
+        uptime_permille: 0,
+        renewable: false,
+    };
+    let b = buyers.iter().enumerate().map(|(i, &p)| t(i, p)).collect();
+    let s = sellers
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| t(1000 + i, p))
+        .collect();
+    (b, s)
+}
+
+/// What a trader gains: value − payment for a buyer, payment − cost for
+/// a seller, 0 if it does not trade.
+fn utility(matches: &[Match], who: RecordId, true_price: u64, buyer: bool) -> i128 {
+    for m in matches {
+        if buyer && m.request == who {
+            return true_price as i128 - m.buyer_pays as i128;
+        }
+        if !buyer && m.offer == who {
+            return m.seller_gets as i128 - true_price as i128;
+        }
+    }
+    0
+}
+
+/// The best gains from trade over every matching, by brute force.
+fn optimum(buyers: &[Trader], sellers: &[Trader]) -> u64 {
+    fn go(buyers: &[Trader], sellers: &mut Vec<Option<&Trader>>) -> u64 {
+        let Some((b, rest)) = buyers.split_first() else {
+            return 0;
+        };
+        let mut best = go(rest, sellers);
+        for i in 0..sellers.len() {
+            if let Some(s) = sellers[i]
+                && b.price >= s.price
+                && b.accepts(s)
+            {
+                sellers[i] = None;
+                best = best.max(b.price - s.price + go(rest, sellers));
+                sellers[i] = Some(s);
+            }
+        }
+        best
+    }
+    go(buyers, &mut sellers.iter().map(Some).collect())
+}
+
+fn prices(max: usize) -> impl Strategy<Value = Vec<u64>> {
+    prop::collection::vec(1u64..1000, 0..max)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn individually_rational_and_budget_balanced(b in prices(20), s in prices(20)) {
+        let (buyers, sellers) = traders(&b, &s);
+        let (outcome, matches) = clear_class(&class(), &buyers, &sellers);
+        for m in &matches {
+            let buyer = buyers.iter().find(|t| t.id == m.request).unwrap();
+            let seller = sellers.iter().find(|t| t.id == m.offer).unwrap();
+            prop_assert!(m.buyer_pays <= buyer.price, "a buyer pays more than its value");
+            prop_assert!(m.seller_gets >= seller.price, "a seller gets less than its cost");
+            prop_assert!(m.buyer_pays >= m.seller_gets, "the market pays out more than it takes");
+        }
+        prop_assert!(matches.len() == outcome.k || matches.len() + 1 == outcome.k);
+    }
+
+    #[test]
+    fn efficient_up_to_one_trade(b in prices(7), s in prices(7)) {
+        let (buyers, sellers) = traders(&b, &s);
+        let (outcome, _) = clear_class(&class(), &buyers, &sellers);
+        let best = optimum(&buyers, &sellers);
+        prop_assert_eq!(outcome.optimal_gains, best);
+        prop_assert!(outcome.gains <= best);
+        if outcome.k > 0 {
+            // gains ≥ (1 − 1/k) · optimum
+            prop_assert!(outcome.gains as u128 * outcome.k as u128 >= best as u128 * (outcome.k as u128 - 1));
+        }
+    }
+
+    /// No sampled unilateral misreport gains a trader anything.
+    #[test]
+    fn truthful(b in prices(12), s in prices(12), who in any::<prop::sample::Index>(), lie in 0u64..1200) {
+        prop_assume!(!b.is_empty() || !s.is_empty());
+        let (buyers, sellers) = traders(&b, &s);
+        let i = who.index(b.len() + s.len());
+        let is_buyer = i < b.len();
+        let (target, true_price) = if is_buyer {
+            (buyers[i].id, buyers[i].price)
+        } else {
+            (sellers[i - b.len()].id, sellers[i - b.len()].price)
+        };
+        let honest = utility(&clear_class(&class(), &buyers, &sellers).1, target, true_price, is_buyer);
+        let (mut lb, mut ls) = (buyers.clone(), sellers.clone());
+        if is_buyer { lb[i].price = lie } else { ls[i - b.len()].price = lie }
+        let lying = utility(&clear_class(&class(), &lb, &ls).1, target, true_price, is_buyer);
+        prop_assert!(lying <= honest, "reporting {lie} instead of {true_price} gains {lying} > {honest}");
+    }
+
+    #[test]
+    fn order_independent(b in prices(15), s in prices(15), seed in any::<u64>()) {
+        let (buyers, sellers) = traders(&b, &s);
+        let reference = clear_class(&class(), &buyers, &sellers);
+        let (mut rb, mut rs) = (buyers.clone(), sellers.clone());
+        let mut x = seed | 1;
+        let mut next = |n: usize| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % n.max(1) as u64) as usize };
+        for i in (1..rb.len()).rev() { let j = next(i + 1); rb.swap(i, j); }
+        for i in (1..rs.len()).rev() { let j = next(i + 1); rs.swap(i, j); }
+        prop_assert_eq!(clear_class(&class(), &rb, &rs), reference);
+    }
+
+    /// Pairing never puts a buyer with its own org or one it excludes.
+    #[test]
+    fn pairs_respect_orgs_and_exclusions(b in prices(10), s in prices(10), same in prop::collection::vec(any::<bool>(), 10)) {
+        let (mut buyers, mut sellers) = traders(&b, &s);
+        for (i, t) in sellers.iter_mut().enumerate() {
+            if same.get(i).copied().unwrap_or(false) { t.org = org(0); }
+        }
+        if let Some(first) = buyers.first_mut() { first.exclude.insert(org(1000)); }
+        let (outcome, matches) = clear_class(&class(), &buyers, &sellers);
+        for m in &matches {
+            let buyer = buyers.iter().find(|t| t.id == m.request).unwrap();
+            let seller = sellers.iter().find(|t| t.id == m.offer).unwrap();
+            prop_assert_ne!(buyer.org, seller.org);
+            prop_assert!(!buyer.exclude.contains(&seller.org));
+        }
+        prop_assert!(outcome.gains <= optimum(&buyers, &sellers));
+    }
+}
+
+#[test]
+fn midpoint_and_trade_reduction_by_hand() {
+    // b = 9 8 3, s = 1 2 5: k = 2, p = (3 + 5) / 2 = 4 ∈ [2, 8] → 2 trades at 4.
+    let (b, s) = traders(&[9, 8, 3], &[1, 2, 5]);
+    let (o, m) = clear_class(&class(), &b, &s);
+    assert_eq!(
+        (o.k, o.rule, m.len(), o.buyer_pays, o.seller_gets),
+        (2, PriceRule::Midpoint, 2, 4, 4)
+    );
+    // b = 9 8 7, s = 1 2 9: k = 2, p = 8 ∉ [2, 8]? 8 ≤ 8 → midpoint at 8.
+    let (b, s) = traders(&[9, 8, 7], &[1, 2, 9]);
+    assert_eq!(clear_class(&class(), &b, &s).0.rule, PriceRule::Midpoint);
+    // b = 9 4, s = 1 3 (no third): k = 2, no (k+1)-th → one trade, pays 4, gets 3.
+    let (b, s) = traders(&[9, 4], &[1, 3]);
+    let (o, m) = clear_class(&class(), &b, &s);
+    assert_eq!(
+        (o.k, o.rule, m.len(), o.buyer_pays, o.seller_gets),
+        (2, PriceRule::TradeReduction, 1, 4, 3)
+    );
+    assert_eq!(m[0].request, id(0));
+    assert_eq!(m[0].offer, id(1000));
+    // Nobody meets: no trade.
+    let (b, s) = traders(&[1], &[5]);
+    assert_eq!(clear_class(&class(), &b, &s).0.rule, PriceRule::NoTrade);
+}
+
+// ---- signed rounds ----
+
+fn offer(n: &TestNode, seq: u64, price: u64, at: u64) -> Entry {
+    Entry::Offer(Signed::sign(
+        Offer {
+            provider: n.node(),
+            org: n.org(),
+            seq,
+            spare: Tier::Small.resources(),
+            interfaces: ["ethernet".to_owned()].into(),
+            uptime_permille: 995,
+            energy: EnergySource::Grid,
+            battery_percent: None,
+            price,
+            max_duration_secs: 3600,
+            standby: true,
+            site: "lab".into(),
+            issued_at: at,
+            expires_at: at + 600,
+        },
+        n.party.clone(),
+        &n.key,
+    ))
+}
+
+fn request(n: &TestNode, seq: u64, max_price: u64, at: u64) -> Entry {
+    Entry::Request(Signed::sign(
+        Request {
+            customer: n.node(),
+            org: n.org(),
+            seq,
+            tenant: "default".into(),
+            needs: Resources {
+                cpu_millis: 500,
+                memory_bytes: 64 << 20,
+                ..Default::default()
+            },
+            cover: Cover {
+                workloads: ["web".to_owned()].into(),
+                things: Default::default(),
+            },
+            site: "lab".into(),
+            min_uptime_permille: 0,
+            renewable: false,
+            standby: true,
+            max_price,
+            duration_secs: 3600,
+            sla: Sla {
+                handover_within_secs: 3,
+                penalty: 1000,
+            },
+            exclude: Default::default(),
+            issued_at: at,
+            expires_at: at + 600,
+        },
+        n.party.clone(),
+        &n.key,
+    ))
+}
+
+struct Market {
+    nodes: Vec<TestNode>,
+    entries: Vec<Entry>,
+}
+
+fn market() -> Market {
+    let nodes: Vec<TestNode> = (1..=6).map(|o| node(o, 1)).collect();
+    let entries = vec![
+        request(&nodes[0], 1, 900, 100),
+        request(&nodes[1], 1, 700, 100),
+        request(&nodes[2], 1, 200, 100),
+        offer(&nodes[3], 1, 100, 100),
+        offer(&nodes[4], 1, 300, 100),
+        offer(&nodes[5], 1, 800, 100),
+    ];
+    Market { nodes, entries }
+}
+
+fn known(entries: &[Entry]) -> HashMap<RecordId, Entry> {
+    entries.iter().map(|e| (e.id(), e.clone())).collect()
+}
+
+fn signed_round(m: &Market, number: u64, book: &[&Entry]) -> (Signed<Round>, usize) {
+    let ranked = clearers(number, book.iter().map(|e| e.author()));
+    let who = m.nodes.iter().position(|n| n.node() == ranked[0]).unwrap();
+    let n = &m.nodes[who];
+    let r = round(number, 200, n.node(), n.org(), book);
+    (Signed::sign(r, n.party.clone(), &n.key), who)
+}
+
+#[test]
+fn a_round_checks_and_every_record_is_checked_when_taken() {
+    let m = market();
+    for e in &m.entries {
+        e.check(150).unwrap();
+    }
+    let book: Vec<&Entry> = m.entries.iter().collect();
+    let (signed, _) = signed_round(&m, 7, &book);
+    // b = 900 700 200, s = 100 300 800: k = 2, p = 500 → two trades at 500.
+    assert_eq!(signed.body.matches.len(), 2);
+    assert!(
+        signed
+            .body
+            .matches
+            .iter()
+            .all(|x| x.buyer_pays == 500 && x.seller_gets == 500)
+    );
+    check_round(&signed, &known(&m.entries), 10).unwrap();
+}
+
+#[test]
+fn a_clearing_node_signing_a_wrong_match_is_refused() {
+    let m = market();
+    let book: Vec<&Entry> = m.entries.iter().collect();
+    let (mut signed, who) = signed_round(&m, 7, &book);
+    signed.body.matches[0].seller_gets += 100;
+    let n = &m.nodes[who];
+    let forged = Signed::sign(signed.body, n.party.clone(), &n.key);
+    let err = check_round(&forged, &known(&m.entries), 10).unwrap_err();
+    assert!(matches!(err, RoundError::WrongMatches { .. }), "{err}");
+}
+
+#[test]
+fn a_round_leaving_out_a_record_or_signed_by_another_node_is_refused() {
+    let m = market();
+    // Leaving out the highest buyer changes who trades.
+    let book: Vec<&Entry> = m.entries.iter().skip(1).collect();
+    let (signed, _) = signed_round(&m, 7, &book);
+    let err = check_round(&signed, &known(&m.entries), 10).unwrap_err();
+    assert!(matches!(err, RoundError::Omitted { .. }), "{err}");
+    // A record issued just before the cutoff may still be missing.
+    check_round(&signed, &known(&m.entries), 150).unwrap();
+    let late: Vec<Entry> = m.entries.iter().skip(1).cloned().collect();
+    check_round(&signed, &known(&late), 10).unwrap();
+
+    // A node that is not among the round's clearers.
+    let all: Vec<&Entry> = m.entries.iter().collect();
+    let ranked = clearers(7, all.iter().map(|e| e.author()));
+    let outsider = m
+        .nodes
+        .iter()
+        .find(|n| n.node() == *ranked.last().unwrap())
+        .unwrap();
+    let r = round(7, 200, outsider.node(), outsider.org(), &all);
+    let signed = Signed::sign(r, outsider.party.clone(), &outsider.key);
+    let err = check_round(&signed, &known(&m.entries), 10).unwrap_err();
+    assert!(matches!(err, RoundError::NotTheClearer { .. }), "{err}");
+
+    // A signature that is not the clearer's.
+    let (mut signed, who) = signed_round(&m, 7, &all);
+    let other = &m.nodes[(who + 1) % m.nodes.len()];
+    signed.by = Signed::sign(signed.body.clone(), other.party.clone(), &other.key).by;
+    assert!(matches!(
+        check_round(&signed, &known(&m.entries), 10),
+        Err(RoundError::Signature(_))
+    ));
+}
+
+#[test]
+fn a_forged_offer_is_refused_when_taken() {
+    let m = market();
+    let Entry::Offer(mut o) = m.entries[3].clone() else {
+        unreachable!()
+    };
+    o.body.price = 1;
+    let err = Entry::Offer(o).check(150).unwrap_err();
+    assert!(matches!(err, BookError::Signature(_)), "{err}");
+    // Signed by a node of another org in its name.
+    let Entry::Offer(o) = m.entries[3].clone() else {
+        unreachable!()
+    };
+    let thief = &m.nodes[0];
+    let stolen = Entry::Offer(Signed::sign(o.body, thief.party.clone(), &thief.key));
+    assert!(matches!(stolen.check(150), Err(BookError::Signature(_))));
+    // Expired, or from the future.
+    assert!(matches!(
+        m.entries[3].check(700),
+        Err(BookError::Expired { .. })
+    ));
+    assert!(matches!(
+        m.entries[3].check(10),
+        Err(BookError::FromTheFuture { .. })
+    ));
+}
+
+proptest! {
+    #[test]
+    fn decoding_random_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Entry::from_bytes(&bytes);
+        let _ = Signed::<Round>::from_bytes(&bytes, 4096);
+    }
+}
