@@ -42,7 +42,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, ImportImageOptions, KillContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    LogsOptions, RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use locus_core::workload::{Kind, Protocol, WorkloadId};
@@ -73,6 +73,8 @@ const MANIFEST_LIMIT: u64 = 1 << 20;
 const PUMP_DRAIN: Duration = Duration::from_secs(2);
 /// How long to wait for a killed container to be reported as ended.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait for a container's statistics.
+pub const USAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs workloads as containers on the local Docker engine (see the module
 /// docs).
@@ -458,6 +460,26 @@ fn exit_of(c: &ContainerInspectResponse) -> Option<Exit> {
     })
 }
 
+/// A container's usage from one statistics reading; `None` when it
+/// reports none (the engine sends empty statistics for a container that
+/// is not running).
+fn usage_of(stats: &bollard::models::ContainerStatsResponse) -> Option<crate::Usage> {
+    let cpu_ns = stats.cpu_stats.as_ref()?.cpu_usage.as_ref()?.total_usage?;
+    let memory = stats.memory_stats.as_ref()?;
+    let usage = memory.usage?;
+    let stat = |key: &str| memory.stats.as_ref().and_then(|s| s.get(key).copied());
+    // As `docker stats` does: the inactive page cache is not the
+    // container's working set.
+    let inactive = stat("total_inactive_file")
+        .filter(|v| *v < usage)
+        .or_else(|| stat("inactive_file").filter(|v| *v < usage))
+        .unwrap_or(0);
+    Some(crate::Usage {
+        cpu_seconds: cpu_ns as f64 / 1e9,
+        memory_bytes: usage - inactive,
+    })
+}
+
 /// The exit reported for a container the engine no longer has.
 fn vanished() -> Exit {
     Exit {
@@ -759,6 +781,38 @@ impl Driver for ContainerDriver {
         self.remove_container(&instance.handle).await
     }
 
+    /// One reading of the engine's statistics (`GET
+    /// /containers/{id}/stats?stream=false&one-shot=true`, bounded by
+    /// [`USAGE_TIMEOUT`]): `cpu_stats.cpu_usage.total_usage` (nanoseconds
+    /// of CPU used by the container's cgroup since it started) and
+    /// `memory_stats.usage` less the inactive page cache the engine
+    /// reports (`inactive_file` on cgroup v2, `total_inactive_file` on
+    /// v1, as `docker stats` counts it). The engine reads the container's
+    /// cgroup, so every process in the container counts, ended ones
+    /// included for CPU.
+    ///
+    /// `None` when the engine does not answer in time, does not know the
+    /// container, or reports no usage (a container that is not running).
+    async fn usage(&self, instance: &Instance) -> Option<crate::Usage> {
+        let read = async {
+            let docker = self.engine().await.ok()?;
+            let options = StatsOptions {
+                stream: false,
+                one_shot: true,
+            };
+            let stats = docker
+                .stats(&instance.handle, Some(options))
+                .next()
+                .await?
+                .ok()?;
+            usage_of(&stats)
+        };
+        tokio::time::timeout(USAGE_TIMEOUT, read)
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn leftovers(&self) -> Result<Vec<Instance>, DriverError> {
         let options = ListContainersOptions {
             all: true,
@@ -845,5 +899,50 @@ impl ContainerDriver {
             }
             Err(e) => Err(runtime(format!("removing container {id}"), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(json: serde_json::Value) -> bollard::models::ContainerStatsResponse {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn usage_is_cpu_time_and_memory_without_the_inactive_page_cache() {
+        let v2 = stats(serde_json::json!({
+            "cpu_stats": { "cpu_usage": { "total_usage": 2_500_000_000u64 } },
+            "memory_stats": { "usage": 10_485_760u64, "stats": { "inactive_file": 4_194_304u64 } },
+        }));
+        assert_eq!(
+            usage_of(&v2),
+            Some(crate::Usage {
+                cpu_seconds: 2.5,
+                memory_bytes: 6 << 20
+            })
+        );
+        let v1 = stats(serde_json::json!({
+            "cpu_stats": { "cpu_usage": { "total_usage": 1_000_000u64 } },
+            "memory_stats": { "usage": 8192u64, "stats": { "total_inactive_file": 4096u64, "inactive_file": 1u64 } },
+        }));
+        assert_eq!(usage_of(&v1).unwrap().memory_bytes, 4096);
+        // A page cache larger than the usage is not subtracted.
+        let odd = stats(serde_json::json!({
+            "cpu_stats": { "cpu_usage": { "total_usage": 0u64 } },
+            "memory_stats": { "usage": 4096u64, "stats": { "inactive_file": 8192u64 } },
+        }));
+        assert_eq!(usage_of(&odd).unwrap().memory_bytes, 4096);
+    }
+
+    #[test]
+    fn a_container_that_does_not_run_reports_no_usage() {
+        let stopped = stats(serde_json::json!({
+            "cpu_stats": { "cpu_usage": { "total_usage": 0u64 }, "throttling_data": {} },
+            "memory_stats": {},
+        }));
+        assert_eq!(usage_of(&stopped), None);
+        assert_eq!(usage_of(&stats(serde_json::json!({}))), None);
     }
 }

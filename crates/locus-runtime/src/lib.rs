@@ -81,6 +81,18 @@ pub enum Observed {
     Gone,
 }
 
+/// What an instance measurably uses, as its driver reads it (see each
+/// driver's [`Driver::usage`] for exactly what it counts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time (user + system) used since the instance started, in
+    /// seconds: cumulative, so a rate is the difference of two readings
+    /// over the time between them.
+    pub cpu_seconds: f64,
+    /// Memory resident now, in bytes.
+    pub memory_bytes: u64,
+}
+
 /// Why a driver could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -127,6 +139,15 @@ pub trait Driver: Send + Sync {
     /// Release what the instance holds (container, task entry). The instance
     /// must have ended.
     async fn remove(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    /// What the instance uses now; `None` when the driver cannot tell (the
+    /// instance ended or is unknown, the runtime did not answer in time,
+    /// or the driver measures nothing). Bounded in time: a caller may ask
+    /// for many instances in a row.
+    async fn usage(&self, instance: &Instance) -> Option<Usage> {
+        let _ = instance;
+        None
+    }
 
     /// Instances this driver finds on the node that a previous agent run may
     /// have left (containers carrying locus labels); drivers that cannot

@@ -190,21 +190,190 @@ fn bad_handle(handle: &str) -> DriverError {
     ))
 }
 
-/// What `/proc/<pid>/stat` says about a process.
+/// What `/proc/<pid>/stat` says about a process (times in clock ticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProcStat {
     state: char,
+    /// Session id (field 6).
+    session: i32,
+    /// `utime + stime` (fields 14 and 15): the process's own CPU time,
+    /// all its threads together.
+    cpu_ticks: u64,
+    /// `cutime + cstime` (fields 16 and 17): the CPU time of the children
+    /// it has waited for.
+    children_ticks: u64,
+    /// Field 22, in clock ticks after boot.
     starttime: u64,
 }
 
 fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ...`: comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 1..];
+    // Bytes, not text: a process may name itself with any bytes.
+    parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Parse a `/proc/<pid>/stat` line; `None` for anything not shaped like
+/// one (never panics).
+fn parse_stat(bytes: &[u8]) -> Option<ProcStat> {
+    // `pid (comm) state ...`: comm may hold spaces, parentheses and any
+    // other byte, so it ends at the last `)`; every later field is ASCII.
+    let close = bytes.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(bytes.get(close + 1..)?).ok()?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); starttime is field 22.
-    let state = fields.first()?.chars().next()?;
-    let starttime = fields.get(22 - 3)?.parse().ok()?;
-    Some(ProcStat { state, starttime })
+    // fields[0] is field 3 (state).
+    let field = |n: usize| fields.get(n.checked_sub(3)?).copied();
+    let unsigned = |n: usize| field(n)?.parse::<u64>().ok();
+    // cutime and cstime are signed in the kernel's format.
+    let signed = |n: usize| {
+        field(n)?
+            .parse::<i64>()
+            .ok()
+            .map(|v| u64::try_from(v).unwrap_or(0))
+    };
+    Some(ProcStat {
+        state: field(3)?.chars().next()?,
+        session: field(6)?.parse().ok()?,
+        cpu_ticks: unsigned(14)?.saturating_add(unsigned(15)?),
+        children_ticks: signed(16)?.saturating_add(signed(17)?),
+        starttime: unsigned(22)?,
+    })
+}
+
+/// Resident pages from a `/proc/<pid>/statm` line (its second field).
+fn parse_statm_resident(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The cgroup v2 path of a process from `/proc/<pid>/cgroup` (the line
+/// `0::<path>`), relative to the cgroup mount.
+fn parse_cgroup_v2_path(text: &str) -> Option<&str> {
+    text.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The value of `key` in a flat keyed cgroup file (`cpu.stat`,
+/// `memory.stat`: lines of `key value`).
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        (parts.next()? == key).then_some(())?;
+        parts.next()?.parse().ok()
+    })
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`; 100, Linux's
+/// `USER_HZ`, if it cannot be read).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .and_then(|t| u64::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// Bytes per page (`sysconf(_SC_PAGESIZE)`; 4096 if it cannot be read).
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| u64::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .unwrap_or(4096)
+    })
+}
+
+fn resident_pages(pid: i32) -> Option<u64> {
+    parse_statm_resident(&std::fs::read(format!("/proc/{pid}/statm")).ok()?)
+}
+
+/// What a cgroup v2 directory says its processes use: `usage_usec` of
+/// `cpu.stat` (everything that ever ran in it), and `memory.current`
+/// less `inactive_file` of `memory.stat` (the working set: page cache the
+/// kernel may reclaim first is not counted).
+fn cgroup_usage(dir: &Path) -> Option<crate::Usage> {
+    let cpu = std::fs::read_to_string(dir.join("cpu.stat")).ok()?;
+    let usec = keyed_value(&cpu, "usage_usec")?;
+    let current: u64 = std::fs::read_to_string(dir.join("memory.current"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let inactive = std::fs::read_to_string(dir.join("memory.stat"))
+        .ok()
+        .and_then(|t| keyed_value(&t, "inactive_file"))
+        .unwrap_or(0);
+    Some(crate::Usage {
+        cpu_seconds: usec as f64 / 1e6,
+        memory_bytes: current.saturating_sub(inactive),
+    })
+}
+
+/// Whether process `pid` is in the cgroup v2 directory `dir`.
+fn in_cgroup(pid: i32, dir: &Path) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .as_deref()
+        .and_then(parse_cgroup_v2_path)
+        .is_some_and(|rel| Path::new(CGROUP_ROOT).join(rel.trim_start_matches('/')) == dir)
+}
+
+/// What the process of a handle uses, with everything it started: from
+/// its cgroup when it runs in `cgroup`, else summed over its session.
+/// `None` once it is gone (or the pid is another process's).
+fn process_usage(h: Handle, cgroup: Option<&Path>) -> Option<crate::Usage> {
+    let leader = proc_stat(h.pid)?;
+    if leader.starttime != h.starttime || matches!(leader.state, 'Z' | 'X' | 'x') {
+        return None;
+    }
+    if let Some(dir) = cgroup
+        && in_cgroup(h.pid, dir)
+        && let Some(usage) = cgroup_usage(dir)
+    {
+        return Some(usage);
+    }
+    let mut ticks = leader.cpu_ticks.saturating_add(leader.children_ticks);
+    let mut pages = resident_pages(h.pid).unwrap_or(0);
+    // The leader made its own session (`setsid`): its members are what it
+    // started, unless they left for a session of their own.
+    if leader.session == h.pid {
+        let entries = std::fs::read_dir("/proc").ok()?;
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == h.pid {
+                continue;
+            }
+            // Gone since the listing: nothing to count.
+            let Some(stat) = proc_stat(pid) else {
+                continue;
+            };
+            if stat.session != h.pid {
+                continue;
+            }
+            ticks = ticks
+                .saturating_add(stat.cpu_ticks)
+                .saturating_add(stat.children_ticks);
+            pages = pages.saturating_add(resident_pages(pid).unwrap_or(0));
+        }
+    }
+    Some(crate::Usage {
+        cpu_seconds: ticks as f64 / clock_ticks() as f64,
+        memory_bytes: pages.saturating_mul(page_size()),
+    })
 }
 
 /// Whether the process of a handle is still the one we started, and alive.
@@ -743,8 +912,199 @@ impl Driver for ProcessDriver {
         Ok(())
     }
 
+    /// With a cgroup of the workload's own (cgroup v2, writable), and the
+    /// process in it: `usage_usec` of its `cpu.stat` (every process that
+    /// ever ran in it, ended ones included) and its working set
+    /// (`memory.current` less `inactive_file`).
+    ///
+    /// Otherwise, summed over the processes of the session the process
+    /// leads: `utime + stime + cutime + cstime` of each live member of
+    /// `/proc/<pid>/stat` (the time of a child that ended and was waited
+    /// for by a member moves into the parent's `cutime`, so it keeps
+    /// counting), in clock ticks of `sysconf(_SC_CLK_TCK)`, and the sum of
+    /// their resident pages (`/proc/<pid>/statm`). Limits of that path: a
+    /// page shared by several members counts once per member (RSS, not
+    /// PSS); a member that leaves the session (`setsid`), or one that ends
+    /// after its parent did (its time goes to whoever adopts it), is not
+    /// counted; a child reaped during the reading may count twice or not
+    /// at all for that reading; the reading lists all of `/proc`.
+    ///
+    /// `None` once the process has ended, for an invalid handle, or when
+    /// the pid now names another process (its starttime differs).
+    async fn usage(&self, instance: &Instance) -> Option<crate::Usage> {
+        let h = parse_handle(&instance.handle)?;
+        if let Some(Entry::Child { exit, .. }) = self.inner.entries().get(&instance.handle)
+            && exit.borrow().is_some()
+        {
+            return None;
+        }
+        let cgroup = self
+            .inner
+            .cgroup
+            .as_ref()
+            .map(|base| base.join(instance.id.to_string()));
+        // Reading /proc is quick but blocking (and lists every process
+        // without a cgroup).
+        tokio::task::spawn_blocking(move || process_usage(h, cgroup.as_deref()))
+            .await
+            .ok()
+            .flatten()
+    }
+
     async fn leftovers(&self) -> Result<Vec<Instance>, DriverError> {
         // The agent keeps process handles in its store and asks `observe`.
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real line of a shell, fields 1 to 52.
+    const SH: &str = "4242 (sh) S 4200 4242 4242 0 -1 4194560 1234 5678 0 0 250 75 \
+                      10 5 20 0 1 0 987654 2473984 220 18446744073709551615 1 1 0 0 0 0 0 \
+                      0 65538 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn a_stat_line_gives_state_session_times_and_starttime() {
+        let s = parse_stat(SH.as_bytes()).unwrap();
+        assert_eq!(
+            s,
+            ProcStat {
+                state: 'S',
+                session: 4242,
+                cpu_ticks: 250 + 75,
+                children_ticks: 10 + 5,
+                starttime: 987654,
+            }
+        );
+    }
+
+    #[test]
+    fn a_comm_with_spaces_and_parentheses_ends_at_the_last_parenthesis() {
+        for comm in [
+            "my prog",
+            "a) b (c",
+            ") (",
+            "((()))",
+            "x) R 1 2 3 4 5 6 7 8 9 10 11 12 13",
+        ] {
+            let line = SH.replacen("(sh)", &format!("({comm})"), 1);
+            let s = parse_stat(line.as_bytes()).unwrap_or_else(|| panic!("{comm:?}"));
+            assert_eq!(
+                (s.state, s.session, s.cpu_ticks),
+                ('S', 4242, 325),
+                "{comm:?}"
+            );
+            assert_eq!(s.starttime, 987654, "{comm:?}");
+        }
+        // Bytes that are not UTF-8 in comm are fine too.
+        let mut line = b"4242 (\xff\xfe bad)".to_vec();
+        line.extend_from_slice(&SH.as_bytes()[SH.find(") ").unwrap() + 1..]);
+        assert_eq!(parse_stat(&line).unwrap().cpu_ticks, 325);
+    }
+
+    #[test]
+    fn negative_children_times_count_as_zero() {
+        let line = SH.replacen(" 10 5 20 ", " -10 5 20 ", 1);
+        assert_eq!(parse_stat(line.as_bytes()).unwrap().children_ticks, 5);
+    }
+
+    #[test]
+    fn odd_stat_input_is_none_and_never_panics() {
+        let cut = &SH[..SH.find(" 987654").unwrap()];
+        for bad in [
+            "",
+            ")",
+            "(",
+            "4242 (sh)",
+            "4242 (sh) ",
+            "4242 sh S 1 2",
+            cut,
+            "4242 (sh) S x 4242 4242",
+            "4242 (sh) S 1 2 notanumber",
+        ] {
+            assert_eq!(parse_stat(bad.as_bytes()), None, "{bad:?}");
+        }
+        let overflow = SH.replacen(" 250 75 ", " 18446744073709551615 75 ", 1);
+        assert_eq!(
+            parse_stat(overflow.as_bytes()).unwrap().cpu_ticks,
+            u64::MAX,
+            "saturates"
+        );
+        assert_eq!(parse_stat(&[0xff; 64]), None);
+        assert_eq!(parse_stat(b"1 (a) \xff S"), None);
+    }
+
+    #[test]
+    fn statm_gives_resident_pages() {
+        assert_eq!(
+            parse_statm_resident(b"2416 220 190 27 0 102 0\n"),
+            Some(220)
+        );
+        for bad in [&b""[..], b"2416", b"2416 x 1", b"\xff \xff"] {
+            assert_eq!(parse_statm_resident(bad), None);
+        }
+    }
+
+    #[test]
+    fn cgroup_files_parse() {
+        assert_eq!(
+            parse_cgroup_v2_path("12:cpu:/old\n0::/locus/00ff\n"),
+            Some("/locus/00ff")
+        );
+        assert_eq!(parse_cgroup_v2_path("4:memory:/x\n"), None);
+        let cpu = "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n";
+        assert_eq!(keyed_value(cpu, "usage_usec"), Some(1_500_000));
+        assert_eq!(keyed_value(cpu, "user"), None);
+        assert_eq!(
+            keyed_value("usage_usec\nusage_usec x\n", "usage_usec"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_cgroup_directory_gives_cpu_and_working_set() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cpu.stat"),
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("memory.current"), "10485760\n").unwrap();
+        assert_eq!(
+            cgroup_usage(dir.path()),
+            Some(crate::Usage {
+                cpu_seconds: 2.5,
+                memory_bytes: 10 << 20
+            })
+        );
+        std::fs::write(
+            dir.path().join("memory.stat"),
+            "anon 6291456\nfile 4194304\ninactive_file 4194304\n",
+        )
+        .unwrap();
+        assert_eq!(cgroup_usage(dir.path()).unwrap().memory_bytes, 6 << 20);
+        std::fs::write(dir.path().join("memory.current"), "garbage").unwrap();
+        assert_eq!(cgroup_usage(dir.path()), None);
+    }
+
+    #[test]
+    fn this_process_measures_itself() {
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        let h = Handle {
+            pid: std::process::id() as i32,
+            starttime: me.starttime,
+        };
+        let usage = process_usage(h, None).unwrap();
+        assert!(usage.memory_bytes > 0);
+        assert!(usage.cpu_seconds >= 0.0);
+        let wrong = Handle {
+            starttime: me.starttime + 1,
+            ..h
+        };
+        assert_eq!(process_usage(wrong, None), None);
+        assert!(clock_ticks() > 0 && page_size() >= 4096);
     }
 }

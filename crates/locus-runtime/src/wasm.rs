@@ -307,6 +307,7 @@ impl Driver for WasmDriver {
         let millicores = *run.spec.resources.cpu_millicores.get();
 
         let meter = Arc::new(Meter::new());
+        let memory = Arc::new(AtomicUsize::new(0));
         let (exit, _) = watch::channel(None);
         let slot = Arc::new(Slot {
             id: run.id,
@@ -315,6 +316,7 @@ impl Driver for WasmDriver {
             wake: Notify::new(),
             exit,
             meter: meter.clone(),
+            memory: memory.clone(),
             abort: Mutex::new(None),
         });
 
@@ -325,6 +327,8 @@ impl Driver for WasmDriver {
                 limiter: Limiter {
                     memory_bytes,
                     denied: false,
+                    size: memory,
+                    before: None,
                 },
             },
         );
@@ -461,6 +465,33 @@ impl Driver for WasmDriver {
         }
         map.remove(&instance.handle);
         Ok(())
+    }
+
+    /// `cpu_seconds` is the CPU time, read from the thread CPU clock
+    /// (`CLOCK_THREAD_CPUTIME_ID`) around each poll of the instance's task,
+    /// of the executor threads while they ran it: the guest's code, and the
+    /// host calls (WASI) that complete within the poll. Not counted: work
+    /// a host call hands to another thread (WASI file I/O runs on tokio's
+    /// blocking threads), compiling the module, and the poll under way (at
+    /// most about one [`EPOCH_TICK`]). It is not the wall time the pacing
+    /// of [`WasmDriver::cpu_time`] uses, which also counts time the thread
+    /// was preempted.
+    ///
+    /// `memory_bytes` is the size of the guest's linear memory (as the
+    /// memory limiter allowed it to grow), not what is resident: pages the
+    /// guest never touched count, and what the host holds for the instance
+    /// (compiled code, the store, the WASI context, log buffers) does not.
+    ///
+    /// `None` once the instance has ended or for an unknown handle.
+    async fn usage(&self, instance: &Instance) -> Option<crate::Usage> {
+        let slot = self.slot(instance)?;
+        if slot.exit().is_some() {
+            return None;
+        }
+        Some(crate::Usage {
+            cpu_seconds: slot.meter.cpu().as_secs_f64(),
+            memory_bytes: u64::try_from(slot.memory.load(Ordering::Acquire)).unwrap_or(u64::MAX),
+        })
     }
 
     async fn leftovers(&self) -> Result<Vec<Instance>, DriverError> {
@@ -628,24 +659,46 @@ struct Guest {
     limiter: Limiter,
 }
 
-/// Caps linear memory and remembers whether it refused a growth.
+/// Caps linear memory, remembers whether it refused a growth, and keeps
+/// the size of the guest's linear memory (the limiter is asked before the
+/// memory is made, with a current size of 0, and before each growth).
 struct Limiter {
     memory_bytes: usize,
     denied: bool,
+    /// Bytes of linear memory the guest has now (shared with its [`Slot`]).
+    size: Arc<AtomicUsize>,
+    /// The size before the growth last allowed, in case it fails.
+    before: Option<usize>,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // What wasmtime says the memory has now is the truth (it corrects a
+        // size kept after a growth that failed unreported).
+        self.size.store(current, Ordering::Release);
         if desired > self.memory_bytes {
             self.denied = true;
             return Ok(false);
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        let allowed = maximum.is_none_or(|max| desired <= max);
+        if allowed {
+            self.before = Some(current);
+            self.size.store(desired, Ordering::Release);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        tracing::debug!(error = %error, "a wasm guest's memory could not grow");
+        if let Some(before) = self.before.take() {
+            self.size.store(before, Ordering::Release);
+        }
+        Ok(())
     }
 
     fn table_growing(
@@ -702,8 +755,10 @@ struct Slot {
     wake: Notify,
     /// `None` while running, then how the run ended.
     exit: watch::Sender<Option<Exit>>,
-    /// The guest's busy time.
+    /// The guest's busy time and CPU time.
     meter: Arc<Meter>,
+    /// Bytes of the guest's linear memory.
+    memory: Arc<AtomicUsize>,
     /// Cancels the task when a killed guest does not get back to it.
     abort: Mutex<Option<AbortHandle>>,
 }
@@ -779,13 +834,16 @@ impl Drop for TaskGuard {
 }
 
 /// Busy time of an instance: the time its task spends being polled, i.e.
-/// running guest code or host calls, not waiting.
+/// running guest code or host calls, not waiting; and the CPU time the
+/// polling threads spent in those polls.
 struct Meter {
     origin: Instant,
     /// Busy time of the polls that have returned.
     busy_ns: AtomicU64,
     /// When the current poll began (ns since `origin`, plus one), or 0.
     poll_since: AtomicU64,
+    /// CPU time of the polls that have returned (thread CPU clock).
+    cpu_ns: AtomicU64,
 }
 
 impl Meter {
@@ -794,7 +852,14 @@ impl Meter {
             origin: Instant::now(),
             busy_ns: AtomicU64::new(0),
             poll_since: AtomicU64::new(0),
+            cpu_ns: AtomicU64::new(0),
         }
+    }
+
+    /// CPU time of the polls that have returned (a poll lasts at most about
+    /// one [`EPOCH_TICK`]: the one under way is not counted yet).
+    fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(Ordering::Acquire))
     }
 
     fn now_ns(&self) -> u64 {
@@ -823,6 +888,7 @@ impl<F: Future> Future for Metered<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let start = self.meter.now_ns();
+        let cpu_start = thread_cpu_ns();
         self.meter.poll_since.store(start + 1, Ordering::Release);
         let result = self.inner.as_mut().poll(cx);
         let end = self.meter.now_ns();
@@ -830,8 +896,33 @@ impl<F: Future> Future for Metered<F> {
         self.meter
             .busy_ns
             .fetch_add(end.saturating_sub(start), Ordering::AcqRel);
+        // A poll runs on one thread from start to end: the difference of
+        // its CPU clock is what the poll used.
+        let cpu = match (cpu_start, thread_cpu_ns()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            // No thread clock: the poll's wall time, an upper bound.
+            _ => end.saturating_sub(start),
+        };
+        self.meter.cpu_ns.fetch_add(cpu, Ordering::AcqRel);
         result
     }
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`) in
+/// nanoseconds; `None` if the clock cannot be read.
+fn thread_cpu_ns() -> Option<u64> {
+    let mut ts = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call.
+    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// Holds a guest to its CPU share: a token bucket filled at `millicores /

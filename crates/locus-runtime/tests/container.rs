@@ -392,3 +392,30 @@ async fn a_restarted_agent_finds_its_containers_again() {
     );
     assert!(!second.kill(&instance).await.unwrap().failed);
 }
+
+#[tokio::test]
+async fn usage_reads_the_engine_s_cpu_and_memory_statistics() {
+    let w = Workload::new();
+    let driver = driver().await;
+    let extra = serde_json::json!({ "resources": { "cpu_millicores": 1000 } });
+    let instance = driver
+        .start(&w.run(&["sh", "-c", "while :; do :; done"], extra).await)
+        .await
+        .unwrap();
+    let first = driver.usage(&instance).await.expect("a running container");
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let second = driver.usage(&instance).await.unwrap();
+    let cores = (second.cpu_seconds - first.cpu_seconds) / began.elapsed().as_secs_f64();
+    // Held to one core by its quota; a busy loop gets most of it.
+    assert!(
+        cores > 0.5 && cores < 1.2,
+        "{cores} cores: {first:?} → {second:?}"
+    );
+    assert!(second.memory_bytes > 0, "{second:?}");
+
+    driver.kill(&instance).await.unwrap();
+    assert_eq!(driver.usage(&instance).await, None, "an ended container");
+    driver.remove(&instance).await.unwrap();
+    assert_eq!(driver.usage(&instance).await, None, "a removed container");
+}

@@ -457,3 +457,64 @@ async fn a_restarted_agent_keeps_bounding_the_log_of_a_process_it_adopts() {
     );
     println!("adopted: yes wrote {written} bytes; at most {peak} were on disk at once");
 }
+
+#[tokio::test]
+async fn usage_counts_the_cpu_and_memory_of_the_whole_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = ProcessDriver::new();
+    // The leader waits; a child it started burns CPU.
+    let busy = driver
+        .start(&run(
+            dir.path(),
+            &["sh", "-c", "while :; do :; done & wait"],
+            64,
+            1 << 20,
+        ))
+        .await
+        .unwrap();
+    let idle_dir = tempfile::tempdir().unwrap();
+    let idle = driver
+        .start(&run(idle_dir.path(), &["sleep", "600"], 64, 1 << 20))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (b0, i0) = (
+        driver.usage(&busy).await.unwrap(),
+        driver.usage(&idle).await.unwrap(),
+    );
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (b1, i1) = (
+        driver.usage(&busy).await.unwrap(),
+        driver.usage(&idle).await.unwrap(),
+    );
+    let secs = began.elapsed().as_secs_f64();
+    let busy_cores = (b1.cpu_seconds - b0.cpu_seconds) / secs;
+    let idle_cores = (i1.cpu_seconds - i0.cpu_seconds) / secs;
+    assert!(
+        busy_cores > 0.5,
+        "busy: {busy_cores} cores ({b0:?} → {b1:?})"
+    );
+    assert!(
+        idle_cores < 0.1,
+        "idle: {idle_cores} cores ({i0:?} → {i1:?})"
+    );
+    assert!(b1.memory_bytes > 0 && i1.memory_bytes > 0, "{b1:?} {i1:?}");
+
+    driver.kill(&busy).await.unwrap();
+    driver.kill(&idle).await.unwrap();
+    wait_exit(&driver, &busy, Duration::from_secs(10)).await;
+    assert_eq!(
+        driver.usage(&busy).await,
+        None,
+        "an ended process uses nothing"
+    );
+    assert_eq!(driver.usage(&idle).await, None);
+    let bad = Instance {
+        handle: "not a handle".to_owned(),
+        ..idle.clone()
+    };
+    assert_eq!(driver.usage(&bad).await, None);
+    driver.remove(&busy).await.unwrap();
+    driver.remove(&idle).await.unwrap();
+}

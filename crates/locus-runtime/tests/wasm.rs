@@ -330,3 +330,45 @@ async fn a_missing_or_invalid_source_is_a_source_error() {
     assert_eq!(driver.observe(&lost).await, Observed::Gone);
     assert!(driver.leftovers().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_the_guest_s_cpu_time_and_linear_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = WasmDriver::new().unwrap();
+    let busy = driver
+        .start(&run(&dir, &module("spin.wat"), "cpu_millicores = 1000"))
+        .await
+        .unwrap();
+    let first = driver.usage(&busy).await.expect("a running instance");
+    // One page of 64 KiB, as the module declares.
+    assert_eq!(first.memory_bytes, 65536);
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = driver.usage(&busy).await.unwrap();
+    let cores = (second.cpu_seconds - first.cpu_seconds) / began.elapsed().as_secs_f64();
+    // A busy loop on a (shared) core: well above idle, never above one core.
+    assert!(
+        cores > 0.3 && cores <= 1.05,
+        "{cores} cores: {first:?} → {second:?}"
+    );
+    driver.kill(&busy).await.unwrap();
+    assert_eq!(
+        driver.usage(&busy).await,
+        None,
+        "an ended instance uses nothing"
+    );
+
+    // A guest that grows its memory up to its limit: the limit is what it has.
+    let grow = driver
+        .start(&run(&dir, &module("grow.wat"), "memory_mb = 1"))
+        .await;
+    if let Ok(grow) = grow {
+        ended(&driver, &grow).await;
+        assert_eq!(driver.usage(&grow).await, None);
+    }
+    let unknown = Instance {
+        handle: "wasm-none-1".to_owned(),
+        ..busy
+    };
+    assert_eq!(driver.usage(&unknown).await, None);
+}

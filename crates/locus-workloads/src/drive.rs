@@ -7,6 +7,9 @@ use super::*;
 impl Workloads {
     /// Start the driver operations the owned workloads need.
     pub(crate) async fn drive(&self) -> Result<(), WorkloadError> {
+        // Measuring what runs is one more operation the loop starts, not
+        // one it waits on.
+        self.sample_usage_if_due();
         let held = Instant::now() < self.inner.hold_until;
         let mut expired = Vec::new();
         let mut awaiting = Vec::new();

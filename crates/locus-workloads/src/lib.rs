@@ -52,11 +52,13 @@ mod reconcile;
 mod records;
 mod requests;
 mod table;
+mod usage;
 
 pub use capacity::CapacityPublisher;
 use drive::adopt_instance;
 pub use metrics::WorkloadMetrics;
 use table::WorkloadTable;
+pub use usage::{MeasuredUsage, USAGE_PERIOD, USAGE_WINDOW};
 
 /// Period of the reconcile loop when nothing wakes it.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -284,6 +286,8 @@ struct Inner {
     signer: locus_core::Signer,
     peers: Arc<dyn locus_core::PeerTrust>,
     artifacts: Arc<dyn ArtifactSource>,
+    /// What each running workload measurably uses (see [`usage`]).
+    usage: usage::UsageBook,
 }
 
 /// The workloads of this node. Cheap to clone.
@@ -401,6 +405,7 @@ impl Workloads {
                 .timeout(HANDOVER_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
+            usage: usage::UsageBook::default(),
         });
         let w = Workloads { inner };
         for e in w.inner.owned.lock().await.entries.values() {
