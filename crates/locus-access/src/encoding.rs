@@ -49,10 +49,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub mod bytes {
     use super::*;
 
-    pub fn serialize<S: Serializer, const N: usize>(
-        v: &[u8; N],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
             s.serialize_str(&hex(v))
         } else {

@@ -206,6 +206,18 @@ operations! {
     TokenWhoami => "token.whoami", Read, Cluster, "GET" "/api/v1/whoami" "whoami";
     TokenMint => "token.mint", Admin, Tenant, "POST" "/api/v1/tokens" "mint_token";
     TokenRevoke => "token.revoke", Admin, Tenant, "POST" "/api/v1/revocations" "revoke";
+    // The market between orgs.
+    MarketBook => "market.book", Read, Cluster, "GET" "/api/v1/market/book" "market_book";
+    /// An org's node offers its spare resources: the org's commitment.
+    MarketOffer => "market.offer", Write, Org, "POST" "/api/v1/market/offers" "market_offer";
+    MarketRequest => "market.request", Write, Org, "POST" "/api/v1/market/requests" "market_request";
+    MarketWithdraw => "market.withdraw", Write, Org, "DELETE" "/api/v1/market/book/{record}" "market_withdraw";
+    MarketRounds => "market.rounds", Read, Cluster, "GET" "/api/v1/market/rounds" "market_rounds";
+    MarketExplain => "market.explain", Read, Cluster, "GET" "/api/v1/market/explain/{record}" "market_explain";
+    /// A customer's node proposes a contract to the provider's.
+    MarketPropose => "market.propose", Write, NodeToNode, "POST" "/api/v1/market/proposals" "market_propose";
+    ContractList => "contract.list", Read, Org, "GET" "/api/v1/market/contracts" "list_contracts";
+    ContractRead => "contract.read", Read, Org, "GET" "/api/v1/market/contracts/{contract}" "inspect_contract";
 }
 
 impl Operation {

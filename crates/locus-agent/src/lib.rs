@@ -92,6 +92,8 @@ pub enum AgentError {
     Workloads(String),
     #[error("cannot load the things: {0}")]
     Things(String),
+    #[error("cannot load the market: {0}")]
+    Market(String),
     #[error(transparent)]
     Doors(#[from] locus_things::DoorsError),
     #[error(transparent)]
@@ -159,6 +161,8 @@ pub struct Node {
     readings: Readings,
     things: Things,
     doors: Doors,
+    market: locus_marketplace::Market,
+    market_loop: JoinHandle<()>,
     access: Arc<access::Access>,
     access_loop: JoinHandle<()>,
     auditor: audit::Auditor,
@@ -409,6 +413,32 @@ impl Node {
         })
         .await
         .map_err(|e| AgentError::Workloads(e.to_string()))?;
+        let rules = match &settings.config.market.rules {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    AgentError::Config(format!(
+                        "cannot read the market rules {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                locus_market::Rules::from_toml(&text)
+                    .map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => locus_market::Rules::default(),
+        };
+        let (market, market_loop) =
+            locus_marketplace::Market::start(locus_marketplace::MarketSetup {
+                me: id,
+                store: store.clone(),
+                fabric: fabric.clone(),
+                party: access.clone(),
+                signer: signer.clone(),
+                rules,
+                round: Duration::from_secs(*settings.config.market.round_secs.get()),
+                cover: Arc::new(CoverOf(workloads.clone(), id)),
+            })
+            .await
+            .map_err(|e| AgentError::Market(e.to_string()))?;
         tracing::info!(
             node = %id,
             %name,
@@ -436,6 +466,8 @@ impl Node {
             readings,
             things,
             doors,
+            market,
+            market_loop,
             access,
             access_loop,
             auditor,
@@ -491,6 +523,11 @@ impl Node {
     /// The things this node manages, and the directory of all things.
     pub fn things(&self) -> &Things {
         &self.things
+    }
+
+    /// This node's part in the market between orgs.
+    pub fn market(&self) -> &locus_marketplace::Market {
+        &self.market
     }
 
     /// The device doors: MQTT, LwM2M, commands.
@@ -582,6 +619,7 @@ impl Node {
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         // The reverse of the start: workloads, (device doors end with the
         // process), readings, artifacts, the inventory, the fabric, the store.
+        self.market_loop.abort();
         self.reconcile.abort();
         self.workloads.shutdown().await;
         for l in &self.readings_loops {
@@ -724,6 +762,50 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The workloads as the market sees them: what the covered ones
+/// measurably use.
+struct CoverOf(Workloads, NodeId);
+
+#[async_trait::async_trait]
+impl locus_marketplace::CoverSource for CoverOf {
+    async fn estimate(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+    ) -> Result<locus_market::Resources, String> {
+        let me = self.1;
+        let usage = self.0.usage().await;
+        let all = self.0.list().await;
+        let mut sum = locus_market::Resources::default();
+        for name in names {
+            let found = all
+                .iter()
+                .find(|w| w.summary.name == *name || w.summary.id.to_string() == *name);
+            let w = found.ok_or_else(|| format!("workloads.{name}: no such workload"))?;
+            if w.summary.owner != me {
+                return Err(format!(
+                    "workloads.{name}: owned by node {}, not this one; a request covers this node's workloads",
+                    w.summary.owner
+                ));
+            }
+            let u = usage
+                .get(&w.summary.id)
+                .filter(|u| u.samples >= 2)
+                .ok_or_else(|| {
+                    format!("workloads.{name}: not measured yet (it must run for about 10 s first)")
+                })?;
+            sum = sum.plus(&locus_market::Resources {
+                cpu_millis: (u.cpu_cores_peak * 1000.0)
+                    .ceil()
+                    .clamp(1.0, f64::from(u32::MAX)) as u32,
+                memory_bytes: u.memory_bytes_peak,
+                storage_bytes: 0,
+                bandwidth_kbps: 0,
+            });
+        }
+        Ok(sum)
+    }
 }
 
 /// The artifact service as the workloads see it: a `cid:` source made

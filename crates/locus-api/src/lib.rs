@@ -19,6 +19,7 @@ mod artifacts;
 mod auth;
 mod error;
 mod forward;
+mod market;
 mod node_calls;
 mod readings;
 mod routes;
@@ -65,6 +66,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "things", description = "Things (IoT devices): the registry, managers and their change, commands over MQTT, LwM2M or HTTP"),
         (name = "edgex", description = "The EdgeX v3 subset a device service or client can point at: events in, commands out"),
         (name = "access", description = "Access: who the token speaks for, tokens, revocations, the orgs of the cluster, join tokens and enrollment"),
+        (name = "market", description = "The market between orgs: offers and requests on a shared book, clearing rounds anyone rechecks, explanations, and the contracts signed by both orgs"),
         (name = "artifacts", description = "Content-addressed artifacts (CIDv1, BLAKE3): upload, download with ranges, verified peer transfer, replication, pins, collection"),
     )
 )]
@@ -128,6 +130,15 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(access::grant, access::grants))
         .routes(utoipa_axum::routes!(access::join_token))
         .routes(utoipa_axum::routes!(access::enroll))
+        .routes(utoipa_axum::routes!(market::book))
+        .routes(utoipa_axum::routes!(market::offer))
+        .routes(utoipa_axum::routes!(market::request))
+        .routes(utoipa_axum::routes!(market::withdraw))
+        .routes(utoipa_axum::routes!(market::rounds))
+        .routes(utoipa_axum::routes!(market::explain))
+        .routes(utoipa_axum::routes!(market::contracts))
+        .routes(utoipa_axum::routes!(market::contract))
+        .routes(utoipa_axum::routes!(market::propose))
 }
 
 /// The OpenAPI document of this API.

@@ -63,7 +63,46 @@ pub struct Config {
     /// Who may call the API.
     #[serde(default)]
     pub access: AccessConfig,
+    /// The node's part in the market between orgs.
+    #[serde(default)]
+    pub market: MarketConfig,
 }
+
+/// The node's part in the market between orgs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    /// Seconds between two clearing rounds (default 1, at most 60).
+    #[serde(default = "default_round_secs")]
+    pub round_secs: RoundSecs,
+    /// The decision rules of both sides (a TOML file with `[provider]` and
+    /// `[customer]`); without it, the defaults documented in
+    /// `locus market rules`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub rules: Option<std::path::PathBuf>,
+}
+
+fn default_round_secs() -> RoundSecs {
+    RoundSecs(1)
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        MarketConfig {
+            round_secs: default_round_secs(),
+            rules: None,
+        }
+    }
+}
+
+validated!(
+    /// Seconds between two clearing rounds: 1–60.
+    #[derive(Copy, Eq)]
+    RoundSecs(u64, "u64"), schema = u64,
+    check = |v| if (1..=60).contains(v) { Ok(()) } else { Err(format!("round_secs {v} is out of range 1..=60")) },
+    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(60.into()); }
+);
 
 /// Who may call the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

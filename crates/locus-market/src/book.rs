@@ -36,13 +36,14 @@ pub const MAX_NAME: usize = 128;
 #[serde(rename_all = "snake_case")]
 pub enum EnergySource {
     Grid,
+    Solar,
     SolarBattery,
     Battery,
 }
 
 impl EnergySource {
     pub fn renewable(self) -> bool {
-        matches!(self, EnergySource::SolarBattery)
+        matches!(self, EnergySource::Solar | EnergySource::SolarBattery)
     }
 }
 

@@ -8,23 +8,33 @@
 //! low to high, ties broken by record id, so the order is the same on
 //! every node whatever order the records came in. Let `k` be the largest
 //! index with `b_k ≥ s_k`: the first `k` pairs are the efficient trades.
-//! With `p = ⌊(b_{k+1} + s_{k+1}) / 2⌋` (where both exist):
+//! The price comes from the first reports that do not trade, never from
+//! a trader's own:
 //!
-//! - if `s_k ≤ p ≤ b_k`, all `k` pairs trade at `p` (buyers pay `p`,
-//!   sellers get `p`);
+//! - both a `(k+1)`-th buyer and a `(k+1)`-th seller: with
+//!   `p = ⌊(b_{k+1} + s_{k+1}) / 2⌋`, if `s_k ≤ p ≤ b_k` all `k` pairs
+//!   trade at `p` (McAfee's midpoint);
+//! - every buyer wins (no `(k+1)`-th buyer, as with one customer and
+//!   several providers): if `s_{k+1} ≤ b_k`, all `k` pairs trade at
+//!   `s_{k+1}`, the first losing seller's cost (a reverse Vickrey auction);
+//! - every seller wins: symmetrically, at `b_{k+1}` if `b_{k+1} ≥ s_k`;
 //! - otherwise the `k`-th pair is left out and `k − 1` pairs trade,
-//!   buyers paying `b_k` and sellers getting `s_k`; the difference is the
-//!   round's surplus, paid to each contract's arbitrator.
+//!   buyers paying `b_k` and sellers getting `s_k` (trade reduction); the
+//!   difference is the round's surplus, paid to each contract's
+//!   arbitrator.
 //!
-//! Properties (McAfee, "A dominant strategy double auction", JET 1992):
-//! **truthful** — no trader's price depends on its own report while it
-//! trades, so misreporting cannot gain; **individually rational** — a
-//! buyer never pays more than its value nor a seller gets less than its
-//! cost; **weakly budget balanced** — buyers pay at least what sellers
-//! get; **efficient up to one trade** — gains are at least `(1 − 1/k)`
-//! of the optimum, and exactly the optimum when the first case holds.
-//! Integer prices keep every node's result identical (`⌊·/2⌋` depends only
-//! on the `(k+1)`-th reports, so truthfulness holds).
+//! Properties (McAfee, "A dominant strategy double auction", JET 1992;
+//! the one-sided cases are the `(k+1)`-th price auctions of the side that
+//! has losers): **truthful** — a trader's price is set by reports of
+//! traders that do not trade, so misreporting cannot gain;
+//! **individually rational** — a buyer never pays more than its value
+//! nor a seller gets less than its cost; **weakly budget balanced** —
+//! buyers pay at least what sellers get (exactly, except under trade
+//! reduction); **efficient up to one trade** — gains are at least
+//! `(1 − 1/k)` of the optimum, the optimum itself unless reduced. One
+//! buyer and one seller alone never trade: no truthful, individually
+//! rational, budget-balanced rule can price them from the book alone.
+//! Integer prices keep every node's result identical.
 //!
 //! Winning buyers and sellers of a class are then paired in order, each
 //! buyer with the first remaining seller it may contract with
@@ -36,6 +46,13 @@
 //! exactly for requests without constraints — a constrained request may
 //! win and stay unpaired. `locus bench market` measures the efficiency
 //! with constraints against the exact optimum.
+//!
+//! A request that excludes orgs (it re-entered the book after a rejected
+//! negotiation) does not take part in its class's main market: after it,
+//! the requests with the same exclusions form a market of their own
+//! against the class's unsold sellers not of those orgs, by the same
+//! rule. Otherwise the provider it just left would win it again every
+//! round and leave it unpaired.
 //!
 //! A **round** is a number and a cutoff time: its book is every record
 //! issued at or before the cutoff and live at it. The round is signed by
@@ -88,6 +105,10 @@ pub enum PriceRule {
     /// All `k` efficient pairs trade at the midpoint of the `(k+1)`-th
     /// reports.
     Midpoint,
+    /// Every buyer wins; all trade at the first losing seller's cost.
+    NextSeller,
+    /// Every seller wins; all trade at the first losing buyer's value.
+    NextBuyer,
     /// The `k`-th pair is left out; buyers pay `b_k`, sellers get `s_k`.
     TradeReduction,
 }
@@ -119,6 +140,10 @@ pub struct ClassOutcome {
     pub optimal_gains: u64,
     /// Gains from trade of the pairs that trade.
     pub gains: u64,
+    /// The orgs its buyers exclude: empty for the class's main market,
+    /// else the market of the requests re-listed without them.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub excluded: BTreeSet<OrgId>,
 }
 
 /// What a round decides.
@@ -169,26 +194,29 @@ pub fn clear_class(
         seller_gets: 0,
         optimal_gains,
         gains: 0,
+        excluded: BTreeSet::new(),
     };
     if k == 0 {
         return (outcome, Vec::new());
     }
     let (bk, sk) = (b[k - 1].price, s[k - 1].price);
-    let midpoint = match (b.get(k), s.get(k)) {
-        (Some(bn), Some(sn)) => Some(((bn.price as u128 + sn.price as u128) / 2) as u64),
-        // No (k+1)-th buyer: its value is 0.
-        (None, Some(sn)) => Some(sn.price / 2),
-        // No (k+1)-th seller: its cost is infinite, the midpoint too.
-        (_, None) => None,
+    let priced = match (b.get(k), s.get(k)) {
+        (Some(bn), Some(sn)) => {
+            let p = ((bn.price as u128 + sn.price as u128) / 2) as u64;
+            (sk <= p && p <= bk).then_some((PriceRule::Midpoint, p))
+        }
+        (None, Some(sn)) => (sn.price <= bk).then_some((PriceRule::NextSeller, sn.price)),
+        (Some(bn), None) => (bn.price >= sk).then_some((PriceRule::NextBuyer, bn.price)),
+        (None, None) => None,
     };
-    let trading = match midpoint {
-        Some(p) if sk <= p && p <= bk => {
-            outcome.rule = PriceRule::Midpoint;
+    let trading = match priced {
+        Some((rule, p)) => {
+            outcome.rule = rule;
             outcome.buyer_pays = p;
             outcome.seller_gets = p;
             k
         }
-        _ => {
+        None => {
             outcome.rule = PriceRule::TradeReduction;
             outcome.buyer_pays = bk;
             outcome.seller_gets = sk;
@@ -264,15 +292,163 @@ fn seller(id: RecordId, o: &Offer) -> Trader {
     }
 }
 
+/// The markets of one class, in the order they clear: the main market
+/// (requests without exclusions), then one per set of excluded orgs.
+fn markets(buyers: &[Trader]) -> Vec<(BTreeSet<OrgId>, Vec<Trader>)> {
+    let mut groups: BTreeMap<BTreeSet<OrgId>, Vec<Trader>> = BTreeMap::new();
+    groups.insert(BTreeSet::new(), Vec::new());
+    for b in buyers {
+        groups.entry(b.exclude.clone()).or_default().push(b.clone());
+    }
+    groups.into_iter().collect()
+}
+
+/// Clear one class: its main market, then the markets of re-listed
+/// requests against the sellers still unsold. Answers each market's
+/// outcome (main first) and every match.
+pub fn clear_class_markets(
+    class: &Class,
+    buyers: &[Trader],
+    sellers: &[Trader],
+) -> (Vec<ClassOutcome>, Vec<Match>) {
+    let mut unsold: Vec<Trader> = sellers.to_vec();
+    let mut outcomes = Vec::new();
+    let mut all = Vec::new();
+    for (excluded, group) in markets(buyers) {
+        if !excluded.is_empty() && group.is_empty() {
+            continue;
+        }
+        let eligible: Vec<Trader> = unsold
+            .iter()
+            .filter(|s| !excluded.contains(&s.org))
+            .cloned()
+            .collect();
+        let (mut outcome, matches) = clear_class(class, &group, &eligible);
+        outcome.excluded = excluded;
+        unsold.retain(|s| !matches.iter().any(|m| m.offer == s.id));
+        outcomes.push(outcome);
+        all.extend(matches);
+    }
+    (outcomes, all)
+}
+
 /// Clear a whole book: every class on its own, classes in order.
 pub fn clear<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Clearing {
     let mut out = Clearing::default();
     for (class, (buyers, sellers)) in by_class(entries) {
-        let (outcome, matches) = clear_class(&class, &buyers, &sellers);
-        out.classes.push(outcome);
+        let (outcomes, matches) = clear_class_markets(&class, &buyers, &sellers);
+        out.classes.extend(outcomes);
         out.matches.extend(matches);
     }
     out
+}
+
+/// Why a record of a book traded or did not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub record: RecordId,
+    /// `buyer` (a request) or `seller` (an offer).
+    pub side: String,
+    pub class: Class,
+    /// Its place in its class's order (1 is the best report).
+    pub rank: usize,
+    /// Its report: value (buyer) or cost (seller), per unit-hour.
+    pub report: u64,
+    pub outcome: ClassOutcome,
+    pub matched: Option<Match>,
+    pub reason: String,
+}
+
+/// Explain record `id` of `entries` as [`clear`] treats it.
+pub fn explain<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    id: &RecordId,
+) -> Option<Explanation> {
+    let entries: Vec<&Entry> = entries.into_iter().collect();
+    let me = entries.iter().find(|e| e.id() == *id)?;
+    let class = match me {
+        Entry::Request(r) => r.body.class().ok()?,
+        Entry::Offer(o) => o.body.class().ok()?,
+    };
+    let classes = by_class(entries.iter().copied());
+    let (buyers, sellers) = classes.get(&class)?;
+    let buyer = matches!(me, Entry::Request(_));
+    // The market of the class the record is in, and its sellers then.
+    let (outcomes, all_matches) = clear_class_markets(&class, buyers, sellers);
+    let excluded = match me {
+        Entry::Request(r) => r.body.exclude.clone(),
+        Entry::Offer(_) => BTreeSet::new(),
+    };
+    let outcome = outcomes.iter().find(|o| o.excluded == excluded)?.clone();
+    let matches: Vec<Match> = all_matches;
+    let mut order: Vec<&Trader> = if buyer {
+        buyers.iter().filter(|b| b.exclude == excluded).collect()
+    } else {
+        sellers.iter().collect()
+    };
+    if buyer {
+        order.sort_by(|x, y| y.price.cmp(&x.price).then(x.id.cmp(&y.id)));
+    } else {
+        order.sort_by(|x, y| x.price.cmp(&y.price).then(x.id.cmp(&y.id)));
+    }
+    let rank = order.iter().position(|t| t.id == *id)? + 1;
+    let report = order[rank - 1].price;
+    let matched = matches
+        .iter()
+        .find(|m| m.request == *id || m.offer == *id)
+        .cloned();
+    let k = outcome.k;
+    let trading = if outcome.rule == PriceRule::TradeReduction {
+        k.saturating_sub(1)
+    } else {
+        k
+    };
+    let reason = match (&matched, outcome.rule) {
+        (Some(m), PriceRule::Midpoint) => format!(
+            "traded at {} per unit-hour: the midpoint of the first reports that do not trade, so no trader's own report sets its price",
+            if buyer { m.buyer_pays } else { m.seller_gets }
+        ),
+        (Some(m), PriceRule::NextSeller) => format!(
+            "traded at {} per unit-hour: every buyer wins, at the cost of the first seller that does not trade",
+            m.buyer_pays
+        ),
+        (Some(m), PriceRule::NextBuyer) => format!(
+            "traded at {} per unit-hour: every seller wins, at the value of the first buyer that does not trade",
+            m.seller_gets
+        ),
+        (Some(m), _) => format!(
+            "traded; {} {} per unit-hour: the reports of the pair left out by trade reduction",
+            if buyer { "pays" } else { "gets" },
+            if buyer { m.buyer_pays } else { m.seller_gets }
+        ),
+        (None, PriceRule::NoTrade) => format!(
+            "no trade in class {class}: no buyer values a unit at or above a seller's cost ({} buyers, {} sellers)",
+            outcome.buyers, outcome.sellers
+        ),
+        (None, _) if rank > k => {
+            if buyer {
+                format!("outbid: its value {report} is below those of the {k} buyers that meet a seller's cost")
+            } else {
+                format!("undercut: its cost {report} is above those of the {k} sellers that meet a buyer's value")
+            }
+        }
+        (None, _) if rank > trading => format!(
+            "left out by trade reduction: the {k}th pair gives way so that the others' price ({} / {}) does not depend on their own reports",
+            outcome.buyer_pays, outcome.seller_gets
+        ),
+        (None, _) if outcome.excluded.is_empty() && !buyer => "won, but no winning buyer accepts it (its own org, uptime or renewable power)".to_owned(),
+        (None, _) => "won, but no winner of the other side meets its constraints (own org, excluded orgs, uptime, renewable power)".to_owned(),
+    };
+    Some(Explanation {
+        record: *id,
+        side: if buyer { "buyer" } else { "seller" }.to_owned(),
+        class,
+        rank,
+        report,
+        outcome,
+        matched,
+        reason,
+    })
 }
 
 /// The nodes that may clear round `round`, best first: the authors of its

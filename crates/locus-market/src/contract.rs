@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::book::{Cover, MAX_COVERED, Offer, Request, Sla};
 use crate::class::Class;
 use crate::clearing::Match;
-use crate::signed::{Party, PartySignature, RecordId, SignatureError};
+use crate::signed::{Party, PartySignature, PartySigner, RecordId, SignatureError};
 
 /// Domain of both parties' signatures over the terms.
 pub const CONTRACT_DOMAIN: &[u8] = b"locus/market/contract/v1\0";
@@ -348,6 +348,30 @@ impl Proposal {
             by,
             signature,
         }
+    }
+
+    /// Sign through `signer`; `None` while it has no certificate.
+    pub fn sign_with(terms: Terms, by: Side, signer: &dyn PartySigner) -> Option<Proposal> {
+        let signature = PartySignature::sign_with(signer, CONTRACT_DOMAIN, &terms)?;
+        Some(Proposal {
+            terms,
+            by,
+            signature,
+        })
+    }
+
+    /// Accept through `signer`: countersign the terms as they are.
+    pub fn accept_with(&self, signer: &dyn PartySigner) -> Option<Contract> {
+        let mine = PartySignature::sign_with(signer, CONTRACT_DOMAIN, &self.terms)?;
+        let (customer, provider) = match self.by {
+            Side::Customer => (self.signature.clone(), mine),
+            Side::Provider => (mine, self.signature.clone()),
+        };
+        Some(Contract {
+            terms: self.terms.clone(),
+            customer,
+            provider,
+        })
     }
 
     /// Check the proposer's signature (and the terms' bounds).

@@ -37,7 +37,10 @@ pub mod signed;
 
 pub use book::{Book, BookError, Cover, EnergySource, Entry, Offer, Request, Sla};
 pub use class::{Class, Resources, Tier};
-pub use clearing::{Clearing, Match, PriceRule, Round, RoundError, check_round, clear, clearers};
+pub use clearing::{
+    Clearing, Explanation, Match, PriceRule, Round, RoundError, check_round, clear, clearers,
+    explain,
+};
 pub use contract::{Contract, ContractError, Contracts, Negotiation, Proposal, Side, Terms};
 pub use dmu::{Rules, Verdict};
 pub use ledger::{

@@ -130,6 +130,16 @@ const MIGRATIONS: &[&str] = &[
     // 11: the tenants an artifact belongs to (its uploaders'), comma
     // separated: what they may see and what counts towards their storage.
     "ALTER TABLE artifacts ADD COLUMN tenants TEXT NOT NULL DEFAULT '';",
+    // 12: the market records this node keeps: its own offers and requests,
+    // the contracts it is a party or arbitrator to, receipts and
+    // settlements; each the signed record's bytes, by kind and id.
+    "CREATE TABLE market (
+        kind          TEXT NOT NULL,
+        id            TEXT NOT NULL,
+        body          BLOB NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

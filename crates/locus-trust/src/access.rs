@@ -692,3 +692,21 @@ pub async fn follow(access: Arc<Access>) -> Result<JoinHandle<()>, AccessError> 
         }
     }))
 }
+
+/// Market records are signed by this node on behalf of its org: the
+/// party is the org's public key (from the org log) and the node's
+/// certificate; the key never leaves `Access`.
+impl locus_market::PartySigner for Access {
+    fn party(&self) -> Option<locus_market::Party> {
+        let trust = self.trust();
+        let org_key = trust.org_log().orgs().key(&self.org)?;
+        Some(locus_market::Party::new(
+            org_key,
+            trust.certificate().clone(),
+        ))
+    }
+
+    fn sign(&self, domain: &[u8], body: &[u8]) -> [u8; 64] {
+        locus_access::org::sign(&self.key, domain, body)
+    }
+}

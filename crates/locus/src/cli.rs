@@ -112,6 +112,15 @@ pub enum Command {
     /// them with what they use, remove one.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// The market between orgs: offer this node's spare resources, ask
+    /// for cover of its workloads and things, see the book and the
+    /// rounds, and why a record traded or not.
+    #[command(subcommand)]
+    Market(MarketCommand),
+    /// Contracts this node signed or arbitrates: list, show (the signed
+    /// form that `locus verify contract` checks).
+    #[command(subcommand)]
+    Contract(ContractCommand),
     /// Users of a tenant: add one (prints its token), list, remove (revokes
     /// its tokens).
     #[command(subcommand)]
@@ -729,6 +738,106 @@ pub enum VerifyCommand {
 pub struct VerifyContractArgs {
     /// The contract file.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MarketCommand {
+    /// Offer this node's spare resources (less the reserve of its rules)
+    /// for its org, until it expires or a contract takes it.
+    Offer(MarketOfferArgs),
+    /// Ask for a provider to cover workloads and things of this node (a
+    /// standby that takes them over if this node dies); their needs are
+    /// measured from what they use.
+    Request(MarketRequestArgs),
+    /// The live offers and requests this node holds.
+    Book,
+    /// The clearing rounds this node received, newest first.
+    Rounds,
+    /// Why a record traded or did not, and what this node did about it.
+    Explain {
+        /// The record id (as `locus market book` shows it).
+        record: String,
+    },
+    /// Take one of this node's records off the book.
+    Withdraw {
+        /// The record id.
+        record: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MarketOfferArgs {
+    /// Asked per unit-hour, in millicredits (default: the rules' price).
+    #[arg(long)]
+    pub price: Option<u64>,
+    /// Take standby-for-handover contracts (default: the rules decide by
+    /// battery).
+    #[arg(long)]
+    pub standby: Option<bool>,
+    /// Time on the book: a number and a unit (s, m, h), default 10m.
+    #[arg(long, value_name = "DURATION")]
+    pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MarketRequestArgs {
+    /// A workload of this node to cover (repeat or comma-separate).
+    #[arg(long = "workload", value_delimiter = ',')]
+    pub workloads: Vec<String>,
+    /// A thing to cover (repeat or comma-separate).
+    #[arg(long = "thing", value_delimiter = ',')]
+    pub things: Vec<String>,
+    /// CPU to ask for when no workload is covered: cores (1.5) or
+    /// millicores (500m).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory to ask for when no workload is covered (512MiB, 1GiB).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Paid at most per unit-hour, in millicredits (default: the rules').
+    #[arg(long)]
+    pub max_price: Option<u64>,
+    /// Contract length: a number and a unit (s, m, h, d), default 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// The provider's site (default: this node's).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// The tenant the contract grants use of the provider (default
+    /// `default`).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Use the unit at once instead of a standby for handover.
+    #[arg(long)]
+    pub active: bool,
+    /// Minimum measured uptime of the provider, in per mille (990 = 99 %).
+    #[arg(long)]
+    pub min_uptime: Option<u16>,
+    /// Only a provider on renewable power.
+    #[arg(long)]
+    pub renewable: bool,
+    /// Covered workloads running at the provider within this many seconds
+    /// of this node's death (default 3).
+    #[arg(long)]
+    pub handover_within: Option<u32>,
+    /// Time on the book, default 10m.
+    #[arg(long, value_name = "DURATION")]
+    pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// The contracts this node is a party or the arbitrator to.
+    Ls,
+    /// One contract; `--json` prints the signed form `locus verify
+    /// contract` checks, `-o FILE` writes it.
+    Show {
+        /// The contract id or its first hex digits.
+        id: String,
+        /// Write the signed contract (JSON) to this file.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

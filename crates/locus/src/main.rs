@@ -15,6 +15,7 @@ mod cli;
 mod client;
 mod footprint;
 mod login;
+mod market_cli;
 mod output;
 mod pin;
 mod tenant_cli;
@@ -186,6 +187,12 @@ fn client_command(
                 .await
                 .map_err(Failure::into_error),
             Command::Tenant(c) => tenant_cli::tenant(&client, json, &c)
+                .await
+                .map_err(Failure::into_error),
+            Command::Market(c) => market_cli::market(&client, json, &c)
+                .await
+                .map_err(Failure::into_error),
+            Command::Contract(c) => market_cli::contract(&client, json, &c)
                 .await
                 .map_err(Failure::into_error),
             Command::User(c) => tenant_cli::user(&client, json, &c)

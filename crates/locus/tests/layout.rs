@@ -73,7 +73,7 @@ fn dependencies_point_downwards() {
         "locus-market" => 2,
         "locus-store" | "locus-fabric" | "locus-runtime" => 3,
         "locus-artifacts" | "locus-readings" | "locus-things" | "locus-workloads"
-        | "locus-trust" => SERVICES,
+        | "locus-trust" | "locus-marketplace" => SERVICES,
         "locus-agent" => 5,
         "locus-api" => 6,
         "locus" => 7,
@@ -96,6 +96,7 @@ fn dependencies_point_downwards() {
         "locus-things",
         "locus-workloads",
         "locus-trust",
+        "locus-marketplace",
     ];
     let mut between: Vec<(String, String)> = Vec::new();
     for s in services {

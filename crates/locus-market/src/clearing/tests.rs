@@ -184,6 +184,33 @@ fn midpoint_and_trade_reduction_by_hand() {
     );
     assert_eq!(m[0].request, id(0));
     assert_eq!(m[0].offer, id(1000));
+    // One customer, several providers: every buyer wins, at the first
+    // losing seller's cost.
+    let (b, s) = traders(&[10], &[3, 6]);
+    let (o, m) = clear_class(&class(), &b, &s);
+    assert_eq!(
+        (o.rule, m.len(), o.buyer_pays, o.seller_gets),
+        (PriceRule::NextSeller, 1, 6, 6)
+    );
+    // Every seller wins, at the first losing buyer's value.
+    let (b, s) = traders(&[10, 5], &[3]);
+    let (o, m) = clear_class(&class(), &b, &s);
+    assert_eq!(
+        (o.rule, m.len(), o.buyer_pays),
+        (PriceRule::NextBuyer, 1, 5)
+    );
+    let (b, s) = traders(&[10, 2], &[3]);
+    assert_eq!(
+        clear_class(&class(), &b, &s).1.len(),
+        0,
+        "the losing buyer's value is below the cost"
+    );
+    // One buyer and one seller alone never trade.
+    let (b, s) = traders(&[10], &[3]);
+    assert_eq!(
+        clear_class(&class(), &b, &s).0.rule,
+        PriceRule::TradeReduction
+    );
     // Nobody meets: no trade.
     let (b, s) = traders(&[1], &[5]);
     assert_eq!(clear_class(&class(), &b, &s).0.rule, PriceRule::NoTrade);
@@ -380,4 +407,63 @@ proptest! {
         let _ = Entry::from_bytes(&bytes);
         let _ = Signed::<Round>::from_bytes(&bytes, 4096);
     }
+}
+
+#[test]
+fn every_record_is_explained() {
+    let m = market();
+    let all: Vec<&Entry> = m.entries.iter().collect();
+    // b = 900 700 200, s = 100 300 800: k = 2, two trades at 500.
+    let e = explain(all.iter().copied(), &m.entries[0].id()).unwrap();
+    assert_eq!((e.side.as_str(), e.rank, e.outcome.k), ("buyer", 1, 2));
+    assert!(
+        e.matched.is_some() && e.reason.contains("traded at 500"),
+        "{}",
+        e.reason
+    );
+    let e = explain(all.iter().copied(), &m.entries[2].id()).unwrap();
+    assert!(
+        e.matched.is_none() && e.reason.starts_with("outbid"),
+        "{}",
+        e.reason
+    );
+    let e = explain(all.iter().copied(), &m.entries[5].id()).unwrap();
+    assert!(e.reason.starts_with("undercut"), "{}", e.reason);
+    // Without the third pair: trade reduction leaves the second out.
+    let two: Vec<&Entry> = [0, 1, 3, 4].iter().map(|&i| &m.entries[i]).collect();
+    let e = explain(two.iter().copied(), &m.entries[1].id()).unwrap();
+    assert!(
+        e.reason.starts_with("left out by trade reduction"),
+        "{}",
+        e.reason
+    );
+    assert!(explain(two.iter().copied(), &m.entries[2].id()).is_none());
+}
+
+#[test]
+fn a_request_relisted_without_an_org_trades_with_the_next_sellers() {
+    // Sellers 300 (org 1000), 500, 700; one buyer at 800 that excludes
+    // the cheapest seller's org.
+    let (mut b, s) = traders(&[800], &[300, 500, 700]);
+    b[0].exclude.insert(org(1000));
+    let (outcomes, matches) = clear_class_markets(&class(), &b, &s);
+    assert_eq!(outcomes.len(), 2, "the main market, then the re-listed one");
+    assert_eq!(matches.len(), 1);
+    assert_eq!(matches[0].offer, id(1001));
+    assert_eq!(matches[0].buyer_pays, 700, "the first losing seller's cost");
+    // In one book: the main market sells first.
+    let (mut b, s) = traders(&[800, 900], &[300, 500, 700]);
+    b[0].exclude.insert(org(1000));
+    let (_, matches) = clear_class_markets(&class(), &b, &s);
+    let main = matches.iter().find(|m| m.request == id(1)).unwrap();
+    assert_eq!(
+        main.offer,
+        id(1000),
+        "the buyer without exclusions takes the cheapest"
+    );
+    assert!(
+        matches
+            .iter()
+            .all(|m| m.request != id(0) || m.offer != id(1000))
+    );
 }

@@ -1,0 +1,362 @@
+//! # locus-marketplace
+//!
+//! The market as one node takes part in it. The rules are
+//! `locus-market`'s pure functions; this crate only moves data between
+//! them and the world.
+//!
+//! Owns: the `market` table of the store (this node's offers and
+//! requests, the contracts it signed or arbitrates), its records on the
+//! fabric (`mkt/e/<id>` offers and requests, `mkt/r` the last round it
+//! cleared, `mkt/c/<id>` its contracts), the book of every live record it
+//! has checked, the rounds it has checked, and its side of each
+//! negotiation.
+//! Must never: decide a match, a price or a verdict itself (the pure
+//! crate does), sign as anyone but its node, act on a round it has not
+//! recomputed, or answer a proposal before the contract is in its store.
+//!
+//! Every round (1 s by default) each node ranks the round's clearers over
+//! the authors of the live book; the first signs the round and publishes
+//! it. Every node recomputes a round it receives and drops it if it
+//! differs. A customer whose request a checked round matched proposes the
+//! contract's terms to the provider over a signed node-to-node call; the
+//! provider finds the same match in the same round, applies its rules and
+//! countersigns. Both keep the contract and withdraw the matched records.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use locus_core::NodeId;
+use locus_core::cluster::Liveness;
+use locus_fabric::udp::FabricHandle;
+use locus_market::{
+    Contract, Contracts, Entry, PartySigner, RecordId, Resources, Round, Rules, Signed,
+};
+use locus_store::Store;
+use tokio::sync::Notify;
+
+mod documents;
+mod follow;
+mod negotiate;
+mod rounds;
+mod table;
+pub mod views;
+
+pub use negotiate::Answer;
+pub use views::{ContractView, EntryView, Explained, OfferAsk, RequestAsk, RoundView};
+
+use table::{Kind, MarketTable};
+
+/// Period of the clearing rounds unless configured.
+pub const DEFAULT_ROUND: Duration = Duration::from_secs(1);
+/// A record issued this long before a round's cutoff must be in its book.
+pub const SETTLE_SECS: u64 = 3;
+/// Rounds kept (checked or refused) for `explain` and proposals.
+pub const MAX_ROUNDS: usize = 32;
+/// Offers and requests one node may have on the book at once.
+pub const MAX_OWN_ENTRIES: usize = 64;
+/// Notes kept per record for `explain`.
+pub const MAX_NOTES: usize = 16;
+/// Records with notes kept.
+pub const MAX_NOTED: usize = 1024;
+/// Longest a proposal call waits for the other side.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a provider waits for the round a proposal names.
+pub const ROUND_WAIT: Duration = Duration::from_secs(2);
+
+/// Why a market call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MarketError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("this node has no certificate of its org yet: it cannot sign market records")]
+    NoCertificate,
+    #[error(transparent)]
+    Store(#[from] locus_store::StoreError),
+}
+
+/// What the covered workloads of a request measurably use.
+#[async_trait::async_trait]
+pub trait CoverSource: Send + Sync + 'static {
+    /// The sum of what `workloads` (names or ids of workloads this node
+    /// owns) use now, measured; an error names a workload that is not
+    /// here or not measured yet.
+    async fn estimate(&self, workloads: &BTreeSet<String>) -> Result<Resources, String>;
+}
+
+/// Everything [`Market::start`] needs.
+pub struct MarketSetup {
+    pub me: NodeId,
+    pub store: Store,
+    pub fabric: FabricHandle,
+    /// Signs market records as this node of its org.
+    pub party: Arc<dyn PartySigner>,
+    /// Signs node-to-node calls (proposals).
+    pub signer: locus_core::Signer,
+    pub rules: Rules,
+    /// Period of the clearing rounds (whole seconds, at least 1).
+    pub round: Duration,
+    pub cover: Arc<dyn CoverSource>,
+}
+
+/// One record of the book, as this node holds it.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub entry: Entry,
+    pub owner: NodeId,
+}
+
+/// A record of this node's own, on the fabric.
+#[derive(Clone, Debug)]
+pub(crate) struct Mine {
+    pub entry: Entry,
+    pub chunks: usize,
+}
+
+/// A round as this node received it, with its verdict.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub signed: Signed<Round>,
+    pub verdict: Result<(), String>,
+    /// The records of its book, as held when it was checked.
+    pub entries: Vec<Entry>,
+    /// A round that lists records not here yet is checked again until
+    /// then (they may still be on their way).
+    pub retry_until: Option<std::time::Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub book: BTreeMap<RecordId, Held>,
+    pub mine: BTreeMap<RecordId, Mine>,
+    pub rounds: VecDeque<Seen>,
+    pub contracts: Contracts,
+    /// Chunks of each contract this node published.
+    pub published: BTreeMap<RecordId, usize>,
+    /// Records in a negotiation now.
+    pub busy: BTreeSet<RecordId>,
+    /// What happened to a record, newest last (for `explain`).
+    pub notes: BTreeMap<RecordId, VecDeque<String>>,
+    /// The newest round this node cleared or handled.
+    pub last_round: u64,
+    pub seq: u64,
+    /// Nodes the fabric sees alive (and this node).
+    pub alive: BTreeSet<NodeId>,
+}
+
+impl State {
+    pub(crate) fn note(&mut self, id: RecordId, note: String) {
+        tracing::info!(record = %id.short(), "{note}");
+        if !self.notes.contains_key(&id) && self.notes.len() >= MAX_NOTED {
+            self.notes.pop_first();
+        }
+        let notes = self.notes.entry(id).or_default();
+        if notes.len() >= MAX_NOTES {
+            notes.pop_front();
+        }
+        notes.push_back(note);
+    }
+
+    /// The live book at `cutoff`: records of live authors.
+    pub(crate) fn live_book(&self, cutoff: u64) -> Vec<&Entry> {
+        self.book
+            .values()
+            .filter(|h| self.alive.contains(&h.owner))
+            .map(|h| &h.entry)
+            .filter(|e| e.issued_at() <= cutoff && e.expires_at() > cutoff)
+            .collect()
+    }
+}
+
+pub(crate) struct Inner {
+    pub me: NodeId,
+    pub store: Store,
+    pub fabric: FabricHandle,
+    pub party: Arc<dyn PartySigner>,
+    pub signer: locus_core::Signer,
+    pub rules: Rules,
+    pub round: Duration,
+    pub cover: Arc<dyn CoverSource>,
+    pub http: reqwest::Client,
+    pub state: Mutex<State>,
+    pub wake: Notify,
+}
+
+/// This node's part of the market. Cheap to clone.
+#[derive(Clone)]
+pub struct Market {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+impl Market {
+    /// Load this node's records and contracts from the store, publish the
+    /// live ones again, and start following the fabric and clearing.
+    pub async fn start(
+        setup: MarketSetup,
+    ) -> Result<(Market, tokio::task::JoinHandle<()>), MarketError> {
+        let round = Duration::from_secs(setup.round.as_secs().max(1));
+        let inner = Arc::new(Inner {
+            me: setup.me,
+            store: setup.store,
+            fabric: setup.fabric,
+            party: setup.party,
+            signer: setup.signer,
+            rules: setup.rules,
+            round,
+            cover: setup.cover,
+            http: reqwest::Client::builder()
+                .timeout(PROPOSAL_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        });
+        let market = Market { inner };
+        market.load().await?;
+        let task = tokio::spawn(market.clone().run());
+        Ok((market, task))
+    }
+
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn load(&self) -> Result<(), MarketError> {
+        let now = now_secs();
+        for (id, body) in self.inner.store.market(Kind::Entry).await? {
+            match Entry::from_bytes(&body) {
+                Ok(entry) if entry.expires_at() > now => {
+                    self.publish_entry(entry).await?;
+                }
+                Ok(_) => {
+                    self.inner.store.delete_market(Kind::Entry, id).await?;
+                }
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "unreadable market record left in the store")
+                }
+            }
+        }
+        for (id, body) in self.inner.store.market(Kind::Contract).await? {
+            match Contract::from_bytes(&body) {
+                Ok(c) => {
+                    let end = c.terms.end;
+                    let admitted = self
+                        .state()
+                        .contracts
+                        .admit(c.clone(), now.min(end.saturating_sub(1)));
+                    match admitted {
+                        Ok(_) => self.publish_contract(&c).await,
+                        Err(e) => tracing::warn!(%id, error = %e, "stored contract not taken"),
+                    }
+                }
+                Err(e) => tracing::error!(%id, error = %e, "unreadable contract left in the store"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Store, then publish, one of this node's records.
+    pub(crate) async fn publish_entry(&self, entry: Entry) -> Result<RecordId, MarketError> {
+        let id = entry.id();
+        self.inner
+            .store
+            .put_market(Kind::Entry, id.to_string(), entry.to_bytes(), now_ms())
+            .await?;
+        let key = format!("{}{}", documents::ENTRY_PREFIX, id.short());
+        let chunks = documents::publish(&self.inner.fabric, &key, &entry.to_bytes(), 0)
+            .await
+            .unwrap_or(0);
+        let mut st = self.state();
+        st.book.insert(
+            id,
+            Held {
+                entry: entry.clone(),
+                owner: self.inner.me,
+            },
+        );
+        st.mine.insert(id, Mine { entry, chunks });
+        Ok(id)
+    }
+
+    /// Take one of this node's records off the book: fabric, store, state.
+    pub(crate) async fn withdraw_entry(&self, id: RecordId) -> Result<(), MarketError> {
+        let mine = {
+            let mut st = self.state();
+            st.book.remove(&id);
+            st.mine.remove(&id)
+        };
+        if let Some(m) = mine {
+            let key = format!("{}{}", documents::ENTRY_PREFIX, id.short());
+            documents::unpublish(&self.inner.fabric, &key, m.chunks).await;
+        }
+        self.inner
+            .store
+            .delete_market(Kind::Entry, id.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// Keep a contract: store first, then the register and the fabric.
+    pub(crate) async fn keep_contract(&self, c: &Contract) -> Result<RecordId, MarketError> {
+        let id = c
+            .verify()
+            .map_err(|e| MarketError::Invalid(e.to_string()))?;
+        self.inner
+            .store
+            .put_market(Kind::Contract, id.to_string(), c.to_bytes(), now_ms())
+            .await?;
+        let admitted = self.state().contracts.admit(c.clone(), now_secs());
+        match admitted {
+            Ok(_) | Err(locus_market::ContractError::Replayed(_)) => {}
+            Err(e) => return Err(MarketError::Conflict(e.to_string())),
+        }
+        self.publish_contract(c).await;
+        Ok(id)
+    }
+
+    async fn publish_contract(&self, c: &Contract) {
+        let id = c.id();
+        let key = format!("{}{}", documents::CONTRACT_PREFIX, id.short());
+        if let Some(n) = documents::publish(&self.inner.fabric, &key, &c.to_bytes(), 0).await {
+            self.state().published.insert(id, n);
+        }
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        let mut st = self.state();
+        st.seq = st.seq.max(now_ms());
+        st.seq += 1;
+        st.seq
+    }
+
+    /// Refresh who is alive from the fabric.
+    pub(crate) async fn refresh_alive(&self) {
+        let nodes = self.inner.fabric.nodes().await;
+        let alive: BTreeSet<NodeId> = nodes
+            .iter()
+            .filter(|n| n.is_self || n.liveness == Liveness::Alive)
+            .map(|n| n.id)
+            .chain([self.inner.me])
+            .collect();
+        self.state().alive = alive;
+    }
+
+    /// Wake the loop (a record of ours changed).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}

@@ -1,0 +1,343 @@
+//! Negotiation: the customer proposes the terms of a checked match, the
+//! provider finds the same match, applies its rules and countersigns.
+//! A refusal re-lists the request without that provider's org, so the
+//! next round can match it elsewhere.
+
+use std::time::{Duration, Instant};
+
+use locus_market::contract::{Proposal, Side, Terms, arbitrator};
+use locus_market::dmu::ProviderView;
+use locus_market::{Contract, Entry, Match, RecordId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{Market, MarketError, ROUND_WAIT, Seen, now_secs};
+
+/// The provider's answer to a proposal.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Answer {
+    /// The contract, countersigned (JSON of `locus_market::Contract`).
+    #[schema(value_type = Object)]
+    pub contract: Option<Contract>,
+    /// Why the provider does not sign.
+    pub rejected: Option<String>,
+}
+
+const PROPOSAL_PATH: &str = "/api/v1/market/proposals";
+
+impl Market {
+    /// Act on a checked round: propose every match of one of our requests
+    /// that is not already being negotiated.
+    pub(crate) fn act(&self, seen: &Seen) {
+        let mine: Vec<Match> = {
+            let mut st = self.state();
+            let ours: Vec<Match> = seen
+                .signed
+                .body
+                .matches
+                .iter()
+                .filter(|m| st.mine.contains_key(&m.request) && !st.busy.contains(&m.request))
+                .cloned()
+                .collect();
+            for m in &ours {
+                st.busy.insert(m.request);
+            }
+            ours
+        };
+        for m in mine {
+            let me = self.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let request = m.request;
+                me.propose(&seen, &m).await;
+                me.state().busy.remove(&request);
+            });
+        }
+    }
+
+    /// The customer's side of one match.
+    async fn propose(&self, seen: &Seen, m: &Match) {
+        let round = &seen.signed.body;
+        let find = |id: &RecordId| seen.entries.iter().find(|e| e.id() == *id).cloned();
+        let (Some(Entry::Request(request)), Some(Entry::Offer(offer))) =
+            (find(&m.request), find(&m.offer))
+        else {
+            return;
+        };
+        let candidates = seen.entries.iter().map(|e| (e.author(), e.org()));
+        let Some(arb) = arbitrator(
+            &m.request,
+            &m.offer,
+            request.body.org,
+            offer.body.org,
+            candidates,
+        ) else {
+            self.state().note(
+                m.request,
+                format!("round {}: matched offer {}, but no node of a third org is in the round's book to arbitrate", round.number, m.offer.short()),
+            );
+            return;
+        };
+        let terms = Terms::from_match(round.number, m, &request.body, &offer.body, arb, now_secs());
+        let view = ProviderView {
+            reputation: 500,
+            rtt_ms: None,
+            renewable: offer.body.energy.renewable(),
+        };
+        let verdict = self.inner.rules.customer.judge(&terms, &view);
+        if !verdict.accept {
+            let why = verdict.refusal().unwrap_or_default();
+            self.relist(
+                m.request,
+                offer.body.org,
+                format!(
+                    "round {}: this node's rules refuse offer {} ({why})",
+                    round.number,
+                    m.offer.short()
+                ),
+            )
+            .await;
+            return;
+        }
+        let Some(proposal) = Proposal::sign_with(terms, Side::Customer, self.inner.party.as_ref())
+        else {
+            return;
+        };
+        let answer = self.call_provider(offer.body.provider, &proposal).await;
+        match answer {
+            Ok(Answer {
+                contract: Some(c), ..
+            }) if c.terms == proposal.terms && c.verify().is_ok() => {
+                match self.keep_contract(&c).await {
+                    Ok(id) => {
+                        self.state().note(
+                        m.request,
+                        format!(
+                            "round {}: contract {} signed with provider {} (org {}) at {} per unit-hour",
+                            round.number,
+                            id.short(),
+                            offer.body.provider,
+                            offer.body.org,
+                            c.terms.buyer_pays
+                        ),
+                    );
+                        if let Err(e) = self.withdraw_entry(m.request).await {
+                            tracing::warn!(error = %e, "cannot withdraw a contracted request");
+                        }
+                    }
+                    Err(e) => self.state().note(
+                        m.request,
+                        format!("the provider's contract is not kept: {e}"),
+                    ),
+                }
+            }
+            Ok(Answer {
+                rejected: Some(why),
+                ..
+            }) => {
+                self.relist(
+                    m.request,
+                    offer.body.org,
+                    format!(
+                        "round {}: provider {} rejects: {why}",
+                        round.number, offer.body.provider
+                    ),
+                )
+                .await;
+            }
+            Ok(_) => self.state().note(
+                m.request,
+                "the provider answered a contract that is not the proposal".to_owned(),
+            ),
+            Err(e) => self.state().note(
+                m.request,
+                format!(
+                    "round {}: cannot reach provider {}: {e}",
+                    round.number, offer.body.provider
+                ),
+            ),
+        }
+    }
+
+    async fn call_provider(
+        &self,
+        provider: locus_core::NodeId,
+        proposal: &Proposal,
+    ) -> Result<Answer, String> {
+        let nodes = self.inner.fabric.nodes().await;
+        let api = nodes
+            .iter()
+            .find(|n| n.id == provider)
+            .and_then(|n| n.info.as_ref())
+            .map(|i| i.api_addr.clone())
+            .ok_or("its API address is unknown")?;
+        let body = serde_json::to_vec(proposal).map_err(|e| e.to_string())?;
+        let mut req = self
+            .inner
+            .http
+            .post(format!("http://{api}{PROPOSAL_PATH}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in self.inner.signer.sign("POST", PROPOSAL_PATH, &body) {
+            req = req.header(name, value);
+        }
+        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("bad answer: {e}"))
+    }
+
+    /// Re-list a request without `org`: the same need, a new number.
+    async fn relist(&self, request: RecordId, org: locus_access::OrgId, why: String) {
+        let old = self.state().mine.get(&request).map(|m| m.entry.clone());
+        self.state().note(request, why);
+        let Some(Entry::Request(r)) = old else { return };
+        let next = r.body.after_rejection(org, now_secs());
+        let Some(signed) = locus_market::Signed::sign_with(next, self.inner.party.as_ref()) else {
+            return;
+        };
+        let new_id = signed.id();
+        if let Err(e) = self.withdraw_entry(request).await {
+            tracing::warn!(error = %e, "cannot withdraw a rejected request");
+        }
+        match self.publish_entry(Entry::Request(signed)).await {
+            Ok(_) => self.state().note(
+                request,
+                format!("re-listed as {} without org {org}", new_id.short()),
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot re-list a request"),
+        }
+    }
+
+    /// The provider's side: a customer's proposal, answered once the
+    /// contract is stored, or with the reason for refusing.
+    pub async fn consider(&self, proposal: Proposal) -> Result<Answer, MarketError> {
+        let reject = |why: String| {
+            Ok(Answer {
+                contract: None,
+                rejected: Some(why),
+            })
+        };
+        proposal
+            .verify()
+            .map_err(|e| MarketError::Invalid(format!("proposal: {e}")))?;
+        let t = &proposal.terms;
+        if proposal.by != Side::Customer || t.provider != self.inner.me {
+            return Err(MarketError::Invalid(format!(
+                "the proposal is not a customer's to node {}",
+                self.inner.me
+            )));
+        }
+        {
+            let mut st = self.state();
+            if !st.mine.contains_key(&t.offer) {
+                return reject(format!(
+                    "offer {} is no longer on the book",
+                    t.offer.short()
+                ));
+            }
+            if !st.busy.insert(t.offer) {
+                return reject(format!(
+                    "offer {} is being negotiated with another customer",
+                    t.offer.short()
+                ));
+            }
+        }
+        let answer = self.consider_held(&proposal).await;
+        self.state().busy.remove(&proposal.terms.offer);
+        answer
+    }
+
+    async fn consider_held(&self, proposal: &Proposal) -> Result<Answer, MarketError> {
+        let reject = |why: String| {
+            Ok(Answer {
+                contract: None,
+                rejected: Some(why),
+            })
+        };
+        let t = &proposal.terms;
+        let Some(seen) = self.wait_for_round(t.round).await else {
+            return reject(format!(
+                "round {} has not reached this node or does not check here",
+                t.round
+            ));
+        };
+        let matched = seen.signed.body.matches.iter().any(|m| {
+            m.request == t.request
+                && m.offer == t.offer
+                && m.buyer_pays == t.buyer_pays
+                && m.seller_gets == t.seller_gets
+                && m.class == t.class
+        });
+        if !matched {
+            return reject(format!(
+                "round {} has no such match at these prices",
+                t.round
+            ));
+        }
+        let candidates = seen.entries.iter().map(|e| (e.author(), e.org()));
+        let expected = arbitrator(
+            &t.request,
+            &t.offer,
+            t.customer_org,
+            t.provider_org,
+            candidates,
+        );
+        if expected != Some((t.arbitrator, t.arbitrator_org)) {
+            return reject("the arbitrator is not the one the rule names".to_owned());
+        }
+        let battery = match self.state().mine.get(&t.offer).map(|m| m.entry.clone()) {
+            Some(Entry::Offer(o)) => o.body.battery_percent,
+            _ => None,
+        };
+        let verdict = self.inner.rules.provider.judge(t, 500, battery);
+        if !verdict.accept {
+            let why = verdict.refusal().unwrap_or_default();
+            self.state().note(
+                t.offer,
+                format!("refused request {}: {why}", t.request.short()),
+            );
+            return reject(format!("the provider's rules refuse: {why}"));
+        }
+        let Some(contract) = proposal.accept_with(self.inner.party.as_ref()) else {
+            return Err(MarketError::NoCertificate);
+        };
+        let id = self.keep_contract(&contract).await?;
+        self.state().note(
+            t.offer,
+            format!(
+                "contract {} signed with customer {} (org {})",
+                id.short(),
+                t.customer,
+                t.customer_org
+            ),
+        );
+        if let Err(e) = self.withdraw_entry(t.offer).await {
+            tracing::warn!(error = %e, "cannot withdraw a contracted offer");
+        }
+        Ok(Answer {
+            contract: Some(contract),
+            rejected: None,
+        })
+    }
+
+    /// The checked round `number`, waiting a little for it to arrive.
+    async fn wait_for_round(&self, number: u64) -> Option<Seen> {
+        let until = Instant::now() + ROUND_WAIT;
+        loop {
+            let found = self
+                .state()
+                .rounds
+                .iter()
+                .rev()
+                .find(|s| s.signed.body.number == number && s.verdict.is_ok())
+                .cloned();
+            if found.is_some() || Instant::now() >= until {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! What the API asks of the market and shows of it: the calls behind
+//! `/api/v1/market/…` and their JSON.
+
+use std::collections::BTreeSet;
+
+use locus_market::dmu::NodeState;
+use locus_market::{
+    Contract, Cover, EnergySource, Entry, RecordId, Request, Resources, Signed, Sla,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{MAX_OWN_ENTRIES, Market, MarketError, now_ms, now_secs};
+
+/// Default lifetime of an offer or a request on the book.
+pub const DEFAULT_LIFETIME_SECS: u64 = 600;
+
+/// What to offer; every field defaults to the node's rules.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfferAsk {
+    /// Asked per unit-hour, millicredits (at least the rules' minimum).
+    pub price: Option<u64>,
+    /// Take standby-for-handover contracts (default: the rules decide,
+    /// by battery).
+    pub standby: Option<bool>,
+    /// Seconds on the book (default 600, at most 86400).
+    pub lifetime_secs: Option<u64>,
+}
+
+/// What to ask for.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestAsk {
+    /// Workloads of this node to cover (names or ids); their needs are
+    /// measured.
+    #[serde(default)]
+    pub workloads: Vec<String>,
+    /// Things to cover (names).
+    #[serde(default)]
+    pub things: Vec<String>,
+    /// Thousandths of a core, when no workload is covered.
+    pub cpu_millis: Option<u32>,
+    /// MiB of memory, when no workload is covered.
+    pub memory_mb: Option<u64>,
+    /// The customer's tenant the contract grants (default `default`).
+    pub tenant: Option<String>,
+    /// The provider's site (default this node's).
+    pub site: Option<String>,
+    /// Paid at most per unit-hour, millicredits (default the rules').
+    pub max_price: Option<u64>,
+    /// Contract length, seconds (default 3600).
+    pub duration_secs: Option<u64>,
+    /// A standby-for-handover contract (default true).
+    pub standby: Option<bool>,
+    pub min_uptime_permille: Option<u16>,
+    #[serde(default)]
+    pub renewable: bool,
+    /// Covered workloads running at the provider within this many seconds
+    /// of this node's death (default 3).
+    pub handover_within_secs: Option<u32>,
+    /// Paid by the provider per missed handover, millicredits (default 1000).
+    pub penalty: Option<u64>,
+    /// Seconds on the book (default 600).
+    pub lifetime_secs: Option<u64>,
+}
+
+/// A record of the book.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EntryView {
+    pub id: String,
+    /// `offer` or `request`.
+    pub kind: String,
+    pub node: String,
+    pub org: String,
+    /// The class it trades in (`tier@site[ standby]`).
+    pub class: String,
+    /// Offer: asked per unit-hour; request: paid at most.
+    pub price: u64,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    /// Whether this node signed it.
+    pub mine: bool,
+    /// The signed record.
+    #[schema(value_type = Object)]
+    pub record: Entry,
+}
+
+/// A round this node received.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RoundView {
+    pub number: u64,
+    pub cutoff: u64,
+    pub clearer: String,
+    pub records: usize,
+    pub matches: Vec<MatchView>,
+    /// `null` when it checks here, else why not.
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MatchView {
+    pub request: String,
+    pub offer: String,
+    pub class: String,
+    pub buyer_pays: u64,
+    pub seller_gets: u64,
+}
+
+/// Why a record traded or did not, and what happened to it here.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Explained {
+    pub record: String,
+    /// The last checked round that had it on its book.
+    pub round: Option<u64>,
+    /// The clearing's account of it in that round.
+    #[schema(value_type = Object)]
+    pub clearing: Option<locus_market::Explanation>,
+    /// What this node did about it (negotiation, rules, contract), oldest
+    /// first.
+    pub notes: Vec<String>,
+}
+
+/// A contract this node holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContractView {
+    pub id: String,
+    /// `customer`, `provider` or `arbitrator`: this node's part.
+    pub role: String,
+    pub customer: String,
+    pub customer_org: String,
+    pub tenant: String,
+    pub provider: String,
+    pub provider_org: String,
+    pub arbitrator: String,
+    pub arbitrator_org: String,
+    pub class: String,
+    pub buyer_pays: u64,
+    pub seller_gets: u64,
+    pub start: u64,
+    pub end: u64,
+    pub workloads: Vec<String>,
+    pub things: Vec<String>,
+    pub handover_within_secs: u32,
+    /// The signed contract (what `locus verify contract` checks).
+    #[schema(value_type = Object)]
+    pub contract: Contract,
+}
+
+fn entry_view(id: &RecordId, e: &Entry, mine: bool) -> EntryView {
+    let (kind, price, class) = match e {
+        Entry::Offer(o) => ("offer", o.body.price, o.body.class()),
+        Entry::Request(r) => ("request", r.body.max_price, r.body.class()),
+    };
+    EntryView {
+        id: id.to_string(),
+        kind: kind.to_owned(),
+        node: e.author().to_string(),
+        org: e.org().to_string(),
+        class: class.map_or_else(|e| format!("none ({e})"), |c| c.to_string()),
+        price,
+        issued_at: e.issued_at(),
+        expires_at: e.expires_at(),
+        mine,
+        record: e.clone(),
+    }
+}
+
+impl Market {
+    fn own_room(&self) -> Result<(), MarketError> {
+        if self.state().mine.len() >= MAX_OWN_ENTRIES {
+            return Err(MarketError::Conflict(format!(
+                "this node has {MAX_OWN_ENTRIES} records on the book already; withdraw one"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Offer this node's spare resources, by its rules.
+    pub async fn offer(&self, ask: OfferAsk) -> Result<EntryView, MarketError> {
+        self.own_room()?;
+        let party = self.inner.party.party().ok_or(MarketError::NoCertificate)?;
+        let state = self.node_state(party.org()).await?;
+        let rules = &self.inner.rules.provider;
+        let lifetime = ask.lifetime_secs.unwrap_or(DEFAULT_LIFETIME_SECS);
+        let mut offer = rules
+            .offer(&state, self.next_seq(), now_secs(), lifetime)
+            .map_err(|v| {
+                MarketError::Conflict(format!(
+                    "nothing to offer: {}",
+                    v.refusal().unwrap_or_default()
+                ))
+            })?;
+        if let Some(price) = ask.price {
+            if price < rules.min_price {
+                return Err(MarketError::Invalid(format!(
+                    "price {price} is below this node's minimum {}",
+                    rules.min_price
+                )));
+            }
+            offer.price = price;
+        }
+        if let Some(standby) = ask.standby {
+            if standby && !offer.standby {
+                return Err(MarketError::Conflict(format!(
+                    "no standby offers with the battery at {:?} % (the rules' floor is {} %)",
+                    offer.battery_percent, rules.standby_min_battery
+                )));
+            }
+            offer.standby = standby;
+        }
+        offer
+            .validate()
+            .map_err(|e| MarketError::Invalid(e.to_string()))?;
+        let signed = Signed::sign_with(offer, self.inner.party.as_ref())
+            .ok_or(MarketError::NoCertificate)?;
+        let entry = Entry::Offer(signed);
+        let id = self.publish_entry(entry.clone()).await?;
+        self.wake();
+        Ok(entry_view(&id, &entry, true))
+    }
+
+    /// Ask for a unit that covers workloads and things of this node.
+    pub async fn request(&self, ask: RequestAsk) -> Result<EntryView, MarketError> {
+        self.own_room()?;
+        let party = self.inner.party.party().ok_or(MarketError::NoCertificate)?;
+        let workloads: BTreeSet<String> = ask.workloads.iter().cloned().collect();
+        let mut needs = if workloads.is_empty() {
+            Resources::default()
+        } else {
+            self.inner
+                .cover
+                .estimate(&workloads)
+                .await
+                .map_err(MarketError::Invalid)?
+        };
+        if let Some(cpu) = ask.cpu_millis {
+            needs.cpu_millis = needs.cpu_millis.max(cpu);
+        }
+        if let Some(mb) = ask.memory_mb {
+            needs.memory_bytes = needs.memory_bytes.max(mb.saturating_mul(1 << 20));
+        }
+        if workloads.is_empty() && ask.things.is_empty() && needs == Resources::default() {
+            return Err(MarketError::Invalid(
+                "a request covers workloads or things, or names cpu_millis or memory_mb".to_owned(),
+            ));
+        }
+        let site = match ask.site {
+            Some(s) => s,
+            None => self.node_state(party.org()).await?.site,
+        };
+        let now = now_secs();
+        let request = Request {
+            customer: self.inner.me,
+            org: party.org(),
+            seq: self.next_seq(),
+            tenant: ask.tenant.unwrap_or_else(|| "default".to_owned()),
+            needs,
+            cover: Cover {
+                workloads,
+                things: ask.things.into_iter().collect(),
+            },
+            site,
+            min_uptime_permille: ask.min_uptime_permille.unwrap_or(0),
+            renewable: ask.renewable,
+            standby: ask.standby.unwrap_or(true),
+            max_price: ask.max_price.unwrap_or(self.inner.rules.customer.max_price),
+            duration_secs: ask.duration_secs.unwrap_or(3600),
+            sla: Sla {
+                handover_within_secs: ask.handover_within_secs.unwrap_or(3),
+                penalty: ask.penalty.unwrap_or(1000),
+            },
+            exclude: BTreeSet::new(),
+            issued_at: now,
+            expires_at: now + ask.lifetime_secs.unwrap_or(DEFAULT_LIFETIME_SECS),
+        };
+        request
+            .validate()
+            .map_err(|e| MarketError::Invalid(e.to_string()))?;
+        let signed = Signed::sign_with(request, self.inner.party.as_ref())
+            .ok_or(MarketError::NoCertificate)?;
+        let entry = Entry::Request(signed);
+        let id = self.publish_entry(entry.clone()).await?;
+        self.wake();
+        Ok(entry_view(&id, &entry, true))
+    }
+
+    /// Take one of this node's records off the book.
+    pub async fn withdraw(&self, id: &str) -> Result<(), MarketError> {
+        let id: RecordId = id.parse().map_err(MarketError::Invalid)?;
+        if !self.state().mine.contains_key(&id) {
+            return Err(MarketError::NotFound(format!(
+                "record {id} is not one of this node's"
+            )));
+        }
+        self.withdraw_entry(id).await
+    }
+
+    /// The live book as this node holds it.
+    pub fn book(&self) -> Vec<EntryView> {
+        let st = self.state();
+        st.book
+            .iter()
+            .map(|(id, h)| entry_view(id, &h.entry, h.owner == self.inner.me))
+            .collect()
+    }
+
+    /// The rounds this node received, newest first.
+    pub fn rounds(&self) -> Vec<RoundView> {
+        let st = self.state();
+        st.rounds
+            .iter()
+            .rev()
+            .map(|s| {
+                let r = &s.signed.body;
+                RoundView {
+                    number: r.number,
+                    cutoff: r.cutoff,
+                    clearer: r.clearer.to_string(),
+                    records: r.book.len(),
+                    matches: r
+                        .matches
+                        .iter()
+                        .map(|m| MatchView {
+                            request: m.request.to_string(),
+                            offer: m.offer.to_string(),
+                            class: m.class.to_string(),
+                            buyer_pays: m.buyer_pays,
+                            seller_gets: m.seller_gets,
+                        })
+                        .collect(),
+                    refused: s.verdict.clone().err(),
+                }
+            })
+            .collect()
+    }
+
+    /// Why a record traded or not, and what this node did about it.
+    pub fn explain(&self, id: &str) -> Result<Explained, MarketError> {
+        let record: RecordId = id.parse().map_err(MarketError::Invalid)?;
+        let st = self.state();
+        let last = st
+            .rounds
+            .iter()
+            .rev()
+            .find(|s| s.verdict.is_ok() && s.signed.body.book.binary_search(&record).is_ok());
+        let notes: Vec<String> = st
+            .notes
+            .get(&record)
+            .map(|n| n.iter().cloned().collect())
+            .unwrap_or_default();
+        if last.is_none() && notes.is_empty() && !st.book.contains_key(&record) {
+            return Err(MarketError::NotFound(format!(
+                "record {id} is in no round, book or note of this node"
+            )));
+        }
+        Ok(Explained {
+            record: record.to_string(),
+            round: last.map(|s| s.signed.body.number),
+            clearing: last.and_then(|s| locus_market::explain(s.entries.iter(), &record)),
+            notes,
+        })
+    }
+
+    /// The contracts this node holds.
+    pub fn contracts(&self) -> Vec<ContractView> {
+        let st = self.state();
+        st.contracts
+            .iter()
+            .map(|(_, c)| self.contract_view(c))
+            .collect()
+    }
+
+    /// One contract, by id or its first hex digits.
+    pub fn contract(&self, id: &str) -> Result<ContractView, MarketError> {
+        let st = self.state();
+        let found: Vec<&Contract> = st
+            .contracts
+            .iter()
+            .filter(|(cid, _)| cid.to_string().starts_with(id))
+            .map(|(_, c)| c)
+            .collect();
+        match found.as_slice() {
+            [c] if !id.is_empty() => Ok(self.contract_view(c)),
+            [] | [_] => Err(MarketError::NotFound(format!(
+                "no contract {id} on this node"
+            ))),
+            _ => Err(MarketError::Invalid(format!(
+                "{id} names {} contracts; give more digits",
+                found.len()
+            ))),
+        }
+    }
+
+    fn contract_view(&self, c: &Contract) -> ContractView {
+        let t = &c.terms;
+        let me = self.inner.me;
+        let role = if t.customer == me {
+            "customer"
+        } else if t.provider == me {
+            "provider"
+        } else {
+            "arbitrator"
+        };
+        ContractView {
+            id: c.id().to_string(),
+            role: role.to_owned(),
+            customer: t.customer.to_string(),
+            customer_org: t.customer_org.to_string(),
+            tenant: t.tenant.clone(),
+            provider: t.provider.to_string(),
+            provider_org: t.provider_org.to_string(),
+            arbitrator: t.arbitrator.to_string(),
+            arbitrator_org: t.arbitrator_org.to_string(),
+            class: t.class.to_string(),
+            buyer_pays: t.buyer_pays,
+            seller_gets: t.seller_gets,
+            start: t.start,
+            end: t.end,
+            workloads: t.cover.workloads.iter().cloned().collect(),
+            things: t.cover.things.iter().cloned().collect(),
+            handover_within_secs: t.sla.handover_within_secs,
+            contract: c.clone(),
+        }
+    }
+
+    /// What this node knows of itself to offer: resources from its
+    /// published capacity, uptime from its boots, energy from its info.
+    async fn node_state(&self, org: locus_access::OrgId) -> Result<NodeState, MarketError> {
+        let nodes = self.inner.fabric.nodes().await;
+        let me = nodes
+            .iter()
+            .find(|n| n.is_self || n.id == self.inner.me)
+            .ok_or_else(|| {
+                MarketError::Conflict("the fabric does not know this node yet".to_owned())
+            })?;
+        let cap = me.capacity.clone().ok_or_else(|| {
+            MarketError::Conflict("this node's capacity is not published yet".to_owned())
+        })?;
+        let info = me.info.clone();
+        let bandwidth_kbps = cap.bandwidth_mbps.unwrap_or(1000).saturating_mul(1000);
+        let energy = match info.as_ref().map(|i| i.energy.source) {
+            Some(locus_core::config::PowerSource::Solar) => EnergySource::Solar,
+            Some(locus_core::config::PowerSource::SolarBattery) => EnergySource::SolarBattery,
+            Some(locus_core::config::PowerSource::Battery) => EnergySource::Battery,
+            _ => EnergySource::Grid,
+        };
+        Ok(NodeState {
+            node: self.inner.me,
+            org,
+            site: info
+                .as_ref()
+                .map_or_else(|| "default".to_owned(), |i| i.site.name.get().clone()),
+            capacity: Resources {
+                cpu_millis: cap.cpu_millicores.min(u64::from(u32::MAX)) as u32,
+                memory_bytes: cap.memory_bytes,
+                storage_bytes: cap.storage_bytes,
+                bandwidth_kbps,
+            },
+            used: Resources {
+                cpu_millis: cap.allocated.cpu_millicores.min(u64::from(u32::MAX)) as u32,
+                memory_bytes: cap.allocated.memory_bytes,
+                storage_bytes: cap.allocated.storage_bytes,
+                bandwidth_kbps: cap.allocated.bandwidth_mbps.saturating_mul(1000),
+            },
+            interfaces: cap.interfaces.iter().cloned().collect(),
+            uptime_permille: self.uptime_permille().await,
+            energy,
+            battery_percent: cap.battery_percent,
+        })
+    }
+
+    /// Share of the time since this data dir's first start that the agent
+    /// ran, per mille, from the store's record of boots. A run that ended
+    /// without closing the store counts as no time at all (its end is not
+    /// known), so a node that crashes scores low.
+    async fn uptime_permille(&self) -> u16 {
+        let now = now_ms();
+        let boots = self
+            .inner
+            .store
+            .call(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT started_at_ms, stopped_at_ms FROM boots ORDER BY generation",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap_or_default();
+        let Some(first) = boots.first().map(|b| b.0.max(0) as u64) else {
+            return 0;
+        };
+        let last = boots.len() - 1;
+        let up: u64 = boots
+            .iter()
+            .enumerate()
+            .map(|(i, (start, stop))| {
+                let start = (*start).max(0) as u64;
+                match stop {
+                    Some(stop) => ((*stop).max(0) as u64).saturating_sub(start),
+                    None if i == last => now.saturating_sub(start),
+                    None => 0,
+                }
+            })
+            .sum();
+        let span = now.saturating_sub(first).max(1);
+        (up.saturating_mul(1000) / span).min(1000) as u16
+    }
+}

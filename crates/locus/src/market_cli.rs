@@ -1,0 +1,361 @@
+//! `locus market offer|request|book|rounds|explain|withdraw` and `locus
+//! contract ls|show`: this node's part in the market between orgs.
+
+use anyhow::anyhow;
+use serde_json::{Map, Value, json};
+
+use crate::Failure;
+use crate::cli::{ContractCommand, MarketCommand, MarketOfferArgs, MarketRequestArgs};
+use crate::client::Client;
+use crate::output::table;
+use crate::tenant_cli::{parse_cpu, parse_size};
+use crate::token_cli::parse_duration;
+
+fn usage(flag: &str, e: String) -> Failure {
+    Failure::Usage(anyhow!("{flag}: {e}"))
+}
+
+fn duration(flag: &str, text: &Option<String>) -> Result<Option<u64>, Failure> {
+    text.as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| usage(flag, e))
+}
+
+fn offer_body(a: &MarketOfferArgs) -> Result<Value, Failure> {
+    let mut body = Map::new();
+    if let Some(p) = a.price {
+        body.insert("price".into(), p.into());
+    }
+    if let Some(s) = a.standby {
+        body.insert("standby".into(), s.into());
+    }
+    if let Some(l) = duration("--lifetime", &a.lifetime)? {
+        body.insert("lifetime_secs".into(), l.into());
+    }
+    Ok(Value::Object(body))
+}
+
+fn request_body(a: &MarketRequestArgs) -> Result<Value, Failure> {
+    let mut body = Map::new();
+    body.insert("workloads".into(), json!(a.workloads));
+    body.insert("things".into(), json!(a.things));
+    if let Some(c) = &a.cpu {
+        body.insert(
+            "cpu_millis".into(),
+            parse_cpu(c).map_err(|e| usage("--cpu", e))?.into(),
+        );
+    }
+    if let Some(m) = &a.memory {
+        let bytes = parse_size(m).map_err(|e| usage("--memory", e))?;
+        body.insert("memory_mb".into(), bytes.div_ceil(1 << 20).into());
+    }
+    if let Some(p) = a.max_price {
+        body.insert("max_price".into(), p.into());
+    }
+    if let Some(d) = duration("--duration", &a.duration)? {
+        body.insert("duration_secs".into(), d.into());
+    }
+    if let Some(l) = duration("--lifetime", &a.lifetime)? {
+        body.insert("lifetime_secs".into(), l.into());
+    }
+    if let Some(s) = &a.site {
+        body.insert("site".into(), s.clone().into());
+    }
+    if let Some(t) = &a.tenant {
+        body.insert("tenant".into(), t.clone().into());
+    }
+    if let Some(u) = a.min_uptime {
+        body.insert("min_uptime_permille".into(), u.into());
+    }
+    if let Some(h) = a.handover_within {
+        body.insert("handover_within_secs".into(), h.into());
+    }
+    body.insert("standby".into(), (!a.active).into());
+    body.insert("renewable".into(), a.renewable.into());
+    Ok(Value::Object(body))
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match &v[k] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A class as `locus market book` shows it: `tier@site[ standby]`.
+fn class(c: &Value) -> String {
+    format!(
+        "{}@{}{}",
+        c["tier"].as_str().unwrap_or("?"),
+        c["site"].as_str().unwrap_or("?"),
+        if c["standby"].as_bool() == Some(true) {
+            " standby"
+        } else {
+            ""
+        }
+    )
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(16).collect()
+}
+
+fn print_entry(e: &Value, verb: &str) {
+    println!(
+        "{} {} {} in class {} at {} mc/unit-hour, until {}",
+        verb,
+        s(e, "kind"),
+        s(e, "id"),
+        s(e, "class"),
+        s(e, "price"),
+        s(e, "expires_at")
+    );
+}
+
+pub async fn market(client: &Client, json: bool, command: &MarketCommand) -> Result<(), Failure> {
+    match command {
+        MarketCommand::Offer(a) => {
+            let e: Value = client
+                .call_json(
+                    reqwest::Method::POST,
+                    "/api/v1/market/offers",
+                    &offer_body(a)?,
+                )
+                .await?;
+            if json {
+                println!("{e}");
+            } else {
+                print_entry(&e, "offered:");
+            }
+        }
+        MarketCommand::Request(a) => {
+            let e: Value = client
+                .call_json(
+                    reqwest::Method::POST,
+                    "/api/v1/market/requests",
+                    &request_body(a)?,
+                )
+                .await?;
+            if json {
+                println!("{e}");
+            } else {
+                print_entry(&e, "requested:");
+            }
+        }
+        MarketCommand::Book => {
+            let all: Value = client.get("/api/v1/market/book").await?;
+            if json {
+                println!("{all}");
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        vec![
+                            short(&s(e, "id")),
+                            s(e, "kind"),
+                            s(e, "class"),
+                            s(e, "price"),
+                            short(&s(e, "org")),
+                            short(&s(e, "node")),
+                            if e["mine"].as_bool() == Some(true) {
+                                "yes"
+                            } else {
+                                ""
+                            }
+                            .to_owned(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &["ID", "KIND", "CLASS", "PRICE", "ORG", "NODE", "MINE"],
+                        &rows
+                    )
+                );
+            }
+        }
+        MarketCommand::Rounds => {
+            let all: Value = client.get("/api/v1/market/rounds").await?;
+            if json {
+                println!("{all}");
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        vec![
+                            s(r, "number"),
+                            short(&s(r, "clearer")),
+                            s(r, "records"),
+                            r["matches"].as_array().map_or(0, Vec::len).to_string(),
+                            r["refused"]
+                                .as_str()
+                                .map_or_else(|| "checked".to_owned(), |w| format!("refused: {w}")),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["ROUND", "CLEARER", "RECORDS", "MATCHES", "HERE"], &rows)
+                );
+            }
+        }
+        MarketCommand::Explain { record } => {
+            let e: Value = client
+                .get(&format!("/api/v1/market/explain/{record}"))
+                .await?;
+            if json {
+                println!("{e}");
+            } else {
+                let c = &e["clearing"];
+                match e["round"].as_u64() {
+                    Some(n) if !c.is_null() => {
+                        let o = &c["outcome"];
+                        println!(
+                            "round {n}: {} {} in class {}",
+                            c["side"].as_str().unwrap_or("?"),
+                            short(record),
+                            class(&c["class"])
+                        );
+                        println!(
+                            "  rank {} of {} buyers / {} sellers; {} efficient pairs; price rule {}",
+                            s(c, "rank"),
+                            s(o, "buyers"),
+                            s(o, "sellers"),
+                            s(o, "k"),
+                            s(o, "rule")
+                        );
+                        println!("  {}", s(c, "reason"));
+                    }
+                    _ => println!("{}: in no checked round yet", short(record)),
+                }
+                for n in e["notes"].as_array().into_iter().flatten() {
+                    println!("  - {}", n.as_str().unwrap_or_default());
+                }
+            }
+        }
+        MarketCommand::Withdraw { record } => {
+            client
+                .call::<()>(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/market/book/{record}"),
+                    None,
+                )
+                .await?;
+            if !json {
+                println!("withdrawn: {record}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn contract(
+    client: &Client,
+    json: bool,
+    command: &ContractCommand,
+) -> Result<(), Failure> {
+    match command {
+        ContractCommand::Ls => {
+            let all: Value = client.get("/api/v1/market/contracts").await?;
+            if json {
+                println!("{all}");
+            } else {
+                let rows: Vec<Vec<String>> = all
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        vec![
+                            short(&s(c, "id")),
+                            s(c, "role"),
+                            short(&s(c, "customer_org")),
+                            short(&s(c, "provider_org")),
+                            short(&s(c, "arbitrator_org")),
+                            s(c, "class"),
+                            s(c, "buyer_pays"),
+                            s(c, "end"),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &[
+                            "ID",
+                            "ROLE",
+                            "CUSTOMER",
+                            "PROVIDER",
+                            "ARBITRATOR",
+                            "CLASS",
+                            "PRICE",
+                            "ENDS"
+                        ],
+                        &rows
+                    )
+                );
+            }
+        }
+        ContractCommand::Show { id, output } => {
+            let c: Value = client
+                .get(&format!("/api/v1/market/contracts/{id}"))
+                .await?;
+            if let Some(path) = output {
+                let text = serde_json::to_string_pretty(&c["contract"])
+                    .map_err(|e| Failure::Failed(e.into()))?;
+                std::fs::write(path, text + "\n").map_err(|e| {
+                    Failure::Failed(anyhow!("cannot write {}: {e}", path.display()))
+                })?;
+            }
+            if json {
+                println!("{}", c["contract"]);
+            } else {
+                println!("contract {} ({})", s(&c, "id"), s(&c, "role"));
+                println!(
+                    "  customer   node {} of org {}, tenant {}",
+                    s(&c, "customer"),
+                    s(&c, "customer_org"),
+                    s(&c, "tenant")
+                );
+                println!(
+                    "  provider   node {} of org {}",
+                    s(&c, "provider"),
+                    s(&c, "provider_org")
+                );
+                println!(
+                    "  arbitrator node {} of org {}",
+                    s(&c, "arbitrator"),
+                    s(&c, "arbitrator_org")
+                );
+                println!(
+                    "  class {}, customer pays {} and provider gets {} mc/unit-hour, from {} to {}",
+                    s(&c, "class"),
+                    s(&c, "buyer_pays"),
+                    s(&c, "seller_gets"),
+                    s(&c, "start"),
+                    s(&c, "end")
+                );
+                println!(
+                    "  covers workloads {} and things {}; handover within {} s",
+                    c["workloads"],
+                    c["things"],
+                    s(&c, "handover_within_secs")
+                );
+                if let Some(path) = output {
+                    println!(
+                        "  written to {} (check it with `locus verify contract {}`)",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

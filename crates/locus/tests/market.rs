@@ -1,0 +1,291 @@
+//! The market between orgs on real agents: nodes of three and four orgs
+//! on loopback, offers and requests on the shared book, rounds every
+//! node rechecks, contracts signed by both orgs over the node-to-node
+//! call, checked offline with `locus verify contract`, and a negotiation
+//! that restarts elsewhere after the provider's rules reject the customer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use locus_testkit::*;
+use serde_json::Value;
+
+/// Every org admits every other, each on its own log (a node trusts the
+/// nodes of the orgs its org admitted).
+fn admit_each_other(orgs: &[&Member]) {
+    let keys: Vec<(String, String)> = orgs
+        .iter()
+        .map(|m| {
+            let v = get_json(&m.agent, "/api/v1/orgs");
+            (
+                v[0]["org"].as_str().unwrap().to_owned(),
+                v[0]["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (i, m) in orgs.iter().enumerate() {
+        for (j, (_, key)) in keys.iter().enumerate() {
+            if i != j {
+                ok(&cli(
+                    &m.agent,
+                    &["org", "admit", "--key", key, "--name", &format!("org {j}")],
+                ));
+            }
+        }
+    }
+    // Every node of each org takes the admissions before going on.
+    wait_until(
+        "every org admits the others",
+        Duration::from_secs(20),
+        || {
+            orgs.iter().all(|m| {
+                get_json(&m.agent, "/api/v1/orgs")
+                    .as_array()
+                    .map_or(0, Vec::len)
+                    == orgs.len()
+            })
+        },
+    );
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+fn contracts(m: &Member) -> Vec<Value> {
+    json_of(&cli(&m.agent, &["--json", "contract", "ls"]))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn node_id(m: &Member) -> String {
+    get_json(&m.agent, "/api/v1/node")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn org_id(m: &Member) -> String {
+    get_json(&m.agent, "/api/v1/orgs")[0]["org"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn rules_config(dir: &Path, rules: &str) -> String {
+    let rules_path = dir.join("rules.toml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[market]\nrules = {:?}\n", rules_path.display().to_string()),
+    )
+    .unwrap();
+    config.display().to_string()
+}
+
+#[test]
+fn a_request_meets_an_offer_and_both_orgs_sign_a_contract_anyone_verifies() {
+    let (a_dir, b_dir, c_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a1 = member(a_dir.path(), 190, "lab", &[]);
+    let b1 = member(b_dir.path(), 191, "lab", &[a1.gossip]);
+    let c1 = member(c_dir.path(), 192, "lab", &[a1.gossip]);
+    wait_cluster(&[&a1, &b1, &c1], 3);
+    admit_each_other(&[&a1, &b1, &c1]);
+
+    let offer = json_of(&cli(
+        &b1.agent,
+        &["--json", "market", "offer", "--price", "300"],
+    ));
+    assert_eq!(offer["kind"], "offer");
+    assert!(
+        offer["class"].as_str().unwrap().contains("@lab standby"),
+        "{offer}"
+    );
+    ok(&cli(&c1.agent, &["market", "offer", "--price", "600"]));
+    let request = json_of(&cli(
+        &a1.agent,
+        &[
+            "--json",
+            "market",
+            "request",
+            "--cpu",
+            "500m",
+            "--memory",
+            "256MiB",
+            "--max-price",
+            "800",
+            "--duration",
+            "1h",
+        ],
+    ));
+    let request_id = request["id"].as_str().unwrap().to_owned();
+
+    let took = wait_until(
+        "the customer holds a contract",
+        Duration::from_secs(20),
+        || contracts(&a1).len() == 1,
+    );
+    eprintln!("request → signed contract in {took:?}");
+    let c = &contracts(&a1)[0];
+    assert_eq!(c["role"], "customer");
+    assert_eq!(
+        c["provider"],
+        node_id(&b1).as_str(),
+        "the cheapest offer wins"
+    );
+    assert_eq!(
+        c["buyer_pays"], 600,
+        "at the first losing seller's cost, not its own"
+    );
+    assert_eq!(
+        c["arbitrator_org"],
+        org_id(&c1).as_str(),
+        "the only node of a third org"
+    );
+    let id = c["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "the provider and the arbitrator hold it",
+        Duration::from_secs(20),
+        || {
+            contracts(&b1)
+                .iter()
+                .any(|x| x["id"] == id.as_str() && x["role"] == "provider")
+                && contracts(&c1)
+                    .iter()
+                    .any(|x| x["id"] == id.as_str() && x["role"] == "arbitrator")
+        },
+    );
+    // The matched records leave the book; the other offer stays.
+    wait_until(
+        "the book holds only c1's offer",
+        Duration::from_secs(10),
+        || {
+            let book = json_of(&cli(&c1.agent, &["--json", "market", "book"]));
+            let book = book.as_array().unwrap();
+            book.len() == 1 && book[0]["node"] == node_id(&c1).as_str()
+        },
+    );
+    // Every node rechecks the rounds (one that lists a record a node never
+    // received before it left the book stays refused there).
+    for m in [&a1, &b1, &c1] {
+        wait_until(
+            &format!("{} checks a round", m.name),
+            Duration::from_secs(10),
+            || {
+                let rounds = json_of(&cli(&m.agent, &["--json", "market", "rounds"]));
+                rounds
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["refused"].is_null())
+            },
+        );
+    }
+    let explained = ok(&cli(&a1.agent, &["market", "explain", &request_id]));
+    assert!(explained.contains("contract"), "{explained}");
+
+    // The signed contract checks offline, and a changed price does not.
+    let file = a_dir.path().join("contract.json");
+    ok(&cli(
+        &a1.agent,
+        &["contract", "show", &id[..12], "-o", file.to_str().unwrap()],
+    ));
+    let out = locus(&["verify", "contract", file.to_str().unwrap()]);
+    let text = ok(&out);
+    assert!(text.contains("valid"), "{text}");
+    let out = locus(&["--json", "verify", "contract", file.to_str().unwrap()]);
+    assert_eq!(json_of(&out)["valid"], true);
+    let mut tampered: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    tampered["terms"]["buyer_pays"] = Value::from(650);
+    std::fs::write(&file, tampered.to_string()).unwrap();
+    let out = locus(&["verify", "contract", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("signature"),
+        "{out:?}"
+    );
+    std::fs::write(&file, "not a contract").unwrap();
+    let out = locus(&["verify", "contract", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a contract"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_rejected_negotiation_restarts_in_the_next_round_with_another_provider() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a1 = member(dirs[0].path(), 194, "lab", &[]);
+    // B's rules want customers of a better reputation than a stranger's.
+    let picky = rules_config(
+        dirs[1].path(),
+        "[provider]\nmin_customer_reputation = 600\n",
+    );
+    let b1 = member_with(
+        dirs[1].path(),
+        195,
+        "lab",
+        &[a1.gossip],
+        &["--config", &picky],
+    );
+    let c1 = member(dirs[2].path(), 196, "lab", &[a1.gossip]);
+    let c2 = member(dirs[2].path(), 197, "lab", &[a1.gossip]);
+    wait_cluster(&[&a1, &b1, &c1, &c2], 4);
+    admit_each_other(&[&a1, &b1, &c1]);
+
+    ok(&cli(&b1.agent, &["market", "offer", "--price", "300"]));
+    ok(&cli(&c1.agent, &["market", "offer", "--price", "500"]));
+    ok(&cli(&c2.agent, &["market", "offer", "--price", "700"]));
+    let request = json_of(&cli(
+        &a1.agent,
+        &[
+            "--json",
+            "market",
+            "request",
+            "--cpu",
+            "500m",
+            "--max-price",
+            "800",
+        ],
+    ));
+    let request_id = request["id"].as_str().unwrap().to_owned();
+
+    wait_until(
+        "a contract with another provider",
+        Duration::from_secs(30),
+        || contracts(&a1).len() == 1,
+    );
+    let c = &contracts(&a1)[0];
+    assert_eq!(
+        c["provider"],
+        node_id(&c1).as_str(),
+        "the next cheapest after the one that rejected"
+    );
+    assert_eq!(
+        c["buyer_pays"], 700,
+        "priced by the first losing seller left"
+    );
+    assert_eq!(c["arbitrator_org"], org_id(&b1).as_str());
+    let explained = ok(&cli(&a1.agent, &["market", "explain", &request_id]));
+    assert!(
+        explained.contains("rejects") && explained.contains("re-listed"),
+        "{explained}"
+    );
+    // b1's offer stays on the book, unsold.
+    let book = json_of(&cli(&a1.agent, &["--json", "market", "book"]));
+    assert!(
+        book.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["node"] == node_id(&b1).as_str()),
+        "{book}"
+    );
+}
