@@ -392,7 +392,11 @@ impl Node {
             metrics.things.clone(),
         )
         .await?;
+        // The market starts after the workloads it measures; the workloads
+        // ask it about standbys once it is there.
+        let standbys = Arc::new(MarketStandbys(std::sync::OnceLock::new()));
         let (workloads, reconcile) = Workloads::start(locus_workloads::WorkloadsSetup {
+            standbys: standbys.clone(),
             artifacts: Arc::new(SourceOf(artifacts.clone())),
             me: id,
             signer: signer.clone(),
@@ -436,9 +440,11 @@ impl Node {
                 rules,
                 round: Duration::from_secs(*settings.config.market.round_secs.get()),
                 cover: Arc::new(CoverOf(workloads.clone(), id)),
+                witnesses: *settings.config.market.witnesses.get() as usize,
             })
             .await
             .map_err(|e| AgentError::Market(e.to_string()))?;
+        let _ = standbys.0.set(market.clone());
         tracing::info!(
             node = %id,
             %name,
@@ -762,6 +768,19 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The market as the workloads see it: standbys named by contracts, and
+/// the customers to give work back to. Empty until the market starts.
+struct MarketStandbys(std::sync::OnceLock<locus_marketplace::Market>);
+
+impl locus_workloads::Standbys for MarketStandbys {
+    fn standby(&self, w: &locus_core::workload::WorkloadSummary) -> Option<locus_sched::Standby> {
+        self.0.get()?.standby(w)
+    }
+    fn hand_back(&self, w: &locus_core::workload::WorkloadSummary) -> Option<NodeId> {
+        self.0.get()?.hand_back(w)
+    }
 }
 
 /// The workloads as the market sees them: what the covered ones

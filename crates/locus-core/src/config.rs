@@ -81,7 +81,23 @@ pub struct MarketConfig {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub rules: Option<std::path::PathBuf>,
+    /// Nodes of orgs other than a provider's that must sign they see its
+    /// customer dead before the provider takes over (default 2, 1–16).
+    #[serde(default = "default_witnesses")]
+    pub witnesses: Witnesses,
 }
+
+fn default_witnesses() -> Witnesses {
+    Witnesses(2)
+}
+
+validated!(
+    /// Witnesses a takeover needs: 1–16.
+    #[derive(Copy, Eq)]
+    Witnesses(u64, "u64"), schema = u64,
+    check = |v| if (1..=16).contains(v) { Ok(()) } else { Err(format!("witnesses {v} is out of range 1..=16")) },
+    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(16.into()); }
+);
 
 fn default_round_secs() -> RoundSecs {
     RoundSecs(1)
@@ -92,6 +108,7 @@ impl Default for MarketConfig {
         MarketConfig {
             round_secs: default_round_secs(),
             rules: None,
+            witnesses: default_witnesses(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Offer {
     pub seq: u64,
     /// The spare resources R' of the node when it signed.
     pub spare: Resources,
+    /// The unit it sells: a tier its spare resources fill (by default the
+    /// largest; a provider may sell a smaller unit to meet smaller needs).
+    pub tier: Tier,
     /// Connectivity interfaces (`ethernet`, `wifi`, `lte`, `lora`, …).
     pub interfaces: BTreeSet<String>,
     /// Measured uptime over the fabric's liveness history, per mille.
@@ -200,14 +203,21 @@ fn check_window(issued_at: u64, expires_at: u64) -> Result<(), BookError> {
 impl Offer {
     /// The class it is listed in, or why it has none.
     pub fn class(&self) -> Result<Class, BookError> {
-        let tier = Tier::filled_by(&self.spare).ok_or_else(|| {
-            invalid(
-                "spare",
-                "fills no tier (the smallest is 0.25 core, 256 MiB, 2 GiB, 1 Mbit/s)",
-            )
-        })?;
+        if !self.spare.covers(&self.tier.resources()) {
+            return Err(invalid(
+                "tier",
+                format!(
+                    "{} is more than the spare resources fill ({})",
+                    self.tier.as_str(),
+                    Tier::filled_by(&self.spare).map_or(
+                        "none; the smallest is 0.25 core, 256 MiB, 2 GiB, 1 Mbit/s",
+                        Tier::as_str
+                    )
+                ),
+            ));
+        }
         Ok(Class {
-            tier,
+            tier: self.tier,
             site: self.site.clone(),
             standby: self.standby,
         })

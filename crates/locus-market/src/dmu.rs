@@ -267,7 +267,7 @@ impl ProviderRules {
             .capacity
             .minus(&state.used)
             .minus(&self.reserve.resources());
-        let tier = Tier::filled_by(&spare);
+        let filled = Tier::filled_by(&spare);
         let battery_ok = state
             .battery_percent
             .is_none_or(|b| b >= self.standby_min_battery);
@@ -279,16 +279,17 @@ impl ProviderRules {
                 spare.memory_bytes >> 20
             ),
             "nano: 250 m cpu, 256 MiB, 2 GiB, 1 Mbit/s",
-            tier.is_some(),
+            filled.is_some(),
         )];
-        if tier.is_none() {
+        let Some(tier) = filled else {
             return Err(Verdict::of(checks, None));
-        }
+        };
         Ok(Offer {
             provider: state.node,
             org: state.org,
             seq,
             spare,
+            tier,
             interfaces: state.interfaces.clone(),
             uptime_permille: state.uptime_permille,
             energy: state.energy,

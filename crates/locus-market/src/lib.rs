@@ -19,7 +19,9 @@
 //!   ([`contract`]);
 //! - accounts in credits between orgs, provable from double-signed
 //!   receipts, and stakes held by an arbitrator ([`ledger`]);
-//! - reputation per org from settled contracts ([`reputation`]).
+//! - reputation per org from settled contracts ([`reputation`]);
+//! - witnessed failures: signed observations of a dead customer by nodes
+//!   of other orgs than the provider's ([`witness`]).
 //!
 //! It must never do I/O, read a clock or draw randomness: "now" is always
 //! an argument. Nothing here panics on bytes from outside; every decoder
@@ -34,6 +36,7 @@ pub mod dmu;
 pub mod ledger;
 pub mod reputation;
 pub mod signed;
+pub mod witness;
 
 pub use book::{Book, BookError, Cover, EnergySource, Entry, Offer, Request, Sla};
 pub use class::{Class, Resources, Tier};
@@ -51,3 +54,4 @@ pub use reputation::{Outcome, Reputation, reputation};
 pub use signed::{
     Authored, KeyParty, Party, PartySignature, PartySigner, RecordId, SignatureError, Signed,
 };
+pub use witness::{Observation, witnessed};

@@ -19,6 +19,9 @@ pub(crate) const ENTRY_PREFIX: &str = "mkt/e/";
 pub(crate) const ROUND_KEY: &str = "mkt/r";
 /// Contracts this node is a party to: `mkt/c/<id>`.
 pub(crate) const CONTRACT_PREFIX: &str = "mkt/c/";
+/// This node's signed observation that a customer is dead:
+/// `mkt/seen/<node>`.
+pub(crate) const OBSERVATION_PREFIX: &str = "mkt/seen/";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {

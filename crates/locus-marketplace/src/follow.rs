@@ -6,10 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use locus_core::NodeId;
 use std::time::Instant;
 
-use locus_market::{Contract, Entry, RecordId, Round, RoundError, Signed, check_round};
+use locus_market::witness::MAX_OBSERVATION_BYTES;
+use locus_market::{
+    Contract, Entry, Observation, RecordId, Round, RoundError, Signed, check_round,
+};
 
-use crate::documents::{self, CONTRACT_PREFIX, ENTRY_PREFIX, ROUND_KEY};
-use crate::{Held, MAX_ROUNDS, Market, ROUND_WAIT, SETTLE_SECS, Seen, State, now_secs};
+use crate::documents::{self, CONTRACT_PREFIX, ENTRY_PREFIX, OBSERVATION_PREFIX, ROUND_KEY};
+use crate::{
+    Held, MAX_ROUNDS, MAX_WATCHED, Market, ROUND_WAIT, SETTLE_SECS, Seen, State, now_secs,
+};
 
 /// Largest signed round read from the fabric.
 const MAX_ROUND_BYTES: usize = documents::CHUNK * documents::MAX_CHUNKS;
@@ -59,6 +64,20 @@ impl Market {
                 Err(e) => tracing::debug!(%key, error = %e, "undecodable contract"),
             }
         }
+        let mut seen = BTreeMap::new();
+        for (key, bytes) in documents::assemble(&records, OBSERVATION_PREFIX) {
+            match Signed::<Observation>::from_bytes(&bytes, MAX_OBSERVATION_BYTES) {
+                Ok(o) if o.body.observer == owner => {
+                    seen.insert((owner, o.body.subject), o);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%key, error = %e, "undecodable observation"),
+            }
+        }
+        let mut st = self.state();
+        st.observations
+            .retain(|(observer, _), _| *observer != owner);
+        st.observations.extend(seen);
     }
 
     /// A contract another node published: kept when this node arbitrates
@@ -67,6 +86,16 @@ impl Market {
         let me = self.inner.me;
         let t = &c.terms;
         if ![t.arbitrator, t.customer, t.provider].contains(&me) {
+            // Another pair's: watched, so this node can witness for it.
+            let id = c.id();
+            let known = self.state().watched.contains_key(&id);
+            if !known && c.verify().is_ok() {
+                let mut st = self.state();
+                if st.watched.len() >= MAX_WATCHED {
+                    st.watched.pop_first();
+                }
+                st.watched.insert(id, c);
+            }
             return;
         }
         let known = self.state().contracts.get(&c.id()).is_some();

@@ -30,7 +30,7 @@ use locus_core::NodeId;
 use locus_core::cluster::Liveness;
 use locus_fabric::udp::FabricHandle;
 use locus_market::{
-    Contract, Contracts, Entry, PartySigner, RecordId, Resources, Round, Rules, Signed,
+    Contract, Contracts, Entry, Observation, PartySigner, RecordId, Resources, Round, Rules, Signed,
 };
 use locus_store::Store;
 use tokio::sync::Notify;
@@ -39,6 +39,7 @@ mod documents;
 mod follow;
 mod negotiate;
 mod rounds;
+mod standby;
 mod table;
 pub mod views;
 
@@ -61,6 +62,14 @@ pub const MAX_NOTES: usize = 16;
 pub const MAX_NOTED: usize = 1024;
 /// Longest a proposal call waits for the other side.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Contracts of other nodes watched for witnessing, at most.
+pub const MAX_WATCHED: usize = 4096;
+/// An observer signs its observation again this often while the subject
+/// stays dead, so it never goes stale.
+pub const OBSERVATION_REFRESH_SECS: u64 = 20;
+/// A customer must be back this long before a provider hands its work
+/// back.
+pub const HAND_BACK_AFTER_MS: u64 = 2000;
 /// Longest a provider waits for the round a proposal names.
 pub const ROUND_WAIT: Duration = Duration::from_secs(2);
 
@@ -101,6 +110,8 @@ pub struct MarketSetup {
     /// Period of the clearing rounds (whole seconds, at least 1).
     pub round: Duration,
     pub cover: Arc<dyn CoverSource>,
+    /// Observers of other orgs than the provider's a takeover needs.
+    pub witnesses: usize,
 }
 
 /// One record of the book, as this node holds it.
@@ -146,6 +157,16 @@ pub(crate) struct State {
     pub seq: u64,
     /// Nodes the fabric sees alive (and this node).
     pub alive: BTreeSet<NodeId>,
+    /// Since when (unix ms) the fabric sees each node as it is now.
+    pub since: BTreeMap<NodeId, (Liveness, u64)>,
+    /// Contracts other nodes published (this node is no party): whose
+    /// customers this node watches as a witness.
+    pub watched: BTreeMap<RecordId, Contract>,
+    /// The latest observation of each (observer, subject), from the fabric.
+    pub observations: BTreeMap<(NodeId, NodeId), Signed<Observation>>,
+    /// The subjects this node published an observation of: its chunks and
+    /// when it was signed (unix seconds).
+    pub observed: BTreeMap<NodeId, (usize, u64)>,
 }
 
 impl State {
@@ -181,6 +202,7 @@ pub(crate) struct Inner {
     pub rules: Rules,
     pub round: Duration,
     pub cover: Arc<dyn CoverSource>,
+    pub witnesses: usize,
     pub http: reqwest::Client,
     pub state: Mutex<State>,
     pub wake: Notify,
@@ -218,6 +240,7 @@ impl Market {
             rules: setup.rules,
             round,
             cover: setup.cover,
+            witnesses: setup.witnesses.max(1),
             http: reqwest::Client::builder()
                 .timeout(PROPOSAL_TIMEOUT)
                 .build()
@@ -343,7 +366,7 @@ impl Market {
         st.seq
     }
 
-    /// Refresh who is alive from the fabric.
+    /// Refresh who is alive, and since when, from the fabric.
     pub(crate) async fn refresh_alive(&self) {
         let nodes = self.inner.fabric.nodes().await;
         let alive: BTreeSet<NodeId> = nodes
@@ -352,7 +375,13 @@ impl Market {
             .map(|n| n.id)
             .chain([self.inner.me])
             .collect();
-        self.state().alive = alive;
+        let since = nodes
+            .iter()
+            .map(|n| (n.id, (n.liveness, n.since_unix_ms)))
+            .collect();
+        let mut st = self.state();
+        st.alive = alive;
+        st.since = since;
     }
 
     /// Wake the loop (a record of ours changed).

@@ -44,6 +44,7 @@ impl Market {
                         self.rescan(owner).await;
                     }
                     self.recheck();
+                    self.observe().await;
                     if let Some(n) = self.clear_round(round_chunks).await {
                         round_chunks = n;
                     }

@@ -26,6 +26,10 @@ pub struct OfferAsk {
     pub standby: Option<bool>,
     /// Seconds on the book (default 600, at most 86400).
     pub lifetime_secs: Option<u64>,
+    /// The unit to sell: `nano`, `small`, `medium`, `large` or `xlarge`
+    /// (default: the largest the spare resources fill).
+    #[schema(value_type = Option<String>)]
+    pub tier: Option<locus_market::Tier>,
 }
 
 /// What to ask for.
@@ -199,6 +203,16 @@ impl Market {
                 )));
             }
             offer.price = price;
+        }
+        if let Some(tier) = ask.tier {
+            if tier > offer.tier {
+                return Err(MarketError::Conflict(format!(
+                    "tier {} is more than this node's spare resources fill ({})",
+                    tier.as_str(),
+                    offer.tier.as_str()
+                )));
+            }
+            offer.tier = tier;
         }
         if let Some(standby) = ask.standby {
             if standby && !offer.standby {

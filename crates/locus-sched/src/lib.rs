@@ -344,6 +344,16 @@ fn wants_a_node(c: &WorkloadSummary) -> bool {
         && !matches!(c.state, State::Stopped | State::Failed)
 }
 
+/// The node a contract names to take a workload over when its owner is
+/// gone (a provider standing by for its customer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standby {
+    pub node: NodeId,
+    /// Whether the owner's death is witnessed as the contract asks (by
+    /// nodes of orgs other than the standby's): until then it waits.
+    pub witnessed: bool,
+}
+
 /// Decide adoptions and yields for node `me` at `now_ms` (the clock of
 /// `nodes`' liveness times), given every copy of every workload it knows
 /// (its own included) and the specs it holds.
@@ -352,6 +362,21 @@ pub fn plan<'a>(
     nodes: &[ClusterNode],
     copies: &'a [WorkloadSummary],
     spec_of: impl Fn(WorkloadId) -> Option<&'a WorkloadSpec>,
+    now_ms: u64,
+) -> Vec<Action> {
+    plan_with_standbys(me, nodes, copies, spec_of, |_| None, now_ms)
+}
+
+/// [`plan`], where a workload may have a standby: while the standby is
+/// alive and can run it, it alone adopts the workload, once the owner's
+/// death is witnessed; a standby that is gone or cannot run it leaves the
+/// workload to the usual successor.
+pub fn plan_with_standbys<'a>(
+    me: NodeId,
+    nodes: &[ClusterNode],
+    copies: &'a [WorkloadSummary],
+    spec_of: impl Fn(WorkloadId) -> Option<&'a WorkloadSpec>,
+    standby: impl Fn(&WorkloadSummary) -> Option<Standby>,
     now_ms: u64,
 ) -> Vec<Action> {
     let mut by_id: BTreeMap<WorkloadId, Vec<&WorkloadSummary>> = BTreeMap::new();
@@ -387,6 +412,21 @@ pub fn plan<'a>(
             continue;
         }
         let Some(spec) = spec_of(id) else { continue };
+        if let Some(sb) = standby(best)
+            && let Some(node) = nodes
+                .iter()
+                .find(|n| n.id == sb.node && n.id != best.owner && n.liveness == Liveness::Alive)
+            && assess(spec, node, nodes).is_ok()
+        {
+            if sb.node == me && sb.witnessed {
+                actions.push(Action::Adopt {
+                    id,
+                    from: best.owner,
+                    epoch: best.epoch + 1,
+                });
+            }
+            continue;
+        }
         if successor(id, spec, nodes, &[best.owner]) == Some(me) {
             actions.push(Action::Adopt {
                 id,

@@ -210,6 +210,48 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
             .iter()
             .all(|n| plan(n.id, &nodes, &stay, |_| Some(&s), 10_000).is_empty())
     );
+
+    // A standby named by a contract: only it adopts, and only once the
+    // death is witnessed; nobody else meanwhile.
+    let copies = vec![summary(1, 1)];
+    let standby = nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|n| *n != adopter && *n != nodes[0].id)
+        .unwrap();
+    let named = |witnessed| {
+        move |_: &WorkloadSummary| {
+            Some(Standby {
+                node: standby,
+                witnessed,
+            })
+        }
+    };
+    for n in &nodes[1..] {
+        let actions = plan_with_standbys(n.id, &nodes, &copies, |_| Some(&s), named(false), 10_000);
+        assert!(
+            actions.is_empty(),
+            "nobody adopts before the death is witnessed"
+        );
+        let actions = plan_with_standbys(n.id, &nodes, &copies, |_| Some(&s), named(true), 10_000);
+        assert_eq!(
+            !actions.is_empty(),
+            n.id == standby,
+            "only the standby adopts"
+        );
+    }
+    // A standby that is gone leaves it to the usual successor.
+    let mut gone = nodes.clone();
+    gone.iter_mut().find(|n| n.id == standby).unwrap().liveness = Liveness::Dead;
+    let adopters: Vec<NodeId> = gone[1..]
+        .iter()
+        .filter(|n| {
+            !plan_with_standbys(n.id, &gone, &copies, |_| Some(&s), named(true), 10_000).is_empty()
+        })
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(adopters.len(), 1);
+    assert_ne!(adopters[0], standby);
 }
 
 proptest! {

@@ -288,6 +288,35 @@ struct Inner {
     artifacts: Arc<dyn ArtifactSource>,
     /// What each running workload measurably uses (see [`usage`]).
     usage: usage::UsageBook,
+    /// Which node a contract names to take a workload over, and to whom
+    /// a workload taken over goes back.
+    standbys: Arc<dyn Standbys>,
+}
+
+/// What contracts between orgs say about workloads: the node standing by
+/// to take one over when its owner dies, and the customer a provider
+/// gives one back to once it returns. The agent implements it over the
+/// market.
+pub trait Standbys: Send + Sync + 'static {
+    /// The standby of `w` (a copy whose owner may be gone), if a contract
+    /// in force names one, and whether the owner's death is witnessed as
+    /// that contract asks.
+    fn standby(&self, w: &WorkloadSummary) -> Option<locus_sched::Standby>;
+    /// The customer to give `w` (owned here, taken over under a contract)
+    /// back to: alive again, and settled long enough.
+    fn hand_back(&self, w: &WorkloadSummary) -> Option<NodeId>;
+}
+
+/// No contracts: failover follows the usual successor rule.
+pub struct NoStandbys;
+
+impl Standbys for NoStandbys {
+    fn standby(&self, _: &WorkloadSummary) -> Option<locus_sched::Standby> {
+        None
+    }
+    fn hand_back(&self, _: &WorkloadSummary) -> Option<NodeId> {
+        None
+    }
 }
 
 /// The workloads of this node. Cheap to clone.
@@ -317,6 +346,8 @@ pub struct WorkloadsSetup {
     /// chain to an admitted org, or was revoked, is left out of placement,
     /// failover and the majority.
     pub peers: Arc<dyn locus_core::PeerTrust>,
+    /// What contracts say about taking workloads over and giving them back.
+    pub standbys: Arc<dyn Standbys>,
 }
 
 fn now_ms() -> u64 {
@@ -406,6 +437,7 @@ impl Workloads {
                 .build()
                 .unwrap_or_default(),
             usage: usage::UsageBook::default(),
+            standbys: setup.standbys,
         });
         let w = Workloads { inner };
         for e in w.inner.owned.lock().await.entries.values() {

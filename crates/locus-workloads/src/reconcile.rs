@@ -56,6 +56,7 @@ impl Workloads {
         let copies = replicas.copies();
         self.fence_and_adopt(&nodes, &copies, &replicas).await?;
         self.place_pending(&nodes).await?;
+        self.hand_back(&nodes).await?;
         self.drive().await?;
         self.publish().await;
         Ok(())
@@ -109,8 +110,15 @@ impl Workloads {
                 }
             }
         }
-        let actions =
-            locus_sched::plan(self.inner.me, nodes, copies, |id| specs.get(&id), now_ms());
+        let standbys = &self.inner.standbys;
+        let actions = locus_sched::plan_with_standbys(
+            self.inner.me,
+            nodes,
+            copies,
+            |id| specs.get(&id),
+            |c| standbys.standby(c),
+            now_ms(),
+        );
         for action in actions {
             match action {
                 Action::Yield { id, by, epoch } => {
@@ -154,6 +162,81 @@ impl Workloads {
                     let e = Entry::new(w, None);
                     self.persist(&e).await?;
                     owned.entries.insert(id, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Give back the workloads taken over under a contract whose customer
+    /// returned: stop ours first (never two running), then hand it over at
+    /// a newer epoch; kept (and retried next pass) if the customer does
+    /// not take it.
+    pub(crate) async fn hand_back(&self, nodes: &[ClusterNode]) -> Result<(), WorkloadError> {
+        let going: Vec<Leaving> = {
+            let mut owned = self.inner.owned.lock().await;
+            let mut out = Vec::new();
+            for e in owned.entries.values_mut() {
+                if e.busy || e.w.destroyed_unix_ms.is_some() {
+                    continue;
+                }
+                let summary =
+                    e.w.summary(e.published_spec.as_ref().map_or(0, |(_, n)| *n));
+                if let Some(to) = self.inner.standbys.hand_back(&summary)
+                    && to != self.inner.me
+                {
+                    e.busy = true;
+                    out.push(Leaving {
+                        id: e.w.id,
+                        to,
+                        instance: e.instance.take(),
+                        driver: self.inner.drivers.get(&e.w.spec.kind).cloned(),
+                    });
+                }
+            }
+            out
+        };
+        for Leaving {
+            id,
+            to,
+            instance,
+            driver,
+        } in going
+        {
+            if let (Some(inst), Some(d)) = (instance, driver) {
+                let _ = d.kill(&inst).await;
+                let _ = d.remove(&inst).await;
+            }
+            let w = {
+                let mut owned = self.inner.owned.lock().await;
+                let Some(e) = owned.entries.get_mut(&id) else {
+                    continue;
+                };
+                let now = now_ms();
+                let _ =
+                    e.w.transition(State::Stopped, format!("handing back to node {to}"), now);
+                e.w.clone()
+            };
+            let mut back = w.clone();
+            back.owner = to;
+            back.epoch += 1;
+            let _ = back.transition(
+                State::Scheduled,
+                format!("handed back by node {}, which took it over", self.inner.me),
+                now_ms(),
+            );
+            match self.handover(nodes, to, &back).await {
+                Ok(_) => {
+                    tracing::info!(workload = %id, %to, epoch = back.epoch, "handed back");
+                    self.drop_owned(id).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(workload = %id, %to, error = %e, "hand back failed; running it again here");
+                    self.update_entry(id, |en| {
+                        en.busy = false;
+                        en.w.reason = format!("hand back to {to} failed: {e}; retrying");
+                    })
+                    .await?;
                 }
             }
         }
@@ -228,6 +311,14 @@ impl Workloads {
         }
         Ok(())
     }
+}
+
+/// A workload on its way back to its customer.
+struct Leaving {
+    id: WorkloadId,
+    to: NodeId,
+    instance: Option<Instance>,
+    driver: Option<Arc<dyn Driver>>,
 }
 
 /// Every known node's records, as fetched for one pass: the copies of

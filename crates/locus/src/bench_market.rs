@@ -82,6 +82,7 @@ fn book(n: usize, constrained: f64, who: &[Member], rng: &mut Rng, now: u64) -> 
             org: m.party.org(),
             seq: i as u64,
             spare: tier.resources(),
+            tier,
             interfaces: BTreeSet::new(),
             uptime_permille: 900 + rng.below(101) as u16,
             energy: if rng.chance(0.3) {

@@ -777,6 +777,9 @@ pub struct MarketOfferArgs {
     /// Time on the book: a number and a unit (s, m, h), default 10m.
     #[arg(long, value_name = "DURATION")]
     pub lifetime: Option<String>,
+    /// The unit to sell (default: the largest the spare resources fill).
+    #[arg(long, value_parser = ["nano", "small", "medium", "large", "xlarge"])]
+    pub tier: Option<String>,
 }
 
 #[derive(Debug, Args)]

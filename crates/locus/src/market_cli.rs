@@ -33,6 +33,9 @@ fn offer_body(a: &MarketOfferArgs) -> Result<Value, Failure> {
     if let Some(l) = duration("--lifetime", &a.lifetime)? {
         body.insert("lifetime_secs".into(), l.into());
     }
+    if let Some(t) = &a.tier {
+        body.insert("tier".into(), t.clone().into());
+    }
     Ok(Value::Object(body))
 }
 

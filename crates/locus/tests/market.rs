@@ -289,3 +289,226 @@ fn a_rejected_negotiation_restarts_in_the_next_round_with_another_provider() {
         "{book}"
     );
 }
+
+fn workload_on(m: &Member, name: &str) -> Option<Value> {
+    let list = get_json(&m.agent, "/api/v1/workloads");
+    list.as_array()?.iter().find(|w| w["name"] == name).cloned()
+}
+
+fn running_at(m: &Member, name: &str, node: &str) -> bool {
+    workload_on(m, name).is_some_and(|w| w["owner"] == node && w["state"] == "running")
+}
+
+/// Processes of this test's service still alive on the machine (each agent
+/// runs it in a session of its own).
+fn copies_running(marker: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_back() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // The customer's service, placed on a1 while it is alone: a process
+    // only org admins may run.
+    let a1 = member(dirs[0].path(), 200, "lab", &[]);
+    let a_id = node_id(&a1);
+    let marker = format!("locus-market-takeover-{}", std::process::id());
+    let spec = serde_json::json!({
+        "name": "svc", "kind": "process", "source": "/bin/sh",
+        "args": ["-c", format!("while :; do sleep 1; done # {marker}")],
+    });
+    let r = a1
+        .agent
+        .http()
+        .post(a1.agent.url("/api/v1/workloads"))
+        .json(&spec)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    wait_until("svc runs on a1", Duration::from_secs(20), || {
+        running_at(&a1, "svc", &a_id)
+    });
+    let b1 = member(dirs[1].path(), 201, "lab", &[a1.gossip]);
+    let c1 = member(dirs[2].path(), 202, "lab", &[a1.gossip]);
+    let c2 = member(dirs[2].path(), 203, "lab", &[a1.gossip]);
+    wait_cluster(&[&a1, &b1, &c1, &c2], 4);
+    admit_each_other(&[&a1, &b1, &c1]);
+    let b_id = node_id(&b1);
+
+    ok(&cli(
+        &b1.agent,
+        &["market", "offer", "--price", "300", "--tier", "nano"],
+    ));
+    ok(&cli(
+        &c1.agent,
+        &["market", "offer", "--price", "600", "--tier", "nano"],
+    ));
+    // The request covers svc; its needs are measured, so wait until they are.
+    wait_until(
+        "svc is measured and requested",
+        Duration::from_secs(30),
+        || {
+            cli(
+                &a1.agent,
+                &[
+                    "market",
+                    "request",
+                    "--workload",
+                    "svc",
+                    "--max-price",
+                    "800",
+                ],
+            )
+            .status
+            .success()
+        },
+    );
+    wait_until("a contract covers svc", Duration::from_secs(20), || {
+        contracts(&a1).len() == 1
+    });
+    assert_eq!(contracts(&a1)[0]["provider"], b_id.as_str());
+    assert_eq!(contracts(&a1)[0]["workloads"], serde_json::json!(["svc"]));
+    wait_until(
+        "everyone knows the contract",
+        Duration::from_secs(10),
+        || contracts(&b1).len() == 1 && contracts(&c1).len() == 1,
+    );
+    wait_until(
+        "svc's spec is on the fabric",
+        Duration::from_secs(20),
+        || workload_on(&b1, "svc").is_some_and(|w| w["spec_replicated"] == true),
+    );
+    assert_eq!(copies_running(&marker), 1);
+
+    // The customer dies: only the provider takes svc over, once c1 and c2
+    // (another org) have signed that they see a1 dead.
+    let (a_gossip, a_api) = (a1.gossip, a1.agent.addr);
+    let mut a1 = a1;
+    // The machine dies: the agent and the service it ran.
+    let pids = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    a1.agent.signal(nix::sys::signal::Signal::SIGKILL);
+    for pid in String::from_utf8_lossy(&pids.stdout).lines() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.trim().parse().unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = a1.agent.wait_exit(Duration::from_secs(5));
+    drop(a1);
+    let killed = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !running_at(&b1, "svc", &b_id) {
+        if std::time::Instant::now() > deadline {
+            for m in [&b1, &c1, &c2] {
+                eprintln!("--- {}", m.name);
+                for l in m
+                    .agent
+                    .logs()
+                    .lines()
+                    .filter(|l| !l.contains("DEBUG"))
+                    .rev()
+                    .take(25)
+                {
+                    eprintln!("{l}");
+                }
+            }
+            eprintln!("{:?}", workload_on(&b1, "svc"));
+            panic!("svc does not run at the provider");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "customer SIGKILL → covered workload running at the provider: {:?}",
+        killed.elapsed()
+    );
+    for m in [&c1, &c2] {
+        assert!(
+            m.agent.logs().contains("witnessed a customer's death"),
+            "{} signed no observation",
+            m.name
+        );
+    }
+    assert!(
+        !c1.agent.logs().contains("adopting"),
+        "a node that is not the standby adopted"
+    );
+    let n = copies_running(&marker);
+    if n != 1 {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "pid,ppid,sid,etimes,args"])
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        panic!(
+            "{n} copies run:\n{}\n{:?}",
+            ps.lines()
+                .filter(|l| l.contains(&marker) || l.contains("locus agent"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            workload_on(&b1, "svc")
+        );
+    }
+
+    // The customer returns: the provider stops its copy, then hands it back.
+    let a1 = member_on(dirs[0].path(), 200, "lab", &[b1.gossip], a_gossip, a_api);
+    let back = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !running_at(&b1, "svc", &a_id) {
+        if std::time::Instant::now() > deadline {
+            eprintln!("--- b1");
+            for l in b1
+                .agent
+                .logs()
+                .lines()
+                .filter(|l| {
+                    l.contains("WARN")
+                        || l.contains("hand")
+                        || l.contains("adopt")
+                        || l.contains("yield")
+                })
+                .take(30)
+            {
+                eprintln!("{l}");
+            }
+            eprintln!("--- a1");
+            for l in a1
+                .agent
+                .logs()
+                .lines()
+                .filter(|l| {
+                    l.contains("WARN")
+                        || l.contains("hand")
+                        || l.contains("adopt")
+                        || l.contains("yield")
+                        || l.contains("newer")
+                })
+                .take(30)
+            {
+                eprintln!("{l}");
+            }
+            panic!(
+                "svc is not back on a1: b1 sees {:?}, a1 sees {:?}",
+                workload_on(&b1, "svc"),
+                workload_on(&a1, "svc")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "customer back → svc running there again: {:?}",
+        back.elapsed()
+    );
+    let mut max = 0;
+    wait_until("one copy, on a1", Duration::from_secs(10), || {
+        max = max.max(copies_running(&marker));
+        running_at(&a1, "svc", &a_id) && copies_running(&marker) == 1
+    });
+    assert!(max <= 1, "two copies ran at once");
+}

@@ -225,6 +225,7 @@ fn offer(n: &TestNode, seq: u64, price: u64, at: u64) -> Entry {
             org: n.org(),
             seq,
             spare: Tier::Small.resources(),
+            tier: Tier::Small,
             interfaces: ["ethernet".to_owned()].into(),
             uptime_permille: 995,
             energy: EnergySource::Grid,

@@ -53,6 +53,7 @@ fn deal() -> Deal {
             org: provider.org(),
             seq: 1,
             spare: Tier::Small.resources(),
+            tier: Tier::Small,
             interfaces: Default::default(),
             uptime_permille: 950,
             energy: EnergySource::SolarBattery,
