@@ -389,6 +389,18 @@ pub fn market(args: &MarketBenchArgs) -> anyhow::Result<()> {
     }
     eprintln!("market: verifying {} contracts", args.contracts);
     let contracts = contracts_case(args, &who, now)?;
+    let live = if args.agents >= 3 {
+        crate::bench_workloads::in_scratch_value(|root| {
+            crate::bench_market_live::live(
+                usize::from(args.agents),
+                args.requests,
+                args.handovers,
+                root,
+            )
+        })?
+    } else {
+        Value::Null
+    };
     let out = json!({
         "benchmark": "market",
         "version": env!("CARGO_PKG_VERSION"),
@@ -398,6 +410,7 @@ pub fn market(args: &MarketBenchArgs) -> anyhow::Result<()> {
         "orgs": args.orgs,
         "clearing": clearing,
         "contracts": contracts,
+        "live": live,
     });
     let text = serde_json::to_string_pretty(&out)?;
     println!("{text}");

@@ -385,6 +385,16 @@ pub struct MarketBenchArgs {
     /// Seed of the random books.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Agents (each its own org) of the live part on loopback: request →
+    /// contract and handover times (fewer than 3 skips it).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(0..=40))]
+    pub agents: u16,
+    /// Requests timed in the live part.
+    #[arg(long, default_value_t = 20)]
+    pub requests: usize,
+    /// Customer kills timed in the live part.
+    #[arg(long, default_value_t = 10)]
+    pub handovers: usize,
     /// Also write the JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -8,6 +8,7 @@ mod bench_access;
 mod bench_artifacts;
 mod bench_fabric;
 mod bench_market;
+mod bench_market_live;
 mod bench_seal;
 mod bench_things;
 mod bench_workloads;
