@@ -432,6 +432,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_rules_are_the_defaults() {
+        let text = include_str!("../../../examples/market-rules.toml");
+        assert_eq!(Rules::from_toml(text).unwrap(), Rules::default());
+    }
+
+    #[test]
     fn rules_parse_with_defaults_and_errors_name_the_field() {
         let r =
             Rules::from_toml("[provider]\nprice = 300\nreserve = { cpu_millis = 1000 }\n").unwrap();

@@ -38,6 +38,9 @@ pub mod reputation;
 pub mod signed;
 pub mod witness;
 
+#[cfg(test)]
+mod simulation;
+
 pub use book::{Book, BookError, Cover, EnergySource, Entry, Offer, Request, Sla};
 pub use class::{Class, Resources, Tier};
 pub use clearing::{

@@ -1,0 +1,486 @@
+//! A deterministic simulation of the market over many rounds and seeds:
+//! orgs post signed offers and requests, nodes see the book partially
+//! (records still on their way), clearing nodes sign rounds, customers and
+//! providers sign contracts, stake with the arbitrator, fail, take over
+//! and settle — while liars forge offers, replay contracts, sign wrong
+//! matches, claim failures nobody witnessed and refuse to countersign.
+//! Every lie must be detected and refused by every honest node, and the
+//! credits between orgs must be conserved after every step.
+
+use std::collections::HashMap;
+
+use crate::book::{Cover, EnergySource, Entry, Offer, Request, Sla};
+use crate::class::{Resources, Tier};
+use crate::clearing::{RoundError, check_round, clearers, round};
+use crate::contract::{ContractError, Contracts, Proposal, Side, Terms, arbitrator};
+use crate::ledger::{Accounts, LedgerError, Reason, SignedReceipt, prove_balances};
+use crate::signed::testing::{TestNode, node};
+use crate::signed::{RecordId, Signed};
+use crate::witness::{Observation, witnessed};
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, permille: u64) -> bool {
+        self.below(1000) < permille
+    }
+}
+
+/// What every seed counts; each lie tried must be refused.
+#[derive(Debug, Default)]
+struct Tally {
+    rounds_accepted: usize,
+    contracts: usize,
+    forged_offers: usize,
+    forged_refused: usize,
+    wrong_rounds: usize,
+    wrong_rounds_refused: usize,
+    replays: usize,
+    replays_refused: usize,
+    unwitnessed_claims: usize,
+    unwitnessed_refused: usize,
+    takeovers: usize,
+    unsigned_usage: usize,
+    unsigned_refused: usize,
+    disputes_ruled: usize,
+}
+
+fn offer(n: &TestNode, seq: u64, price: u64, at: u64) -> Entry {
+    Entry::Offer(Signed::sign(
+        Offer {
+            provider: n.node(),
+            org: n.org(),
+            seq,
+            spare: Tier::Small.resources(),
+            tier: Tier::Small,
+            interfaces: Default::default(),
+            uptime_permille: 990,
+            energy: EnergySource::Grid,
+            battery_percent: None,
+            price,
+            max_duration_secs: 3600,
+            standby: true,
+            site: "lab".into(),
+            issued_at: at,
+            expires_at: at + 60,
+        },
+        n.party.clone(),
+        &n.key,
+    ))
+}
+
+fn request(n: &TestNode, seq: u64, max_price: u64, at: u64) -> Entry {
+    Entry::Request(Signed::sign(
+        Request {
+            customer: n.node(),
+            org: n.org(),
+            seq,
+            tenant: "default".into(),
+            needs: Resources {
+                cpu_millis: 500,
+                ..Default::default()
+            },
+            cover: Cover {
+                workloads: ["svc".to_owned()].into(),
+                things: Default::default(),
+            },
+            site: "lab".into(),
+            min_uptime_permille: 0,
+            renewable: false,
+            standby: true,
+            max_price,
+            duration_secs: 3600,
+            sla: Sla {
+                handover_within_secs: 3,
+                penalty: 500,
+            },
+            exclude: Default::default(),
+            issued_at: at,
+            expires_at: at + 60,
+        },
+        n.party.clone(),
+        &n.key,
+    ))
+}
+
+/// Take a receipt signed by both orgs' nodes; conservation checked after.
+fn pay(
+    accounts: &mut Accounts,
+    from: &TestNode,
+    to: &TestNode,
+    amount: u64,
+    reason: Reason,
+    at: u64,
+) {
+    let r = accounts.draft(from.org(), to.org(), amount, reason, at);
+    let signed = SignedReceipt::sign(
+        r,
+        (from.party.clone(), &from.key),
+        (to.party.clone(), &to.key),
+    );
+    accounts.apply(&signed).expect("an honest receipt is taken");
+    assert_eq!(
+        accounts.balances().values().sum::<i64>(),
+        0,
+        "credits conserved"
+    );
+}
+
+fn run(seed: u64, rounds: u64) -> Tally {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let nodes: Vec<TestNode> = (1..=6u8).map(|o| node(o, 1)).collect();
+    let by_node = |id: locus_core::NodeId| {
+        nodes
+            .iter()
+            .find(|n| n.node() == id)
+            .expect("a node of the world")
+    };
+    let mut t = Tally::default();
+    let mut accounts = Accounts::new();
+    let mut registers: Vec<Contracts> = nodes.iter().map(|_| Contracts::default()).collect();
+    let mut seq = 0u64;
+    for r in 1..=rounds {
+        let now = 1_000_000 + r * 10;
+        // Posting: each org offers or asks (or neither); a liar forges.
+        let mut posted = Vec::new();
+        for n in &nodes {
+            seq += 1;
+            match rng.below(3) {
+                0 => posted.push(offer(n, seq, 100 + rng.below(900), now)),
+                1 => posted.push(request(n, seq, 100 + rng.below(900), now)),
+                _ => {}
+            }
+            if rng.chance(100) {
+                t.forged_offers += 1;
+                let Entry::Offer(mut o) = offer(n, seq, 500, now) else {
+                    unreachable!()
+                };
+                o.body.price = 1;
+                if Entry::Offer(o).check(now).is_err() {
+                    t.forged_refused += 1;
+                }
+            }
+        }
+        for e in &posted {
+            e.check(now).expect("an honest record checks");
+        }
+        // Every node sees its own records and what others posted, less
+        // records still on their way.
+        let views: Vec<HashMap<RecordId, Entry>> = nodes
+            .iter()
+            .map(|n| {
+                posted
+                    .iter()
+                    .filter(|e| e.author() == n.node() || !rng.chance(50))
+                    .map(|e| (e.id(), e.clone()))
+                    .collect()
+            })
+            .collect();
+        // The clearer signs the round over what it sees; a liar changes a
+        // price. Every other node checks it against its own view.
+        let Some(&clearer_id) = clearers(r, posted.iter().map(Entry::author)).first() else {
+            continue;
+        };
+        let ci = nodes
+            .iter()
+            .position(|n| n.node() == clearer_id)
+            .expect("clearer");
+        let seen: Vec<&Entry> = views[ci].values().collect();
+        let mut body = round(r, now, clearer_id, nodes[ci].org(), &seen);
+        let lying = !body.matches.is_empty() && rng.chance(150);
+        if lying {
+            body.matches[0].seller_gets += 1 + rng.below(50);
+            t.wrong_rounds += 1;
+        }
+        let signed = Signed::sign(body, nodes[ci].party.clone(), &nodes[ci].key);
+        let verdicts: Vec<Result<(), RoundError>> =
+            views.iter().map(|v| check_round(&signed, v, 0)).collect();
+        if lying {
+            // Every node refuses: by recomputing it, or because it cannot.
+            assert!(
+                verdicts.iter().all(Result::is_err),
+                "seed {seed} round {r}: a wrong round accepted"
+            );
+            if verdicts
+                .iter()
+                .any(|v| matches!(v, Err(RoundError::WrongMatches { .. })))
+            {
+                t.wrong_rounds_refused += 1;
+            }
+            continue;
+        }
+        for (v, view) in verdicts.iter().zip(&views) {
+            // An honest round fails only where a listed record is missing.
+            if let Err(e) = v {
+                assert!(
+                    matches!(
+                        e,
+                        RoundError::UnknownRecord { .. } | RoundError::Omitted { .. }
+                    ),
+                    "seed {seed} round {r}: an honest round refused: {e}"
+                );
+                let _ = view;
+            }
+        }
+        t.rounds_accepted += 1;
+        // Each match of the checked round becomes a contract.
+        let entries: Vec<Entry> = signed
+            .body
+            .book
+            .iter()
+            .filter_map(|id| views[ci].get(id).cloned())
+            .collect();
+        for m in &signed.body.matches {
+            let find = |id: &RecordId| entries.iter().find(|e| e.id() == *id);
+            let (Some(Entry::Request(req)), Some(Entry::Offer(off))) =
+                (find(&m.request), find(&m.offer))
+            else {
+                panic!("a match of records the round does not list");
+            };
+            let (customer, provider) = (by_node(req.body.customer), by_node(off.body.provider));
+            let Some(arb) = arbitrator(
+                &m.request,
+                &m.offer,
+                customer.org(),
+                provider.org(),
+                entries.iter().map(|e| (e.author(), e.org())),
+            ) else {
+                continue;
+            };
+            let terms = Terms::from_match(r, m, &req.body, &off.body, arb, now);
+            let proposal =
+                Proposal::sign(terms, Side::Customer, customer.party.clone(), &customer.key);
+            let contract = proposal.accept(provider.party.clone(), &provider.key);
+            let id = contract.verify().expect("both signed");
+            for reg in registers.iter_mut() {
+                reg.admit(contract.clone(), now)
+                    .expect("a new contract is taken");
+            }
+            t.contracts += 1;
+            // A replay is refused by every node.
+            t.replays += 1;
+            if registers.iter_mut().all(|reg| {
+                matches!(
+                    reg.admit(contract.clone(), now),
+                    Err(ContractError::Replayed(_))
+                )
+            }) {
+                t.replays_refused += 1;
+            }
+            // Stakes go to the arbitrator.
+            let arbiter = by_node(arb.0);
+            let stakes = contract.terms.stakes;
+            pay(
+                &mut accounts,
+                customer,
+                arbiter,
+                stakes.customer,
+                Reason::Stake { contract: id },
+                now,
+            );
+            pay(
+                &mut accounts,
+                provider,
+                arbiter,
+                stakes.provider,
+                Reason::Stake { contract: id },
+                now,
+            );
+
+            // The customer may fail; the provider needs two witnesses of
+            // other orgs. A lying provider claims with its own org only.
+            if rng.chance(300) {
+                let observe = |by: &TestNode| {
+                    Signed::sign(
+                        Observation {
+                            observer: by.node(),
+                            observer_org: by.org(),
+                            subject: customer.node(),
+                            dead_since_ms: now * 1000,
+                            at: now,
+                        },
+                        by.party.clone(),
+                        &by.key,
+                    )
+                };
+                if rng.chance(400) {
+                    t.unwitnessed_claims += 1;
+                    let own = [observe(provider)];
+                    if !witnessed(
+                        &own,
+                        customer.node(),
+                        provider.org(),
+                        now * 1000,
+                        2,
+                        now * 1000,
+                    ) {
+                        t.unwitnessed_refused += 1;
+                    }
+                } else {
+                    let others: Vec<_> = nodes
+                        .iter()
+                        .filter(|n| n.org() != provider.org() && n.node() != customer.node())
+                        .take(2)
+                        .map(observe)
+                        .collect();
+                    assert!(witnessed(
+                        &others,
+                        customer.node(),
+                        provider.org(),
+                        now * 1000,
+                        2,
+                        now * 1000
+                    ));
+                    t.takeovers += 1;
+                }
+            }
+            // Settlement: the customer pays for the standby it used, or
+            // refuses to countersign and the arbitrator rules from its stake.
+            let owed = contract.terms.standby_cost(600).max(1);
+            if rng.chance(200) {
+                t.unsigned_usage += 1;
+                let reason = Reason::Usage {
+                    contract: id,
+                    from_secs: now,
+                    to_secs: now + 600,
+                };
+                let draft = accounts.draft(customer.org(), provider.org(), owed, reason, now);
+                // The provider signs on both lines: not the customer's.
+                let half = SignedReceipt::sign(
+                    draft,
+                    (provider.party.clone(), &provider.key),
+                    (provider.party.clone(), &provider.key),
+                );
+                let before = accounts.clone();
+                if matches!(accounts.apply(&half), Err(LedgerError::Signature { .. })) {
+                    t.unsigned_refused += 1;
+                }
+                assert_eq!(accounts, before, "a refused receipt changes nothing");
+                let award = owed.min(accounts.held(id, customer.org()));
+                if award > 0 {
+                    pay(
+                        &mut accounts,
+                        arbiter,
+                        provider,
+                        award,
+                        Reason::StakeAward {
+                            contract: id,
+                            from_party: customer.org(),
+                        },
+                        now,
+                    );
+                    t.disputes_ruled += 1;
+                }
+            } else {
+                let reason = Reason::Usage {
+                    contract: id,
+                    from_secs: now,
+                    to_secs: now + 600,
+                };
+                pay(&mut accounts, customer, provider, owed, reason, now);
+            }
+            // Whatever stake is left goes back to each party.
+            for party in [customer, provider] {
+                let left = accounts.held(id, party.org());
+                if left > 0 {
+                    pay(
+                        &mut accounts,
+                        arbiter,
+                        party,
+                        left,
+                        Reason::StakeReturn { contract: id },
+                        now,
+                    );
+                }
+            }
+        }
+    }
+    // Every balance is provable from the signed chains alone.
+    let proven = prove_balances(accounts.chains()).expect("the chains verify");
+    let held: std::collections::BTreeMap<_, _> = accounts
+        .balances()
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .filter(|(_, v)| *v != 0)
+        .collect();
+    let proven: std::collections::BTreeMap<_, _> =
+        proven.into_iter().filter(|(_, v)| *v != 0).collect();
+    assert_eq!(
+        proven, held,
+        "seed {seed}: balances provable from the chains"
+    );
+    t
+}
+
+#[test]
+fn every_lie_is_refused_and_credits_are_conserved_across_seeds() {
+    let mut total = Tally::default();
+    for seed in 1..=12 {
+        let t = run(seed, 40);
+        assert_eq!(
+            t.forged_refused, t.forged_offers,
+            "seed {seed}: a forged offer taken"
+        );
+        assert_eq!(
+            t.replays_refused, t.replays,
+            "seed {seed}: a replayed contract taken"
+        );
+        assert_eq!(
+            t.unwitnessed_refused, t.unwitnessed_claims,
+            "seed {seed}: an unwitnessed takeover"
+        );
+        assert_eq!(
+            t.unsigned_refused, t.unsigned_usage,
+            "seed {seed}: a receipt the customer did not sign"
+        );
+        total.rounds_accepted += t.rounds_accepted;
+        total.contracts += t.contracts;
+        total.forged_offers += t.forged_offers;
+        total.forged_refused += t.forged_refused;
+        total.replays_refused += t.replays_refused;
+        total.unwitnessed_refused += t.unwitnessed_refused;
+        total.unsigned_refused += t.unsigned_refused;
+        total.wrong_rounds += t.wrong_rounds;
+        total.wrong_rounds_refused += t.wrong_rounds_refused;
+        total.replays += t.replays;
+        total.unwitnessed_claims += t.unwitnessed_claims;
+        total.takeovers += t.takeovers;
+        total.unsigned_usage += t.unsigned_usage;
+        total.disputes_ruled += t.disputes_ruled;
+    }
+    eprintln!("{total:?}");
+    // The simulation exercised every path.
+    assert!(
+        total.contracts > 20 && total.forged_offers > 5 && total.wrong_rounds > 3,
+        "{total:?}"
+    );
+    assert!(
+        total.wrong_rounds_refused > 0 && total.replays > 20,
+        "{total:?}"
+    );
+    assert!(
+        total.unwitnessed_claims > 0 && total.takeovers > 0,
+        "{total:?}"
+    );
+    assert!(
+        total.unsigned_usage > 0 && total.disputes_ruled > 0,
+        "{total:?}"
+    );
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let a = format!("{:?}", run(7, 15));
+    let b = format!("{:?}", run(7, 15));
+    assert_eq!(a, b);
+}
