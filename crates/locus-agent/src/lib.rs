@@ -439,7 +439,12 @@ impl Node {
                 signer: signer.clone(),
                 rules,
                 round: Duration::from_secs(*settings.config.market.round_secs.get()),
-                cover: Arc::new(CoverOf(workloads.clone(), id)),
+                cover: Arc::new(CoverOf {
+                    workloads: workloads.clone(),
+                    artifacts: artifacts.clone(),
+                    fabric: fabric.clone(),
+                    me: id,
+                }),
                 witnesses: *settings.config.market.witnesses.get() as usize,
             })
             .await
@@ -785,7 +790,12 @@ impl locus_workloads::Standbys for MarketStandbys {
 
 /// The workloads as the market sees them: what the covered ones
 /// measurably use.
-struct CoverOf(Workloads, NodeId);
+struct CoverOf {
+    workloads: Workloads,
+    artifacts: Artifacts,
+    fabric: FabricHandle,
+    me: NodeId,
+}
 
 #[async_trait::async_trait]
 impl locus_marketplace::CoverSource for CoverOf {
@@ -793,9 +803,9 @@ impl locus_marketplace::CoverSource for CoverOf {
         &self,
         names: &std::collections::BTreeSet<String>,
     ) -> Result<locus_market::Resources, String> {
-        let me = self.1;
-        let usage = self.0.usage().await;
-        let all = self.0.list().await;
+        let me = self.me;
+        let usage = self.workloads.usage().await;
+        let all = self.workloads.list().await;
         let mut sum = locus_market::Resources::default();
         for name in names {
             let found = all
@@ -824,6 +834,37 @@ impl locus_marketplace::CoverSource for CoverOf {
             });
         }
         Ok(sum)
+    }
+
+    async fn prepare(
+        &self,
+        customer: NodeId,
+        names: &std::collections::BTreeSet<String>,
+    ) -> Vec<String> {
+        let nodes = self.fabric.nodes().await;
+        let Some(me) = nodes.iter().find(|n| n.id == self.me) else {
+            return vec!["the fabric does not know this node yet".to_owned()];
+        };
+        let mut lines = Vec::new();
+        for name in names {
+            let Some(spec) = self.workloads.spec_of(customer, name).await else {
+                lines.push(format!("{name}: its spec is not here yet"));
+                continue;
+            };
+            let fits = match locus_sched::assess(&spec, me, &nodes) {
+                Ok(_) => "would run here".to_owned(),
+                Err(why) => format!("would not run here: {}", why.join("; ")),
+            };
+            let source = match locus_core::ArtifactId::from_source(spec.source.get()) {
+                Some(Ok(cid)) => {
+                    drop(self.artifacts.fetch(cid).await);
+                    format!("; fetching its source {cid}")
+                }
+                _ => String::new(),
+            };
+            lines.push(format!("{name}: {fits}{source}"));
+        }
+        lines
     }
 }
 

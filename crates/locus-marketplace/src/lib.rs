@@ -95,6 +95,11 @@ pub trait CoverSource: Send + Sync + 'static {
     /// owns) use now, measured; an error names a workload that is not
     /// here or not measured yet.
     async fn estimate(&self, workloads: &BTreeSet<String>) -> Result<Resources, String>;
+
+    /// A provider prepares to take `customer`'s `workloads` over: checks
+    /// that each would run here (a placement dry run) and starts fetching
+    /// every `cid:` source it needs. Answers one line per workload.
+    async fn prepare(&self, customer: NodeId, workloads: &BTreeSet<String>) -> Vec<String>;
 }
 
 /// Everything [`Market::start`] needs.
@@ -282,7 +287,12 @@ impl Market {
                         .contracts
                         .admit(c.clone(), now.min(end.saturating_sub(1)));
                     match admitted {
-                        Ok(_) => self.publish_contract(&c).await,
+                        Ok(_) => {
+                            self.publish_contract(&c).await;
+                            if c.terms.provider == self.inner.me && end > now {
+                                self.prepare(&c);
+                            }
+                        }
                         Err(e) => tracing::warn!(%id, error = %e, "stored contract not taken"),
                     }
                 }

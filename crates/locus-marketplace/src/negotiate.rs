@@ -323,6 +323,35 @@ impl Market {
         })
     }
 
+    /// Validate and migrate, in the background: a placement dry run of
+    /// each covered workload here and a prefetch of its sources; what it
+    /// found is noted on the contract.
+    pub(crate) fn prepare(&self, contract: &Contract) {
+        let me = self.clone();
+        let (id, customer, workloads) = (
+            contract.id(),
+            contract.terms.customer,
+            contract.terms.cover.workloads.clone(),
+        );
+        tokio::spawn(async move {
+            // The customer's specs may still be spreading: a few tries.
+            for attempt in 0..10u32 {
+                let lines = me.inner.cover.prepare(customer, &workloads).await;
+                let pending = lines.iter().any(|l| l.contains("not here yet"));
+                {
+                    let mut st = me.state();
+                    for l in &lines {
+                        st.note(id, l.clone());
+                    }
+                }
+                if !pending {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt + 1))).await;
+            }
+        });
+    }
+
     /// The checked round `number`, waiting a little for it to arrive.
     async fn wait_for_round(&self, number: u64) -> Option<Seen> {
         let until = Instant::now() + ROUND_WAIT;

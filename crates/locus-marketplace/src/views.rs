@@ -146,6 +146,9 @@ pub struct ContractView {
     pub workloads: Vec<String>,
     pub things: Vec<String>,
     pub handover_within_secs: u32,
+    /// What this node did about it (as provider: the placement dry run and
+    /// the prefetch of each covered workload).
+    pub notes: Vec<String>,
     /// The signed contract (what `locus verify contract` checks).
     #[schema(value_type = Object)]
     pub contract: Contract,
@@ -381,7 +384,7 @@ impl Market {
         let st = self.state();
         st.contracts
             .iter()
-            .map(|(_, c)| self.contract_view(c))
+            .map(|(_, c)| self.contract_view(&st, c))
             .collect()
     }
 
@@ -395,7 +398,7 @@ impl Market {
             .map(|(_, c)| c)
             .collect();
         match found.as_slice() {
-            [c] if !id.is_empty() => Ok(self.contract_view(c)),
+            [c] if !id.is_empty() => Ok(self.contract_view(&st, c)),
             [] | [_] => Err(MarketError::NotFound(format!(
                 "no contract {id} on this node"
             ))),
@@ -406,7 +409,7 @@ impl Market {
         }
     }
 
-    fn contract_view(&self, c: &Contract) -> ContractView {
+    fn contract_view(&self, st: &crate::State, c: &Contract) -> ContractView {
         let t = &c.terms;
         let me = self.inner.me;
         let role = if t.customer == me {
@@ -434,6 +437,11 @@ impl Market {
             workloads: t.cover.workloads.iter().cloned().collect(),
             things: t.cover.things.iter().cloned().collect(),
             handover_within_secs: t.sla.handover_within_secs,
+            notes: st
+                .notes
+                .get(&c.id())
+                .map(|n| n.iter().cloned().collect())
+                .unwrap_or_default(),
             contract: c.clone(),
         }
     }

@@ -328,6 +328,14 @@ pub(crate) struct Replicas {
 }
 
 impl Replicas {
+    /// One owner's records.
+    pub(crate) fn of(owner: NodeId, records: Vec<(String, u64, Vec<u8>)>) -> Replicas {
+        let records = records.into_iter().map(|(k, _, v)| (k, v)).collect();
+        Replicas {
+            by_owner: BTreeMap::from([(owner, records)]),
+        }
+    }
+
     /// Every copy of every workload (each owner's summaries).
     pub(crate) fn copies(&self) -> Vec<WorkloadSummary> {
         let mut out = Vec::new();

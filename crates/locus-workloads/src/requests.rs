@@ -197,6 +197,19 @@ impl Workloads {
         out
     }
 
+    /// The spec of `owner`'s workload named `name` (or with that id), from
+    /// the owner's records on the fabric; `None` until every chunk of it is
+    /// here. What a node standing by for another reads to prepare.
+    pub async fn spec_of(&self, owner: NodeId, name: &str) -> Option<WorkloadSpec> {
+        let records = self.inner.fabric.records_of(owner).await.ok()?;
+        let replicas = crate::reconcile::Replicas::of(owner, records);
+        let copy = replicas
+            .copies()
+            .into_iter()
+            .find(|c| c.owner == owner && (c.name == name || c.id.to_string() == name))?;
+        replicas.spec(&copy)
+    }
+
     /// Find a workload by id, id prefix or name.
     pub async fn locate(&self, query: &str) -> Result<Located, WorkloadError> {
         let all = self.list().await;
