@@ -163,6 +163,7 @@ pub struct Node {
     doors: Doors,
     market: locus_marketplace::Market,
     market_loop: JoinHandle<()>,
+    things_failover: JoinHandle<()>,
     access: Arc<access::Access>,
     access_loop: JoinHandle<()>,
     auditor: audit::Auditor,
@@ -450,6 +451,7 @@ impl Node {
             .await
             .map_err(|e| AgentError::Market(e.to_string()))?;
         let _ = standbys.0.set(market.clone());
+        let things_failover = things.spawn_failover(standbys.clone(), access.clone());
         tracing::info!(
             node = %id,
             %name,
@@ -479,6 +481,7 @@ impl Node {
             doors,
             market,
             market_loop,
+            things_failover,
             access,
             access_loop,
             auditor,
@@ -631,6 +634,7 @@ impl Node {
         // The reverse of the start: workloads, (device doors end with the
         // process), readings, artifacts, the inventory, the fabric, the store.
         self.market_loop.abort();
+        self.things_failover.abort();
         self.reconcile.abort();
         self.workloads.shutdown().await;
         for l in &self.readings_loops {
@@ -778,6 +782,15 @@ fn unix_ms() -> u64 {
 /// The market as the workloads see it: standbys named by contracts, and
 /// the customers to give work back to. Empty until the market starts.
 struct MarketStandbys(std::sync::OnceLock<locus_marketplace::Market>);
+
+impl locus_things::ThingStandbys for MarketStandbys {
+    fn standby(&self, manager: NodeId, thing: &str) -> Option<locus_sched::Standby> {
+        self.0.get()?.thing_standby(manager, thing)
+    }
+    fn hand_back(&self, thing: &str) -> Option<NodeId> {
+        self.0.get()?.thing_hand_back(thing)
+    }
+}
 
 impl locus_workloads::Standbys for MarketStandbys {
     fn standby(&self, w: &locus_core::workload::WorkloadSummary) -> Option<locus_sched::Standby> {

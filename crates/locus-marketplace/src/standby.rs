@@ -11,12 +11,18 @@ use locus_market::{Contract, Observation, Signed, witnessed};
 use crate::documents::{self, OBSERVATION_PREFIX};
 use crate::{HAND_BACK_AFTER_MS, Market, OBSERVATION_REFRESH_SECS, State, now_ms, now_secs};
 
-/// Whether contract `c` covers workload `w` now.
+/// Whether contract `c` is in force at `now` and covers workload `w`.
 fn covers(c: &Contract, w: &WorkloadSummary, now: u64) -> bool {
     let t = &c.terms;
     t.start <= now
         && now < t.end
         && (t.cover.workloads.contains(&w.name) || t.cover.workloads.contains(&w.id.to_string()))
+}
+
+/// Whether contract `c` is in force at `now` and covers thing `name`.
+fn covers_thing(c: &Contract, name: &str, now: u64) -> bool {
+    let t = &c.terms;
+    t.start <= now && now < t.end && t.cover.things.contains(name)
 }
 
 impl State {
@@ -35,16 +41,30 @@ impl Market {
     /// that provider, once enough nodes of other orgs signed the death.
     pub fn standby(&self, w: &WorkloadSummary) -> Option<locus_sched::Standby> {
         let now = now_secs();
+        self.standby_where(w.owner, |c| covers(c, w, now))
+    }
+
+    /// The standby of thing `name` managed by `manager`, as for workloads.
+    pub fn thing_standby(&self, manager: NodeId, name: &str) -> Option<locus_sched::Standby> {
+        let now = now_secs();
+        self.standby_where(manager, |c| covers_thing(c, name, now))
+    }
+
+    fn standby_where(
+        &self,
+        customer: NodeId,
+        covered: impl Fn(&Contract) -> bool,
+    ) -> Option<locus_sched::Standby> {
         let st = self.state();
         let c = st
             .all_contracts()
-            .find(|c| c.terms.customer == w.owner && covers(c, w, now))?;
+            .find(|c| c.terms.customer == customer && covered(c))?;
         let provider = c.terms.provider;
         let witnessed = provider == self.inner.me
-            && match st.since.get(&w.owner) {
+            && match st.since.get(&customer) {
                 Some((Liveness::Dead | Liveness::Left, since)) => witnessed(
                     st.observations.values(),
-                    w.owner,
+                    customer,
                     c.terms.provider_org,
                     *since,
                     self.inner.witnesses,
@@ -66,12 +86,22 @@ impl Market {
             return None;
         }
         let now = now_secs();
+        self.hand_back_where(|c| covers(c, w, now))
+    }
+
+    /// The customer to give thing `name` (managed here) back to.
+    pub fn thing_hand_back(&self, name: &str) -> Option<NodeId> {
+        let now = now_secs();
+        self.hand_back_where(|c| covers_thing(c, name, now))
+    }
+
+    fn hand_back_where(&self, covered: impl Fn(&Contract) -> bool) -> Option<NodeId> {
         let st = self.state();
         let c = st
             .contracts
             .iter()
             .map(|(_, c)| c)
-            .find(|c| c.terms.provider == self.inner.me && covers(c, w, now))?;
+            .find(|c| c.terms.provider == self.inner.me && covered(c))?;
         match st.since.get(&c.terms.customer) {
             Some((Liveness::Alive, since))
                 if now_ms().saturating_sub(*since) >= HAND_BACK_AFTER_MS =>

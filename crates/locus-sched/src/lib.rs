@@ -438,6 +438,46 @@ pub fn plan_with_standbys<'a>(
     actions
 }
 
+/// Which node takes over the thing `name` whose manager is `manager`, as
+/// node `me` sees the cluster at `now_ms`: nobody while the manager is up
+/// (or gone for less than [`ADOPT_GRACE_MS`]) or this node sees no
+/// majority; the standby a contract names while it is alive (once the
+/// death is witnessed); else the live node with the highest rendezvous
+/// hash of the name. The same rule as workloads, keyed by the thing's
+/// name.
+pub fn thing_adopter(
+    name: &str,
+    manager: NodeId,
+    nodes: &[ClusterNode],
+    standby: Option<Standby>,
+    now_ms: u64,
+) -> Option<NodeId> {
+    let gone = nodes.iter().any(|n| {
+        n.id == manager
+            && matches!(n.liveness, Liveness::Dead | Liveness::Left)
+            && now_ms.saturating_sub(n.since_unix_ms) >= ADOPT_GRACE_MS
+    });
+    if !gone || !has_majority(nodes) {
+        return None;
+    }
+    let alive = |id: NodeId| {
+        nodes
+            .iter()
+            .any(|n| n.id == id && n.liveness == Liveness::Alive)
+    };
+    if let Some(sb) = standby
+        && sb.node != manager
+        && alive(sb.node)
+    {
+        return sb.witnessed.then_some(sb.node);
+    }
+    nodes
+        .iter()
+        .filter(|n| n.id != manager && n.liveness == Liveness::Alive)
+        .max_by_key(|n| rendezvous_key(name.as_bytes(), n.id))
+        .map(|n| n.id)
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -361,3 +361,50 @@ proptest! {
         prop_assert!(a.iter().all(|id| !holders.contains(id)));
     }
 }
+
+#[test]
+fn a_dead_managers_thing_has_one_adopter_or_its_witnessed_standby() {
+    let mut nodes: Vec<ClusterNode> = (1..=4)
+        .map(|i| node(i, "lab", Liveness::Alive, 2000, 0))
+        .collect();
+    let manager = nodes[0].id;
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, None, 10_000),
+        None,
+        "the manager is up"
+    );
+    nodes[0].liveness = Liveness::Dead;
+    nodes[0].since_unix_ms = 9_500;
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, None, 10_000),
+        None,
+        "within the grace"
+    );
+    let adopter = thing_adopter("t1", manager, &nodes, None, 11_000).unwrap();
+    assert_ne!(adopter, manager);
+    // Every node computes the same adopter; another name may go elsewhere.
+    let names: std::collections::BTreeSet<NodeId> = (0..40)
+        .filter_map(|i| thing_adopter(&format!("t{i}"), manager, &nodes, None, 11_000))
+        .collect();
+    assert!(names.len() > 1, "names spread over the live nodes");
+    // A standby: it alone, and only once witnessed.
+    let sb = nodes[3].id;
+    let standby = |witnessed| {
+        Some(Standby {
+            node: sb,
+            witnessed,
+        })
+    };
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, standby(false), 11_000),
+        None
+    );
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, standby(true), 11_000),
+        Some(sb)
+    );
+    // A minority adopts nothing.
+    nodes[1].liveness = Liveness::Dead;
+    nodes[2].liveness = Liveness::Dead;
+    assert_eq!(thing_adopter("t1", manager, &nodes, None, 11_000), None);
+}

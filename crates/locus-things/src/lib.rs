@@ -32,7 +32,9 @@ pub use commands::{CommandError, CommandResult, Commands};
 pub use lwm2m::{Lwm2m, Lwm2mDirectory, Lwm2mResource, Lwm2mThing};
 pub use metrics::ThingMetrics;
 pub use mqtt::Broker;
-pub use registry::{Endpoints, Located, ThingEvent, Things, ThingsError};
+pub use registry::{
+    Endpoints, Located, NoThingStandbys, ThingEvent, ThingStandbys, Things, ThingsError,
+};
 
 /// Which doors to open, and where.
 #[derive(Debug, Clone)]

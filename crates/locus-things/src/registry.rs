@@ -26,6 +26,9 @@ use locus_fabric::udp::FabricHandle;
 use locus_store::Store;
 
 use crate::table::ThingTable;
+
+mod failover;
+pub use failover::{FAILOVER_TICK, NoThingStandbys, ThingStandbys};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 

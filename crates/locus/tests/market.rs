@@ -290,6 +290,43 @@ fn a_rejected_negotiation_restarts_in_the_next_round_with_another_provider() {
     );
 }
 
+const PASSWORD: &str = "sensor-password-1";
+
+/// One QoS 1 publish of thing `user` to `m`'s broker (mosquitto_pub exits
+/// 0 only after the PUBACK).
+fn publish(m: &Member, user: &str, msg: &str) -> bool {
+    let node = get_json(&m.agent, "/api/v1/node");
+    let (h, p) = node["mqtt_addr"]
+        .as_str()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap();
+    std::process::Command::new("mosquitto_pub")
+        .args(["-h", h, "-p", p, "-u", user, "-P", PASSWORD, "-q", "1"])
+        .args([
+            "-i",
+            &format!("pub-{user}"),
+            "-t",
+            &format!("things/{user}/readings"),
+            "-m",
+            msg,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn manager_of(m: &Member, thing: &str) -> Option<String> {
+    let r = m
+        .agent
+        .http()
+        .get(m.agent.url(&format!("/api/v1/things/{thing}")))
+        .send()
+        .ok()?;
+    let v: Value = r.json().ok()?;
+    v["manager"].as_str().map(str::to_owned)
+}
+
 fn workload_on(m: &Member, name: &str) -> Option<Value> {
     let list = get_json(&m.agent, "/api/v1/workloads");
     list.as_array()?.iter().find(|w| w["name"] == name).cloned()
@@ -332,6 +369,15 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     wait_until("svc runs on a1", Duration::from_secs(20), || {
         running_at(&a1, "svc", &a_id)
     });
+    // And its sensor, an MQTT thing.
+    let thing = dirs[0].path().join("t1.toml");
+    std::fs::write(
+        &thing,
+        format!("name = \"t1\"\nprotocol = \"mqtt\"\ncredentials = {{ password = \"{PASSWORD}\" }}\n[[resources]]\nname = \"temperature\"\n"),
+    )
+    .unwrap();
+    ok(&cli(&a1.agent, &["thing", "add", thing.to_str().unwrap()]));
+    assert!(publish(&a1, "t1", r#"{"temperature": 20.5}"#));
     let b1 = member(dirs[1].path(), 201, "lab", &[a1.gossip]);
     let c1 = member(dirs[2].path(), 202, "lab", &[a1.gossip]);
     let c2 = member(dirs[2].path(), 203, "lab", &[a1.gossip]);
@@ -359,6 +405,8 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
                     "request",
                     "--workload",
                     "svc",
+                    "--thing",
+                    "t1",
                     "--max-price",
                     "800",
                 ],
@@ -372,6 +420,7 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     });
     assert_eq!(contracts(&a1)[0]["provider"], b_id.as_str());
     assert_eq!(contracts(&a1)[0]["workloads"], serde_json::json!(["svc"]));
+    assert_eq!(contracts(&a1)[0]["things"], serde_json::json!(["t1"]));
     wait_until(
         "everyone knows the contract",
         Duration::from_secs(10),
@@ -438,6 +487,22 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     assert!(
         !c1.agent.logs().contains("adopting"),
         "a node that is not the standby adopted"
+    );
+    // The sensor is managed by the provider now: it logs in there and its
+    // readings are stored and sealed there.
+    wait_until("the provider manages t1", Duration::from_secs(10), || {
+        manager_of(&b1, "t1").as_deref() == Some(b_id.as_str())
+    });
+    assert!(
+        publish(&b1, "t1", r#"{"temperature": 21.5}"#),
+        "t1 cannot log in at the provider"
+    );
+    assert!(
+        readings(&b1.agent, "t1")
+            .iter()
+            .any(|r| r["reading"]["value"]["number"] == 21.5),
+        "{:?}",
+        readings(&b1.agent, "t1")
     );
     let n = copies_running(&marker);
     if n != 1 {
@@ -511,4 +576,8 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
         running_at(&a1, "svc", &a_id) && copies_running(&marker) == 1
     });
     assert!(max <= 1, "two copies ran at once");
+    wait_until("t1 is back with a1", Duration::from_secs(15), || {
+        manager_of(&b1, "t1").as_deref() == Some(a_id.as_str())
+    });
+    assert!(publish(&a1, "t1", r#"{"temperature": 22.5}"#));
 }

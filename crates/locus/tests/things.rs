@@ -1299,3 +1299,94 @@ fn http_thing_commands_go_to_its_edgex_device_service() {
         "{gone:?}"
     );
 }
+
+/// A thing whose manager dies is taken over by one live node (the
+/// rendezvous rule workloads use, keyed by its name): its MQTT login and
+/// readings work there; the old manager, back, yields to the newer
+/// generation.
+#[test]
+fn a_dead_managers_thing_is_adopted_by_one_node_and_the_manager_yields_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(dir.path(), 31, "lab", &[]);
+    let b = member(dir.path(), 32, "lab", &[a.gossip]);
+    let c = member(dir.path(), 33, "lab", &[a.gossip]);
+    wait_cluster(&[&a, &b, &c], 3);
+    let file = thing_file(dir.path(), "orphan-1");
+    ok(&cli(&a.agent, &["thing", "add", &file]));
+    let a_id = get_json(&a.agent, "/api/v1/node")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manager = |m: &Member| -> Option<String> {
+        let r = m
+            .agent
+            .http()
+            .get(m.agent.url("/api/v1/things/orphan-1"))
+            .send()
+            .ok()?;
+        r.json::<Value>().ok()?["manager"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    wait_until("b sees a manage it", Duration::from_secs(10), || {
+        manager(&b).as_deref() == Some(a_id.as_str())
+    });
+
+    let (gossip, api) = (a.gossip, a.agent.addr);
+    let mut a = a;
+    a.agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = a.agent.wait_exit(Duration::from_secs(5));
+    drop(a);
+    let took = wait_until("one live node manages it", Duration::from_secs(20), || {
+        manager(&b).is_some_and(|m| m != a_id) && manager(&c) == manager(&b)
+    });
+    eprintln!("manager SIGKILL → thing managed elsewhere: {took:?}");
+    let new = manager(&b).unwrap();
+    let (adopter, other) = if get_json(&b.agent, "/api/v1/node")["id"] == new.as_str() {
+        (&b, &c)
+    } else {
+        (&c, &b)
+    };
+    let adopted = |m: &Member| {
+        m.agent
+            .logs()
+            .contains("adopting a thing whose manager is gone")
+    };
+    assert!(adopted(adopter) && !adopted(other), "exactly one adopter");
+    let out = publish(
+        &adopter.agent,
+        "orphan-1",
+        PASSWORD,
+        "things/orphan-1/readings",
+        r#"{"temperature": 19.5}"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The old manager returns with its stale copy and yields.
+    let a = member_on(dir.path(), 31, "lab", &[b.gossip], gossip, api);
+    wait_until(
+        "a yields to the newer generation",
+        Duration::from_secs(15),
+        || manager(&a).as_deref() == Some(new.as_str()),
+    );
+    assert!(
+        a.agent
+            .logs()
+            .contains("a newer manager holds the thing; yielding")
+    );
+    let out = publish(
+        &a.agent,
+        "orphan-1",
+        PASSWORD,
+        "things/orphan-1/readings",
+        r#"{"temperature": 20.5}"#,
+    );
+    assert!(
+        !out.status.success(),
+        "the old manager still takes its login"
+    );
+}

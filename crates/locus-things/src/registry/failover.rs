@@ -1,0 +1,168 @@
+//! Failover of things: when a thing's manager dies, one node takes it over
+//! — the standby a contract names (once the death is witnessed), else the
+//! live node `locus_sched::thing_adopter` picks by the thing's name — and
+//! publishes it at a newer generation, so MQTT logins are accepted there
+//! and the bootstrap server points LwM2M clients there. A manager that
+//! returns yields to the newer generation; a provider gives a customer's
+//! things back once the customer is back.
+
+use std::sync::Arc;
+
+use locus_core::NodeId;
+use locus_core::cluster::{ClusterNode, Liveness};
+use locus_core::thing::Thing;
+
+use super::{ThingEvent, Things, things_in};
+
+/// Period of the failover pass.
+pub const FAILOVER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What contracts between orgs say about things: the node standing by to
+/// take one over, and the customer a provider gives one back to. The agent
+/// implements it over the market.
+pub trait ThingStandbys: Send + Sync + 'static {
+    /// The standby of `thing` managed by `manager`, if a contract in force
+    /// names one, and whether the manager's death is witnessed.
+    fn standby(&self, manager: NodeId, thing: &str) -> Option<locus_sched::Standby>;
+    /// The customer to give `thing` (managed here) back to, once back.
+    fn hand_back(&self, thing: &str) -> Option<NodeId>;
+}
+
+/// No contracts: the usual successor takes a dead manager's things.
+pub struct NoThingStandbys;
+
+impl ThingStandbys for NoThingStandbys {
+    fn standby(&self, _: NodeId, _: &str) -> Option<locus_sched::Standby> {
+        None
+    }
+    fn hand_back(&self, _: &str) -> Option<NodeId> {
+        None
+    }
+}
+
+impl Things {
+    /// Run the failover pass every [`FAILOVER_TICK`] until aborted.
+    pub fn spawn_failover(
+        &self,
+        standbys: Arc<dyn ThingStandbys>,
+        peers: Arc<dyn locus_core::PeerTrust>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FAILOVER_TICK).await;
+                me.failover_pass(standbys.as_ref(), peers.as_ref()).await;
+            }
+        })
+    }
+
+    /// One pass: adopt the things of dead managers this node succeeds,
+    /// yield the things a newer generation replaced, give back the things
+    /// a customer may have again.
+    pub async fn failover_pass(
+        &self,
+        standbys: &dyn ThingStandbys,
+        peers: &dyn locus_core::PeerTrust,
+    ) {
+        let me = self.inner.me;
+        let mut nodes = self.inner.fabric.nodes().await;
+        // Like the workloads: a live node this node refuses is no successor.
+        nodes.retain(|n| {
+            n.id == me
+                || n.liveness != Liveness::Alive
+                || peers.verdict(n.id) != locus_core::PeerVerdict::Refused
+        });
+        let now = crate::unix_ms();
+        for n in nodes
+            .iter()
+            .filter(|n| n.id != me && matches!(n.liveness, Liveness::Dead | Liveness::Left))
+        {
+            let Ok(records) = self.inner.fabric.records_of(n.id).await else {
+                continue;
+            };
+            for t in things_in(&records)
+                .into_iter()
+                .filter(|t| t.manager == n.id)
+            {
+                let name = t.spec.name.get().clone();
+                let standby = standbys.standby(n.id, &name);
+                if locus_sched::thing_adopter(&name, n.id, &nodes, standby, now) == Some(me) {
+                    self.adopt(t, n.id).await;
+                }
+            }
+        }
+        self.yield_replaced(&nodes).await;
+        for t in self.owned().await {
+            let name = t.spec.name.get().clone();
+            if let Some(to) = standbys.hand_back(&name)
+                && to != me
+                && let Some(api) = api_of(&nodes, to)
+            {
+                match self.attach(&name, to, &api, t.workload.clone()).await {
+                    Ok(_) => tracing::info!(thing = %name, %to, "thing handed back"),
+                    Err(e) => {
+                        tracing::warn!(thing = %name, %to, error = %e, "cannot hand a thing back; retrying")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take over `t` from its dead manager `from`, unless this node holds
+    /// it at this generation or newer already.
+    async fn adopt(&self, mut t: Thing, from: NodeId) {
+        let name = t.spec.name.get().clone();
+        if self
+            .get_local(&name)
+            .await
+            .is_some_and(|have| have.generation >= t.generation)
+        {
+            return;
+        }
+        t.manager = self.inner.me;
+        t.generation += 1;
+        t.updated_unix_ms = crate::unix_ms();
+        tracing::info!(thing = %name, %from, generation = t.generation, "adopting a thing whose manager is gone");
+        if let Err(e) = self.keep(t).await {
+            tracing::warn!(thing = %name, error = %e, "cannot adopt a thing");
+        }
+    }
+
+    /// Forget the things another live node publishes at a newer
+    /// generation (this node was their manager, died and came back).
+    async fn yield_replaced(&self, nodes: &[ClusterNode]) {
+        let owned = self.owned().await;
+        if owned.is_empty() {
+            return;
+        }
+        for n in nodes
+            .iter()
+            .filter(|n| n.id != self.inner.me && n.liveness == Liveness::Alive)
+        {
+            let Ok(records) = self.inner.fabric.records_of(n.id).await else {
+                continue;
+            };
+            for theirs in things_in(&records)
+                .into_iter()
+                .filter(|t| t.manager == n.id)
+            {
+                let name = theirs.spec.name.get().clone();
+                if owned.iter().any(|mine| {
+                    mine.spec.name.get() == &name && mine.generation < theirs.generation
+                }) && self.forget(&name).await.is_ok()
+                {
+                    tracing::warn!(thing = %name, by = %n.id, generation = theirs.generation, "a newer manager holds the thing; yielding");
+                    let _ = self.inner.events.send(ThingEvent::Moved { name, to: n.id });
+                }
+            }
+        }
+    }
+}
+
+fn api_of(nodes: &[ClusterNode], id: NodeId) -> Option<String> {
+    nodes
+        .iter()
+        .find(|n| n.id == id && n.liveness == Liveness::Alive)
+        .and_then(|n| n.info.as_ref())
+        .map(|i| i.api_addr.clone())
+}
