@@ -314,6 +314,7 @@ impl Market {
                 t.customer_org
             ),
         );
+        self.prepare(&contract);
         if let Err(e) = self.withdraw_entry(t.offer).await {
             tracing::warn!(error = %e, "cannot withdraw a contracted offer");
         }

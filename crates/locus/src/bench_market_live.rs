@@ -19,17 +19,17 @@ use crate::bench_workloads::stats;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
 
-struct Agent {
-    child: Option<Child>,
-    api: SocketAddr,
+pub(crate) struct Agent {
+    pub(crate) child: Option<Child>,
+    pub(crate) api: SocketAddr,
     gossip: SocketAddr,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     http: Option<reqwest::blocking::Client>,
 }
 
-struct Orgs {
+pub(crate) struct Orgs {
     exe: PathBuf,
-    agents: Vec<Agent>,
+    pub(crate) agents: Vec<Agent>,
 }
 
 impl Drop for Orgs {
@@ -51,7 +51,7 @@ fn free(ip: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
 }
 
 impl Orgs {
-    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+    pub(crate) fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let seed = self.agents[0].gossip;
         let a = &self.agents[i];
         let log = std::fs::File::create(a.dir.with_extension("log"))?;
@@ -71,7 +71,7 @@ impl Orgs {
             cmd.args(["--seed", &seed.to_string()]);
         }
         let child = cmd
-            .env("LOCUS_LOG", "warn")
+            .env("LOCUS_LOG", "warn,locus_marketplace=info,locus_things=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -92,7 +92,7 @@ impl Orgs {
         Ok(())
     }
 
-    fn call(
+    pub(crate) fn call(
         &self,
         i: usize,
         method: reqwest::Method,
@@ -114,11 +114,15 @@ impl Orgs {
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    fn get(&self, i: usize, path: &str) -> anyhow::Result<Value> {
+    pub(crate) fn get(&self, i: usize, path: &str) -> anyhow::Result<Value> {
         self.call(i, reqwest::Method::GET, path, None)
     }
 
-    fn wait(&self, what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+    pub(crate) fn wait(
+        &self,
+        what: &str,
+        mut done: impl FnMut() -> bool,
+    ) -> anyhow::Result<Duration> {
         let start = Instant::now();
         while !done() {
             if start.elapsed() > STEP_TIMEOUT {
@@ -129,14 +133,14 @@ impl Orgs {
         Ok(start.elapsed())
     }
 
-    fn node_id(&self, i: usize) -> anyhow::Result<String> {
+    pub(crate) fn node_id(&self, i: usize) -> anyhow::Result<String> {
         Ok(self.get(i, "/api/v1/node")?["id"]
             .as_str()
             .unwrap_or_default()
             .to_owned())
     }
 
-    fn running_at(&self, watcher: usize, name: &str, node: &str) -> bool {
+    pub(crate) fn running_at(&self, watcher: usize, name: &str, node: &str) -> bool {
         self.get(watcher, "/api/v1/workloads").is_ok_and(|l| {
             l.as_array().is_some_and(|a| {
                 a.iter()
@@ -145,7 +149,7 @@ impl Orgs {
         })
     }
 
-    fn contracts(&self, i: usize) -> usize {
+    pub(crate) fn contracts(&self, i: usize) -> usize {
         self.get(i, "/api/v1/market/contracts")
             .map_or(0, |v| v.as_array().map_or(0, Vec::len))
     }
@@ -153,7 +157,7 @@ impl Orgs {
 
 /// Kill every process whose command line holds `marker` (the customer's
 /// service, which outlives an agent SIGKILL by design).
-fn kill_marked(marker: &str) {
+pub(crate) fn kill_marked(marker: &str) {
     if let Ok(out) = Command::new("pgrep").args(["-f", marker]).output() {
         for pid in String::from_utf8_lossy(&out.stdout).lines() {
             if let Ok(pid) = pid.trim().parse::<i32>() {
@@ -166,27 +170,82 @@ fn kill_marked(marker: &str) {
     }
 }
 
+impl Orgs {
+    /// `n` agents (not started) on `127.0.<net>.x`, data dirs under `root`.
+    pub(crate) fn new(n: usize, net: u8, root: &Path) -> anyhow::Result<Orgs> {
+        let exe = std::env::current_exe().context("cannot find this binary")?;
+        let mut agents = Vec::new();
+        for i in 0..n {
+            let (api, gossip) = free(&format!("127.0.{net}.{}", i + 1))?;
+            agents.push(Agent {
+                child: None,
+                api,
+                gossip,
+                dir: root.join(format!("m{i}")),
+                http: None,
+            });
+        }
+        Ok(Orgs { exe, agents })
+    }
+
+    /// Every org admits every other, then waits until all did.
+    pub(crate) fn admit_each_other(&self) -> anyhow::Result<()> {
+        let n = self.agents.len();
+        let keys: Vec<String> = (0..n)
+            .map(|i| {
+                Ok(self.get(i, "/api/v1/orgs")?[0]["key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        for i in 0..n {
+            for (j, key) in keys.iter().enumerate() {
+                if i != j {
+                    self.call(
+                        i,
+                        reqwest::Method::POST,
+                        "/api/v1/orgs",
+                        Some(&json!({"key": key, "name": format!("org {j}")})),
+                    )?;
+                }
+            }
+        }
+        self.wait("every org admits the others", || {
+            (0..n).all(|i| {
+                self.get(i, "/api/v1/orgs")
+                    .is_ok_and(|v| v.as_array().map_or(0, Vec::len) == n)
+            })
+        })?;
+        Ok(())
+    }
+
+    /// Wait until every agent sees every node alive.
+    pub(crate) fn wait_converged(&self) -> anyhow::Result<()> {
+        let n = self.agents.len();
+        self.wait("every agent sees every node", || {
+            (0..n).all(|i| {
+                self.get(i, "/api/v1/nodes").is_ok_and(|v| {
+                    v.as_array().is_some_and(|a| {
+                        a.iter()
+                            .filter(|x| x["liveness"] == "alive" && !x["capacity"].is_null())
+                            .count()
+                            == n
+                    })
+                })
+            })
+        })?;
+        Ok(())
+    }
+}
+
 pub(crate) fn live(
     agents: usize,
     requests: usize,
     handovers: usize,
     root: &Path,
 ) -> anyhow::Result<Value> {
-    let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut orgs = Orgs {
-        exe,
-        agents: Vec::new(),
-    };
-    for i in 0..agents {
-        let (api, gossip) = free(&format!("127.0.97.{}", i + 1))?;
-        orgs.agents.push(Agent {
-            child: None,
-            api,
-            gossip,
-            dir: root.join(format!("m{i}")),
-            http: None,
-        });
-    }
+    let mut orgs = Orgs::new(agents, 97, root)?;
     // The customer's service is placed on m0 while it is alone.
     eprintln!("market: starting {agents} agents of {agents} orgs…");
     orgs.spawn(0)?;
@@ -200,45 +259,9 @@ pub(crate) fn live(
     let ids: Vec<String> = (0..agents)
         .map(|i| orgs.node_id(i))
         .collect::<anyhow::Result<_>>()?;
-    orgs.wait("every agent sees every node", || {
-        (0..agents).all(|i| {
-            orgs.get(i, "/api/v1/nodes").is_ok_and(|v| {
-                v.as_array().is_some_and(|a| {
-                    a.iter()
-                        .filter(|x| x["liveness"] == "alive" && !x["capacity"].is_null())
-                        .count()
-                        == agents
-                })
-            })
-        })
-    })?;
+    orgs.wait_converged()?;
     eprintln!("market: every org admits the others…");
-    let keys: Vec<String> = (0..agents)
-        .map(|i| {
-            Ok(orgs.get(i, "/api/v1/orgs")?[0]["key"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned())
-        })
-        .collect::<anyhow::Result<_>>()?;
-    for i in 0..agents {
-        for (j, key) in keys.iter().enumerate() {
-            if i != j {
-                orgs.call(
-                    i,
-                    reqwest::Method::POST,
-                    "/api/v1/orgs",
-                    Some(&json!({"key": key, "name": format!("org {j}")})),
-                )?;
-            }
-        }
-    }
-    orgs.wait("every org admits the others", || {
-        (0..agents).all(|i| {
-            orgs.get(i, "/api/v1/orgs")
-                .is_ok_and(|v| v.as_array().map_or(0, Vec::len) == agents)
-        })
-    })?;
+    orgs.admit_each_other()?;
 
     // Request → contract, the providers keeping one offer each on the book.
     let offer = |i: usize| {

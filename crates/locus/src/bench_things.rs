@@ -66,15 +66,33 @@ enum Sink {
 
 impl Sink {
     async fn connect(version: MqttVersion, broker: &str, p: usize) -> anyhow::Result<Sink> {
-        let password = ntex::util::Bytes::from_static(PASSWORD.as_bytes());
-        let cannot = |e: &dyn std::fmt::Debug| anyhow!("publisher {p} cannot connect: {e:?}");
+        Sink::connect_as(
+            version,
+            broker,
+            &format!("bench-{p}"),
+            &format!("b{p}"),
+            PASSWORD,
+        )
+        .await
+    }
+
+    /// Connect as thing `user` with its password.
+    async fn connect_as(
+        version: MqttVersion,
+        broker: &str,
+        client_id: &str,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Sink> {
+        let password = ntex::util::Bytes::from(password.to_owned());
+        let cannot = |e: &dyn std::fmt::Debug| anyhow!("{user} cannot connect to {broker}: {e:?}");
         Ok(match version {
             MqttVersion::V311 => {
                 let client = Pipeline::new(SharedCfg::default(), v3::client::MqttConnector::new())
                     .call(
                         v3::client::Connect::new(broker.to_owned())
-                            .client_id(format!("bench-{p}"))
-                            .username(format!("b{p}"))
+                            .client_id(client_id.to_owned())
+                            .username(user.to_owned())
                             .password(password),
                     )
                     .await
@@ -87,8 +105,8 @@ impl Sink {
                 let client = Pipeline::new(SharedCfg::default(), v5::client::MqttConnector::new())
                     .call(
                         v5::client::Connect::new(broker.to_owned())
-                            .client_id(format!("bench-{p}"))
-                            .username(format!("b{p}").into())
+                            .client_id(client_id.to_owned())
+                            .username(user.to_owned().into())
                             .password(password),
                     )
                     .await
@@ -121,6 +139,45 @@ impl Sink {
             Sink::V5(s) => s.close(),
         }
     }
+}
+
+/// One QoS 1 publish of `payload` on `topic` as thing `user` (MQTT 3.1.1),
+/// answered once the broker acknowledged it.
+pub(crate) fn publish_once(
+    broker: &str,
+    user: &str,
+    password: &str,
+    topic: &str,
+    payload: &str,
+) -> anyhow::Result<()> {
+    let (broker, user, password, topic, payload) = (
+        broker.to_owned(),
+        user.to_owned(),
+        password.to_owned(),
+        topic.to_owned(),
+        payload.to_owned(),
+    );
+    std::thread::spawn(move || {
+        ntex::rt::System::build()
+            .name("publish-once")
+            .disable_signals()
+            .build(ntex::rt::DefaultRuntime)
+            .block_on(async move {
+                let sink = Sink::connect_as(
+                    MqttVersion::V311,
+                    &broker,
+                    &format!("{user}-once"),
+                    &user,
+                    &password,
+                )
+                .await?;
+                let r = sink.publish(topic, ntex::util::Bytes::from(payload)).await;
+                sink.close();
+                r.map_err(|()| anyhow!("the broker did not acknowledge the publish"))
+            })
+    })
+    .join()
+    .map_err(|_| anyhow!("the MQTT client panicked"))?
 }
 
 /// Run `publishers` MQTT connections with `window` QoS 1 publishes in

@@ -121,6 +121,9 @@ pub enum Command {
     /// form that `locus verify contract` checks).
     #[command(subcommand)]
     Contract(ContractCommand),
+    /// Run a story on this machine, printing each step with its time.
+    #[command(subcommand)]
+    Demo(DemoCommand),
     /// Users of a tenant: add one (prints its token), list, remove (revokes
     /// its tokens).
     #[command(subcommand)]
@@ -836,6 +839,14 @@ pub struct MarketRequestArgs {
     /// Time on the book, default 10m.
     #[arg(long, value_name = "DURATION")]
     pub lifetime: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Four orgs on loopback: a customer with a service and an MQTT sensor
+    /// contracts a standby; it is killed, the provider takes both over,
+    /// and gives them back when it returns (about 40 s).
+    Market,
 }
 
 #[derive(Debug, Subcommand)]

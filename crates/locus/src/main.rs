@@ -14,6 +14,7 @@ mod bench_things;
 mod bench_workloads;
 mod cli;
 mod client;
+mod demo;
 mod footprint;
 mod login;
 mod market_cli;
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
                 .block_on(login::login(&cli.api, cli.pin.as_deref(), token, cli.json))
         }),
         Command::Logout => login::logout(&cli.api),
+        Command::Demo(cli::DemoCommand::Market) => demo::market(cli.json).map_err(Failure::Failed),
         Command::Bench(BenchCommand::Market(args)) => {
             bench_market::market(&args).map_err(Failure::Failed)
         }

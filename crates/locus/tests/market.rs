@@ -581,3 +581,31 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     });
     assert!(publish(&a1, "t1", r#"{"temperature": 22.5}"#));
 }
+
+#[test]
+fn the_demo_tells_the_whole_story() {
+    let out = locus(&["--json", "demo", "market"]);
+    let v = json_of(&out);
+    let steps: Vec<String> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in [
+        "contract",
+        "verifies offline",
+        "would run here",
+        "is killed",
+        "the provider runs svc",
+        "the provider manages t1",
+        "stored and sealed there",
+        "handed svc back",
+        "managed by A again",
+    ] {
+        assert!(
+            steps.iter().any(|s| s.contains(expected)),
+            "no step says {expected:?}: {steps:#?}"
+        );
+    }
+}
