@@ -437,3 +437,70 @@ impl Book {
             .collect()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Signed records for tests: one unit of `small` at site `lab`, for
+    //! standby, live 600 s from `at`.
+    use super::*;
+    use crate::signed::testing::TestNode;
+
+    pub fn offer(n: &TestNode, seq: u64, price: u64, at: u64) -> Entry {
+        Entry::Offer(Signed::sign(
+            Offer {
+                provider: n.node(),
+                org: n.org(),
+                seq,
+                spare: Tier::Small.resources(),
+                tier: Tier::Small,
+                interfaces: ["ethernet".to_owned()].into(),
+                uptime_permille: 995,
+                energy: EnergySource::Grid,
+                battery_percent: None,
+                price,
+                max_duration_secs: 3600,
+                standby: true,
+                site: "lab".into(),
+                issued_at: at,
+                expires_at: at + 600,
+            },
+            n.party.clone(),
+            &n.key,
+        ))
+    }
+
+    pub fn request(n: &TestNode, seq: u64, max_price: u64, at: u64) -> Entry {
+        Entry::Request(Signed::sign(
+            Request {
+                customer: n.node(),
+                org: n.org(),
+                seq,
+                tenant: "default".into(),
+                needs: Resources {
+                    cpu_millis: 500,
+                    memory_bytes: 64 << 20,
+                    ..Default::default()
+                },
+                cover: Cover {
+                    workloads: ["svc".to_owned()].into(),
+                    things: Default::default(),
+                },
+                site: "lab".into(),
+                min_uptime_permille: 0,
+                renewable: false,
+                standby: true,
+                max_price,
+                duration_secs: 3600,
+                sla: Sla {
+                    handover_within_secs: 3,
+                    penalty: 500,
+                },
+                exclude: Default::default(),
+                issued_at: at,
+                expires_at: at + 600,
+            },
+            n.party.clone(),
+            &n.key,
+        ))
+    }
+}

@@ -9,8 +9,11 @@
 
 use std::collections::HashMap;
 
-use crate::book::{Cover, EnergySource, Entry, Offer, Request, Sla};
-use crate::class::{Resources, Tier};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::book::Entry;
+use crate::book::testing::{offer, request};
 use crate::clearing::{RoundError, check_round, clearers, round};
 use crate::contract::{ContractError, Contracts, Proposal, Side, Terms, arbitrator};
 use crate::ledger::{Accounts, LedgerError, Reason, SignedReceipt, prove_balances};
@@ -18,21 +21,18 @@ use crate::signed::testing::{TestNode, node};
 use crate::signed::{RecordId, Signed};
 use crate::witness::{Observation, witnessed};
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
+/// The seeded generator of a run: the same seed, the same world.
+trait Draw {
+    fn below(&mut self, n: u64) -> u64;
+    fn chance(&mut self, permille: u64) -> bool;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+impl Draw for StdRng {
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.random_range(0..n.max(1))
     }
     fn chance(&mut self, permille: u64) -> bool {
-        self.below(1000) < permille
+        self.random_range(0..1000) < permille
     }
 }
 
@@ -53,64 +53,6 @@ struct Tally {
     unsigned_usage: usize,
     unsigned_refused: usize,
     disputes_ruled: usize,
-}
-
-fn offer(n: &TestNode, seq: u64, price: u64, at: u64) -> Entry {
-    Entry::Offer(Signed::sign(
-        Offer {
-            provider: n.node(),
-            org: n.org(),
-            seq,
-            spare: Tier::Small.resources(),
-            tier: Tier::Small,
-            interfaces: Default::default(),
-            uptime_permille: 990,
-            energy: EnergySource::Grid,
-            battery_percent: None,
-            price,
-            max_duration_secs: 3600,
-            standby: true,
-            site: "lab".into(),
-            issued_at: at,
-            expires_at: at + 60,
-        },
-        n.party.clone(),
-        &n.key,
-    ))
-}
-
-fn request(n: &TestNode, seq: u64, max_price: u64, at: u64) -> Entry {
-    Entry::Request(Signed::sign(
-        Request {
-            customer: n.node(),
-            org: n.org(),
-            seq,
-            tenant: "default".into(),
-            needs: Resources {
-                cpu_millis: 500,
-                ..Default::default()
-            },
-            cover: Cover {
-                workloads: ["svc".to_owned()].into(),
-                things: Default::default(),
-            },
-            site: "lab".into(),
-            min_uptime_permille: 0,
-            renewable: false,
-            standby: true,
-            max_price,
-            duration_secs: 3600,
-            sla: Sla {
-                handover_within_secs: 3,
-                penalty: 500,
-            },
-            exclude: Default::default(),
-            issued_at: at,
-            expires_at: at + 60,
-        },
-        n.party.clone(),
-        &n.key,
-    ))
 }
 
 /// Take a receipt signed by both orgs' nodes; conservation checked after.
@@ -137,7 +79,7 @@ fn pay(
 }
 
 fn run(seed: u64, rounds: u64) -> Tally {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = StdRng::seed_from_u64(seed);
     let nodes: Vec<TestNode> = (1..=6u8).map(|o| node(o, 1)).collect();
     let by_node = |id: locus_core::NodeId| {
         nodes

@@ -18,28 +18,11 @@ use locus_market::contract::{Proposal, Side, Terms, Verifier};
 use locus_market::{
     Class, Contract, Cover, EnergySource, Entry, Offer, Party, Request, Signed, Sla, Tier,
 };
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::cli::MarketBenchArgs;
-
-/// A small deterministic generator (xorshift64*): the same seed, the
-/// same books.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
 
 struct Member {
     key: SigningKey,
@@ -72,11 +55,11 @@ fn members(n: usize) -> Vec<Member> {
 const TIERS: [Tier; 3] = [Tier::Nano, Tier::Small, Tier::Medium];
 const SITES: [&str; 2] = ["north", "south"];
 
-fn book(n: usize, constrained: f64, who: &[Member], rng: &mut Rng, now: u64) -> Vec<Entry> {
+fn book(n: usize, constrained: f64, who: &[Member], rng: &mut StdRng, now: u64) -> Vec<Entry> {
     let mut out = Vec::with_capacity(2 * n);
     for i in 0..n {
-        let m = &who[rng.below(who.len() as u64) as usize];
-        let tier = TIERS[rng.below(3) as usize];
+        let m = &who[rng.random_range(0..who.len() as u64) as usize];
+        let tier = TIERS[rng.random_range(0..3) as usize];
         let offer = Offer {
             provider: m.party.node(),
             org: m.party.org(),
@@ -84,26 +67,26 @@ fn book(n: usize, constrained: f64, who: &[Member], rng: &mut Rng, now: u64) -> 
             spare: tier.resources(),
             tier,
             interfaces: BTreeSet::new(),
-            uptime_permille: 900 + rng.below(101) as u16,
-            energy: if rng.chance(0.3) {
+            uptime_permille: 900 + rng.random_range(0..101) as u16,
+            energy: if rng.random_bool(0.3) {
                 EnergySource::SolarBattery
             } else {
                 EnergySource::Grid
             },
             battery_percent: None,
-            price: 100 + rng.below(901),
+            price: 100 + rng.random_range(0..901),
             max_duration_secs: 3600,
-            standby: rng.chance(0.5),
-            site: SITES[rng.below(2) as usize].to_owned(),
+            standby: rng.random_bool(0.5),
+            site: SITES[rng.random_range(0..2) as usize].to_owned(),
             issued_at: now,
             expires_at: now + 600,
         };
         out.push(Entry::Offer(Signed::sign(offer, m.party.clone(), &m.key)));
     }
     for i in 0..n {
-        let m = &who[rng.below(who.len() as u64) as usize];
-        let tier = TIERS[rng.below(3) as usize];
-        let constrained = rng.chance(constrained);
+        let m = &who[rng.random_range(0..who.len() as u64) as usize];
+        let tier = TIERS[rng.random_range(0..3) as usize];
+        let constrained = rng.random_bool(constrained.clamp(0.0, 1.0));
         let request = Request {
             customer: m.party.node(),
             org: m.party.org(),
@@ -111,15 +94,15 @@ fn book(n: usize, constrained: f64, who: &[Member], rng: &mut Rng, now: u64) -> 
             tenant: "default".into(),
             needs: tier.resources(),
             cover: Cover::default(),
-            site: SITES[rng.below(2) as usize].to_owned(),
-            min_uptime_permille: if constrained && rng.chance(0.5) {
+            site: SITES[rng.random_range(0..2) as usize].to_owned(),
+            min_uptime_permille: if constrained && rng.random_bool(0.5) {
                 950
             } else {
                 0
             },
-            renewable: constrained && rng.chance(0.5),
-            standby: rng.chance(0.5),
-            max_price: 100 + rng.below(901),
+            renewable: constrained && rng.random_bool(0.5),
+            standby: rng.random_bool(0.5),
+            max_price: 100 + rng.random_range(0..901),
             duration_secs: 3600,
             sla: Sla {
                 handover_within_secs: 3,
@@ -217,7 +200,7 @@ fn clearing_case(
     who: &[Member],
     now: u64,
 ) -> anyhow::Result<Value> {
-    let mut rng = Rng(args.seed ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = StdRng::seed_from_u64(args.seed ^ (n as u64));
     let mut times = Vec::new();
     let mut ratios = Vec::new();
     let mut ratios_unconstrained = Vec::new();
@@ -309,7 +292,7 @@ fn contracts_case(args: &MarketBenchArgs, who: &[Member], now: u64) -> anyhow::R
         standby: true,
     };
     let mut contracts: Vec<Contract> = Vec::with_capacity(args.contracts as usize);
-    let mut rng = Rng(args.seed | 1);
+    let mut rng = StdRng::seed_from_u64(args.seed);
     for i in 0..args.contracts as usize {
         let c = &who[i % who.len()];
         let p = &who[(i + 1) % who.len()];
@@ -328,7 +311,7 @@ fn contracts_case(args: &MarketBenchArgs, who: &[Member], now: u64) -> anyhow::R
             arbitrator: a.party.node(),
             arbitrator_org: a.party.org(),
             class: class.clone(),
-            buyer_pays: 500 + rng.below(100),
+            buyer_pays: 500 + rng.random_range(0..100),
             seller_gets: 500,
             standby_permille: 100,
             start: now,

@@ -1,6 +1,7 @@
 use super::*;
-use crate::book::{BookError, Cover, EnergySource, Sla};
-use crate::class::{Resources, Tier};
+use crate::book::BookError;
+use crate::book::testing::{offer, request};
+use crate::class::Tier;
 use crate::signed::testing::{TestNode, node};
 use proptest::prelude::*;
 
@@ -217,65 +218,6 @@ fn midpoint_and_trade_reduction_by_hand() {
 }
 
 // ---- signed rounds ----
-
-fn offer(n: &TestNode, seq: u64, price: u64, at: u64) -> Entry {
-    Entry::Offer(Signed::sign(
-        Offer {
-            provider: n.node(),
-            org: n.org(),
-            seq,
-            spare: Tier::Small.resources(),
-            tier: Tier::Small,
-            interfaces: ["ethernet".to_owned()].into(),
-            uptime_permille: 995,
-            energy: EnergySource::Grid,
-            battery_percent: None,
-            price,
-            max_duration_secs: 3600,
-            standby: true,
-            site: "lab".into(),
-            issued_at: at,
-            expires_at: at + 600,
-        },
-        n.party.clone(),
-        &n.key,
-    ))
-}
-
-fn request(n: &TestNode, seq: u64, max_price: u64, at: u64) -> Entry {
-    Entry::Request(Signed::sign(
-        Request {
-            customer: n.node(),
-            org: n.org(),
-            seq,
-            tenant: "default".into(),
-            needs: Resources {
-                cpu_millis: 500,
-                memory_bytes: 64 << 20,
-                ..Default::default()
-            },
-            cover: Cover {
-                workloads: ["web".to_owned()].into(),
-                things: Default::default(),
-            },
-            site: "lab".into(),
-            min_uptime_permille: 0,
-            renewable: false,
-            standby: true,
-            max_price,
-            duration_secs: 3600,
-            sla: Sla {
-                handover_within_secs: 3,
-                penalty: 1000,
-            },
-            exclude: Default::default(),
-            issued_at: at,
-            expires_at: at + 600,
-        },
-        n.party.clone(),
-        &n.key,
-    ))
-}
 
 struct Market {
     nodes: Vec<TestNode>,
