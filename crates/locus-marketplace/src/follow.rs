@@ -33,15 +33,26 @@ impl Market {
         let now = now_secs();
         let mut entries = BTreeMap::new();
         for (key, bytes) in documents::assemble(&records, ENTRY_PREFIX) {
-            match Entry::from_bytes(&bytes).and_then(|e| e.check(now).map(|()| e)) {
-                Ok(e) if e.author() == owner => {
-                    entries.insert(e.id(), e);
+            let e = match Entry::from_bytes(&bytes) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!(%key, %owner, error = %e, "undecodable market record");
+                    continue;
                 }
-                Ok(e) => {
-                    tracing::debug!(%key, author = %e.author(), %owner, "a market record republished by another node; ignored")
-                }
-                Err(e) => tracing::debug!(%key, %owner, error = %e, "market record refused"),
+            };
+            if e.author() != owner {
+                tracing::debug!(%key, author = %e.author(), %owner, "a market record republished by another node; ignored");
+                continue;
             }
+            // A record already taken was checked then (its id is the hash
+            // of these very bytes): only new ones pay for the signatures.
+            let id = e.id();
+            let taken = self.state().book.get(&id).is_some_and(|h| h.owner == owner);
+            if !taken && let Err(err) = e.check(now) {
+                tracing::debug!(%key, %owner, error = %err, "market record refused");
+                continue;
+            }
+            entries.insert(id, e);
         }
         {
             let mut st = self.state();
