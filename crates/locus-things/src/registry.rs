@@ -178,6 +178,19 @@ fn verify_password(hash: &str, password: &[u8]) -> bool {
     })
 }
 
+/// The name and generation of each thing an owner published, from the
+/// headers alone (no thing is assembled or parsed).
+fn generations_in(records: &[(String, u64, Vec<u8>)]) -> Vec<(String, u64)> {
+    records
+        .iter()
+        .filter_map(|(key, _, value)| {
+            let name = key.strip_prefix("thing/").filter(|n| !n.contains('/'))?;
+            let h = serde_json::from_slice::<Header>(value).ok()?;
+            Some((name.to_owned(), h.generation))
+        })
+        .collect()
+}
+
 /// Assemble the things an owner published from its records.
 fn things_in(records: &[(String, u64, Vec<u8>)]) -> Vec<Thing> {
     let by_key: BTreeMap<&str, &[u8]> = records

@@ -12,7 +12,7 @@ use locus_core::NodeId;
 use locus_core::cluster::{ClusterNode, Liveness};
 use locus_core::thing::Thing;
 
-use super::{ThingEvent, Things, things_in};
+use super::{ThingEvent, Things, generations_in, things_in};
 
 /// Period of the failover pass.
 pub const FAILOVER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
@@ -80,15 +80,23 @@ impl Things {
             let Ok(records) = self.inner.fabric.records_of(n.id).await else {
                 continue;
             };
+            // Headers first: a thing is assembled only when this node adopts it.
+            let mine: Vec<String> = generations_in(&records)
+                .into_iter()
+                .filter(|(name, _)| {
+                    let standby = standbys.standby(n.id, name);
+                    locus_sched::thing_adopter(name, n.id, &nodes, standby, now) == Some(me)
+                })
+                .map(|(name, _)| name)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
             for t in things_in(&records)
                 .into_iter()
-                .filter(|t| t.manager == n.id)
+                .filter(|t| t.manager == n.id && mine.contains(t.spec.name.get()))
             {
-                let name = t.spec.name.get().clone();
-                let standby = standbys.standby(n.id, &name);
-                if locus_sched::thing_adopter(&name, n.id, &nodes, standby, now) == Some(me) {
-                    self.adopt(t, n.id).await;
-                }
+                self.adopt(t, n.id).await;
             }
         }
         self.yield_replaced(&nodes).await;
@@ -142,16 +150,13 @@ impl Things {
             let Ok(records) = self.inner.fabric.records_of(n.id).await else {
                 continue;
             };
-            for theirs in things_in(&records)
-                .into_iter()
-                .filter(|t| t.manager == n.id)
-            {
-                let name = theirs.spec.name.get().clone();
-                if owned.iter().any(|mine| {
-                    mine.spec.name.get() == &name && mine.generation < theirs.generation
-                }) && self.forget(&name).await.is_ok()
+            for (name, generation) in generations_in(&records) {
+                if owned
+                    .iter()
+                    .any(|mine| mine.spec.name.get() == &name && mine.generation < generation)
+                    && self.forget(&name).await.is_ok()
                 {
-                    tracing::warn!(thing = %name, by = %n.id, generation = theirs.generation, "a newer manager holds the thing; yielding");
+                    tracing::warn!(thing = %name, by = %n.id, generation, "a newer manager holds the thing; yielding");
                     let _ = self.inner.events.send(ThingEvent::Moved { name, to: n.id });
                 }
             }
