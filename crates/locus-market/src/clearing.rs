@@ -573,9 +573,9 @@ pub fn round(
 /// cutoff and live at it is left out; the signer is one of the round's
 /// first [`CLEARERS`] clearers; and its matches are exactly [`clear`] of
 /// its book.
-pub fn check_round(
+pub fn check_round<E: std::borrow::Borrow<Entry>>(
     signed: &Signed<Round>,
-    known: &HashMap<RecordId, Entry>,
+    known: &HashMap<RecordId, E>,
     settle_secs: u64,
 ) -> Result<(), RoundError> {
     let r = &signed.body;
@@ -588,9 +588,10 @@ pub fn check_round(
     }
     let mut entries = Vec::with_capacity(r.book.len());
     for id in &r.book {
-        let entry = known
+        let entry: &Entry = known
             .get(id)
-            .ok_or(RoundError::UnknownRecord { round, id: *id })?;
+            .ok_or(RoundError::UnknownRecord { round, id: *id })?
+            .borrow();
         if entry.issued_at() > r.cutoff || entry.expires_at() <= r.cutoff {
             return Err(RoundError::NotLive {
                 round,
@@ -601,6 +602,7 @@ pub fn check_round(
         entries.push(entry);
     }
     for (id, entry) in known {
+        let entry: &Entry = entry.borrow();
         if entry.issued_at().saturating_add(settle_secs) <= r.cutoff
             && entry.expires_at() > r.cutoff
             && r.book.binary_search(id).is_err()

@@ -198,11 +198,13 @@ impl Market {
 
 /// Check a round against the records held now.
 fn check(st: &State, signed: Signed<Round>) -> Seen {
-    let known: HashMap<RecordId, Entry> = st
+    // The records of live authors, borrowed: only the round's own are
+    // cloned, into what is kept of it.
+    let known: HashMap<RecordId, &Entry> = st
         .book
         .iter()
         .filter(|(_, h)| st.alive.contains(&h.owner))
-        .map(|(id, h)| (*id, h.entry.clone()))
+        .map(|(id, h)| (*id, &h.entry))
         .collect();
     let verdict = check_round(&signed, &known, SETTLE_SECS);
     let retry_until = matches!(verdict, Err(RoundError::UnknownRecord { .. }))
@@ -211,7 +213,7 @@ fn check(st: &State, signed: Signed<Round>) -> Seen {
         .body
         .book
         .iter()
-        .filter_map(|id| known.get(id).cloned())
+        .filter_map(|id| known.get(id).map(|e| (*e).clone()))
         .collect();
     Seen {
         signed,
