@@ -92,7 +92,7 @@ pub(crate) async fn request(
     path = "/api/v1/market/book/{record}",
     operation_id = "market_withdraw",
     tag = "market",
-    params(("record" = String, Path, description = "Record id (64 hex digits)")),
+    params(("record" = String, Path, description = "Record id (64 hex digits)", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 204, description = "Withdrawn"),
         (status = 400, description = "Not a record id", body = ErrorBody),
@@ -130,7 +130,7 @@ pub(crate) async fn rounds(State(node): State<Arc<Node>>) -> Json<Vec<RoundView>
     path = "/api/v1/market/explain/{record}",
     operation_id = "market_explain",
     tag = "market",
-    params(("record" = String, Path, description = "Record id (64 hex digits)")),
+    params(("record" = String, Path, description = "Record id (64 hex digits)", pattern = "^[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The explanation", body = Explained),
         (status = 400, description = "Not a record id", body = ErrorBody),
@@ -165,7 +165,7 @@ pub(crate) async fn contracts(State(node): State<Arc<Node>>) -> Json<Vec<Contrac
     path = "/api/v1/market/contracts/{contract}",
     operation_id = "inspect_contract",
     tag = "market",
-    params(("contract" = String, Path, description = "Contract id, or its first hex digits")),
+    params(("contract" = String, Path, description = "Contract id, or its first hex digits", pattern = "^[0-9a-f]{1,64}$")),
     responses(
         (status = 200, description = "The contract", body = ContractView),
         (status = 400, description = "The prefix names several", body = ErrorBody),

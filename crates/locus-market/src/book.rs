@@ -28,6 +28,11 @@ pub const MAX_LIFETIME_SECS: u64 = 24 * 3600;
 pub const MAX_COVERED: usize = 64;
 /// Most live records a book holds.
 pub const MAX_BOOK: usize = 100_000;
+/// Highest price, value or penalty a record may name, millicredits (a
+/// million credits).
+pub const MAX_PRICE: u64 = 1_000_000_000_000;
+/// Longest contract a record may ask for or accept (30 days).
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 /// Longest name of a site, interface, workload or thing in a record.
 pub const MAX_NAME: usize = 128;
 
@@ -242,8 +247,14 @@ impl Offer {
         if self.battery_percent.is_some_and(|b| b > 100) {
             return Err(invalid("battery_percent", "more than 100"));
         }
-        if self.max_duration_secs == 0 {
-            return Err(invalid("max_duration_secs", "must be positive"));
+        if self.max_duration_secs == 0 || self.max_duration_secs > MAX_DURATION_SECS {
+            return Err(invalid(
+                "max_duration_secs",
+                format!("{} is not within 1..={MAX_DURATION_SECS}", self.max_duration_secs),
+            ));
+        }
+        if self.price > MAX_PRICE {
+            return Err(invalid("price", format!("{} is more than {MAX_PRICE}", self.price)));
         }
         self.class().map(|_| ())
     }
@@ -276,8 +287,17 @@ impl Request {
                 format!("{} > 1000", self.min_uptime_permille),
             ));
         }
-        if self.duration_secs == 0 {
-            return Err(invalid("duration_secs", "must be positive"));
+        if self.duration_secs == 0 || self.duration_secs > MAX_DURATION_SECS {
+            return Err(invalid(
+                "duration_secs",
+                format!("{} is not within 1..={MAX_DURATION_SECS}", self.duration_secs),
+            ));
+        }
+        if self.max_price > MAX_PRICE || self.sla.penalty > MAX_PRICE {
+            return Err(invalid(
+                "max_price",
+                format!("prices and penalties are at most {MAX_PRICE}"),
+            ));
         }
         if self.cover.workloads.len() > MAX_COVERED || self.cover.things.len() > MAX_COVERED {
             return Err(invalid(

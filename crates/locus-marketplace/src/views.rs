@@ -20,11 +20,13 @@ pub const DEFAULT_LIFETIME_SECS: u64 = 600;
 #[serde(deny_unknown_fields)]
 pub struct OfferAsk {
     /// Asked per unit-hour, millicredits (at least the rules' minimum).
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub price: Option<u64>,
     /// Take standby-for-handover contracts (default: the rules decide,
     /// by battery).
     pub standby: Option<bool>,
     /// Seconds on the book (default 600, at most 86400).
+    #[schema(minimum = 1, maximum = 86400)]
     pub lifetime_secs: Option<u64>,
     /// The unit to sell: `nano`, `small`, `medium`, `large` or `xlarge`
     /// (default: the largest the spare resources fill).
@@ -44,28 +46,36 @@ pub struct RequestAsk {
     #[serde(default)]
     pub things: Vec<String>,
     /// Thousandths of a core, when no workload is covered.
+    #[schema(maximum = 64000)]
     pub cpu_millis: Option<u32>,
     /// MiB of memory, when no workload is covered.
+    #[schema(maximum = 1048576)]
     pub memory_mb: Option<u64>,
     /// The customer's tenant the contract grants (default `default`).
     pub tenant: Option<String>,
     /// The provider's site (default this node's).
     pub site: Option<String>,
     /// Paid at most per unit-hour, millicredits (default the rules').
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub max_price: Option<u64>,
     /// Contract length, seconds (default 3600).
+    #[schema(minimum = 1, maximum = 2592000)]
     pub duration_secs: Option<u64>,
     /// A standby-for-handover contract (default true).
     pub standby: Option<bool>,
+    #[schema(maximum = 1000)]
     pub min_uptime_permille: Option<u16>,
     #[serde(default)]
     pub renewable: bool,
     /// Covered workloads running at the provider within this many seconds
     /// of this node's death (default 3).
+    #[schema(minimum = 1, maximum = 3600)]
     pub handover_within_secs: Option<u32>,
     /// Paid by the provider per missed handover, millicredits (default 1000).
+    #[schema(maximum = 1_000_000_000_000_u64)]
     pub penalty: Option<u64>,
-    /// Seconds on the book (default 600).
+    /// Seconds on the book (default 600, at most 86400).
+    #[schema(minimum = 1, maximum = 86400)]
     pub lifetime_secs: Option<u64>,
 }
 
@@ -257,11 +267,7 @@ impl Market {
         if let Some(mb) = ask.memory_mb {
             needs.memory_bytes = needs.memory_bytes.max(mb.saturating_mul(1 << 20));
         }
-        if workloads.is_empty() && ask.things.is_empty() && needs == Resources::default() {
-            return Err(MarketError::Invalid(
-                "a request covers workloads or things, or names cpu_millis or memory_mb".to_owned(),
-            ));
-        }
+
         let site = match ask.site {
             Some(s) => s,
             None => self.node_state(party.org()).await?.site,
