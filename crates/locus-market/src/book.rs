@@ -250,11 +250,17 @@ impl Offer {
         if self.max_duration_secs == 0 || self.max_duration_secs > MAX_DURATION_SECS {
             return Err(invalid(
                 "max_duration_secs",
-                format!("{} is not within 1..={MAX_DURATION_SECS}", self.max_duration_secs),
+                format!(
+                    "{} is not within 1..={MAX_DURATION_SECS}",
+                    self.max_duration_secs
+                ),
             ));
         }
         if self.price > MAX_PRICE {
-            return Err(invalid("price", format!("{} is more than {MAX_PRICE}", self.price)));
+            return Err(invalid(
+                "price",
+                format!("{} is more than {MAX_PRICE}", self.price),
+            ));
         }
         self.class().map(|_| ())
     }
@@ -290,7 +296,10 @@ impl Request {
         if self.duration_secs == 0 || self.duration_secs > MAX_DURATION_SECS {
             return Err(invalid(
                 "duration_secs",
-                format!("{} is not within 1..={MAX_DURATION_SECS}", self.duration_secs),
+                format!(
+                    "{} is not within 1..={MAX_DURATION_SECS}",
+                    self.duration_secs
+                ),
             ));
         }
         if self.max_price > MAX_PRICE || self.sla.penalty > MAX_PRICE {
