@@ -363,7 +363,10 @@ mod tests {
             }
             seen += 1;
         }
-        assert_eq!(seen, 5, "handovers (2), import, span, copy");
+        assert_eq!(
+            seen, 6,
+            "handovers (2), import, span, copy, market proposal"
+        );
         // A user route takes a token instead of a signature.
         let post = &json["paths"]["/api/v1/artifacts"]["post"];
         assert!(
