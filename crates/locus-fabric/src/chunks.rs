@@ -33,3 +33,14 @@ pub async fn delete(fabric: &FabricHandle, key: impl Fn(usize) -> String, range:
         let _ = fabric.publish(&key(i), None).await;
     }
 }
+
+/// The bytes of the chunks `key/0` … `key/{n-1}` that `get` finds, in
+/// order; `None` while one is missing (still on its way). The caller
+/// checks them against the digest its header names.
+pub fn collect<'a>(get: impl Fn(&str) -> Option<&'a [u8]>, key: &str, n: usize) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for i in 0..n {
+        bytes.extend_from_slice(get(&format!("{key}/{i}"))?);
+    }
+    Some(bytes)
+}

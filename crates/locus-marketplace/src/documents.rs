@@ -83,16 +83,12 @@ pub(crate) fn assemble(
         let Ok(h) = serde_json::from_slice::<Header>(value) else {
             continue;
         };
-        let mut bytes = Vec::new();
-        let complete = (0..(h.n as usize).min(MAX_CHUNKS)).all(|i| {
-            records
-                .get(&format!("{key}/{i}"))
-                .map(|c| bytes.extend_from_slice(c))
-                .is_some()
-        });
-        if complete
-            && h.n as usize <= MAX_CHUNKS
-            && blake3::hash(&bytes).to_hex().as_str() == h.digest
+        if h.n as usize > MAX_CHUNKS {
+            continue;
+        }
+        let get = |k: &str| records.get(k).map(Vec::as_slice);
+        if let Some(bytes) = locus_fabric::chunks::collect(get, key, h.n as usize)
+            .filter(|b| blake3::hash(b).to_hex().as_str() == h.digest)
         {
             out.push((key.clone(), bytes));
         }

@@ -199,23 +199,21 @@ fn things_in(records: &[(String, u64, Vec<u8>)]) -> Vec<Thing> {
         .collect();
     let mut out = Vec::new();
     for (key, value) in &by_key {
-        let Some(name) = key.strip_prefix("thing/").filter(|n| !n.contains('/')) else {
+        if key.strip_prefix("thing/").is_none_or(|n| n.contains('/')) {
             continue;
-        };
+        }
         let Ok(h) = serde_json::from_slice::<Header>(value) else {
             continue;
         };
-        let mut json = Vec::new();
-        let complete = (0..(h.n as usize).min(MAX_CHUNKS)).all(|i| {
-            by_key
-                .get(chunk_key(name, i).as_str())
-                .map(|c| json.extend_from_slice(c))
-                .is_some()
-        });
         // Chunks still on their way, or of another version: not yet.
-        if !complete || blake3::hash(&json).to_hex().as_str() != h.digest {
+        let Some(json) = locus_fabric::chunks::collect(
+            |k| by_key.get(k).copied(),
+            key,
+            (h.n as usize).min(MAX_CHUNKS),
+        )
+        .filter(|json| blake3::hash(json).to_hex().as_str() == h.digest) else {
             continue;
-        }
+        };
         if let Ok(t) = serde_json::from_slice::<Thing>(&json) {
             out.push(t);
         }
