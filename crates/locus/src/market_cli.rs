@@ -117,62 +117,71 @@ fn print_entry(e: &Value, verb: &str) {
     );
 }
 
+/// Post an offer or a request and show the record on the book.
+async fn post_entry(
+    client: &Client,
+    json: bool,
+    path: &str,
+    body: &Value,
+    verb: &str,
+) -> Result<(), Failure> {
+    let e: Value = client.call_json(reqwest::Method::POST, path, body).await?;
+    if json {
+        println!("{e}");
+    } else {
+        print_entry(&e, verb);
+    }
+    Ok(())
+}
+
+/// One table row per element of a JSON array.
+fn rows(all: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    all.as_array().into_iter().flatten().map(row).collect()
+}
+
 pub async fn market(client: &Client, json: bool, command: &MarketCommand) -> Result<(), Failure> {
     match command {
         MarketCommand::Offer(a) => {
-            let e: Value = client
-                .call_json(
-                    reqwest::Method::POST,
-                    "/api/v1/market/offers",
-                    &offer_body(a)?,
-                )
-                .await?;
-            if json {
-                println!("{e}");
-            } else {
-                print_entry(&e, "offered:");
-            }
+            post_entry(
+                client,
+                json,
+                "/api/v1/market/offers",
+                &offer_body(a)?,
+                "offered:",
+            )
+            .await?;
         }
         MarketCommand::Request(a) => {
-            let e: Value = client
-                .call_json(
-                    reqwest::Method::POST,
-                    "/api/v1/market/requests",
-                    &request_body(a)?,
-                )
-                .await?;
-            if json {
-                println!("{e}");
-            } else {
-                print_entry(&e, "requested:");
-            }
+            post_entry(
+                client,
+                json,
+                "/api/v1/market/requests",
+                &request_body(a)?,
+                "requested:",
+            )
+            .await?;
         }
         MarketCommand::Book => {
             let all: Value = client.get("/api/v1/market/book").await?;
             if json {
                 println!("{all}");
             } else {
-                let rows: Vec<Vec<String>> = all
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        vec![
-                            short(&s(e, "id")),
-                            s(e, "kind"),
-                            s(e, "class"),
-                            s(e, "price"),
-                            short(&s(e, "org")),
-                            short(&s(e, "node")),
-                            if e["mine"].as_bool() == Some(true) {
-                                "yes"
-                            } else {
-                                ""
-                            }
-                            .to_owned(),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&all, |e| {
+                    vec![
+                        short(&s(e, "id")),
+                        s(e, "kind"),
+                        s(e, "class"),
+                        s(e, "price"),
+                        short(&s(e, "org")),
+                        short(&s(e, "node")),
+                        if e["mine"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            ""
+                        }
+                        .to_owned(),
+                    ]
+                });
                 print!(
                     "{}",
                     table(
@@ -187,22 +196,17 @@ pub async fn market(client: &Client, json: bool, command: &MarketCommand) -> Res
             if json {
                 println!("{all}");
             } else {
-                let rows: Vec<Vec<String>> = all
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|r| {
-                        vec![
-                            s(r, "number"),
-                            short(&s(r, "clearer")),
-                            s(r, "records"),
-                            r["matches"].as_array().map_or(0, Vec::len).to_string(),
-                            r["refused"]
-                                .as_str()
-                                .map_or_else(|| "checked".to_owned(), |w| format!("refused: {w}")),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&all, |r| {
+                    vec![
+                        s(r, "number"),
+                        short(&s(r, "clearer")),
+                        s(r, "records"),
+                        r["matches"].as_array().map_or(0, Vec::len).to_string(),
+                        r["refused"]
+                            .as_str()
+                            .map_or_else(|| "checked".to_owned(), |w| format!("refused: {w}")),
+                    ]
+                });
                 print!(
                     "{}",
                     table(&["ROUND", "CLEARER", "RECORDS", "MATCHES", "HERE"], &rows)
@@ -270,23 +274,18 @@ pub async fn contract(
             if json {
                 println!("{all}");
             } else {
-                let rows: Vec<Vec<String>> = all
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| {
-                        vec![
-                            short(&s(c, "id")),
-                            s(c, "role"),
-                            short(&s(c, "customer_org")),
-                            short(&s(c, "provider_org")),
-                            short(&s(c, "arbitrator_org")),
-                            s(c, "class"),
-                            s(c, "buyer_pays"),
-                            s(c, "end"),
-                        ]
-                    })
-                    .collect();
+                let rows = rows(&all, |c| {
+                    vec![
+                        short(&s(c, "id")),
+                        s(c, "role"),
+                        short(&s(c, "customer_org")),
+                        short(&s(c, "provider_org")),
+                        short(&s(c, "arbitrator_org")),
+                        s(c, "class"),
+                        s(c, "buyer_pays"),
+                        s(c, "end"),
+                    ]
+                });
                 print!(
                     "{}",
                     table(
