@@ -210,7 +210,7 @@ impl Market {
             })?;
         if let Some(price) = ask.price {
             if price < rules.min_price {
-                return Err(MarketError::Invalid(format!(
+                return Err(MarketError::Conflict(format!(
                     "price {price} is below this node's minimum {}",
                     rules.min_price
                 )));
