@@ -259,7 +259,7 @@ impl Market {
                 .cover
                 .estimate(&workloads)
                 .await
-                .map_err(MarketError::Invalid)?
+                .map_err(MarketError::Conflict)?
         };
         if let Some(cpu) = ask.cpu_millis {
             needs.cpu_millis = needs.cpu_millis.max(cpu);
