@@ -218,6 +218,9 @@ operations! {
     MarketPropose => "market.propose", Write, NodeToNode, "POST" "/api/v1/market/proposals" "market_propose";
     ContractList => "contract.list", Read, Org, "GET" "/api/v1/market/contracts" "list_contracts";
     ContractRead => "contract.read", Read, Org, "GET" "/api/v1/market/contracts/{contract}" "inspect_contract";
+    ContractSettle => "contract.settle", Write, Org, "POST" "/api/v1/market/contracts/{contract}/settlement" "settle_contract";
+    MarketSettlement => "market.settlement", Write, NodeToNode, "POST" "/api/v1/market/settlement" "market_settlement";
+    MarketAccount => "market.account", Read, Org, "GET" "/api/v1/market/account" "market_account";
 }
 
 impl Operation {
@@ -380,6 +383,13 @@ mod tests {
             "/api/v1/market/contracts/{contract}",
             "inspect_contract",
         ),
+        (
+            "POST",
+            "/api/v1/market/contracts/{contract}/settlement",
+            "settle_contract",
+        ),
+        ("POST", "/api/v1/market/settlement", "market_settlement"),
+        ("GET", "/api/v1/market/account", "market_account"),
         ("PUT", "/api/v1/tenants/{tenant}", "set_tenant"),
         ("GET", "/api/v1/tenants", "list_tenants"),
         ("DELETE", "/api/v1/tenants/{tenant}", "remove_tenant"),

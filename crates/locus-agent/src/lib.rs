@@ -447,6 +447,7 @@ impl Node {
                     me: id,
                 }),
                 witnesses: *settings.config.market.witnesses.get() as usize,
+                answer_secs: *settings.config.market.answer_secs.get(),
             })
             .await
             .map_err(|e| AgentError::Market(e.to_string()))?;

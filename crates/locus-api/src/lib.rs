@@ -139,6 +139,9 @@ fn api_router() -> OpenApiRouter<Arc<Node>> {
         .routes(utoipa_axum::routes!(market::contracts))
         .routes(utoipa_axum::routes!(market::contract))
         .routes(utoipa_axum::routes!(market::propose))
+        .routes(utoipa_axum::routes!(market::settle))
+        .routes(utoipa_axum::routes!(market::settlement))
+        .routes(utoipa_axum::routes!(market::account))
 }
 
 /// The OpenAPI document of this API.

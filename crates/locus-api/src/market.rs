@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use locus_agent::Node;
 use locus_marketplace::{
-    Answer, ContractView, EntryView, Explained, MarketError, OfferAsk, RequestAsk, RoundView,
+    AccountView, Answer, ContractView, EntryView, Explained, MarketError, OfferAsk, RequestAsk,
+    RoundView, SettleAction, SettleAnswer, SettleMsg,
 };
 
 use crate::error::{ApiError, ErrorBody, json_body};
@@ -203,4 +204,79 @@ pub(crate) async fn propose(
         .await
         .map(Json)
         .map_err(market_error)
+}
+
+/// Act on a contract's settlement: the provider settles it now
+/// (`{"action":"settle"}`: it closes and the statement goes to the
+/// customer); the customer countersigns (`{"action":"sign"}`) or disputes
+/// (`{"action":"dispute","reason":"…"}`) a statement awaiting its answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/market/contracts/{contract}/settlement",
+    operation_id = "settle_contract",
+    tag = "market",
+    params(("contract" = String, Path, description = "Contract id, or its first hex digits", pattern = "^[0-9a-f]{1,64}$")),
+    request_body(content = SettleAction, description = "What to do"),
+    responses(
+        (status = 200, description = "The contract, with its settlement", body = ContractView),
+        (status = 400, description = "Not a valid action", body = ErrorBody),
+        (status = 404, description = "Not on this node", body = ErrorBody),
+        (status = 409, description = "Not this node's part, or nothing to answer", body = ErrorBody),
+    )
+)]
+pub(crate) async fn settle(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ContractView>, ApiError> {
+    let action: SettleAction = json_body(&body, "invalid")?;
+    node.market()
+        .settle_action(&id, action)
+        .await
+        .map(Json)
+        .map_err(market_error)
+}
+
+/// Node to node: a settlement message (a provider's statement, a
+/// customer's reply, a stake to hold or release, a case to rule).
+#[utoipa::path(
+    post,
+    path = "/api/v1/market/settlement",
+    operation_id = "market_settlement",
+    tag = "market",
+    request_body(content = Object, description = "A settlement message (locus_marketplace::SettleMsg)"),
+    responses(
+        (status = 200, description = "The answer", body = SettleAnswer),
+        (status = 400, description = "Not a valid message to this node", body = ErrorBody),
+        (status = 404, description = "The contract is not here", body = ErrorBody),
+        (status = 409, description = "Out of order (try again)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn settlement(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Json<SettleAnswer>, ApiError> {
+    let msg: SettleMsg = json_body(&body, "invalid")?;
+    node.market()
+        .on_settlement(msg)
+        .await
+        .map(Json)
+        .map_err(market_error)
+}
+
+/// This node's org's accounts: its balance, its position toward each org
+/// it has receipts with, the stakes held, and the signed chains that
+/// prove them (`locus verify account`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/market/account",
+    operation_id = "market_account",
+    tag = "market",
+    responses(
+        (status = 200, description = "The accounts", body = AccountView),
+        (status = 409, description = "No certificate of its org yet", body = ErrorBody),
+    )
+)]
+pub(crate) async fn account(State(node): State<Arc<Node>>) -> Result<Json<AccountView>, ApiError> {
+    node.market().account().map(Json).map_err(market_error)
 }

@@ -364,8 +364,8 @@ mod tests {
             seen += 1;
         }
         assert_eq!(
-            seen, 6,
-            "handovers (2), import, span, copy, market proposal"
+            seen, 7,
+            "handovers (2), import, span, copy, market proposal, market settlement"
         );
         // A user route takes a token instead of a signature.
         let post = &json["paths"]["/api/v1/artifacts"]["post"];

@@ -85,11 +85,28 @@ pub struct MarketConfig {
     /// customer dead before the provider takes over (default 2, 1–16).
     #[serde(default = "default_witnesses")]
     pub witnesses: Witnesses,
+    /// Seconds a customer has to countersign or dispute a usage statement
+    /// before its provider takes it to the arbitrator (default 60,
+    /// 1–86400).
+    #[serde(default = "default_answer_secs")]
+    pub answer_secs: AnswerSecs,
 }
 
 fn default_witnesses() -> Witnesses {
     Witnesses(2)
 }
+
+fn default_answer_secs() -> AnswerSecs {
+    AnswerSecs(60)
+}
+
+validated!(
+    /// Seconds to answer a usage statement: 1–86400.
+    #[derive(Copy, Eq)]
+    AnswerSecs(u64, "u64"), schema = u64,
+    check = |v| if (1..=86_400).contains(v) { Ok(()) } else { Err(format!("answer_secs {v} is out of range 1..=86400")) },
+    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(86_400.into()); }
+);
 
 validated!(
     /// Witnesses a takeover needs: 1–16.
@@ -109,6 +126,7 @@ impl Default for MarketConfig {
             round_secs: default_round_secs(),
             rules: None,
             witnesses: default_witnesses(),
+            answer_secs: default_answer_secs(),
         }
     }
 }

@@ -666,4 +666,4 @@ impl Contracts {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -178,6 +178,21 @@ pub struct CustomerRules {
     pub max_rtt_ms: u32,
     pub min_score: f64,
     pub weights: Weights,
+    /// How this node answers a provider's usage statement.
+    pub countersign: Countersign,
+}
+
+/// How a customer answers a usage statement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Countersign {
+    /// Countersign a statement that matches its evidence, dispute one
+    /// that does not.
+    #[default]
+    Auto,
+    /// Wait for `locus contract sign` or `locus contract dispute`; a
+    /// statement not answered in time goes to the arbitrator.
+    Manual,
 }
 
 impl Default for CustomerRules {
@@ -188,6 +203,7 @@ impl Default for CustomerRules {
             max_rtt_ms: 100,
             min_score: 0.0,
             weights: Weights::default(),
+            countersign: Countersign::Auto,
         }
     }
 }

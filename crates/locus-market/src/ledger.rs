@@ -786,6 +786,13 @@ impl Accounts {
             .unwrap_or(0)
     }
 
+    /// Every stake held: (contract, arbitrator, party, amount).
+    pub fn escrows(&self) -> impl Iterator<Item = (RecordId, OrgId, OrgId, u64)> + '_ {
+        self.escrow
+            .iter()
+            .flat_map(|(c, e)| e.held.iter().map(move |(o, h)| (*c, e.arbitrator, *o, *h)))
+    }
+
     /// The org holding `contract`'s stakes, while it holds any.
     pub fn arbitrator(&self, contract: RecordId) -> Option<OrgId> {
         self.escrow.get(&contract).map(|e| e.arbitrator)

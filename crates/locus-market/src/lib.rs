@@ -19,6 +19,9 @@
 //!   ([`contract`]);
 //! - accounts in credits between orgs, provable from double-signed
 //!   receipts, and stakes held by an arbitrator ([`ledger`]);
+//! - settlement: metering from witnessed activations, the customer's
+//!   countersignature or dispute, the arbitrator's ruling from the
+//!   evidence, and the transfers each ending calls for ([`settle`]);
 //! - reputation per org from settled contracts ([`reputation`]);
 //! - witnessed failures: signed observations of a dead customer by nodes
 //!   of other orgs than the provider's ([`witness`]).
@@ -35,6 +38,7 @@ pub mod contract;
 pub mod dmu;
 pub mod ledger;
 pub mod reputation;
+pub mod settle;
 pub mod signed;
 pub mod witness;
 
@@ -54,6 +58,10 @@ pub use ledger::{
     SignedReceipt, prove_balances, verify_pair,
 };
 pub use reputation::{Outcome, Reputation, reputation};
+pub use settle::{
+    Activation, Answer, Awards, Close, Ending, Reply, Ruling, SettleError, Settlement, Transfer,
+    Usage, check_statement, close_due, meter, rule,
+};
 pub use signed::{
     Authored, KeyParty, Party, PartySignature, PartySigner, RecordId, SignatureError, Signed,
 };

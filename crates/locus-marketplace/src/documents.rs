@@ -22,6 +22,10 @@ pub(crate) const CONTRACT_PREFIX: &str = "mkt/c/";
 /// This node's signed observation that a customer is dead:
 /// `mkt/seen/<node>`.
 pub(crate) const OBSERVATION_PREFIX: &str = "mkt/seen/";
+/// Receipts this node completed (signed second): `mkt/l/<hash>`.
+pub(crate) const RECEIPT_PREFIX: &str = "mkt/l/";
+/// Settlements this node completed: `mkt/s/<contract>`.
+pub(crate) const SETTLEMENT_PREFIX: &str = "mkt/s/";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {

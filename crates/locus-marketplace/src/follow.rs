@@ -11,7 +11,10 @@ use locus_market::{
     Contract, Entry, Observation, RecordId, Round, RoundError, Signed, check_round,
 };
 
-use crate::documents::{self, CONTRACT_PREFIX, ENTRY_PREFIX, OBSERVATION_PREFIX, ROUND_KEY};
+use crate::documents::{
+    self, CONTRACT_PREFIX, ENTRY_PREFIX, OBSERVATION_PREFIX, RECEIPT_PREFIX, ROUND_KEY,
+    SETTLEMENT_PREFIX,
+};
 use crate::{
     Held, MAX_ROUNDS, MAX_WATCHED, Market, ROUND_WAIT, SETTLE_SECS, Seen, State, now_secs,
 };
@@ -85,10 +88,21 @@ impl Market {
                 Err(e) => tracing::debug!(%key, error = %e, "undecodable observation"),
             }
         }
-        let mut st = self.state();
-        st.observations
-            .retain(|(observer, _), _| *observer != owner);
-        st.observations.extend(seen);
+        {
+            let mut st = self.state();
+            st.observations
+                .retain(|(observer, _), _| *observer != owner);
+            st.observations.extend(seen);
+        }
+        let receipts = documents::assemble(&records, RECEIPT_PREFIX)
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        let settlements = documents::assemble(&records, SETTLEMENT_PREFIX)
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect();
+        self.take_published(receipts, settlements).await;
     }
 
     /// A contract another node published: kept when this node arbitrates

@@ -21,6 +21,15 @@
 //! contract's terms to the provider over a signed node-to-node call; the
 //! provider finds the same match in the same round, applies its rules and
 //! countersigns. Both keep the contract and withdraw the matched records.
+//!
+//! Each party then places its stake with the arbitrator; the provider
+//! meters what it runs for the customer, and when the contract closes
+//! (its end, the customer's credits, or a party settling early) signs a
+//! statement; the customer countersigns or disputes, the arbitrator rules
+//! a dispute, and the stakes come back or go as the settlement says
+//! (`settlement`). Receipts (`mkt/l/<hash>`) and settlements
+//! (`mkt/s/<contract>`) are on the fabric, so every node keeps the
+//! accounts and the reputation of every org it hears of.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,12 +48,17 @@ mod documents;
 mod follow;
 mod negotiate;
 mod rounds;
+mod settlement;
 mod standby;
 mod table;
 pub mod views;
 
 pub use negotiate::Answer;
-pub use views::{ContractView, EntryView, Explained, OfferAsk, RequestAsk, RoundView};
+pub use settlement::{Half, SettleAction, SettleAnswer, SettleMsg};
+pub use views::{
+    AccountView, ContractView, EntryView, Explained, OfferAsk, RequestAsk, RoundView,
+    SettlementView,
+};
 
 use table::{Kind, MarketTable};
 
@@ -117,6 +131,8 @@ pub struct MarketSetup {
     pub cover: Arc<dyn CoverSource>,
     /// Observers of other orgs than the provider's a takeover needs.
     pub witnesses: usize,
+    /// How long a customer has to answer a usage statement (seconds).
+    pub answer_secs: u64,
 }
 
 /// One record of the book, as this node holds it.
@@ -172,6 +188,20 @@ pub(crate) struct State {
     /// The subjects this node published an observation of: its chunks and
     /// when it was signed (unix seconds).
     pub observed: BTreeMap<NodeId, (usize, u64)>,
+    /// Accounts between orgs, from every receipt received.
+    pub ledger: settlement::Ledger,
+    /// The meter of each contract this node provides.
+    pub meters: BTreeMap<RecordId, settlement::Meter>,
+    /// Verified settlements (this node's and those on the fabric), and
+    /// the outcome each gives.
+    pub settlements: BTreeMap<RecordId, locus_market::Settlement>,
+    pub outcomes: BTreeMap<RecordId, locus_market::Outcome>,
+    /// Statements waiting for this customer's manual answer.
+    pub awaiting: BTreeMap<RecordId, Signed<locus_market::Usage>>,
+    /// Contracts a user asked to settle now.
+    pub settle_now: BTreeSet<RecordId>,
+    /// When each settlement call was last tried (unix seconds).
+    pub tries: BTreeMap<(RecordId, u8), u64>,
 }
 
 impl State {
@@ -208,6 +238,7 @@ pub(crate) struct Inner {
     pub round: Duration,
     pub cover: Arc<dyn CoverSource>,
     pub witnesses: usize,
+    pub answer_secs: u64,
     pub http: reqwest::Client,
     pub state: Mutex<State>,
     pub wake: Notify,
@@ -246,6 +277,7 @@ impl Market {
             round,
             cover: setup.cover,
             witnesses: setup.witnesses.max(1),
+            answer_secs: setup.answer_secs.max(1),
             http: reqwest::Client::builder()
                 .timeout(PROPOSAL_TIMEOUT)
                 .build()
@@ -299,7 +331,7 @@ impl Market {
                 Err(e) => tracing::error!(%id, error = %e, "unreadable contract left in the store"),
             }
         }
-        Ok(())
+        self.load_settlement().await
     }
 
     /// Store, then publish, one of this node's records.
@@ -392,6 +424,38 @@ impl Market {
         let mut st = self.state();
         st.alive = alive;
         st.since = since;
+    }
+
+    /// POST `body` (JSON) to `path` on `node`, signed as this node;
+    /// answers the body of a 2xx.
+    pub(crate) async fn call_node(
+        &self,
+        node: NodeId,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<String, String> {
+        let nodes = self.inner.fabric.nodes().await;
+        let api = nodes
+            .iter()
+            .find(|n| n.id == node)
+            .and_then(|n| n.info.as_ref())
+            .map(|i| i.api_addr.clone())
+            .ok_or("its API address is unknown")?;
+        let mut req = self
+            .inner
+            .http
+            .post(format!("http://{api}{path}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in self.inner.signer.sign("POST", path, &body) {
+            req = req.header(name, value);
+        }
+        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {text}"));
+        }
+        Ok(text)
     }
 
     /// Wake the loop (a record of ours changed).

@@ -80,7 +80,7 @@ impl Market {
         };
         let terms = Terms::from_match(round.number, m, &request.body, &offer.body, arb, now_secs());
         let view = ProviderView {
-            reputation: 500,
+            reputation: self.reputation_of(offer.body.org),
             rtt_ms: None,
             renewable: offer.body.energy.renewable(),
         };
@@ -164,28 +164,8 @@ impl Market {
         provider: locus_core::NodeId,
         proposal: &Proposal,
     ) -> Result<Answer, String> {
-        let nodes = self.inner.fabric.nodes().await;
-        let api = nodes
-            .iter()
-            .find(|n| n.id == provider)
-            .and_then(|n| n.info.as_ref())
-            .map(|i| i.api_addr.clone())
-            .ok_or("its API address is unknown")?;
         let body = serde_json::to_vec(proposal).map_err(|e| e.to_string())?;
-        let mut req = self
-            .inner
-            .http
-            .post(format!("http://{api}{PROPOSAL_PATH}"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in self.inner.signer.sign("POST", PROPOSAL_PATH, &body) {
-            req = req.header(name, value);
-        }
-        let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {text}"));
-        }
+        let text = self.call_node(provider, PROPOSAL_PATH, body).await?;
         serde_json::from_str(&text).map_err(|e| format!("bad answer: {e}"))
     }
 
@@ -292,7 +272,11 @@ impl Market {
             Some(Entry::Offer(o)) => o.body.battery_percent,
             _ => None,
         };
-        let verdict = self.inner.rules.provider.judge(t, 500, battery);
+        let verdict =
+            self.inner
+                .rules
+                .provider
+                .judge(t, self.reputation_of(t.customer_org), battery);
         if !verdict.accept {
             let why = verdict.refusal().unwrap_or_default();
             self.state().note(

@@ -6,23 +6,25 @@
 use locus_core::NodeId;
 use locus_core::cluster::Liveness;
 use locus_core::workload::WorkloadSummary;
-use locus_market::{Contract, Observation, Signed, witnessed};
+use locus_market::{Contract, Observation, Signed};
 
 use crate::documents::{self, OBSERVATION_PREFIX};
 use crate::{HAND_BACK_AFTER_MS, Market, OBSERVATION_REFRESH_SECS, State, now_ms, now_secs};
 
-/// Whether contract `c` is in force at `now` and covers workload `w`.
-fn covers(c: &Contract, w: &WorkloadSummary, now: u64) -> bool {
-    let t = &c.terms;
-    t.start <= now
-        && now < t.end
-        && (t.cover.workloads.contains(&w.name) || t.cover.workloads.contains(&w.id.to_string()))
+/// Whether contract `c` covers workload `w` (at any time).
+fn covers(c: &Contract, w: &WorkloadSummary) -> bool {
+    let cover = &c.terms.cover.workloads;
+    cover.contains(&w.name) || cover.contains(&w.id.to_string())
 }
 
-/// Whether contract `c` is in force at `now` and covers thing `name`.
-fn covers_thing(c: &Contract, name: &str, now: u64) -> bool {
-    let t = &c.terms;
-    t.start <= now && now < t.end && t.cover.things.contains(name)
+/// Whether contract `c` covers thing `name` (at any time).
+fn covers_thing(c: &Contract, name: &str) -> bool {
+    c.terms.cover.things.contains(name)
+}
+
+/// Whether contract `c` is in force at `now` (its window; not closed).
+fn in_force(st: &State, c: &Contract, now: u64) -> bool {
+    c.terms.start <= now && now < c.terms.end && !st.is_closed(&c.id())
 }
 
 impl State {
@@ -40,14 +42,12 @@ impl Market {
     /// force covering it with `w`'s owner as customer; `witnessed` only on
     /// that provider, once enough nodes of other orgs signed the death.
     pub fn standby(&self, w: &WorkloadSummary) -> Option<locus_sched::Standby> {
-        let now = now_secs();
-        self.standby_where(w.owner, |c| covers(c, w, now))
+        self.standby_where(w.owner, |c| covers(c, w))
     }
 
     /// The standby of thing `name` managed by `manager`, as for workloads.
     pub fn thing_standby(&self, manager: NodeId, name: &str) -> Option<locus_sched::Standby> {
-        let now = now_secs();
-        self.standby_where(manager, |c| covers_thing(c, name, now))
+        self.standby_where(manager, |c| covers_thing(c, name))
     }
 
     fn standby_where(
@@ -55,53 +55,55 @@ impl Market {
         customer: NodeId,
         covered: impl Fn(&Contract) -> bool,
     ) -> Option<locus_sched::Standby> {
+        let now = now_secs();
         let st = self.state();
         let c = st
             .all_contracts()
-            .find(|c| c.terms.customer == customer && covered(c))?;
+            .find(|c| c.terms.customer == customer && covered(c) && in_force(&st, c, now))?;
         let provider = c.terms.provider;
         let witnessed = provider == self.inner.me
-            && match st.since.get(&customer) {
-                Some((Liveness::Dead | Liveness::Left, since)) => witnessed(
-                    st.observations.values(),
-                    customer,
-                    c.terms.provider_org,
-                    *since,
-                    self.inner.witnesses,
-                    now_ms(),
-                ),
-                _ => false,
-            };
+            && st
+                .takeover_evidence(c, self.inner.witnesses, now_ms())
+                .is_some();
         Some(locus_sched::Standby {
             node: provider,
             witnessed,
         })
     }
 
-    /// The customer to give `w` (owned here) back to: a contract in force
-    /// names this node its provider for `w`, and the customer has been
-    /// alive again for [`HAND_BACK_AFTER_MS`].
+    /// The customer to give `w` (owned here) back to: a contract names
+    /// this node its provider for `w`, and the customer has been alive
+    /// again for [`HAND_BACK_AFTER_MS`], or the contract is no longer in
+    /// force (ended, closed: no lease outlives its contract).
     pub fn hand_back(&self, w: &WorkloadSummary) -> Option<NodeId> {
         if w.owner != self.inner.me {
             return None;
         }
-        let now = now_secs();
-        self.hand_back_where(|c| covers(c, w, now))
+        self.hand_back_where(|c| covers(c, w))
     }
 
     /// The customer to give thing `name` (managed here) back to.
     pub fn thing_hand_back(&self, name: &str) -> Option<NodeId> {
-        let now = now_secs();
-        self.hand_back_where(|c| covers_thing(c, name, now))
+        self.hand_back_where(|c| covers_thing(c, name))
     }
 
     fn hand_back_where(&self, covered: impl Fn(&Contract) -> bool) -> Option<NodeId> {
+        let now = now_secs();
         let st = self.state();
-        let c = st
-            .contracts
-            .iter()
-            .map(|(_, c)| c)
-            .find(|c| c.terms.provider == self.inner.me && covered(c))?;
+        let mine = || {
+            st.contracts
+                .iter()
+                .map(|(_, c)| c)
+                .filter(|c| c.terms.provider == self.inner.me && covered(c))
+        };
+        // A contract in force decides; only when none is does an ended or
+        // closed one send the work home.
+        let c = mine()
+            .find(|c| in_force(&st, c, now))
+            .or_else(|| mine().next())?;
+        if !in_force(&st, c, now) {
+            return Some(c.terms.customer);
+        }
         match st.since.get(&c.terms.customer) {
             Some((Liveness::Alive, since))
                 if now_ms().saturating_sub(*since) >= HAND_BACK_AFTER_MS =>

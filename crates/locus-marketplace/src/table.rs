@@ -13,6 +13,12 @@ pub(crate) enum Kind {
     Entry,
     /// A contract this node is a party or the arbitrator to.
     Contract,
+    /// The provider's meter of a contract (`settlement::Meter`).
+    Meter,
+    /// A receipt between orgs, signed by both (`locus_market::SignedReceipt`).
+    Receipt,
+    /// A settlement this node took part in (`locus_market::Settlement`).
+    Settlement,
 }
 
 impl Kind {
@@ -20,6 +26,9 @@ impl Kind {
         match self {
             Kind::Entry => "entry",
             Kind::Contract => "contract",
+            Kind::Meter => "meter",
+            Kind::Receipt => "receipt",
+            Kind::Settlement => "settlement",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What the API asks of the market and shows of it: the calls behind
 //! `/api/v1/market/…` and their JSON.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use locus_market::dmu::NodeState;
 use locus_market::{
@@ -162,6 +162,74 @@ pub struct ContractView {
     /// The signed contract (what `locus verify contract` checks).
     #[schema(value_type = Object)]
     pub contract: Contract,
+    /// Where its settlement stands.
+    pub settlement: SettlementView,
+}
+
+/// Where a contract's settlement stands, as this node sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SettlementView {
+    /// `open`, `active` (the provider runs the customer's work),
+    /// `closed` (metered, statement being answered), `awaiting_answer`
+    /// (a statement waits for `locus contract sign|dispute`),
+    /// `disputed`, `countersigned` or `ruled`.
+    pub state: String,
+    /// Why it closed.
+    pub close: Option<String>,
+    pub standby_secs: Option<u64>,
+    pub active_secs: Option<u64>,
+    pub handovers_done: Option<u32>,
+    pub handovers_missed: Option<u32>,
+    /// Owed by the customer, and by the provider for missed handovers
+    /// (as settled: the ruling's figures when ruled), millicredits.
+    pub due: Option<u64>,
+    pub penalty: Option<u64>,
+    /// The org that lost a dispute.
+    pub lost_by: Option<String>,
+    /// The arbitrator's reasons.
+    pub reasons: Vec<String>,
+    /// Stakes the arbitrator holds for it now, per org, as this node's
+    /// accounts show.
+    pub held: BTreeMap<String, u64>,
+    /// The signed settlement (what `locus verify contract` checks), once
+    /// complete.
+    #[schema(value_type = Option<Object>)]
+    pub signed: Option<locus_market::Settlement>,
+}
+
+/// This node's org's accounts, as the receipts it received prove them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    pub org: String,
+    /// Net balance, millicredits (negative: it owes).
+    pub balance: i64,
+    /// How far below 0 a balance may go.
+    pub credit_limit: u64,
+    /// Per org it has receipts with: net position and receipts.
+    pub pairs: Vec<PairView>,
+    /// Every org's balance this node knows (they sum to 0).
+    pub balances: BTreeMap<String, i64>,
+    /// Stakes held in escrow, by contract and org.
+    pub escrow: Vec<EscrowView>,
+    /// The chains of receipts of this org's pairs, signed (what
+    /// `locus verify account` checks).
+    #[schema(value_type = Object)]
+    pub chains: Vec<locus_market::PairChain>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PairView {
+    pub org: String,
+    pub balance: i64,
+    pub receipts: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EscrowView {
+    pub contract: String,
+    pub arbitrator_org: String,
+    pub org: String,
+    pub held: u64,
 }
 
 fn entry_view(id: &RecordId, e: &Entry, mine: bool) -> EntryView {
@@ -396,6 +464,12 @@ impl Market {
 
     /// One contract, by id or its first hex digits.
     pub fn contract(&self, id: &str) -> Result<ContractView, MarketError> {
+        let c = self.find_contract(id)?;
+        Ok(self.contract_view(&self.state(), &c))
+    }
+
+    /// The contract `id` (or its first hex digits) names.
+    pub(crate) fn find_contract(&self, id: &str) -> Result<Contract, MarketError> {
         let st = self.state();
         let found: Vec<&Contract> = st
             .contracts
@@ -404,7 +478,7 @@ impl Market {
             .map(|(_, c)| c)
             .collect();
         match found.as_slice() {
-            [c] if !id.is_empty() => Ok(self.contract_view(&st, c)),
+            [c] if !id.is_empty() => Ok((*c).clone()),
             [] | [_] => Err(MarketError::NotFound(format!(
                 "no contract {id} on this node"
             ))),
@@ -449,7 +523,56 @@ impl Market {
                 .map(|n| n.iter().cloned().collect())
                 .unwrap_or_default(),
             contract: c.clone(),
+            settlement: settlement_view(st, c),
         }
+    }
+
+    /// This node's org's accounts.
+    pub fn account(&self) -> Result<AccountView, MarketError> {
+        let org = self
+            .inner
+            .party
+            .party()
+            .ok_or(MarketError::NoCertificate)?
+            .org();
+        let st = self.state();
+        let a = &st.ledger.accounts;
+        let pairs = crate::settlement::pairs_of(a, org);
+        let chains = pairs
+            .iter()
+            .filter_map(|(other, _, _)| a.pair(org, *other).cloned())
+            .collect();
+        let escrow = st
+            .ledger
+            .accounts
+            .escrows()
+            .map(|(contract, arbitrator, party, held)| EscrowView {
+                contract: contract.to_string(),
+                arbitrator_org: arbitrator.to_string(),
+                org: party.to_string(),
+                held,
+            })
+            .collect();
+        Ok(AccountView {
+            org: org.to_string(),
+            balance: a.balance(org),
+            credit_limit: a.credit_limit(),
+            pairs: pairs
+                .into_iter()
+                .map(|(o, balance, receipts)| PairView {
+                    org: o.to_string(),
+                    balance,
+                    receipts,
+                })
+                .collect(),
+            balances: a
+                .balances()
+                .iter()
+                .map(|(o, b)| (o.to_string(), *b))
+                .collect(),
+            escrow,
+            chains,
+        })
     }
 
     /// What this node knows of itself to offer: resources from its
@@ -537,4 +660,60 @@ impl Market {
         let span = now.saturating_sub(first).max(1);
         (up.saturating_mul(1000) / span).min(1000) as u16
     }
+}
+
+/// Where `c`'s settlement stands in `st`.
+fn settlement_view(st: &crate::State, c: &Contract) -> SettlementView {
+    let id = c.id();
+    let held = st
+        .ledger
+        .accounts
+        .stakes(id)
+        .map(|(o, h)| (o.to_string(), h))
+        .collect();
+    let mut v = SettlementView {
+        state: "open".into(),
+        held,
+        ..Default::default()
+    };
+    let usage = |v: &mut SettlementView, u: &locus_market::Usage| {
+        v.close = Some(u.close.to_string());
+        v.standby_secs = Some(u.standby_secs);
+        v.active_secs = Some(u.active_secs);
+        v.handovers_done = Some(u.handovers_done);
+        v.handovers_missed = Some(u.handovers_missed);
+        v.due = Some(u.due);
+        v.penalty = Some(u.penalty);
+    };
+    if let Some(s) = st.settlements.get(&id) {
+        usage(&mut v, &s.statement.body);
+        match &s.ending {
+            locus_market::Ending::Countersigned(_) => v.state = "countersigned".into(),
+            locus_market::Ending::Ruled(r) => {
+                v.state = "ruled".into();
+                v.due = Some(r.body.due);
+                v.penalty = Some(r.body.penalty);
+                v.lost_by = Some(r.body.lost_by.to_string());
+                v.reasons = r.body.reasons.clone();
+            }
+        }
+        v.signed = Some(s.clone());
+    } else if let Some(s) = st.awaiting.get(&id) {
+        usage(&mut v, &s.body);
+        v.state = "awaiting_answer".into();
+    } else if let Some(m) = st.meters.get(&id) {
+        if let Some(s) = &m.statement {
+            usage(&mut v, &s.body);
+        }
+        v.state = match (&m.closed, &m.open, &m.reply) {
+            (Some(_), _, Some(r)) if r.body.answer != locus_market::Answer::Countersign => {
+                "disputed"
+            }
+            (Some(_), _, _) => "closed",
+            (None, Some(_), _) => "active",
+            (None, None, _) => "open",
+        }
+        .into();
+    }
+    v
 }

@@ -121,6 +121,10 @@ pub enum Command {
     /// form that `locus verify contract` checks).
     #[command(subcommand)]
     Contract(ContractCommand),
+    /// This node's org's accounts in credits with other orgs: its balance,
+    /// its position toward each org, the stakes held in escrow. `--json`
+    /// includes the signed receipts `locus verify account` checks.
+    Account,
     /// Run a story on this machine, printing each step with its time.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -741,15 +745,31 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum VerifyCommand {
-    /// A signed contract (JSON as `locus contract show --json` prints it,
-    /// or its binary form): the terms, both parties' signatures and the
-    /// org certificates of their nodes. Needs nothing but the file.
+    /// A signed contract or a whole settlement (JSON as `locus contract
+    /// show -o FILE` writes it, or the binary form): the terms, both
+    /// parties' signatures and the org certificates of their nodes; for a
+    /// settlement also the provider's statement against its witnessed
+    /// evidence, the customer's countersignature or the arbitrator's
+    /// ruling recomputed. Needs nothing but the file.
     Contract(VerifyContractArgs),
+    /// An org's accounts (`locus account --json` output, or its `chains`):
+    /// every receipt signed by both orgs, every chain linked, and the
+    /// balances they prove.
+    Account(VerifyAccountArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyContractArgs {
-    /// The contract file.
+    /// The contract or settlement file.
+    pub file: PathBuf,
+    /// Witnesses a takeover needed (the agents' `[market] witnesses`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub witnesses: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyAccountArgs {
+    /// The accounts file.
     pub file: PathBuf,
 }
 
@@ -853,14 +873,37 @@ pub enum DemoCommand {
 pub enum ContractCommand {
     /// The contracts this node is a party or the arbitrator to.
     Ls,
-    /// One contract; `--json` prints the signed form `locus verify
-    /// contract` checks, `-o FILE` writes it.
+    /// One contract and where its settlement stands; `--json` prints the
+    /// signed form `locus verify contract` checks, `-o FILE` writes it
+    /// (the whole settlement once it is settled).
     Show {
         /// The contract id or its first hex digits.
         id: String,
-        /// Write the signed contract (JSON) to this file.
+        /// Write the signed contract, or its settlement (JSON), here.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Provider: close the contract now and send the customer the usage
+    /// statement (it is otherwise sent when the contract ends or the
+    /// customer's credits run out).
+    Settle {
+        /// The contract id or its first hex digits.
+        id: String,
+    },
+    /// Customer: countersign the usage statement awaiting an answer (with
+    /// `countersign = "manual"` in the customer rules); pays what is due.
+    Sign {
+        /// The contract id or its first hex digits.
+        id: String,
+    },
+    /// Customer: dispute the usage statement awaiting an answer; the
+    /// contract's arbitrator rules from the evidence.
+    Dispute {
+        /// The contract id or its first hex digits.
+        id: String,
+        /// Why (given to the arbitrator).
+        #[arg(long)]
+        reason: String,
     },
 }
 

@@ -18,6 +18,7 @@ mod demo;
 mod footprint;
 mod login;
 mod market_cli;
+mod market_verify;
 mod output;
 mod pin;
 mod tenant_cli;
@@ -196,6 +197,9 @@ fn client_command(
                 .await
                 .map_err(Failure::into_error),
             Command::Contract(c) => market_cli::contract(&client, json, &c)
+                .await
+                .map_err(Failure::into_error),
+            Command::Account => market_cli::account(&client, json)
                 .await
                 .map_err(Failure::into_error),
             Command::User(c) => tenant_cli::user(&client, json, &c)
@@ -396,7 +400,12 @@ pub(crate) use locus_core::url_escape;
 /// offline, no node needed.
 fn verify(args: &cli::VerifyArgs, json: bool) -> Result<(), Failure> {
     let (bundle, key) = match (&args.what, &args.bundle, &args.key) {
-        (Some(cli::VerifyCommand::Contract(c)), _, _) => return verify_contract(&c.file, json),
+        (Some(cli::VerifyCommand::Contract(c)), _, _) => {
+            return market_verify::contract(&c.file, c.witnesses as usize, json);
+        }
+        (Some(cli::VerifyCommand::Account(a)), _, _) => {
+            return market_verify::account(&a.file, json);
+        }
         (None, Some(bundle), Some(key)) => (bundle, key),
         _ => {
             return Err(Failure::Usage(anyhow::anyhow!(
@@ -454,65 +463,6 @@ fn verify(args: &cli::VerifyArgs, json: bool) -> Result<(), Failure> {
 
 /// `locus verify contract FILE`: the terms and both signatures, from the
 /// file alone.
-fn verify_contract(path: &std::path::Path, json: bool) -> Result<(), Failure> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read {shown}"))
-        .map_err(Failure::Usage)?;
-    let contract = match serde_json::from_slice::<locus_market::Contract>(&bytes) {
-        Ok(c) => c,
-        Err(json_error) => locus_market::Contract::from_bytes(&bytes).map_err(|_| {
-            Failure::Failed(anyhow::anyhow!(
-                "{shown} is not a contract (as JSON: {json_error})"
-            ))
-        })?,
-    };
-    let verdict = contract.verify();
-    let t = &contract.terms;
-    if json {
-        let v = serde_json::json!({
-            "valid": verdict.is_ok(),
-            "problem": verdict.as_ref().err().map(ToString::to_string),
-            "id": t.id().to_string(),
-            "customer": { "org": t.customer_org, "node": t.customer, "tenant": t.tenant },
-            "provider": { "org": t.provider_org, "node": t.provider },
-            "arbitrator": { "org": t.arbitrator_org, "node": t.arbitrator },
-            "class": t.class.to_string(),
-            "buyer_pays": t.buyer_pays,
-            "seller_gets": t.seller_gets,
-            "start": t.start,
-            "end": t.end,
-            "cover": t.cover,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(anyhow::Error::from)?
-        );
-    } else {
-        match &verdict {
-            Ok(id) => println!(
-                "{shown}: valid — contract {}: customer org {} (node {}, tenant {}), provider org {} (node {}), arbitrator org {}; {} at {} mc/h for {} s; covers {} workload(s), {} thing(s)",
-                id.short(),
-                t.customer_org,
-                t.customer,
-                t.tenant,
-                t.provider_org,
-                t.provider,
-                t.arbitrator_org,
-                t.class,
-                t.buyer_pays,
-                t.end.saturating_sub(t.start),
-                t.cover.workloads.len(),
-                t.cover.things.len()
-            ),
-            Err(e) => println!("{shown}: not valid — {e}"),
-        }
-    }
-    verdict
-        .map(|_| ())
-        .map_err(|e| Failure::Failed(anyhow::anyhow!("the contract does not verify: {e}")))
-}
-
 fn keygen(args: &cli::KeygenArgs) -> Result<(), Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -304,19 +304,35 @@ pub async fn contract(
                 );
             }
         }
+        ContractCommand::Settle { id } => {
+            settle(client, json, id, serde_json::json!({"action": "settle"})).await?;
+        }
+        ContractCommand::Sign { id } => {
+            settle(client, json, id, serde_json::json!({"action": "sign"})).await?;
+        }
+        ContractCommand::Dispute { id, reason } => {
+            let body = serde_json::json!({"action": "dispute", "reason": reason});
+            settle(client, json, id, body).await?;
+        }
         ContractCommand::Show { id, output } => {
             let c: Value = client
                 .get(&format!("/api/v1/market/contracts/{id}"))
                 .await?;
+            let settled = &c["settlement"]["signed"];
+            let signed = if settled.is_null() {
+                &c["contract"]
+            } else {
+                settled
+            };
             if let Some(path) = output {
-                let text = serde_json::to_string_pretty(&c["contract"])
-                    .map_err(|e| Failure::Failed(e.into()))?;
+                let text =
+                    serde_json::to_string_pretty(signed).map_err(|e| Failure::Failed(e.into()))?;
                 std::fs::write(path, text + "\n").map_err(|e| {
                     Failure::Failed(anyhow!("cannot write {}: {e}", path.display()))
                 })?;
             }
             if json {
-                println!("{}", c["contract"]);
+                println!("{signed}");
             } else {
                 println!("contract {} ({})", s(&c, "id"), s(&c, "role"));
                 println!(
@@ -349,6 +365,7 @@ pub async fn contract(
                     c["things"],
                     s(&c, "handover_within_secs")
                 );
+                print_settlement(&c["settlement"]);
                 if let Some(path) = output {
                     println!(
                         "  written to {} (check it with `locus verify contract {}`)",
@@ -358,6 +375,100 @@ pub async fn contract(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Act on a contract's settlement and show where it stands.
+async fn settle(client: &Client, json: bool, id: &str, body: Value) -> Result<(), Failure> {
+    let c: Value = client
+        .call_json(
+            reqwest::Method::POST,
+            &format!("/api/v1/market/contracts/{id}/settlement"),
+            &body,
+        )
+        .await?;
+    if json {
+        println!("{}", c["settlement"]);
+    } else {
+        println!("contract {}", s(&c, "id"));
+        print_settlement(&c["settlement"]);
+    }
+    Ok(())
+}
+
+/// The lines of `locus contract show` about the settlement.
+fn print_settlement(v: &Value) {
+    let n = |k: &str| {
+        v[k].as_u64()
+            .map_or_else(|| "-".to_owned(), |x| x.to_string())
+    };
+    println!("  settlement: {}", s(v, "state"));
+    if !v["close"].is_null() {
+        println!(
+            "    closed because {}; {} s standby, {} s active; handovers {} done, {} missed",
+            s(v, "close"),
+            n("standby_secs"),
+            n("active_secs"),
+            n("handovers_done"),
+            n("handovers_missed")
+        );
+        println!(
+            "    due {} mc from the customer, penalty {} mc from the provider",
+            n("due"),
+            n("penalty")
+        );
+    }
+    if !v["lost_by"].is_null() {
+        println!("    the arbitrator ruled against org {}", s(v, "lost_by"));
+        for r in v["reasons"].as_array().into_iter().flatten() {
+            println!("      {}", r.as_str().unwrap_or_default());
+        }
+    }
+    for (org, held) in v["held"].as_object().into_iter().flatten() {
+        println!(
+            "    stake of org {} held by the arbitrator: {held} mc",
+            short(org)
+        );
+    }
+}
+
+/// `locus account`: this node's org's balance and positions.
+pub async fn account(client: &Client, json: bool) -> Result<(), Failure> {
+    let a: Value = client.get("/api/v1/market/account").await?;
+    if json {
+        println!("{a}");
+        return Ok(());
+    }
+    println!(
+        "org {}: balance {} mc (credit limit {} mc)",
+        s(&a, "org"),
+        s(&a, "balance"),
+        s(&a, "credit_limit")
+    );
+    let pairs = rows(&a["pairs"], |p| {
+        vec![short(&s(p, "org")), s(p, "balance"), s(p, "receipts")]
+    });
+    if !pairs.is_empty() {
+        print!(
+            "{}",
+            table(&["WITH ORG", "BALANCE (mc)", "RECEIPTS"], &pairs)
+        );
+    }
+    let escrow = rows(&a["escrow"], |e| {
+        vec![
+            short(&s(e, "contract")),
+            short(&s(e, "arbitrator_org")),
+            short(&s(e, "org")),
+            s(e, "held"),
+        ]
+    });
+    if !escrow.is_empty() {
+        println!("stakes held in escrow:");
+        print!(
+            "{}",
+            table(&["CONTRACT", "ARBITRATOR", "OF ORG", "HELD (mc)"], &escrow)
+        );
     }
     Ok(())
 }

@@ -215,7 +215,159 @@ fn a_request_meets_an_offer_and_both_orgs_sign_a_contract_anyone_verifies() {
     let out = locus(&["verify", "contract", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is not a contract"),
+        String::from_utf8_lossy(&out.stderr).contains("neither a contract nor a settlement"),
+        "{out:?}"
+    );
+}
+
+/// The contract's settlement as `m` sees it.
+fn settlement(m: &Member, id: &str) -> Value {
+    get_json(&m.agent, &format!("/api/v1/market/contracts/{id}"))["settlement"].clone()
+}
+
+/// `m`'s org's accounts.
+fn account(m: &Member) -> Value {
+    json_of(&cli(&m.agent, &["--json", "account"]))
+}
+
+/// Both parties' stakes are held by the arbitrator.
+fn wait_stakes_held(arbitrator: &Member, id: &str) {
+    wait_until(
+        "both stakes are held by the arbitrator",
+        Duration::from_secs(20),
+        || {
+            settlement(arbitrator, id)["held"]
+                .as_object()
+                .is_some_and(|h| h.len() == 2)
+        },
+    );
+}
+
+/// The settlement checks offline, and so does every account; a changed
+/// figure does not.
+fn verify_offline(dir: &Path, m: &Member, id: &str, orgs: &[&Member]) {
+    let file = dir.join("settlement.json");
+    ok(&cli(
+        &m.agent,
+        &["contract", "show", id, "-o", file.to_str().unwrap()],
+    ));
+    let v = json_of(&locus(&[
+        "--json",
+        "verify",
+        "contract",
+        file.to_str().unwrap(),
+    ]));
+    assert_eq!(v["valid"], true, "{v}");
+    assert!(v["settlement"].is_object(), "{v}");
+    let mut tampered: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let due = tampered["statement"]["body"]["due"].as_u64().unwrap();
+    tampered["statement"]["body"]["due"] = Value::from(due + 1000);
+    std::fs::write(&file, tampered.to_string()).unwrap();
+    let out = locus(&["verify", "contract", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // Credits are conserved: every org's balance as its receipts prove
+    // it, summed over the orgs, is 0, and each node's view agrees.
+    let mut sum = 0;
+    for o in orgs {
+        let a = account(o);
+        let file = dir.join("account.json");
+        std::fs::write(&file, a.to_string()).unwrap();
+        let v = json_of(&locus(&[
+            "--json",
+            "verify",
+            "account",
+            file.to_str().unwrap(),
+        ]));
+        assert_eq!(v["valid"], true, "{v}");
+        assert_eq!(
+            v["balances"][a["org"].as_str().unwrap()]
+                .as_i64()
+                .unwrap_or(0),
+            a["balance"].as_i64().unwrap(),
+            "the receipts prove the balance shown"
+        );
+        sum += a["balance"].as_i64().unwrap();
+    }
+    assert_eq!(sum, 0, "credits are conserved");
+}
+
+#[test]
+fn a_disputed_statement_is_ruled_by_the_arbitrator_and_the_stakes_follow() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // The customer answers statements by hand.
+    let manual = rules_config(dirs[0].path(), "[customer]\ncountersign = \"manual\"\n");
+    let a1 = member_with(dirs[0].path(), 205, "lab", &[], &["--config", &manual]);
+    let b1 = member(dirs[1].path(), 206, "lab", &[a1.gossip]);
+    let c1 = member(dirs[2].path(), 207, "lab", &[a1.gossip]);
+    wait_cluster(&[&a1, &b1, &c1], 3);
+    admit_each_other(&[&a1, &b1, &c1]);
+    ok(&cli(&b1.agent, &["market", "offer", "--price", "300"]));
+    ok(&cli(&c1.agent, &["market", "offer", "--price", "600"]));
+    ok(&cli(
+        &a1.agent,
+        &["market", "request", "--cpu", "500m", "--max-price", "800"],
+    ));
+    wait_until("a contract", Duration::from_secs(20), || {
+        contracts(&a1).len() == 1
+    });
+    let id = contracts(&a1)[0]["id"].as_str().unwrap().to_owned();
+    wait_stakes_held(&c1, &id);
+    assert_eq!(settlement(&a1, &id)["state"], "open");
+
+    // Only the provider settles; the customer has nothing to answer yet.
+    let out = cli(&a1.agent, &["contract", "settle", &id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only the provider"),
+        "{out:?}"
+    );
+    let out = cli(&a1.agent, &["contract", "sign", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no statement"),
+        "{out:?}"
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    ok(&cli(&b1.agent, &["contract", "settle", &id]));
+    wait_until(
+        "the statement awaits the customer",
+        Duration::from_secs(15),
+        || settlement(&a1, &id)["state"] == "awaiting_answer",
+    );
+    let due = settlement(&a1, &id)["due"].as_u64().unwrap();
+    assert!(due > 0, "standby time costs something");
+    ok(&cli(
+        &a1.agent,
+        &["contract", "dispute", &id, "--reason", "I never needed it"],
+    ));
+    // The statement is sound: the arbitrator rules against the customer,
+    // whose stake pays what is due; the rest comes back.
+    wait_until("the arbitrator ruled", Duration::from_secs(20), || {
+        [&a1, &b1, &c1]
+            .iter()
+            .all(|m| settlement(m, &id)["state"] == "ruled")
+    });
+    let s = settlement(&b1, &id);
+    assert_eq!(s["lost_by"], org_id(&a1).as_str(), "{s}");
+    assert_eq!(s["due"], due);
+    wait_until("the stakes are released", Duration::from_secs(20), || {
+        settlement(&c1, &id)["held"]
+            .as_object()
+            .is_some_and(|h| h.is_empty())
+            && account(&b1)["balance"].as_i64() == Some(due as i64)
+    });
+    assert_eq!(account(&a1)["balance"].as_i64(), Some(-(due as i64)));
+    assert_eq!(
+        account(&c1)["balance"].as_i64(),
+        Some(0),
+        "the arbitrator keeps nothing"
+    );
+    verify_offline(dirs[0].path(), &a1, &id, &[&a1, &b1, &c1]);
+    // A settled contract is not settled twice.
+    let out = cli(&b1.agent, &["contract", "settle", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already closed"),
         "{out:?}"
     );
 }
@@ -418,6 +570,7 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     wait_until("a contract covers svc", Duration::from_secs(20), || {
         contracts(&a1).len() == 1
     });
+    let id = contracts(&a1)[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(contracts(&a1)[0]["provider"], b_id.as_str());
     assert_eq!(contracts(&a1)[0]["workloads"], serde_json::json!(["svc"]));
     assert_eq!(contracts(&a1)[0]["things"], serde_json::json!(["t1"]));
@@ -580,6 +733,42 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
         manager_of(&b1, "t1").as_deref() == Some(a_id.as_str())
     });
     assert!(publish(&a1, "t1", r#"{"temperature": 22.5}"#));
+
+    // Settle: the provider meters the witnessed takeover as active time,
+    // the customer countersigns (its rules check the evidence), pays, and
+    // both stakes come back.
+    let before = std::time::Instant::now();
+    ok(&cli(&b1.agent, &["contract", "settle", &id]));
+    wait_until(
+        "the customer countersigned",
+        Duration::from_secs(20),
+        || {
+            settlement(&a1, &id)["state"] == "countersigned"
+                && settlement(&b1, &id)["state"] == "countersigned"
+        },
+    );
+    eprintln!("settle → countersigned: {:?}", before.elapsed());
+    let s = settlement(&b1, &id);
+    assert!(s["active_secs"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(
+        s["handovers_done"].as_u64().unwrap() + s["handovers_missed"].as_u64().unwrap(),
+        1,
+        "{s}"
+    );
+    let due = s["due"].as_i64().unwrap() - s["penalty"].as_i64().unwrap();
+    wait_until(
+        "the stakes are back and the provider paid",
+        Duration::from_secs(20),
+        || {
+            settlement(&c1, &id)["held"]
+                .as_object()
+                .is_some_and(|h| h.is_empty())
+                && account(&b1)["balance"].as_i64() == Some(due)
+        },
+    );
+    verify_offline(dirs[0].path(), &a1, &id, &[&a1, &b1, &c1]);
+    // The contract is closed: the provider no longer stands by.
+    assert_eq!(settlement(&a1, &id)["state"], "countersigned");
 }
 
 #[test]

@@ -6,15 +6,15 @@ use crate::signed::Signed;
 use crate::signed::testing::{TestNode, node};
 use proptest::prelude::*;
 
-struct Deal {
-    customer: TestNode,
-    provider: TestNode,
-    arbitrator: TestNode,
-    request: Signed<Request>,
-    offer: Signed<Offer>,
+pub(crate) struct Deal {
+    pub customer: TestNode,
+    pub provider: TestNode,
+    pub arbitrator: TestNode,
+    pub request: Signed<Request>,
+    pub offer: Signed<Offer>,
 }
 
-fn deal() -> Deal {
+pub(crate) fn deal() -> Deal {
     let (customer, provider, arbitrator) = (node(1, 1), node(2, 1), node(3, 1));
     let request = Signed::sign(
         Request {
@@ -109,7 +109,7 @@ fn first_terms(d: &Deal) -> Terms {
     Terms::from_match(3, &m, &d.request.body, &d.offer.body, arb, 200)
 }
 
-fn signed_contract(d: &Deal) -> Contract {
+pub(crate) fn signed_contract(d: &Deal) -> Contract {
     let proposal = Proposal::sign(
         first_terms(d),
         Side::Customer,
