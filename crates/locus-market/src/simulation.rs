@@ -3,7 +3,9 @@
 //! (records still on their way), clearing nodes sign rounds, customers and
 //! providers sign contracts, stake with the arbitrator, fail, take over
 //! and settle — while liars forge offers, replay contracts, sign wrong
-//! matches, claim failures nobody witnessed and refuse to countersign.
+//! matches, claim failures nobody witnessed (and bill them) and refuse to
+//! countersign. Settlement is `settle`'s: metering, statements, replies,
+//! rulings and the transfers each ending calls for.
 //! Every lie must be detected and refused by every honest node, and the
 //! credits between orgs must be conserved after every step.
 
@@ -17,6 +19,7 @@ use crate::book::testing::{offer, request};
 use crate::clearing::{RoundError, check_round, clearers, round};
 use crate::contract::{ContractError, Contracts, Proposal, Side, Terms, arbitrator};
 use crate::ledger::{Accounts, LedgerError, Reason, SignedReceipt, prove_balances};
+use crate::settle::{self, Activation, Answer, Close, Ending, Reply, Settlement};
 use crate::signed::testing::{TestNode, node};
 use crate::signed::{RecordId, Signed};
 use crate::witness::{Observation, witnessed};
@@ -53,6 +56,7 @@ struct Tally {
     unsigned_usage: usize,
     unsigned_refused: usize,
     disputes_ruled: usize,
+    inflated_refused: usize,
 }
 
 /// Take a receipt signed by both orgs' nodes; conservation checked after.
@@ -221,130 +225,176 @@ fn run(seed: u64, rounds: u64) -> Tally {
             }
             // Stakes go to the arbitrator.
             let arbiter = by_node(arb.0);
-            let stakes = contract.terms.stakes;
-            pay(
-                &mut accounts,
-                customer,
-                arbiter,
-                stakes.customer,
-                Reason::Stake { contract: id },
-                now,
-            );
-            pay(
-                &mut accounts,
-                provider,
-                arbiter,
-                stakes.provider,
-                Reason::Stake { contract: id },
-                now,
-            );
+            for st in settle::stakes(&contract) {
+                let from = if st.from == customer.org() {
+                    customer
+                } else {
+                    provider
+                };
+                pay(&mut accounts, from, arbiter, st.amount, st.reason, now);
+            }
 
             // The customer may fail; the provider needs two witnesses of
             // other orgs. A lying provider claims with its own org only.
+            let observe = |by: &TestNode| {
+                Signed::sign(
+                    Observation {
+                        observer: by.node(),
+                        observer_org: by.org(),
+                        subject: customer.node(),
+                        dead_since_ms: now * 1000,
+                        at: now,
+                    },
+                    by.party.clone(),
+                    &by.key,
+                )
+            };
+            let mut activations = Vec::new();
+            let mut lied = false;
             if rng.chance(300) {
-                let observe = |by: &TestNode| {
-                    Signed::sign(
-                        Observation {
-                            observer: by.node(),
-                            observer_org: by.org(),
-                            subject: customer.node(),
-                            dead_since_ms: now * 1000,
-                            at: now,
-                        },
-                        by.party.clone(),
-                        &by.key,
-                    )
-                };
-                if rng.chance(400) {
+                let from_ms = now * 1000 + rng.below(5000);
+                let evidence: Vec<_> = if rng.chance(400) {
                     t.unwitnessed_claims += 1;
-                    let own = [observe(provider)];
-                    if !witnessed(
-                        &own,
-                        customer.node(),
-                        provider.org(),
-                        now * 1000,
-                        2,
-                        now * 1000,
-                    ) {
-                        t.unwitnessed_refused += 1;
-                    }
+                    lied = true;
+                    vec![observe(provider)]
                 } else {
-                    let others: Vec<_> = nodes
+                    t.takeovers += 1;
+                    nodes
                         .iter()
                         .filter(|n| n.org() != provider.org() && n.node() != customer.node())
                         .take(2)
                         .map(observe)
-                        .collect();
-                    assert!(witnessed(
-                        &others,
+                        .collect()
+                };
+                if lied
+                    && !witnessed(
+                        &evidence,
                         customer.node(),
                         provider.org(),
                         now * 1000,
                         2,
-                        now * 1000
-                    ));
-                    t.takeovers += 1;
+                        from_ms,
+                    )
+                {
+                    t.unwitnessed_refused += 1;
                 }
+                activations.push(Activation {
+                    from_ms,
+                    to_ms: from_ms + 1000 * (1 + rng.below(600)),
+                    dead_since_ms: now * 1000,
+                    evidence,
+                });
             }
-            // Settlement: the customer pays for the standby it used, or
-            // refuses to countersign and the arbitrator rules from its stake.
-            let owed = contract.terms.standby_cost(600).max(1);
-            if rng.chance(200) {
+            // Settlement: the provider meters and signs; a lying one bills
+            // its unwitnessed activation as active time anyway.
+            let end = (now + 1 + rng.below(3600)).min(contract.terms.end);
+            let (mut usage, refused) =
+                settle::meter(&contract.terms, id, Close::Early, end, &activations, 2);
+            if lied {
+                assert_eq!(
+                    refused.len(),
+                    1,
+                    "seed {seed}: an unwitnessed activation counted"
+                );
+                let secs = activations[0].to_ms.div_ceil(1000) - activations[0].from_ms / 1000;
+                usage.active_secs += secs;
+                usage.due += contract.terms.active_cost(secs);
+            }
+            let statement = Signed::sign(usage, provider.party.clone(), &provider.key);
+            let sound = settle::check_statement(&contract, &statement, 2).is_ok();
+            if lied && !sound {
+                t.inflated_refused += 1;
+            }
+            let reply = |answer| {
+                Signed::sign(
+                    Reply {
+                        contract: id,
+                        statement: statement.id(),
+                        customer: customer.node(),
+                        customer_org: customer.org(),
+                        answer,
+                        at: now,
+                    },
+                    customer.party.clone(),
+                    &customer.key,
+                )
+            };
+            let ruled = |reply: Option<Signed<Reply>>| {
+                let r = settle::rule(
+                    &contract,
+                    &statement,
+                    reply.as_ref(),
+                    2,
+                    (arbiter.node(), now),
+                );
+                Ending::Ruled(Signed::sign(r, arbiter.party.clone(), &arbiter.key))
+            };
+            // An honest customer countersigns a sound statement, or refuses
+            // to (and loses); it disputes an unsound one (and wins).
+            let ending = if !sound {
+                ruled(Some(reply(Answer::Dispute {
+                    reason: "not witnessed".into(),
+                })))
+            } else if rng.chance(200) {
                 t.unsigned_usage += 1;
-                let reason = Reason::Usage {
-                    contract: id,
-                    from_secs: now,
-                    to_secs: now + 600,
-                };
-                let draft = accounts.draft(customer.org(), provider.org(), owed, reason, now);
-                // The provider signs on both lines: not the customer's.
-                let half = SignedReceipt::sign(
+                // The provider signs the customer's line itself: refused.
+                let draft = accounts.draft(
+                    customer.org(),
+                    provider.org(),
+                    1,
+                    Reason::Usage {
+                        contract: id,
+                        from_secs: now,
+                        to_secs: end,
+                    },
+                    now,
+                );
+                let forged = SignedReceipt::sign(
                     draft,
                     (provider.party.clone(), &provider.key),
                     (provider.party.clone(), &provider.key),
                 );
                 let before = accounts.clone();
-                if matches!(accounts.apply(&half), Err(LedgerError::Signature { .. })) {
+                if matches!(accounts.apply(&forged), Err(LedgerError::Signature { .. })) {
                     t.unsigned_refused += 1;
                 }
                 assert_eq!(accounts, before, "a refused receipt changes nothing");
-                let award = owed.min(accounts.held(id, customer.org()));
-                if award > 0 {
-                    pay(
-                        &mut accounts,
-                        arbiter,
-                        provider,
-                        award,
-                        Reason::StakeAward {
-                            contract: id,
-                            from_party: customer.org(),
-                        },
-                        now,
-                    );
-                    t.disputes_ruled += 1;
-                }
+                ruled(None)
             } else {
-                let reason = Reason::Usage {
-                    contract: id,
-                    from_secs: now,
-                    to_secs: now + 600,
+                Ending::Countersigned(reply(Answer::Countersign))
+            };
+            let settlement = Settlement {
+                contract: contract.clone(),
+                statement,
+                ending,
+            };
+            let outcome = settlement.verify(2).expect("an honest settlement verifies");
+            if outcome.dispute_lost_by.is_some() {
+                t.disputes_ruled += 1;
+            }
+            if lied {
+                assert_eq!(
+                    outcome.dispute_lost_by,
+                    Some(provider.org()),
+                    "seed {seed}: the liar loses"
+                );
+            }
+            let of = |org| {
+                [customer, provider, arbiter]
+                    .into_iter()
+                    .find(|n| n.org() == org)
+            };
+            for tr in settle::transfers(&settlement) {
+                let (Some(from), Some(to)) = (of(tr.from), of(tr.to)) else {
+                    panic!("seed {seed}: a transfer to a stranger");
                 };
-                pay(&mut accounts, customer, provider, owed, reason, now);
+                pay(&mut accounts, from, to, tr.amount, tr.reason, now);
             }
-            // Whatever stake is left goes back to each party.
-            for party in [customer, provider] {
-                let left = accounts.held(id, party.org());
-                if left > 0 {
-                    pay(
-                        &mut accounts,
-                        arbiter,
-                        party,
-                        left,
-                        Reason::StakeReturn { contract: id },
-                        now,
-                    );
-                }
-            }
+            assert_eq!(
+                accounts.stakes(id).count(),
+                0,
+                "seed {seed}: the escrow is emptied"
+            );
         }
     }
     // Every balance is provable from the signed chains alone.
@@ -385,6 +435,10 @@ fn every_lie_is_refused_and_credits_are_conserved_across_seeds() {
             t.unsigned_refused, t.unsigned_usage,
             "seed {seed}: a receipt the customer did not sign"
         );
+        assert_eq!(
+            t.inflated_refused, t.unwitnessed_claims,
+            "seed {seed}: a statement billing an unwitnessed failure"
+        );
         total.rounds_accepted += t.rounds_accepted;
         total.contracts += t.contracts;
         total.forged_offers += t.forged_offers;
@@ -399,6 +453,7 @@ fn every_lie_is_refused_and_credits_are_conserved_across_seeds() {
         total.takeovers += t.takeovers;
         total.unsigned_usage += t.unsigned_usage;
         total.disputes_ruled += t.disputes_ruled;
+        total.inflated_refused += t.inflated_refused;
     }
     eprintln!("{total:?}");
     // The simulation exercised every path.

@@ -4,8 +4,9 @@
 //! witnesses and arbitrates. The customer asks for a standby, the book
 //! clears, both orgs sign, the provider prepares; the customer is killed,
 //! the provider takes the service and the sensor over, the readings go on
-//! there; the customer returns and gets them back. Each step is printed
-//! with its time.
+//! there; the customer returns and gets them back; the contract is
+//! settled (metered, countersigned, stakes released). Each step is
+//! printed with its time.
 
 use std::time::Instant;
 
@@ -222,7 +223,55 @@ fn run(json: bool, root: &std::path::Path) -> anyhow::Result<()> {
         r#"{"temperature": 22.5}"#,
     )?;
     s.say("t1 is managed by A again and its readings go there");
-    s.say("not built yet: settling the contract's usage and stakes, and sending A the readings taken on its behalf");
+
+    let id = contract["id"].as_str().unwrap_or_default().to_owned();
+    orgs.call(
+        provider,
+        reqwest::Method::POST,
+        &format!("/api/v1/market/contracts/{id}/settlement"),
+        Some(&json!({"action": "settle"})),
+    )?;
+    let settled = |i: usize| {
+        orgs.get(i, &format!("/api/v1/market/contracts/{id}"))
+            .map(|c| c["settlement"].clone())
+            .unwrap_or_default()
+    };
+    orgs.wait("A countersigned", || settled(a)["state"] == "countersigned")?;
+    let st = settled(provider);
+    s.say(format!(
+        "settled: the provider metered {} s standby and {} s active ({} handover within the SLA), signed the statement; A checked it against C's and D's signed observations and countersigned: {} millicredits due, penalty {}",
+        st["standby_secs"], st["active_secs"], st["handovers_done"], st["due"], st["penalty"]
+    ));
+    let arbitrator = ids
+        .iter()
+        .position(|id| contract["arbitrator"] == id.as_str())
+        .context("the arbitrator is not one of the demo's nodes")?;
+    orgs.wait("the stakes come back", || {
+        settled(arbitrator)["held"]
+            .as_object()
+            .is_some_and(|h| h.is_empty())
+    })?;
+    let balance = |i: usize| {
+        orgs.get(i, "/api/v1/market/account")
+            .map(|v| v["balance"].as_i64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    s.say(format!(
+        "both stakes released by the arbitrator; balances by receipts both orgs signed: A {}, {} {}, arbitrator {} (they sum to 0)",
+        balance(a),
+        ["A", "B", "C", "D"][provider],
+        balance(provider),
+        balance(arbitrator)
+    ));
+    let signed: locus_market::Settlement = serde_json::from_value(settled(a)["signed"].clone())?;
+    match signed.verify(2) {
+        Ok(o) => s.say(format!(
+            "the settlement verifies offline: contract, statement against its witnessed evidence, countersignature ({} mc, SLA met: {})",
+            o.value, o.sla_met
+        )),
+        Err(e) => bail!("the settlement does not verify: {e}"),
+    }
+    s.say("not built yet: sending A the readings taken on its behalf, with their proofs");
     kill_marked(&marker);
     if json {
         println!(

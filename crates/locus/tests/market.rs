@@ -791,6 +791,9 @@ fn the_demo_tells_the_whole_story() {
         "stored and sealed there",
         "handed svc back",
         "managed by A again",
+        "countersigned",
+        "stakes released",
+        "settlement verifies offline",
     ] {
         assert!(
             steps.iter().any(|s| s.contains(expected)),
