@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 /// The `locus` binary under test: `$LOCUS_BIN`, else `locus` next to the
 /// test executable's `deps/` folder (where cargo builds it for the tests of
@@ -694,4 +695,88 @@ pub fn sign_body(
         locus_access::request::body_digest(body),
         unix_now(),
     )
+}
+
+/// The aiocoap LwM2M client of the tests (`crates/locus-things/tests/
+/// lwm2m_client.py`, a CoAP stack nobody here wrote), and the JSON events
+/// it prints, one per line.
+pub struct Lwm2mClient {
+    child: Child,
+    pub events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Lwm2mClient {
+    /// Start it towards `bootstrap_uri` (`coap://…` or `coaps://…`) as
+    /// `endpoint`, with `extra` arguments.
+    pub fn start(bootstrap_uri: &str, endpoint: &str, extra: &[&str]) -> Lwm2mClient {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = root.join("target/pyenv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test.sh makes the venv",
+            python.display()
+        );
+        let mut child = Command::new(python)
+            .arg(root.join("crates/locus-things/tests/lwm2m_client.py"))
+            .args(["--bootstrap", bootstrap_uri, "--endpoint", endpoint])
+            .args(["--notify-every", "0.3", "--retry", "0.5"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let out = child.stdout.take().unwrap();
+        let e = events.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    e.lock().unwrap().push(v);
+                }
+            }
+        });
+        Lwm2mClient { child, events }
+    }
+
+    /// How many events named `event` it printed.
+    pub fn count(&self, event: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == event)
+            .count()
+    }
+
+    /// The last event named `event` (null if none).
+    pub fn last(&self, event: &str) -> Value {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["event"] == event)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Every event so far, one per line.
+    pub fn said(&self) -> String {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Lwm2mClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

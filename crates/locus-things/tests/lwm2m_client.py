@@ -6,7 +6,9 @@ It bootstraps (POST /bs?ep=NAME to the bootstrap server, then serves the
 server's Delete /0, Delete /1, Bootstrap-Discover of /0 when it speaks 1.1,
 Write of a Security instance /0/N and of /1/0, and Bootstrap-Finish),
 registers at the server URI of the Security instance that is not a
-Bootstrap-Server account, and serves:
+Bootstrap-Server account, and serves (when an Update fails it registers
+again, and when that fails it falls back to the bootstrap server, as
+LwM2M 1.1 says a client does):
 
   /3303/0/5700  temperature, readable and observable (TLV float or text)
   /3303/0/5605  Execute: reset min/max
@@ -384,6 +386,7 @@ class Client:
     async def update(self):
         resp = await self.request(Message(code=Code.POST, uri=f"{self.server_uri}{self.location}"))
         event("updated", code=str(resp.code))
+        return resp.code == Code.CHANGED
 
     async def deregister(self):
         if self.location is None:
@@ -442,18 +445,38 @@ class Client:
             if not ok:
                 await asyncio.sleep(self.args.retry)
                 continue
-            # Registered: update at half the lifetime until told to bootstrap.
+            # Registered: update at half the lifetime (or --update-every)
+            # until told to bootstrap, or until an Update fails.
+            every = self.args.update_every or max(self.lifetime / 2, 1)
+            failed = False
             while True:
                 try:
-                    await asyncio.wait_for(self.rebootstrap.wait(), max(self.lifetime / 2, 1))
+                    await asyncio.wait_for(self.rebootstrap.wait(), every)
                     break
                 except asyncio.TimeoutError:
                     if self.location is not None:
                         try:
-                            await self.update()
+                            ok = await self.update()
                         except (asyncio.TimeoutError, aiocoap.error.Error) as e:
                             event("error", why=repr(e))
+                            ok = False
+                        if not ok:
+                            failed = True
+                            break
             self.rebootstrap.clear()
+            if failed:
+                # LwM2M 1.1 (6.2.2, "Registration Update"): a failed Update
+                # is followed by a Register; when that fails too the client
+                # falls back to its Bootstrap-Server (the loop above).
+                event("update-failed", server_uri=self.server_uri)
+                self.location = None
+                try:
+                    if await self.register():
+                        continue
+                except (asyncio.TimeoutError, aiocoap.error.Error) as e:
+                    event("error", why=repr(e))
+                event("fallback-to-bootstrap")
+                continue
             # Answer the Execute before leaving the old server.
             await asyncio.sleep(0.1)
             await self.deregister()
@@ -471,6 +494,7 @@ def main():
     p.add_argument("--lwm2m", choices=["1.0", "1.1"], default="1.0", help="the LwM2M version it speaks (1.1 answers Bootstrap-Discover)")
     p.add_argument("--bootstrap-account", action="store_true", help="keep a Bootstrap-Server account at /0/0")
     p.add_argument("--retry", type=float, default=1.0, help="seconds before bootstrapping again after a failure")
+    p.add_argument("--update-every", type=float, default=None, help="seconds between Updates (default: half the lifetime)")
     p.add_argument("--psk-identity", help="PSK identity for a coaps:// bootstrap server (DTLS 1.2)")
     p.add_argument("--psk-key", help="its key, in hex")
     args = p.parse_args()

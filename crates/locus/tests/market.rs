@@ -536,6 +536,36 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     wait_cluster(&[&a1, &b1, &c1, &c2], 4);
     admit_each_other(&[&a1, &b1, &c1]);
     let b_id = node_id(&b1);
+    // And an LwM2M sensor, t2, whose bootstrap server is the provider's:
+    // it answers with the server of t2's manager, a1 for now.
+    let t2 = dirs[0].path().join("t2.toml");
+    std::fs::write(
+        &t2,
+        "name = \"t2\"\nprotocol = \"lwm2m\"\n[[resources]]\nname = \"temperature\"\npath = \"3303/0/5700\"\nunit = \"Cel\"\n",
+    )
+    .unwrap();
+    ok(&cli(&a1.agent, &["thing", "add", t2.to_str().unwrap()]));
+    let lwm2m_of = |m: &Member| {
+        get_json(&m.agent, "/api/v1/node")["lwm2m_addr"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (a_lwm2m, b_lwm2m) = (lwm2m_of(&a1), lwm2m_of(&b1));
+    let b_bootstrap = get_json(&b1.agent, "/api/v1/node")["lwm2m_bootstrap_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sensor = Lwm2mClient::start(
+        &format!("coap://{b_bootstrap}"),
+        "t2",
+        &["--update-every", "0.5"],
+    );
+    let registered_at =
+        |addr: &str| sensor.last("registered")["server_uri"] == format!("coap://{addr}").as_str();
+    wait_until("t2 registers at a1", Duration::from_secs(20), || {
+        registered_at(&a_lwm2m)
+    });
 
     ok(&cli(
         &b1.agent,
@@ -559,6 +589,8 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
                     "svc",
                     "--thing",
                     "t1",
+                    "--thing",
+                    "t2",
                     "--max-price",
                     "800",
                 ],
@@ -573,7 +605,7 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     let id = contracts(&a1)[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(contracts(&a1)[0]["provider"], b_id.as_str());
     assert_eq!(contracts(&a1)[0]["workloads"], serde_json::json!(["svc"]));
-    assert_eq!(contracts(&a1)[0]["things"], serde_json::json!(["t1"]));
+    assert_eq!(contracts(&a1)[0]["things"], serde_json::json!(["t1", "t2"]));
     wait_until(
         "everyone knows the contract",
         Duration::from_secs(10),
@@ -657,6 +689,29 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
         "{:?}",
         readings(&b1.agent, "t1")
     );
+    // The LwM2M sensor's Update fails at the dead server: it registers
+    // again, falls back to its bootstrap server, which now answers with the
+    // provider's server; its notifications are stored there.
+    wait_until(
+        "t2 registers at the provider",
+        Duration::from_secs(30),
+        || registered_at(&b_lwm2m),
+    );
+    eprintln!(
+        "customer SIGKILL → LwM2M t2 registered at the provider: {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        sensor.count("fallback-to-bootstrap") >= 1,
+        "{}",
+        sensor.said()
+    );
+    let before = readings(&b1.agent, "t2").len();
+    wait_until(
+        "t2's readings go on at the provider",
+        Duration::from_secs(10),
+        || readings(&b1.agent, "t2").len() > before,
+    );
     let n = copies_running(&marker);
     if n != 1 {
         let ps = std::process::Command::new("ps")
@@ -733,6 +788,20 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
         manager_of(&b1, "t1").as_deref() == Some(a_id.as_str())
     });
     assert!(publish(&a1, "t1", r#"{"temperature": 22.5}"#));
+    // The provider hands t2 back too: it asks the sensor to bootstrap
+    // again, and the bootstrap server answers with a1's server.
+    // (a1 listens on a new LwM2M port since its restart.)
+    let a_lwm2m = lwm2m_of(&a1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !registered_at(&a_lwm2m) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "t2 is not back at a1 (managed by {:?}):\n{}",
+            manager_of(&b1, "t2"),
+            sensor.said()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Settle: the provider meters the witnessed takeover as active time,
     // the customer countersigns (its rules check the evidence), pays, and

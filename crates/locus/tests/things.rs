@@ -878,73 +878,6 @@ fn a_thing_moves_to_another_manager() {
     );
 }
 
-/// The aiocoap LwM2M client of the agent's tests, printing one JSON event
-/// per line.
-struct Lwm2mClient {
-    child: Child,
-    events: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Lwm2mClient {
-    fn start(bootstrap: &str, endpoint: &str) -> Lwm2mClient {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let python = root.join("target/pyenv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing: scripts/test.sh makes the venv",
-            python.display()
-        );
-        let mut child = Command::new(python)
-            .arg(root.join("crates/locus-things/tests/lwm2m_client.py"))
-            .args(["--bootstrap", &format!("coap://{bootstrap}")])
-            .args(["--endpoint", endpoint, "--notify-every", "0.3"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let events: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let out = child.stdout.take().unwrap();
-        let e = events.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    e.lock().unwrap().push(v);
-                }
-            }
-        });
-        Lwm2mClient { child, events }
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event"] == event)
-            .count()
-    }
-
-    fn last(&self, event: &str) -> Value {
-        self.events
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|e| e["event"] == event)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-}
-
-impl Drop for Lwm2mClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn an_lwm2m_thing_is_bootstrapped_observed_commanded_and_moved() {
     let dir = tempfile::tempdir().unwrap();
@@ -975,7 +908,14 @@ access = "x"
     .unwrap();
     ok(&cli(&a.agent, &["thing", "add", file.to_str().unwrap()]));
     let node_a = get_json(&a.agent, "/api/v1/node");
-    let client = Lwm2mClient::start(node_a["lwm2m_bootstrap_addr"].as_str().unwrap(), "thermo-1");
+    let client = Lwm2mClient::start(
+        &format!(
+            "coap://{}",
+            node_a["lwm2m_bootstrap_addr"].as_str().unwrap()
+        ),
+        "thermo-1",
+        &[],
+    );
     // Bootstrap-Request → Delete /0, /1 → Write /0/0 (A's server), /1/0 → Finish → Register.
     wait_until("the client registers at a", Duration::from_secs(20), || {
         client.count("registered") == 1
