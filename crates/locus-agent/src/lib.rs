@@ -443,6 +443,7 @@ impl Node {
                 cover: Arc::new(CoverOf {
                     workloads: workloads.clone(),
                     artifacts: artifacts.clone(),
+                    readings: readings.clone(),
                     fabric: fabric.clone(),
                     me: id,
                 }),
@@ -807,6 +808,7 @@ impl locus_workloads::Standbys for MarketStandbys {
 struct CoverOf {
     workloads: Workloads,
     artifacts: Artifacts,
+    readings: Readings,
     fabric: FabricHandle,
     me: NodeId,
 }
@@ -879,6 +881,55 @@ impl locus_marketplace::CoverSource for CoverOf {
             lines.push(format!("{name}: {fits}{source}"));
         }
         lines
+    }
+
+    async fn readings_taken(
+        &self,
+        things: &std::collections::BTreeSet<String>,
+        from_ms: u64,
+    ) -> Result<(String, Vec<locus_iot::Bundle>), String> {
+        let mut bundles = Vec::new();
+        for thing in things {
+            let from = i64::try_from(from_ms).unwrap_or(i64::MAX);
+            if let Some(b) = self
+                .readings
+                .bundle_of(thing, from)
+                .await
+                .map_err(|e| format!("readings of {thing}: {e}"))?
+            {
+                bundles.push(b);
+            }
+        }
+        Ok((self.readings.verifier_key(), bundles))
+    }
+
+    async fn take_readings(
+        &self,
+        provider: NodeId,
+        verifier_key: &str,
+        bundle: locus_iot::Bundle,
+    ) -> Result<u64, String> {
+        // Every entry must prove its inclusion in the provider's signed
+        // log; only the seqs of other things may be missing.
+        let problems = locus_iot::seal::verify_selection(&bundle, verifier_key);
+        if !problems.is_empty() {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "the readings do not verify: {}",
+                problems.join("; ")
+            ));
+        }
+        let readings = bundle
+            .entries
+            .into_iter()
+            .map(|e| (e.seq, e.reading))
+            .collect();
+        let result = self
+            .readings
+            .import(&provider.to_string(), verifier_key, readings)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(result.stored)
     }
 }
 

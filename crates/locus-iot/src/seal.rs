@@ -856,5 +856,24 @@ pub fn verify(bundle: &Bundle, verifier_key: &str) -> Report {
     report
 }
 
+/// Check a *selection* of a bundle's readings: the entries kept (say, one
+/// thing's) must each prove their inclusion in the signed, consistent
+/// checkpoints; the seqs left out are not a problem, anything else is.
+/// Answers the problems found (none: the selection is sound).
+pub fn verify_selection(bundle: &Bundle, verifier_key: &str) -> Vec<Problem> {
+    let report = verify(bundle, verifier_key);
+    let mut problems: Vec<Problem> = report
+        .problems
+        .into_iter()
+        .filter(|p| !matches!(p, Problem::Dropped { .. }))
+        .collect();
+    if !report.checkpoints_ok && problems.is_empty() {
+        problems.push(Problem::Malformed {
+            reason: "its checkpoints do not verify".into(),
+        });
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests;

@@ -114,6 +114,26 @@ pub trait CoverSource: Send + Sync + 'static {
     /// that each would run here (a placement dry run) and starts fetching
     /// every `cid:` source it needs. Answers one line per workload.
     async fn prepare(&self, customer: NodeId, workloads: &BTreeSet<String>) -> Vec<String>;
+
+    /// A provider hands readings back: those of each of `things` it
+    /// stored since `from_ms`, sealed in its log, with their proofs; and
+    /// the key its log is signed with.
+    async fn readings_taken(
+        &self,
+        things: &BTreeSet<String>,
+        from_ms: u64,
+    ) -> Result<(String, Vec<locus_iot::Bundle>), String>;
+
+    /// A customer takes back readings `provider` took on its behalf:
+    /// checks every entry's proof against the provider's signed log (and
+    /// that the log is `provider`'s) and keeps them. Answers how many are
+    /// new here.
+    async fn take_readings(
+        &self,
+        provider: NodeId,
+        verifier_key: &str,
+        bundle: locus_iot::Bundle,
+    ) -> Result<u64, String>;
 }
 
 /// Everything [`Market::start`] needs.

@@ -60,6 +60,13 @@ pub enum SettleMsg {
         settlement: Option<Box<Settlement>>,
         receipt: Half,
     },
+    /// Provider → customer: the readings of a covered thing it took on the
+    /// customer's behalf, sealed in its log, with their proofs.
+    Readings {
+        contract: RecordId,
+        verifier_key: String,
+        bundle: Box<locus_iot::Bundle>,
+    },
     /// Party → arbitrator: a statement to rule over.
     Case {
         contract: Box<Contract>,
@@ -93,6 +100,8 @@ pub struct SettleAnswer {
     pub settlement: Option<Settlement>,
     /// Kept for later (a statement awaiting `locus contract sign`).
     pub pending: bool,
+    /// Readings handed back that were new here.
+    pub imported: Option<u64>,
 }
 
 /// What a user asks of a contract's settlement.
@@ -119,7 +128,16 @@ pub(crate) struct Meter {
     pub answer_by: u64,
     /// The customer's reply, once it answered.
     pub reply: Option<Signed<Reply>>,
+    /// When the last activation ended (unix ms), and how many times the
+    /// readings taken since it began were sent back since.
+    #[serde(default)]
+    pub ended: Option<(u64, u8)>,
 }
+
+/// After an activation ends, the readings taken since it began are sent
+/// back this long after (ms): once the things are home, and again in
+/// case a reading was still on its way (the customer keeps each once).
+const READINGS_BACK_AFTER_MS: [u64; 3] = [3_000, 10_000, 30_000];
 
 /// Accounts as this node sees them, from every receipt it received.
 #[derive(Default)]
@@ -456,11 +474,9 @@ impl Market {
     async fn meter_tick(&self, c: &Contract, now: u64, now_ms: u64) {
         let id = c.id();
         let t = &c.terms;
-        let (mut meter, evidence, available, requested) = {
+        let (mut meter, evidence, available, requested, settled) = {
             let st = self.state();
-            if st.settlements.contains_key(&id) {
-                return;
-            }
+            let settled = st.settlements.contains_key(&id);
             let meter = st.meters.get(&id).cloned().unwrap_or_default();
             let evidence = if t.start <= now && now < t.end {
                 st.takeover_evidence(c, self.inner.witnesses, now_ms)
@@ -472,7 +488,13 @@ impl Market {
             let available = u64::try_from(headroom.max(0))
                 .unwrap_or(u64::MAX)
                 .saturating_add(t.stakes.customer);
-            (meter, evidence, available, st.settle_now.contains(&id))
+            (
+                meter,
+                evidence,
+                available,
+                st.settle_now.contains(&id),
+                settled,
+            )
         };
         let before = encode(&meter);
         if meter.closed.is_none() {
@@ -497,6 +519,7 @@ impl Market {
                     if let Some(mut a) = meter.open.take() {
                         a.to_ms = now_ms;
                         meter.activations.push(a);
+                        meter.ended = Some((now_ms, 0));
                     }
                     self.state()
                         .note(id, format!("contract {}: standing by again", id.short()));
@@ -520,6 +543,7 @@ impl Market {
                 if let Some(mut a) = meter.open.take() {
                     a.to_ms = now_ms.min(t.end.saturating_mul(1000));
                     meter.activations.push(a);
+                    meter.ended = Some((now_ms, 0));
                 }
                 meter.closed = Some((close, now.min(t.end)));
                 self.state()
@@ -537,6 +561,18 @@ impl Market {
                 meter.answer_by = now + self.inner.answer_secs;
             }
         }
+        let readings_due = match meter.ended {
+            Some((at, sent))
+                if !t.cover.things.is_empty()
+                    && READINGS_BACK_AFTER_MS
+                        .get(usize::from(sent))
+                        .is_some_and(|after| now_ms >= at + after) =>
+            {
+                meter.ended = Some((at, sent + 1));
+                meter.activations.first().map(|a| a.from_ms)
+            }
+            _ => None,
+        };
         if encode(&meter) != before {
             if let Err(e) = self
                 .inner
@@ -549,7 +585,12 @@ impl Market {
             }
             self.state().meters.insert(id, meter.clone());
         }
-        let Some(statement) = meter.statement.clone() else {
+        if let Some(since) = readings_due {
+            let me = self.clone();
+            let c = c.clone();
+            tokio::spawn(async move { me.hand_readings_back(&c, since).await });
+        }
+        let Some(statement) = meter.statement.clone().filter(|_| !settled) else {
             return;
         };
         match &meter.reply {
@@ -614,6 +655,82 @@ impl Market {
                 .state()
                 .note(c.id(), format!("cannot reach the arbitrator: {e}")),
         }
+    }
+
+    /// Provider: send the customer the readings of the covered things
+    /// stored here since `since_ms`, with their proofs.
+    async fn hand_readings_back(&self, c: &Contract, since_ms: u64) {
+        let id = c.id();
+        let (key, bundles) = match self
+            .inner
+            .cover
+            .readings_taken(&c.terms.cover.things, since_ms)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.state().note(
+                    id,
+                    format!("cannot gather the readings taken for the customer: {e}"),
+                );
+                return;
+            }
+        };
+        for bundle in bundles {
+            let n = bundle.entries.len();
+            let msg = SettleMsg::Readings {
+                contract: id,
+                verifier_key: key.clone(),
+                bundle: Box::new(bundle),
+            };
+            let line = match self.call(c.terms.customer, &msg).await {
+                Ok(a) => format!(
+                    "{n} reading(s) taken on the customer's behalf handed back with their proofs ({} new there)",
+                    a.imported.unwrap_or(0)
+                ),
+                Err(e) => format!("cannot hand {n} reading(s) back: {e}"),
+            };
+            self.state().note(id, line);
+        }
+    }
+
+    /// Customer: readings the provider took on this node's behalf.
+    async fn on_readings(
+        &self,
+        contract: RecordId,
+        verifier_key: String,
+        bundle: locus_iot::Bundle,
+    ) -> Result<SettleAnswer, MarketError> {
+        let c = self.own_contract(&contract, |c| c.terms.customer)?;
+        let things: std::collections::BTreeSet<String> = bundle
+            .entries
+            .iter()
+            .map(|e| e.reading.thing().to_owned())
+            .collect();
+        if let Some(other) = things.iter().find(|t| !c.terms.cover.things.contains(*t)) {
+            return Err(MarketError::Invalid(format!(
+                "thing {other} is not covered by contract {}",
+                contract.short()
+            )));
+        }
+        let n = bundle.entries.len();
+        let new = self
+            .inner
+            .cover
+            .take_readings(c.terms.provider, &verifier_key, bundle)
+            .await
+            .map_err(MarketError::Invalid)?;
+        self.state().note(
+            contract,
+            format!(
+                "the provider handed back {n} reading(s) of {} taken on this node's behalf: proofs checked, {new} new",
+                things.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        );
+        Ok(SettleAnswer {
+            imported: Some(new),
+            ..Default::default()
+        })
     }
 
     /// Place this node's org's stake for `c` with its arbitrator.
@@ -746,6 +863,11 @@ impl Market {
                 statement,
                 reply,
             } => self.on_case(*contract, statement, reply).await,
+            SettleMsg::Readings {
+                contract,
+                verifier_key,
+                bundle,
+            } => self.on_readings(contract, verifier_key, *bundle).await,
         }
     }
 

@@ -503,6 +503,27 @@ impl Readings {
         }))
     }
 
+    /// The readings of `thing` stored since `from_ms`, as a bundle whose
+    /// entries are only that thing's (the other seqs of the range are left
+    /// out: a verifier sees them as dropped, and every entry still proves
+    /// its inclusion in the signed log). `None` when there is none.
+    pub async fn bundle_of(
+        &self,
+        thing: &str,
+        from_ms: i64,
+    ) -> Result<Option<Bundle>, ReadingsError> {
+        let views = self
+            .query(Some(thing.to_owned()), from_ms, i64::MAX, MAX_QUERY)
+            .await?;
+        let seqs: std::collections::BTreeSet<u64> = views.iter().map(|v| v.seq).collect();
+        let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
+            return Ok(None);
+        };
+        let mut bundle = self.bundle(*first..last + 1).await?;
+        bundle.entries.retain(|e| seqs.contains(&e.seq));
+        Ok(Some(bundle))
+    }
+
     /// Export readings `range` with every checkpoint up to one that covers
     /// the range (signed now if needed) and the proofs of each.
     pub async fn bundle(&self, range: Range<u64>) -> Result<Bundle, ReadingsError> {

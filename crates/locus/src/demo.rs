@@ -4,9 +4,10 @@
 //! witnesses and arbitrates. The customer asks for a standby, the book
 //! clears, both orgs sign, the provider prepares; the customer is killed,
 //! the provider takes the service and the sensor over, the readings go on
-//! there; the customer returns and gets them back; the contract is
-//! settled (metered, countersigned, stakes released). Each step is
-//! printed with its time.
+//! there; the customer returns and gets them back, with the readings
+//! taken on its behalf and their proofs; the contract is settled
+//! (metered, countersigned, stakes released). Each step is printed with
+//! its time.
 
 use std::time::Instant;
 
@@ -271,7 +272,19 @@ fn run(json: bool, root: &std::path::Path) -> anyhow::Result<()> {
         )),
         Err(e) => bail!("the settlement does not verify: {e}"),
     }
-    s.say("not built yet: sending A the readings taken on its behalf, with their proofs");
+    let origin = &ids[provider];
+    let mut handed = 0;
+    orgs.wait("A holds the readings taken on its behalf", || {
+        handed = orgs
+            .get(a, &format!("/api/v1/readings/imports/{origin}"))
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0);
+        handed > 0
+    })?;
+    s.say(format!(
+        "the provider handed back the {handed} reading(s) of t1 it took on A's behalf; A checked each one's proof against the provider's signed log and keeps them"
+    ));
     kill_marked(&marker);
     if json {
         println!(

@@ -11,8 +11,7 @@
 //! `scripts/test.sh` installs libcoap3-bin and the Python venv
 //! (`target/pyenv`, aiocoap and DTLSSocket).
 
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use locus_testkit::*;

@@ -222,7 +222,15 @@ fn a_request_meets_an_offer_and_both_orgs_sign_a_contract_anyone_verifies() {
 
 /// The contract's settlement as `m` sees it.
 fn settlement(m: &Member, id: &str) -> Value {
-    get_json(&m.agent, &format!("/api/v1/market/contracts/{id}"))["settlement"].clone()
+    // (A node that has not taken the contract from the fabric yet: null.)
+    m.agent
+        .http()
+        .get(m.agent.url(&format!("/api/v1/market/contracts/{id}")))
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.json::<Value>().ok())
+        .map_or(Value::Null, |c| c["settlement"].clone())
 }
 
 /// `m`'s org's accounts.
@@ -803,6 +811,28 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // The provider hands back the readings it took on a1's behalf, with
+    // their proofs: a1 checks them against b1's signed log and keeps them.
+    let handed_back = || {
+        let v = get_json(&a1.agent, &format!("/api/v1/readings/imports/{b_id}"));
+        let all = v.as_array().cloned().unwrap_or_default();
+        let of = |t: &str| all.iter().filter(|r| r["reading"]["thing"] == t).count();
+        let t1_there = all
+            .iter()
+            .any(|r| r["reading"]["thing"] == "t1" && r["reading"]["value"]["number"] == 21.5);
+        (t1_there, of("t2"))
+    };
+    wait_until(
+        "a1 holds the readings taken on its behalf",
+        Duration::from_secs(30),
+        || {
+            let (t1, t2) = handed_back();
+            t1 && t2 > 0
+        },
+    );
+    let notes = get_json(&a1.agent, &format!("/api/v1/market/contracts/{id}"))["notes"].to_string();
+    assert!(notes.contains("proofs checked"), "{notes}");
+
     // Settle: the provider meters the witnessed takeover as active time,
     // the customer countersigns (its rules check the evidence), pays, and
     // both stakes come back.
@@ -863,6 +893,7 @@ fn the_demo_tells_the_whole_story() {
         "countersigned",
         "stakes released",
         "settlement verifies offline",
+        "checked each one's proof",
     ] {
         assert!(
             steps.iter().any(|s| s.contains(expected)),

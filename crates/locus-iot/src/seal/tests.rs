@@ -844,3 +844,24 @@ fn a_block_log_with_its_leaves_exports_the_same_bundle() {
         "{e}"
     );
 }
+
+#[test]
+fn a_selection_of_one_things_readings_verifies_and_an_altered_one_does_not() {
+    let mut b = bundle();
+    b.entries.retain(|e| e.reading.thing() == "thing-1");
+    assert!(!b.entries.is_empty());
+    assert!(
+        !verify(&b, &vkey()).is_clean(),
+        "the other seqs are dropped"
+    );
+    assert_eq!(verify_selection(&b, &vkey()), vec![]);
+    let mut altered = b.clone();
+    altered.entries[0].reading = reading(99);
+    let p = verify_selection(&altered, &vkey());
+    assert!(matches!(p.as_slice(), [Problem::Altered { .. }]), "{p:?}");
+    let other = verifier_key(NAME, &SigningKey::from_bytes(&[8; 32]).verifying_key()).unwrap();
+    assert!(
+        !verify_selection(&b, &other).is_empty(),
+        "another node's key"
+    );
+}
