@@ -81,7 +81,7 @@ impl Market {
         let terms = Terms::from_match(round.number, m, &request.body, &offer.body, arb, now_secs());
         let view = ProviderView {
             reputation: self.reputation_of(offer.body.org),
-            rtt_ms: None,
+            rtt_ms: self.rtt_ms_to(offer.body.provider).await,
             renewable: offer.body.energy.renewable(),
         };
         let verdict = self.inner.rules.customer.judge(&terms, &view);
@@ -157,6 +157,16 @@ impl Market {
                 ),
             ),
         }
+    }
+
+    /// The round trip to `node` the fabric's coordinates estimate, once
+    /// both have one.
+    async fn rtt_ms_to(&self, node: locus_core::NodeId) -> Option<u32> {
+        let nodes = self.inner.fabric.nodes().await;
+        let me = nodes.iter().find(|n| n.id == self.inner.me)?;
+        let them = nodes.iter().find(|n| n.id == node)?;
+        locus_core::cluster::estimate_rtt(me, them)
+            .map(|e| e.rtt_ms.ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
     }
 
     async fn call_provider(

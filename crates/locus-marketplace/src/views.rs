@@ -215,6 +215,10 @@ pub struct AccountView {
     /// `locus verify account` checks).
     #[schema(value_type = Object)]
     pub chains: Vec<locus_market::PairChain>,
+    /// Every org's reputation as this org sees it, from the settlements
+    /// this node knows (score and weight per mille; what the rules use).
+    #[schema(value_type = Object)]
+    pub reputation: BTreeMap<String, locus_market::Reputation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -553,7 +557,13 @@ impl Market {
                 held,
             })
             .collect();
+        let outcomes: Vec<locus_market::Outcome> = st.outcomes.values().cloned().collect();
+        let reputation = locus_market::reputation(org, &outcomes, now_secs())
+            .into_iter()
+            .map(|(o, r)| (o.to_string(), r))
+            .collect();
         Ok(AccountView {
+            reputation,
             org: org.to_string(),
             balance: a.balance(org),
             credit_limit: a.credit_limit(),

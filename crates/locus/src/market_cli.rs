@@ -455,6 +455,26 @@ pub async fn account(client: &Client, json: bool) -> Result<(), Failure> {
             table(&["WITH ORG", "BALANCE (mc)", "RECEIPTS"], &pairs)
         );
     }
+    let reputation: Vec<Vec<String>> = a["reputation"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(org, r)| {
+            vec![
+                short(org),
+                format!("{} ‰", s(r, "score_permille")),
+                s(r, "contracts"),
+                format!("{} ‰", s(r, "weight_permille")),
+            ]
+        })
+        .collect();
+    if !reputation.is_empty() {
+        println!("reputation as this org sees it:");
+        print!(
+            "{}",
+            table(&["ORG", "SCORE", "CONTRACTS", "WEIGHT"], &reputation)
+        );
+    }
     let escrow = rows(&a["escrow"], |e| {
         vec![
             short(&s(e, "contract")),

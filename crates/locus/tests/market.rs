@@ -372,6 +372,17 @@ fn a_disputed_statement_is_ruled_by_the_arbitrator_and_the_stakes_follow() {
         "the arbitrator keeps nothing"
     );
     verify_offline(dirs[0].path(), &a1, &id, &[&a1, &b1, &c1]);
+    // The lost dispute counts against the customer's reputation, as every
+    // org computes it from the signed settlement.
+    wait_until(
+        "b1 counts the lost dispute",
+        Duration::from_secs(10),
+        || {
+            account(&b1)["reputation"][org_id(&a1)]["score_permille"]
+                .as_u64()
+                .is_some_and(|s| s < 500)
+        },
+    );
     // A settled contract is not settled twice.
     let out = cli(&b1.agent, &["contract", "settle", &id]);
     assert!(
