@@ -239,6 +239,14 @@ impl Orgs {
     }
 }
 
+const SENSOR_PASSWORD: &str = "bench-sensor-password";
+
+pub(crate) fn manager_of(orgs: &Orgs, watcher: usize, thing: &str) -> Option<String> {
+    orgs.get(watcher, &format!("/api/v1/things/{thing}")).ok()?["manager"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 pub(crate) fn live(
     agents: usize,
     requests: usize,
@@ -253,6 +261,9 @@ pub(crate) fn live(
     let spec = json!({"name": "svc", "kind": "process", "source": "/bin/sh",
         "args": ["-c", format!("while :; do sleep 1; done # {marker}")]});
     orgs.call(0, reqwest::Method::POST, "/api/v1/workloads", Some(&spec))?;
+    let sensor = json!({"name": "t1", "protocol": "mqtt", "credentials": {"password": SENSOR_PASSWORD},
+        "resources": [{"name": "temperature", "unit": "Cel"}]});
+    orgs.call(0, reqwest::Method::POST, "/api/v1/things", Some(&sensor))?;
     for i in 1..agents {
         orgs.spawn(i)?;
     }
@@ -312,7 +323,7 @@ pub(crate) fn live(
             0,
             reqwest::Method::POST,
             "/api/v1/market/requests",
-            Some(&json!({"workloads": ["svc"], "max_price": 5000})),
+            Some(&json!({"workloads": ["svc"], "things": ["t1"], "max_price": 5000})),
         )
         .is_ok()
     })?;
@@ -344,7 +355,7 @@ pub(crate) fn live(
             })
         })
     })?;
-    let (mut takeover, mut back) = (Vec::new(), Vec::new());
+    let (mut takeover, mut back, mut thing_takeover) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..handovers {
         eprintln!("market: handover {}/{handovers}", k + 1);
         orgs.wait("svc runs on its customer", || {
@@ -360,6 +371,10 @@ pub(crate) fn live(
             orgs.running_at(watcher, "svc", &provider_id)
         })?;
         takeover.push(killed.elapsed().as_secs_f64() * 1000.0);
+        orgs.wait("the provider manages t1", || {
+            manager_of(&orgs, watcher, "t1").as_deref() == Some(provider_id.as_str())
+        })?;
+        thing_takeover.push(killed.elapsed().as_secs_f64() * 1000.0);
         orgs.spawn(0)?;
         let restarted = Instant::now();
         orgs.wait("svc runs on its customer again", || {
@@ -367,12 +382,72 @@ pub(crate) fn live(
         })?;
         back.push(restarted.elapsed().as_secs_f64() * 1000.0);
     }
+    orgs.wait("t1 is back with its customer", || {
+        manager_of(&orgs, watcher, "t1").as_deref() == Some(ids[0].as_str())
+    })?;
+
+    // Settle every contract: the provider closes it, the customer checks
+    // and countersigns, the arbitrator releases both stakes.
+    let all = orgs.get(0, "/api/v1/market/contracts")?;
+    let mut settled = Vec::new();
+    let mut released = Vec::new();
+    for c in all.as_array().into_iter().flatten() {
+        let id = c["id"].as_str().unwrap_or_default().to_owned();
+        let at = |node: &Value| {
+            ids.iter()
+                .position(|i| node.as_str() == Some(i.as_str()))
+                .context("a party is not one of the bench's nodes")
+        };
+        let (p, a) = (at(&c["provider"])?, at(&c["arbitrator"])?);
+        eprintln!("market: settle {}", &id[..12]);
+        let state = |i: usize| {
+            orgs.get(i, &format!("/api/v1/market/contracts/{id}"))
+                .map(|v| v["settlement"].clone())
+                .unwrap_or_default()
+        };
+        orgs.wait("both stakes are held", || {
+            state(a)["held"].as_object().is_some_and(|h| h.len() == 2)
+        })?;
+        let start = Instant::now();
+        orgs.call(
+            p,
+            reqwest::Method::POST,
+            &format!("/api/v1/market/contracts/{id}/settlement"),
+            Some(&json!({"action": "settle"})),
+        )?;
+        orgs.wait("the customer countersigned", || {
+            state(0)["state"] == "countersigned"
+        })?;
+        settled.push(start.elapsed().as_secs_f64() * 1000.0);
+        orgs.wait("the stakes are released", || {
+            state(a)["held"].as_object().is_some_and(|h| h.is_empty())
+        })?;
+        released.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Every org's own balance, as its node proves it from the receipts it
+    // received, sums to 0 once the receipts have spread.
+    let balances = || -> Vec<i64> {
+        (0..agents)
+            .map(|i| {
+                orgs.get(i, "/api/v1/market/account")
+                    .map_or(0, |v| v["balance"].as_i64().unwrap_or(0))
+            })
+            .collect()
+    };
+    orgs.wait("every org's balance agrees", || {
+        balances().iter().sum::<i64>() == 0
+    })?;
+    let balances = balances();
     kill_marked(&marker);
     Ok(json!({
         "agents": agents,
         "orgs": agents,
         "request_to_contract": stats(signed),
         "takeover_after_sigkill": stats(takeover),
+        "thing_accepted_at_provider_after_sigkill": stats(thing_takeover),
         "hand_back_after_restart": stats(back),
+        "settle_to_countersigned": stats(settled),
+        "settle_to_stakes_released": stats(released),
+        "balances": balances,
     }))
 }

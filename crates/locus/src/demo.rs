@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::bench_market_live::{Orgs, kill_marked};
+use crate::bench_market_live::{Orgs, kill_marked, manager_of};
 use crate::bench_things::publish_once;
 
 const SENSOR_PASSWORD: &str = "demo-sensor-password";
@@ -42,12 +42,6 @@ fn mqtt_of(orgs: &Orgs, i: usize) -> anyhow::Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("the node runs no MQTT broker")
-}
-
-fn manager_of(orgs: &Orgs, watcher: usize, thing: &str) -> Option<String> {
-    orgs.get(watcher, &format!("/api/v1/things/{thing}")).ok()?["manager"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 pub fn market(json: bool) -> anyhow::Result<()> {
