@@ -1013,6 +1013,37 @@ impl Market {
             })?;
         settle::check_reply(&c, &statement, &reply)
             .map_err(|e| MarketError::Invalid(e.to_string()))?;
+        if let Some(s) = self.state().settlements.get(&id) {
+            return Ok(SettleAnswer {
+                settlement: Some(s.clone()),
+                ..Default::default()
+            });
+        }
+        let countersigned = reply.body.answer == Answer::Countersign;
+        let (settlement, receipt) = if countersigned {
+            let s = Settlement {
+                contract: c.clone(),
+                statement,
+                ending: Ending::Countersigned(reply.clone()),
+            };
+            let owed = settle::transfers(&s)
+                .into_iter()
+                .find(|t| t.from != c.terms.arbitrator_org && t.to != c.terms.arbitrator_org);
+            // The receipt first: one out of its pair's order is refused
+            // (409) and nothing is kept, so the customer answers again.
+            let receipt = match (owed, half) {
+                (Some(t), Some(h)) => Some(self.complete(h, &t).await?),
+                (Some(_), None) => {
+                    return Err(MarketError::Invalid(
+                        "a countersignature without the receipt that pays".into(),
+                    ));
+                }
+                (None, _) => None,
+            };
+            (Some(s), receipt)
+        } else {
+            (None, None)
+        };
         let meter = {
             let mut st = self.state();
             st.meters.get_mut(&id).map(|m| {
@@ -1026,32 +1057,15 @@ impl Market {
                 .put_market(Kind::Meter, id.to_string(), encode(&m), now_ms())
                 .await?;
         }
-        if reply.body.answer != Answer::Countersign {
+        let Some(s) = settlement else {
             self.state().note(
-                c.id(),
+                id,
                 format!(
                     "contract {}: the customer disputes; the arbitrator rules",
                     id.short()
                 ),
             );
             return Ok(SettleAnswer::default());
-        }
-        let s = Settlement {
-            contract: c.clone(),
-            statement,
-            ending: Ending::Countersigned(reply),
-        };
-        let owed = settle::transfers(&s)
-            .into_iter()
-            .find(|t| t.from != c.terms.arbitrator_org && t.to != c.terms.arbitrator_org);
-        let receipt = match (owed, half) {
-            (Some(t), Some(h)) => Some(self.complete(h, &t).await?),
-            (Some(_), None) => {
-                return Err(MarketError::Invalid(
-                    "a countersignature without the receipt that pays".into(),
-                ));
-            }
-            (None, _) => None,
         };
         self.keep_settlement(s.clone()).await?;
         Ok(SettleAnswer {
@@ -1213,14 +1227,21 @@ impl Market {
                     }
                     _ => Answer::Countersign,
                 };
-                let a = self.answer(&c, statement, answer).await?;
+                let a = self.answer(&c, statement.clone(), answer).await?;
                 let msg = SettleMsg::Reply {
                     reply: a.reply.ok_or(MarketError::NoCertificate)?,
                     receipt: a.half,
                 };
-                let answer = self.call(c.terms.provider, &msg).await.map_err(|e| {
-                    MarketError::Conflict(format!("cannot reach the provider: {e}"))
-                })?;
+                let answer = match self.call(c.terms.provider, &msg).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Still this node's to answer: try again later.
+                        self.state().awaiting.insert(cid, statement);
+                        return Err(MarketError::Conflict(format!(
+                            "the provider did not take the answer: {e}"
+                        )));
+                    }
+                };
                 if let Some(s) = answer.settlement {
                     self.keep_settlement(s).await?;
                 }
