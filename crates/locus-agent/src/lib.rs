@@ -453,7 +453,11 @@ impl Node {
             .await
             .map_err(|e| AgentError::Market(e.to_string()))?;
         let _ = standbys.0.set(market.clone());
-        let things_failover = things.spawn_failover(standbys.clone(), access.clone());
+        let things_failover = things.spawn_failover(
+            standbys.clone(),
+            Arc::new(HomesOf(workloads.clone())),
+            access.clone(),
+        );
         tracing::info!(
             node = %id,
             %name,
@@ -783,6 +787,17 @@ fn unix_ms() -> u64 {
 
 /// The market as the workloads see it: standbys named by contracts, and
 /// the customers to give work back to. Empty until the market starts.
+/// Where the workloads that manage things run now, for the things'
+/// failover.
+struct HomesOf(Workloads);
+
+#[async_trait::async_trait]
+impl locus_things::WorkloadHomes for HomesOf {
+    async fn home_of(&self, workload: &str) -> Option<NodeId> {
+        self.0.owner_of(workload).await
+    }
+}
+
 struct MarketStandbys(std::sync::OnceLock<locus_marketplace::Market>);
 
 impl locus_things::ThingStandbys for MarketStandbys {

@@ -295,6 +295,10 @@ pub fn successor(
 /// believe it is on the large one.
 pub const ADOPT_GRACE_MS: u64 = 1000;
 
+/// How long a dead manager's thing waits for the workload that manages
+/// it to fail over before the usual successor takes it.
+pub const FOLLOW_WAIT_MS: u64 = 15_000;
+
 /// Whether this node sees a strict majority of the nodes that did not leave
 /// as alive (suspects do not count): only then may it adopt others'
 /// workloads, so that a node or site cut off does not start copies of
@@ -442,7 +446,10 @@ pub fn plan_with_standbys<'a>(
 /// node `me` sees the cluster at `now_ms`: nobody while the manager is up
 /// (or gone for less than [`ADOPT_GRACE_MS`]) or this node sees no
 /// majority; the standby a contract names while it is alive (once the
-/// death is witnessed); else the live node with the highest rendezvous
+/// death is witnessed); for a thing managed by a workload, the node that
+/// runs the workload now (`follows`: while it is still the dead manager,
+/// the workload has not failed over yet, and the thing waits for it up to
+/// [`FOLLOW_WAIT_MS`]); else the live node with the highest rendezvous
 /// hash of the name. The same rule as workloads, keyed by the thing's
 /// name.
 pub fn thing_adopter(
@@ -450,6 +457,7 @@ pub fn thing_adopter(
     manager: NodeId,
     nodes: &[ClusterNode],
     standby: Option<Standby>,
+    follows: Option<NodeId>,
     now_ms: u64,
 ) -> Option<NodeId> {
     let gone = nodes.iter().any(|n| {
@@ -470,6 +478,18 @@ pub fn thing_adopter(
         && alive(sb.node)
     {
         return sb.witnessed.then_some(sb.node);
+    }
+    if let Some(home) = follows {
+        if home != manager && alive(home) {
+            return Some(home);
+        }
+        let dead_for = nodes
+            .iter()
+            .find(|n| n.id == manager)
+            .map_or(u64::MAX, |n| now_ms.saturating_sub(n.since_unix_ms));
+        if home == manager && dead_for < FOLLOW_WAIT_MS {
+            return None;
+        }
     }
     nodes
         .iter()

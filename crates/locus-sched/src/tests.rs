@@ -369,22 +369,22 @@ fn a_dead_managers_thing_has_one_adopter_or_its_witnessed_standby() {
         .collect();
     let manager = nodes[0].id;
     assert_eq!(
-        thing_adopter("t1", manager, &nodes, None, 10_000),
+        thing_adopter("t1", manager, &nodes, None, None, 10_000),
         None,
         "the manager is up"
     );
     nodes[0].liveness = Liveness::Dead;
     nodes[0].since_unix_ms = 9_500;
     assert_eq!(
-        thing_adopter("t1", manager, &nodes, None, 10_000),
+        thing_adopter("t1", manager, &nodes, None, None, 10_000),
         None,
         "within the grace"
     );
-    let adopter = thing_adopter("t1", manager, &nodes, None, 11_000).unwrap();
+    let adopter = thing_adopter("t1", manager, &nodes, None, None, 11_000).unwrap();
     assert_ne!(adopter, manager);
     // Every node computes the same adopter; another name may go elsewhere.
     let names: std::collections::BTreeSet<NodeId> = (0..40)
-        .filter_map(|i| thing_adopter(&format!("t{i}"), manager, &nodes, None, 11_000))
+        .filter_map(|i| thing_adopter(&format!("t{i}"), manager, &nodes, None, None, 11_000))
         .collect();
     assert!(names.len() > 1, "names spread over the live nodes");
     // A standby: it alone, and only once witnessed.
@@ -396,15 +396,42 @@ fn a_dead_managers_thing_has_one_adopter_or_its_witnessed_standby() {
         })
     };
     assert_eq!(
-        thing_adopter("t1", manager, &nodes, standby(false), 11_000),
+        thing_adopter("t1", manager, &nodes, standby(false), None, 11_000),
         None
     );
     assert_eq!(
-        thing_adopter("t1", manager, &nodes, standby(true), 11_000),
+        thing_adopter("t1", manager, &nodes, standby(true), None, 11_000),
         Some(sb)
+    );
+    // A thing managed by a workload goes where the workload runs now,
+    // waits while it has not moved, and not forever.
+    let home = nodes[2].id;
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, None, Some(home), 11_000),
+        Some(home)
+    );
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, None, Some(manager), 11_000),
+        None,
+        "the workload has not moved yet"
+    );
+    assert_eq!(
+        thing_adopter(
+            "t1",
+            manager,
+            &nodes,
+            None,
+            Some(manager),
+            9_500 + FOLLOW_WAIT_MS
+        ),
+        Some(adopter),
+        "waited long enough: the usual successor"
     );
     // A minority adopts nothing.
     nodes[1].liveness = Liveness::Dead;
     nodes[2].liveness = Liveness::Dead;
-    assert_eq!(thing_adopter("t1", manager, &nodes, None, 11_000), None);
+    assert_eq!(
+        thing_adopter("t1", manager, &nodes, None, None, 11_000),
+        None
+    );
 }

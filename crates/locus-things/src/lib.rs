@@ -34,6 +34,7 @@ pub use metrics::ThingMetrics;
 pub use mqtt::Broker;
 pub use registry::{
     Endpoints, Located, NoThingStandbys, ThingEvent, ThingStandbys, Things, ThingsError,
+    WorkloadHomes,
 };
 
 /// Which doors to open, and where.

@@ -28,7 +28,7 @@ use locus_store::Store;
 use crate::table::ThingTable;
 
 mod failover;
-pub use failover::{FAILOVER_TICK, NoThingStandbys, ThingStandbys};
+pub use failover::{FAILOVER_TICK, NoThingStandbys, ThingStandbys, WorkloadHomes};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
@@ -119,6 +119,10 @@ struct Header {
     n: u32,
     digest: String,
     generation: u64,
+    /// The workload that manages the thing, if any (so that a node can
+    /// tell where the thing goes without assembling it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workload: Option<String>,
 }
 
 struct Owned {
@@ -180,13 +184,13 @@ fn verify_password(hash: &str, password: &[u8]) -> bool {
 
 /// The name and generation of each thing an owner published, from the
 /// headers alone (no thing is assembled or parsed).
-fn generations_in(records: &[(String, u64, Vec<u8>)]) -> Vec<(String, u64)> {
+fn generations_in(records: &[(String, u64, Vec<u8>)]) -> Vec<(String, u64, Option<String>)> {
     records
         .iter()
         .filter_map(|(key, _, value)| {
             let name = key.strip_prefix("thing/").filter(|n| !n.contains('/'))?;
             let h = serde_json::from_slice::<Header>(value).ok()?;
-            Some((name.to_owned(), h.generation))
+            Some((name.to_owned(), h.generation, h.workload))
         })
         .collect()
 }
@@ -318,6 +322,7 @@ impl Things {
             n: n as u32,
             digest: blake3::hash(&json).to_hex().to_string(),
             generation: t.generation,
+            workload: t.workload.clone(),
         };
         if let Err(e) = f.publish_json(&header_key(name), &header).await {
             tracing::warn!(thing = %name, error = %e, "cannot publish a thing");
@@ -820,6 +825,7 @@ mod tests {
             n: 2,
             digest: blake3::hash(&json).to_hex().to_string(),
             generation: 2,
+            workload: None,
         })
         .unwrap();
         let mut records = vec![

@@ -136,6 +136,30 @@ impl Workloads {
         Ok(())
     }
 
+    /// The node that owns workload `name_or_id` now (the newest copy of
+    /// the cluster, destroyed ones aside), without reading any spec.
+    pub async fn owner_of(&self, name_or_id: &str) -> Option<NodeId> {
+        let nodes = self.all_nodes().await;
+        let replicas = self.replicas(&nodes).await;
+        let local = self
+            .inner
+            .owned
+            .lock()
+            .await
+            .entries
+            .values()
+            .map(|e| e.w.summary(0))
+            .collect::<Vec<_>>();
+        replicas
+            .copies()
+            .into_iter()
+            .chain(local)
+            .filter(|c| c.name == name_or_id || c.id.to_string() == name_or_id)
+            .max_by_key(|c| (c.epoch, c.owner))
+            .filter(|c| !c.destroyed)
+            .map(|c| c.owner)
+    }
+
     /// Every workload of the cluster (the winning copy of each), with the
     /// node that owns it.
     pub async fn list(&self) -> Vec<WorkloadView> {

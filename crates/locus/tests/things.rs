@@ -1330,3 +1330,99 @@ fn a_dead_managers_thing_is_adopted_by_one_node_and_the_manager_yields_when_back
         "the old manager still takes its login"
     );
 }
+
+#[test]
+fn things_managed_by_a_workload_follow_it_when_it_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // Only a and c are gateways: the workload can only fail over to c,
+    // while the usual successor of a thing is any live node by its name.
+    let gateway = dir.path().join("gateway.toml");
+    std::fs::write(&gateway, "[labels]\ngateway = \"yes\"\n").unwrap();
+    let gateway = gateway.to_str().unwrap();
+    let a = member_with(dir.path(), 34, "lab", &[], &["--config", gateway]);
+    let marker = format!("locus-things-follow-{}", std::process::id());
+    let spec = serde_json::json!({
+        "name": "gw", "kind": "process", "source": "/bin/sh",
+        "args": ["-c", format!("while :; do sleep 1; done # {marker}")],
+        "placement": {"labels": {"gateway": "yes"}},
+    });
+    let r = a
+        .agent
+        .http()
+        .post(a.agent.url("/api/v1/workloads"))
+        .json(&spec)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let b = member(dir.path(), 35, "lab", &[a.gossip]);
+    let c = member_with(dir.path(), 36, "lab", &[a.gossip], &["--config", gateway]);
+    let d = member(dir.path(), 37, "lab", &[a.gossip]);
+    wait_cluster(&[&a, &b, &c, &d], 4);
+    let id = |m: &Member| {
+        get_json(&m.agent, "/api/v1/node")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (a_id, c_id) = (id(&a), id(&c));
+    // Four things managed by gw: by their names alone, each would go to
+    // b, c or d.
+    let names: Vec<String> = (1..=4).map(|i| format!("sensor-{i}")).collect();
+    for name in &names {
+        let file = thing_file(dir.path(), name);
+        ok(&cli(&a.agent, &["thing", "add", &file, "--workload", "gw"]));
+    }
+    let manager = |m: &Member, name: &str| -> Option<String> {
+        let r = m
+            .agent
+            .http()
+            .get(m.agent.url(&format!("/api/v1/things/{name}")))
+            .send()
+            .ok()?;
+        r.json::<Value>().ok()?["manager"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    wait_until("b sees a manage them", Duration::from_secs(10), || {
+        names
+            .iter()
+            .all(|n| manager(&b, n).as_deref() == Some(a_id.as_str()))
+    });
+    let mut a = a;
+    a.agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = a.agent.wait_exit(Duration::from_secs(5));
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", &marker])
+        .status();
+    drop(a);
+    let took = wait_until(
+        "gw and its things are on c",
+        Duration::from_secs(40),
+        || {
+            names
+                .iter()
+                .all(|n| manager(&b, n).as_deref() == Some(c_id.as_str()))
+        },
+    );
+    eprintln!("manager SIGKILL → things with their workload on c: {took:?}");
+    let w = get_json(&b.agent, "/api/v1/workloads");
+    let gw = w
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "gw")
+        .cloned()
+        .unwrap();
+    assert_eq!(gw["owner"], c_id.as_str(), "{gw}");
+    for name in &names {
+        let out = publish(
+            &c.agent,
+            name,
+            PASSWORD,
+            &format!("things/{name}/readings"),
+            r#"{"temperature": 18.5}"#,
+        );
+        assert!(out.status.success(), "{name} cannot log in at c");
+    }
+    let _ = d;
+}

@@ -2,9 +2,10 @@
 //! — the standby a contract names (once the death is witnessed), else the
 //! live node `locus_sched::thing_adopter` picks by the thing's name — and
 //! publishes it at a newer generation, so MQTT logins are accepted there
-//! and the bootstrap server points LwM2M clients there. A manager that
-//! returns yields to the newer generation; a provider gives a customer's
-//! things back once the customer is back.
+//! and the bootstrap server points LwM2M clients there. A thing managed by
+//! a workload goes where that workload runs now (after its failover or
+//! hand back). A manager that returns yields to the newer generation; a
+//! provider gives a customer's things back once the customer is back.
 
 use std::sync::Arc;
 
@@ -28,6 +29,14 @@ pub trait ThingStandbys: Send + Sync + 'static {
     fn hand_back(&self, thing: &str) -> Option<NodeId>;
 }
 
+/// Where the workloads that manage things run now. The agent implements it
+/// over the workloads.
+#[async_trait::async_trait]
+pub trait WorkloadHomes: Send + Sync + 'static {
+    /// The node that owns workload `workload` (a name or an id) now.
+    async fn home_of(&self, workload: &str) -> Option<NodeId>;
+}
+
 /// No contracts: the usual successor takes a dead manager's things.
 pub struct NoThingStandbys;
 
@@ -45,23 +54,27 @@ impl Things {
     pub fn spawn_failover(
         &self,
         standbys: Arc<dyn ThingStandbys>,
+        homes: Arc<dyn WorkloadHomes>,
         peers: Arc<dyn locus_core::PeerTrust>,
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(FAILOVER_TICK).await;
-                me.failover_pass(standbys.as_ref(), peers.as_ref()).await;
+                me.failover_pass(standbys.as_ref(), homes.as_ref(), peers.as_ref())
+                    .await;
             }
         })
     }
 
     /// One pass: adopt the things of dead managers this node succeeds,
     /// yield the things a newer generation replaced, give back the things
-    /// a customer may have again.
+    /// a customer may have again, and send a thing after the workload that
+    /// manages it when that workload runs elsewhere now.
     pub async fn failover_pass(
         &self,
         standbys: &dyn ThingStandbys,
+        homes: &dyn WorkloadHomes,
         peers: &dyn locus_core::PeerTrust,
     ) {
         let me = self.inner.me;
@@ -81,14 +94,19 @@ impl Things {
                 continue;
             };
             // Headers first: a thing is assembled only when this node adopts it.
-            let mine: Vec<String> = generations_in(&records)
-                .into_iter()
-                .filter(|(name, _)| {
-                    let standby = standbys.standby(n.id, name);
-                    locus_sched::thing_adopter(name, n.id, &nodes, standby, now) == Some(me)
-                })
-                .map(|(name, _)| name)
-                .collect();
+            let mut mine: Vec<String> = Vec::new();
+            for (name, _, workload) in generations_in(&records) {
+                let standby = standbys.standby(n.id, &name);
+                let follows = match &workload {
+                    Some(w) => homes.home_of(w).await,
+                    None => None,
+                };
+                if locus_sched::thing_adopter(&name, n.id, &nodes, standby, follows, now)
+                    == Some(me)
+                {
+                    mine.push(name);
+                }
+            }
             if mine.is_empty() {
                 continue;
             }
@@ -102,14 +120,24 @@ impl Things {
         self.yield_replaced(&nodes).await;
         for t in self.owned().await {
             let name = t.spec.name.get().clone();
-            if let Some(to) = standbys.hand_back(&name)
+            // A thing goes where the workload that manages it runs now;
+            // else back to a customer a contract names.
+            let home = match &t.workload {
+                Some(w) => homes.home_of(w).await,
+                None => None,
+            };
+            let (to, why) = match home {
+                Some(h) if h != me => (Some(h), "follows its workload"),
+                _ => (standbys.hand_back(&name), "handed back"),
+            };
+            if let Some(to) = to
                 && to != me
                 && let Some(api) = api_of(&nodes, to)
             {
                 match self.attach(&name, to, &api, t.workload.clone()).await {
-                    Ok(_) => tracing::info!(thing = %name, %to, "thing handed back"),
+                    Ok(_) => tracing::info!(thing = %name, %to, "thing {why}"),
                     Err(e) => {
-                        tracing::warn!(thing = %name, %to, error = %e, "cannot hand a thing back; retrying")
+                        tracing::warn!(thing = %name, %to, error = %e, "cannot move a thing ({why}); retrying")
                     }
                 }
             }
@@ -150,7 +178,7 @@ impl Things {
             let Ok(records) = self.inner.fabric.records_of(n.id).await else {
                 continue;
             };
-            for (name, generation) in generations_in(&records) {
+            for (name, generation, _) in generations_in(&records) {
                 if owned
                     .iter()
                     .any(|mine| mine.spec.name.get() == &name && mine.generation < generation)
