@@ -361,6 +361,11 @@ pub(crate) fn live(
         orgs.wait("svc runs on its customer", || {
             orgs.running_at(watcher, "svc", &ids[0])
         })?;
+        // (A customer killed before its things' records spread again
+        // leaves nothing for the provider to adopt until it returns.)
+        orgs.wait("t1 is back with its customer", || {
+            manager_of(&orgs, watcher, "t1").as_deref() == Some(ids[0].as_str())
+        })?;
         if let Some(mut c) = orgs.agents[0].child.take() {
             let _ = c.kill();
             let _ = c.wait();
