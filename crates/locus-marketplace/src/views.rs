@@ -213,7 +213,7 @@ pub struct AccountView {
     pub escrow: Vec<EscrowView>,
     /// The chains of receipts of this org's pairs, signed (what
     /// `locus verify account` checks).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<Object>)]
     pub chains: Vec<locus_market::PairChain>,
     /// Every org's reputation as this org sees it, from the settlements
     /// this node knows (score and weight per mille; what the rules use).
