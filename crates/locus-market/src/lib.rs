@@ -65,4 +65,4 @@ pub use settle::{
 pub use signed::{
     Authored, KeyParty, Party, PartySignature, PartySigner, RecordId, SignatureError, Signed,
 };
-pub use witness::{Observation, witnessed};
+pub use witness::{Observation, witnessed, witnesses};

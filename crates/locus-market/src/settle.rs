@@ -466,24 +466,9 @@ pub fn rule(
             reasons.push(format!("the customer disputes: {reason}"));
         }
     }
-    // What the evidence supports: only witnessed activations count.
-    let witnessed_only: Vec<Activation> = u
-        .activations
-        .iter()
-        .take(MAX_ACTIVATIONS)
-        .filter(|a| {
-            witnessed(
-                a.evidence.iter().take(MAX_EVIDENCE),
-                t.customer,
-                t.provider_org,
-                a.dead_since_ms,
-                needed,
-                a.from_ms,
-            )
-        })
-        .cloned()
-        .collect();
-    let (fair, _) = meter(t, id, u.close, u.to_secs, &witnessed_only, needed);
+    // What the evidence supports: `meter` counts only the witnessed
+    // activations.
+    let (fair, _) = meter(t, id, u.close, u.to_secs, &u.activations, needed);
     let (due, penalty) = (fair.due, fair.penalty);
     let (mut awards, lost_by) = if sound {
         (Awards::default(), t.customer_org)

@@ -67,7 +67,21 @@ pub fn witnessed<'a>(
     needed: usize,
     now_ms: u64,
 ) -> bool {
+    witnesses(observations, subject, provider_org, since_ms, now_ms).len() >= needed
+}
+
+/// The observations that count for a takeover of `subject` by a node of
+/// `provider_org` at `now_ms` (see [`witnessed`]): one per observer, the
+/// first valid one of each, in the order given.
+pub fn witnesses<'a>(
+    observations: impl IntoIterator<Item = &'a Signed<Observation>>,
+    subject: NodeId,
+    provider_org: OrgId,
+    since_ms: u64,
+    now_ms: u64,
+) -> Vec<&'a Signed<Observation>> {
     let mut observers = BTreeSet::new();
+    let mut counted = Vec::new();
     for o in observations {
         let b = &o.body;
         if b.subject != subject
@@ -75,13 +89,15 @@ pub fn witnessed<'a>(
             || b.observer_org == provider_org
             || b.dead_since_ms.saturating_add(DETECTION_SKEW_MS) < since_ms
             || now_ms.saturating_sub(b.at.saturating_mul(1000)) > MAX_OBSERVATION_AGE_MS
+            || observers.contains(&b.observer)
             || o.verify().is_err()
         {
             continue;
         }
         observers.insert(b.observer);
+        counted.push(o);
     }
-    observers.len() >= needed
+    counted
 }
 
 #[cfg(test)]

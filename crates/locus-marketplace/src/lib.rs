@@ -221,7 +221,7 @@ pub(crate) struct State {
     /// Contracts a user asked to settle now.
     pub settle_now: BTreeSet<RecordId>,
     /// When each settlement call was last tried (unix seconds).
-    pub tries: BTreeMap<(RecordId, u8), u64>,
+    pub tries: BTreeMap<(RecordId, settlement::Call), u64>,
 }
 
 impl State {

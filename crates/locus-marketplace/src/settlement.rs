@@ -19,7 +19,6 @@ use locus_core::NodeId;
 use locus_core::cluster::Liveness;
 use locus_market::ledger::ordered;
 use locus_market::settle::{self, Ending, Reply, Transfer};
-use locus_market::witness::MAX_OBSERVATION_AGE_MS;
 use locus_market::{
     Accounts, Activation, Answer, Close, Contract, Outcome, PartySignature, Receipt, RecordId,
     Settlement, Signed, SignedReceipt, Usage,
@@ -134,6 +133,15 @@ pub(crate) struct Meter {
     pub ended: Option<(u64, u8)>,
 }
 
+/// The calls a settlement retries, each at its own pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Call {
+    Stake,
+    Release,
+    Case,
+    Statement,
+}
+
 /// After an activation ends, the readings taken since it began are sent
 /// back this long after (ms): once the things are home, and again in
 /// case a reading was still on its way (the customer keeps each once).
@@ -209,27 +217,18 @@ impl State {
         let Some((Liveness::Dead | Liveness::Left, since)) = self.since.get(&customer) else {
             return None;
         };
-        let evidence: Vec<_> = self
-            .observations
-            .values()
-            .filter(|o| {
-                o.body.subject == customer
-                    && o.body.observer_org != c.terms.provider_org
-                    && now_ms.saturating_sub(o.body.at.saturating_mul(1000))
-                        <= MAX_OBSERVATION_AGE_MS
-            })
-            .take(settle::MAX_EVIDENCE)
-            .cloned()
-            .collect();
-        locus_market::witnessed(
-            &evidence,
+        let evidence: Vec<_> = locus_market::witnesses(
+            self.observations.values(),
             customer,
             c.terms.provider_org,
             *since,
-            needed,
             now_ms,
         )
-        .then_some((*since, evidence))
+        .into_iter()
+        .take(settle::MAX_EVIDENCE)
+        .cloned()
+        .collect();
+        (evidence.len() >= needed).then_some((*since, evidence))
     }
 }
 
@@ -429,7 +428,7 @@ impl Market {
                     .all(|s| st.ledger.has(s));
                 (st.is_closed(&id), staked)
             };
-            if !closed && !staked && self.may_try(id, 0, now) {
+            if !closed && !staked && self.may_try(id, Call::Stake, now) {
                 self.stake(&c).await;
             }
             if t.provider == me {
@@ -444,7 +443,7 @@ impl Market {
                         .filter(|r| r.to == my_org && !st.ledger.has(r))
                         .collect()
                 };
-                if !owed.is_empty() && self.may_try(id, 1, now) {
+                if !owed.is_empty() && self.may_try(id, Call::Release, now) {
                     for r in owed {
                         self.release(&s, r).await;
                     }
@@ -453,9 +452,9 @@ impl Market {
         }
     }
 
-    /// Whether the `what`th call about contract `id` may be tried at
-    /// `now` (not more often than every [`RETRY_SECS`]).
-    fn may_try(&self, id: RecordId, what: u8, now: u64) -> bool {
+    /// Whether call `what` about contract `id` may be tried at `now` (not
+    /// more often than every [`RETRY_SECS`]).
+    fn may_try(&self, id: RecordId, what: Call, now: u64) -> bool {
         let mut st = self.state();
         let last = st.tries.get(&(id, what)).copied();
         if last.is_some_and(|l| now < l + RETRY_SECS) {
@@ -478,7 +477,7 @@ impl Market {
             let st = self.state();
             let settled = st.settlements.contains_key(&id);
             let meter = st.meters.get(&id).cloned().unwrap_or_default();
-            let evidence = if t.start <= now && now < t.end {
+            let evidence = if meter.closed.is_none() && t.start <= now && now < t.end {
                 st.takeover_evidence(c, self.inner.witnesses, now_ms)
             } else {
                 None
@@ -496,10 +495,12 @@ impl Market {
                 settled,
             )
         };
-        let before = encode(&meter);
+        // Whether the meter changed (and must be stored).
+        let mut changed = false;
         if meter.closed.is_none() {
-            match (&mut meter.open, evidence) {
+            match (&meter.open, evidence) {
                 (None, Some((since, evidence))) => {
+                    changed = true;
                     meter.open = Some(Activation {
                         from_ms: now_ms,
                         to_ms: now_ms,
@@ -514,8 +515,10 @@ impl Market {
                         ),
                     );
                 }
-                (Some(open), Some(_)) => open.to_ms = now_ms,
+                // Still active: its end is set when it ends.
+                (Some(_), Some(_)) => {}
                 (Some(_), None) => {
+                    changed = true;
                     if let Some(mut a) = meter.open.take() {
                         a.to_ms = now_ms;
                         meter.activations.push(a);
@@ -529,8 +532,11 @@ impl Market {
             let so_far: Vec<Activation> = meter
                 .activations
                 .iter()
-                .chain(meter.open.iter())
                 .cloned()
+                .chain(meter.open.iter().map(|a| Activation {
+                    to_ms: now_ms,
+                    ..a.clone()
+                }))
                 .collect();
             let (accrued, _) =
                 settle::meter(t, id, Close::Early, now, &so_far, self.inner.witnesses);
@@ -540,6 +546,7 @@ impl Market {
                 settle::close_due(t, accrued.due, available, now)
             };
             if let Some(close) = close {
+                changed = true;
                 if let Some(mut a) = meter.open.take() {
                     a.to_ms = now_ms.min(t.end.saturating_mul(1000));
                     meter.activations.push(a);
@@ -557,6 +564,7 @@ impl Market {
                 settle::meter(t, id, close, at, &meter.activations, self.inner.witnesses);
             usage.at = now;
             if let Some(s) = Signed::sign_with(usage, self.inner.party.as_ref()) {
+                changed = true;
                 meter.statement = Some(s);
                 meter.answer_by = now + self.inner.answer_secs;
             }
@@ -568,12 +576,13 @@ impl Market {
                         .get(usize::from(sent))
                         .is_some_and(|after| now_ms >= at + after) =>
             {
+                changed = true;
                 meter.ended = Some((at, sent + 1));
                 meter.activations.first().map(|a| a.from_ms)
             }
             _ => None,
         };
-        if encode(&meter) != before {
+        if changed {
             if let Err(e) = self
                 .inner
                 .store
@@ -596,19 +605,19 @@ impl Market {
         match &meter.reply {
             // Answered with a dispute: the arbitrator rules.
             Some(r) if r.body.answer != Answer::Countersign => {
-                if self.may_try(id, 2, now) {
+                if self.may_try(id, Call::Case, now) {
                     self.take_to_arbitrator(c, &statement, Some(r.clone()))
                         .await;
                 }
             }
             Some(_) => {}
             None if now >= meter.answer_by => {
-                if self.may_try(id, 2, now) {
+                if self.may_try(id, Call::Case, now) {
                     self.take_to_arbitrator(c, &statement, None).await;
                 }
             }
             None => {
-                if self.may_try(id, 3, now) {
+                if self.may_try(id, Call::Statement, now) {
                     let msg = SettleMsg::Statement { statement };
                     match self.call(t.customer, &msg).await {
                         Ok(a) => self.take_answer(c, a).await,
