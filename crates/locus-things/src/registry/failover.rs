@@ -7,6 +7,7 @@
 //! hand back). A manager that returns yields to the newer generation; a
 //! provider gives a customer's things back once the customer is back.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use locus_core::NodeId;
@@ -86,6 +87,8 @@ impl Things {
                 || peers.verdict(n.id) != locus_core::PeerVerdict::Refused
         });
         let now = crate::unix_ms();
+        // Where each workload runs, asked once per pass.
+        let mut homes_seen: BTreeMap<String, Option<NodeId>> = BTreeMap::new();
         for n in nodes
             .iter()
             .filter(|n| n.id != me && matches!(n.liveness, Liveness::Dead | Liveness::Left))
@@ -97,8 +100,8 @@ impl Things {
             let mut mine: Vec<String> = Vec::new();
             for (name, _, workload) in generations_in(&records) {
                 let standby = standbys.standby(n.id, &name);
-                let follows = match &workload {
-                    Some(w) => homes.home_of(w).await,
+                let follows = match workload {
+                    Some(w) => home(homes, &mut homes_seen, w).await,
                     None => None,
                 };
                 if locus_sched::thing_adopter(&name, n.id, &nodes, standby, follows, now)
@@ -123,7 +126,7 @@ impl Things {
             // A thing goes where the workload that manages it runs now;
             // else back to a customer a contract names.
             let home = match &t.workload {
-                Some(w) => homes.home_of(w).await,
+                Some(w) => home(homes, &mut homes_seen, w.clone()).await,
                 None => None,
             };
             let (to, why) = match home {
@@ -190,6 +193,20 @@ impl Things {
             }
         }
     }
+}
+
+/// Where workload `w` runs, from `seen` or asked once of `homes`.
+async fn home(
+    homes: &dyn WorkloadHomes,
+    seen: &mut BTreeMap<String, Option<NodeId>>,
+    w: String,
+) -> Option<NodeId> {
+    if let Some(h) = seen.get(&w) {
+        return *h;
+    }
+    let h = homes.home_of(&w).await;
+    seen.insert(w, h);
+    h
 }
 
 fn api_of(nodes: &[ClusterNode], id: NodeId) -> Option<String> {
