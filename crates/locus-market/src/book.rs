@@ -33,6 +33,8 @@ pub const MAX_BOOK: usize = 100_000;
 pub const MAX_PRICE: u64 = 1_000_000_000_000;
 /// Longest contract a record may ask for or accept (30 days).
 pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+/// Longest handover an SLA may allow, seconds.
+pub const MAX_HANDOVER_SECS: u32 = 3600;
 /// Longest name of a site, interface, workload or thing in a record.
 pub const MAX_NAME: usize = 128;
 
@@ -299,6 +301,15 @@ impl Request {
                 format!(
                     "{} is not within 1..={MAX_DURATION_SECS}",
                     self.duration_secs
+                ),
+            ));
+        }
+        if !(1..=MAX_HANDOVER_SECS).contains(&self.sla.handover_within_secs) {
+            return Err(invalid(
+                "handover_within_secs",
+                format!(
+                    "{} is not within 1..={MAX_HANDOVER_SECS}",
+                    self.sla.handover_within_secs
                 ),
             ));
         }
