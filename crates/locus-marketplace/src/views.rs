@@ -41,19 +41,25 @@ pub struct RequestAsk {
     /// Workloads of this node to cover (names or ids); their needs are
     /// measured.
     #[serde(default)]
+    #[schema(value_type = Vec<BookName>)]
     pub workloads: Vec<String>,
     /// Things to cover (names).
     #[serde(default)]
+    #[schema(value_type = Vec<BookName>)]
     pub things: Vec<String>,
-    /// Thousandths of a core, when no workload is covered.
-    #[schema(maximum = 64000)]
+    /// Thousandths of a core, when no workload is covered (at most the
+    /// largest tier's 8 cores).
+    #[schema(maximum = 8000)]
     pub cpu_millis: Option<u32>,
-    /// MiB of memory, when no workload is covered.
-    #[schema(maximum = 1048576)]
+    /// MiB of memory, when no workload is covered (at most the largest
+    /// tier's 32 GiB).
+    #[schema(maximum = 32768)]
     pub memory_mb: Option<u64>,
     /// The customer's tenant the contract grants (default `default`).
+    #[schema(value_type = Option<BookName>)]
     pub tenant: Option<String>,
     /// The provider's site (default this node's).
+    #[schema(value_type = Option<BookName>)]
     pub site: Option<String>,
     /// Paid at most per unit-hour, millicredits (default the rules').
     #[schema(maximum = 1_000_000_000_000_u64)]
@@ -134,6 +140,24 @@ pub struct Explained {
     /// first.
     pub notes: Vec<String>,
 }
+
+/// A name on the book (a covered workload or thing, a tenant, a site):
+/// 1 to 128 printable characters, as the book checks; documented as
+/// printable ASCII, which the book always takes.
+pub struct BookName;
+
+impl utoipa::PartialSchema for BookName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(128))
+            .pattern(Some("^[ -~]{1,128}$"))
+            .into()
+    }
+}
+
+impl ToSchema for BookName {}
 
 /// A contract this node holds.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
