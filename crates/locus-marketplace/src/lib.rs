@@ -86,6 +86,10 @@ pub const OBSERVATION_REFRESH_SECS: u64 = 20;
 pub const HAND_BACK_AFTER_MS: u64 = 2000;
 /// Longest a provider waits for the round a proposal names.
 pub const ROUND_WAIT: Duration = Duration::from_secs(2);
+/// Times a customer proposes a request again to a provider that could not
+/// answer yet (the round had not reached it, or its offer was in another
+/// negotiation) before it counts as a refusal.
+pub const MAX_NOT_YET: u32 = 5;
 
 /// Why a market call failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +171,9 @@ pub(crate) struct Held {
 pub(crate) struct Mine {
     pub entry: Entry,
     pub chunks: usize,
+    /// Proposals of this request a provider could not answer yet (see
+    /// [`MAX_NOT_YET`]).
+    pub not_yet: u32,
 }
 
 /// A round as this node received it, with its verdict.
@@ -373,7 +380,14 @@ impl Market {
                 owner: self.inner.me,
             },
         );
-        st.mine.insert(id, Mine { entry, chunks });
+        st.mine.insert(
+            id,
+            Mine {
+                entry,
+                chunks,
+                not_yet: 0,
+            },
+        );
         Ok(id)
     }
 

@@ -1,7 +1,8 @@
 //! Negotiation: the customer proposes the terms of a checked match, the
 //! provider finds the same match, applies its rules and countersigns.
 //! A refusal re-lists the request without that provider's org, so the
-//! next round can match it elsewhere.
+//! next round can match it elsewhere; a provider that cannot answer yet
+//! (the round has not reached it) is proposed to again in a later round.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use locus_market::{Contract, Entry, Match, RecordId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{Market, MarketError, ROUND_WAIT, Seen, now_secs};
+use crate::{MAX_NOT_YET, Market, MarketError, ROUND_WAIT, Seen, now_secs};
 
 /// The provider's answer to a proposal.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -21,6 +22,30 @@ pub struct Answer {
     pub contract: Option<Contract>,
     /// Why the provider does not sign.
     pub rejected: Option<String>,
+    /// The refusal holds for now only: the round had not reached the
+    /// provider, or its offer was in another negotiation. The customer
+    /// proposes again in a later round instead of re-listing without the
+    /// provider's org.
+    #[serde(default)]
+    pub not_yet: bool,
+}
+
+impl Answer {
+    fn refused(why: String) -> Answer {
+        Answer {
+            contract: None,
+            rejected: Some(why),
+            not_yet: false,
+        }
+    }
+
+    fn not_yet(why: String) -> Answer {
+        Answer {
+            contract: None,
+            rejected: Some(why),
+            not_yet: true,
+        }
+    }
 }
 
 const PROPOSAL_PATH: &str = "/api/v1/market/proposals";
@@ -133,6 +158,19 @@ impl Market {
             }
             Ok(Answer {
                 rejected: Some(why),
+                not_yet: true,
+                ..
+            }) if self.not_yet(m.request) <= MAX_NOT_YET => {
+                self.state().note(
+                    m.request,
+                    format!(
+                        "round {}: provider {} cannot answer yet ({why}): proposing again in a later round",
+                        round.number, offer.body.provider
+                    ),
+                );
+            }
+            Ok(Answer {
+                rejected: Some(why),
                 ..
             }) => {
                 self.relist(
@@ -179,6 +217,15 @@ impl Market {
         serde_json::from_str(&text).map_err(|e| format!("bad answer: {e}"))
     }
 
+    /// Count one more "not yet" for `request`; answers the count.
+    fn not_yet(&self, request: RecordId) -> u32 {
+        let mut st = self.state();
+        st.mine.get_mut(&request).map_or(u32::MAX, |m| {
+            m.not_yet += 1;
+            m.not_yet
+        })
+    }
+
     /// Re-list a request without `org`: the same need, a new number.
     async fn relist(&self, request: RecordId, org: locus_access::OrgId, why: String) {
         let old = self.state().mine.get(&request).map(|m| m.entry.clone());
@@ -204,12 +251,6 @@ impl Market {
     /// The provider's side: a customer's proposal, answered once the
     /// contract is stored, or with the reason for refusing.
     pub async fn consider(&self, proposal: Proposal) -> Result<Answer, MarketError> {
-        let reject = |why: String| {
-            Ok(Answer {
-                contract: None,
-                rejected: Some(why),
-            })
-        };
         proposal
             .verify()
             .map_err(|e| MarketError::Invalid(format!("proposal: {e}")))?;
@@ -223,16 +264,16 @@ impl Market {
         {
             let mut st = self.state();
             if !st.mine.contains_key(&t.offer) {
-                return reject(format!(
+                return Ok(Answer::refused(format!(
                     "offer {} is no longer on the book",
                     t.offer.short()
-                ));
+                )));
             }
             if !st.busy.insert(t.offer) {
-                return reject(format!(
+                return Ok(Answer::not_yet(format!(
                     "offer {} is being negotiated with another customer",
                     t.offer.short()
-                ));
+                )));
             }
         }
         let answer = self.consider_held(&proposal).await;
@@ -241,18 +282,13 @@ impl Market {
     }
 
     async fn consider_held(&self, proposal: &Proposal) -> Result<Answer, MarketError> {
-        let reject = |why: String| {
-            Ok(Answer {
-                contract: None,
-                rejected: Some(why),
-            })
-        };
+        let reject = |why: String| Ok(Answer::refused(why));
         let t = &proposal.terms;
         let Some(seen) = self.wait_for_round(t.round).await else {
-            return reject(format!(
-                "round {} has not reached this node or does not check here",
+            return Ok(Answer::not_yet(format!(
+                "round {} has not reached this node or does not check here yet",
                 t.round
-            ));
+            )));
         };
         let matched = seen.signed.body.matches.iter().any(|m| {
             m.request == t.request
@@ -315,6 +351,7 @@ impl Market {
         Ok(Answer {
             contract: Some(contract),
             rejected: None,
+            not_yet: false,
         })
     }
 
