@@ -186,10 +186,27 @@ impl Agent {
     }
 }
 
+/// Lines of an agent's log a failing test shows.
+const LOG_TAIL: usize = 60;
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that failed shows what each of its agents said last: on
+        // a loaded CI machine this is the only trace of why.
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- last {} lines of the agent on {} ({}) ---\n{}",
+                tail.len(),
+                self.addr,
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 

@@ -421,7 +421,7 @@ fn paho_mqtt_things_in_both_versions_publish_and_take_commands() {
                 "--password",
                 PASSWORD,
             ])
-            .args(["--version", version])
+            .args(["--version", version, "--timeout", "45"])
             .arg("--publish")
             .arg(format!("things/{thing}/readings={{\"temperature\": 18.5}}"))
             .args([
@@ -467,7 +467,9 @@ fn paho_mqtt_things_in_both_versions_publish_and_take_commands() {
             Duration::from_secs(20),
             || count("puback") == pubacks,
         );
-        wait_until("the command is delivered", Duration::from_secs(10), || {
+        // A try waits up to 5 s for the thing's PUBACK: a loaded machine
+        // gets several tries.
+        wait_until("the command is delivered", Duration::from_secs(30), || {
             cli(&agent, &["thing", "cmd", thing, "fan", "true"])
                 .status
                 .success()
