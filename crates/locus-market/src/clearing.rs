@@ -36,10 +36,11 @@
 //! rational, budget-balanced rule can price them from the book alone.
 //! Integer prices keep every node's result identical.
 //!
-//! Winning buyers and sellers of a class are then paired in order, each
-//! buyer with the first remaining seller it may contract with
-//! ([`Trader::accepts`]: not its own org, not an org it excludes, at least
-//! its minimum uptime, renewable power if it requires it); a buyer left
+//! Winning buyers and sellers of a class are then paired where a buyer
+//! may contract with a seller ([`Trader::accepts`]: not its own org, not
+//! an org it excludes, at least its minimum uptime, renewable power if it
+//! requires it), by a maximum matching grown one buyer at a time, best
+//! buyer first, each taking the cheapest seller it can; a buyer left
 //! without one does not trade. Individual rationality and budget balance
 //! hold whatever the constraints (one price per class); truthfulness and
 //! the `(1 − 1/k)` bound are those of the one-good market, so they hold
@@ -223,13 +224,10 @@ pub fn clear_class(
             k - 1
         }
     };
-    let mut free: Vec<&Trader> = s[..trading].to_vec();
+    let (b, s) = (&b[..trading], &s[..trading]);
     let mut matches = Vec::with_capacity(trading);
-    for buyer in &b[..trading] {
-        let Some(at) = free.iter().position(|seller| buyer.accepts(seller)) else {
-            continue;
-        };
-        let seller = free.remove(at);
+    for (buyer, seller) in pair(b, s) {
+        let (buyer, seller) = (b[buyer], s[seller]);
         outcome.gains += buyer.price - seller.price;
         matches.push(Match {
             class: class.clone(),
@@ -240,6 +238,63 @@ pub fn clear_class(
         });
     }
     (outcome, matches)
+}
+
+/// Pair winning buyers (best first) with winning sellers (cheapest first)
+/// where [`Trader::accepts`] allows: a maximum matching grown one buyer
+/// at a time in order (Kuhn's augmenting paths), so a better buyer is
+/// never left out for a worse one, and a buyer whose only acceptable
+/// seller went to a buyer that could take another still trades. Each
+/// buyer first takes the cheapest free seller it accepts, as a first-fit
+/// pairing would. Answers (buyer, seller) indices in buyer order.
+fn pair(buyers: &[&Trader], sellers: &[&Trader]) -> Vec<(usize, usize)> {
+    // owner[s]: the buyer seller s is paired with.
+    let mut owner: Vec<Option<usize>> = vec![None; sellers.len()];
+    let mut seen = vec![false; sellers.len()];
+    for b in 0..buyers.len() {
+        let free =
+            (0..sellers.len()).find(|&s| owner[s].is_none() && buyers[b].accepts(sellers[s]));
+        if let Some(s) = free {
+            owner[s] = Some(b);
+            continue;
+        }
+        seen.iter_mut().for_each(|v| *v = false);
+        augment(b, buyers, sellers, &mut owner, &mut seen);
+    }
+    let mut pairs: Vec<(usize, usize)> = owner
+        .iter()
+        .enumerate()
+        .filter_map(|(s, b)| b.map(|b| (b, s)))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// Find seller for buyer `b` along an augmenting path: a seller it
+/// accepts that is free, or whose buyer can move to another. The depth is
+/// at most the number of buyers already paired.
+fn augment(
+    b: usize,
+    buyers: &[&Trader],
+    sellers: &[&Trader],
+    owner: &mut [Option<usize>],
+    seen: &mut [bool],
+) -> bool {
+    for s in 0..sellers.len() {
+        if seen[s] || !buyers[b].accepts(sellers[s]) {
+            continue;
+        }
+        seen[s] = true;
+        let moved = match owner[s] {
+            None => true,
+            Some(other) => augment(other, buyers, sellers, owner, seen),
+        };
+        if moved {
+            owner[s] = Some(b);
+            return true;
+        }
+    }
+    false
 }
 
 /// The traders of a book, by class. Records that have no class are left

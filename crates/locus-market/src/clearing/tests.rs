@@ -164,6 +164,75 @@ proptest! {
     }
 }
 
+/// Size of a maximum matching of `buyers` with `sellers` where the buyer
+/// accepts, by brute force.
+fn most_pairs(buyers: &[&Trader], sellers: &[&Trader]) -> usize {
+    fn go(buyers: &[&Trader], sellers: &[&Trader], used: &mut Vec<bool>) -> usize {
+        let Some((first, rest)) = buyers.split_first() else {
+            return 0;
+        };
+        let mut best = go(rest, sellers, used);
+        for (i, s) in sellers.iter().enumerate() {
+            if !used[i] && first.accepts(s) {
+                used[i] = true;
+                best = best.max(1 + go(rest, sellers, used));
+                used[i] = false;
+            }
+        }
+        best
+    }
+    go(buyers, sellers, &mut vec![false; sellers.len()])
+}
+
+proptest! {
+    /// Winners are paired by a maximum matching grown best buyer first:
+    /// every pair is allowed, no seller sold twice, and for every prefix
+    /// of the buyers as many of them trade as possibly could, so a better
+    /// buyer is never left out for a worse one.
+    #[test]
+    fn winners_are_paired_by_a_maximum_matching_best_buyer_first(
+        b in prop::collection::vec((0u16..1000, any::<bool>(), 0usize..4), 1..7),
+        s in prop::collection::vec((0u16..1000, any::<bool>(), 0usize..4), 1..7),
+    ) {
+        let t = |i: usize, (uptime, renewable, o): (u16, bool, usize)| Trader {
+            id: id(i),
+            org: org(o),
+            price: 0,
+            exclude: BTreeSet::new(),
+            uptime_permille: uptime,
+            renewable,
+        };
+        let buyers: Vec<Trader> = b.iter().enumerate().map(|(i, &x)| t(i, x)).collect();
+        let sellers: Vec<Trader> = s.iter().enumerate().map(|(i, &x)| t(100 + i, x)).collect();
+        let (b, s): (Vec<&Trader>, Vec<&Trader>) = (buyers.iter().collect(), sellers.iter().collect());
+        let pairs = pair(&b, &s);
+        let mut sold = BTreeSet::new();
+        for &(i, j) in &pairs {
+            prop_assert!(b[i].accepts(s[j]));
+            prop_assert!(sold.insert(j), "seller {} sold twice", j);
+        }
+        for n in 1..=b.len() {
+            let paired = pairs.iter().filter(|(i, _)| *i < n).count();
+            prop_assert_eq!(paired, most_pairs(&b[..n], &s), "the first {} buyers", n);
+        }
+    }
+}
+
+#[test]
+fn a_constrained_buyer_trades_when_a_better_buyer_can_take_another_seller() {
+    // Two buyers win; the second needs renewable power, which only the
+    // cheapest seller has. Paired first-fit, the first buyer would take
+    // it and leave the second without a seller.
+    let (mut b, mut s) = traders(&[100, 90], &[10, 20, 50]);
+    b[1].renewable = true;
+    s[0].renewable = true;
+    let (o, m) = clear_class(&class(), &b, &s);
+    assert_eq!((o.rule, o.buyer_pays), (PriceRule::NextSeller, 50));
+    let pairs: Vec<(RecordId, RecordId)> = m.iter().map(|m| (m.request, m.offer)).collect();
+    assert_eq!(pairs, vec![(id(0), id(1001)), (id(1), id(1000))]);
+    assert_eq!(o.gains, o.optimal_gains);
+}
+
 #[test]
 fn midpoint_and_trade_reduction_by_hand() {
     // b = 9 8 3, s = 1 2 5: k = 2, p = (3 + 5) / 2 = 4 ∈ [2, 8] → 2 trades at 4.
