@@ -82,7 +82,8 @@ pub struct MarketConfig {
     #[schema(value_type = Option<String>)]
     pub rules: Option<std::path::PathBuf>,
     /// Nodes of orgs other than a provider's that must sign they see its
-    /// customer dead before the provider takes over (default 2, 1–16).
+    /// customer dead before the provider takes over (default 2, 1–4: a
+    /// statement carries at most 4 observations per takeover).
     #[serde(default = "default_witnesses")]
     pub witnesses: Witnesses,
     /// Seconds a customer has to countersign or dispute a usage statement
@@ -109,11 +110,11 @@ validated!(
 );
 
 validated!(
-    /// Witnesses a takeover needs: 1–16.
+    /// Witnesses a takeover needs: 1–4.
     #[derive(Copy, Eq)]
     Witnesses(u64, "u64"), schema = u64,
-    check = |v| if (1..=16).contains(v) { Ok(()) } else { Err(format!("witnesses {v} is out of range 1..=16")) },
-    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(16.into()); }
+    check = |v| if (1..=4).contains(v) { Ok(()) } else { Err(format!("witnesses {v} is out of range 1..=4")) },
+    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(4.into()); }
 );
 
 fn default_round_secs() -> RoundSecs {

@@ -51,10 +51,15 @@ pub const RULING_DOMAIN: &[u8] = b"locus/market/ruling/v1\0";
 pub const ANSWER_WITHIN_SECS: u64 = 60;
 /// Most activations one statement lists.
 pub const MAX_ACTIVATIONS: usize = 32;
-/// Most observations kept as evidence of one activation.
-pub const MAX_EVIDENCE: usize = 8;
-/// Largest encoded statement, reply, ruling or settlement accepted.
-pub const MAX_SETTLEMENT_BYTES: usize = 384 * 1024;
+/// Most observations kept as evidence of one activation (and so the
+/// most witnesses a node may ask for: `[market] witnesses` ≤ 4).
+pub const MAX_EVIDENCE: usize = 4;
+/// Largest encoded statement, reply, ruling or settlement accepted. A
+/// settlement of [`MAX_ACTIVATIONS`] activations of [`MAX_EVIDENCE`]
+/// observations each, disputed with the longest reason, fits (tested):
+/// it must, since settlements cross the fabric as documents of at most
+/// this size.
+pub const MAX_SETTLEMENT_BYTES: usize = 48 * 1024;
 /// Longest reason a reply or ruling gives.
 pub const MAX_REASON: usize = 512;
 

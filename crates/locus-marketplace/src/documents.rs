@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Bytes per chunk (a fabric record holds at most 900).
 pub(crate) const CHUNK: usize = 800;
-/// Most chunks of one document (20 KiB).
-pub(crate) const MAX_CHUNKS: usize = 25;
+/// Most chunks of one document: the largest settlement (48 KiB).
+pub(crate) const MAX_CHUNKS: usize = locus_market::settle::MAX_SETTLEMENT_BYTES.div_ceil(CHUNK);
 
 /// Offers and requests: `mkt/e/<id>`.
 pub(crate) const ENTRY_PREFIX: &str = "mkt/e/";

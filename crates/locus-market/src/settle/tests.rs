@@ -243,6 +243,61 @@ fn a_customer_that_refuses_to_countersign_a_sound_statement_pays_from_its_stake(
 }
 
 #[test]
+fn the_largest_settlement_fits_its_bound() {
+    let d = deal();
+    let c = signed_contract(&d);
+    let t = &c.terms;
+    // Witnesses of orgs 3 to 6, each observation from a node of its own.
+    let witnesses: Vec<TestNode> = (0..MAX_EVIDENCE as u8).map(|i| node(3 + i, 9)).collect();
+    let acts: Vec<Activation> = (0..MAX_ACTIVATIONS as u64)
+        .map(|i| {
+            let dead_s = t.start + 10 + i * 20;
+            let from_ms = dead_s * 1000 + 1500;
+            Activation {
+                from_ms,
+                to_ms: from_ms + 5000,
+                dead_since_ms: dead_s * 1000,
+                evidence: witnesses
+                    .iter()
+                    .map(|w| seen(w, &d, dead_s * 1000, u64::MAX / 2))
+                    .collect(),
+            }
+        })
+        .collect();
+    let (mut usage, _) = meter(&c.terms, c.id(), Close::Expired, t.end, &acts, 2);
+    usage.due = u64::MAX / 2;
+    usage.penalty = u64::MAX / 2;
+    usage.at = u64::MAX / 2;
+    let s = Signed::sign(usage, d.provider.party.clone(), &d.provider.key);
+    assert_eq!(s.body.activations.len(), MAX_ACTIVATIONS);
+    let r = reply(
+        &d,
+        &c,
+        &s,
+        Answer::Dispute {
+            reason: "x".repeat(MAX_REASON),
+        },
+    );
+    let mut ruling = rule(&c, &s, Some(&r), 2, (d.arbitrator.node(), u64::MAX / 2));
+    ruling.reasons = vec!["y".repeat(MAX_REASON); 4];
+    let settled = Settlement {
+        contract: c.clone(),
+        statement: s,
+        ending: Ending::Ruled(Signed::sign(
+            ruling,
+            d.arbitrator.party.clone(),
+            &d.arbitrator.key,
+        )),
+    };
+    let bytes = settled.to_bytes().len();
+    eprintln!("largest settlement: {bytes} bytes");
+    assert!(
+        bytes <= MAX_SETTLEMENT_BYTES,
+        "{bytes} > {MAX_SETTLEMENT_BYTES}"
+    );
+}
+
+#[test]
 fn contracts_close_at_their_end_or_when_credits_run_out() {
     let d = deal();
     let c = signed_contract(&d);
