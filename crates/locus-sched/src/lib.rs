@@ -102,6 +102,14 @@ pub fn rendezvous_key(key: &[u8], node: NodeId) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// Whether `nodes` show `id` dead or gone. A node missing from them (not
+/// known yet, or left out by the caller) is not known to be gone.
+fn known_gone(nodes: &[ClusterNode], id: NodeId) -> bool {
+    nodes
+        .iter()
+        .any(|n| n.id == id && matches!(n.liveness, Liveness::Dead | Liveness::Left))
+}
+
 fn is_up(l: Liveness) -> bool {
     matches!(l, Liveness::Alive | Liveness::Suspect)
 }
@@ -371,9 +379,13 @@ pub fn plan<'a>(
     plan_with_standbys(me, nodes, copies, spec_of, |_| None, now_ms)
 }
 
-/// [`plan`], where a workload may have a standby: while the standby is
-/// alive and can run it, it alone adopts the workload, once the owner's
-/// death is witnessed; a standby that is gone or cannot run it leaves the
+/// [`plan`], where a workload may have a standby: unless this node knows
+/// the standby is gone, the standby alone adopts the workload, once the
+/// owner's death is witnessed and if it can run it by its own view of
+/// itself. Every other node leaves it alone even when it sees the standby
+/// only suspected, cannot check its certificate (the caller leaves it out
+/// of `nodes`) or sees too little capacity there: two nodes deciding from
+/// two views would both adopt. A standby known to be gone leaves the
 /// workload to the usual successor.
 pub fn plan_with_standbys<'a>(
     me: NodeId,
@@ -417,12 +429,16 @@ pub fn plan_with_standbys<'a>(
         }
         let Some(spec) = spec_of(id) else { continue };
         if let Some(sb) = standby(best)
-            && let Some(node) = nodes
-                .iter()
-                .find(|n| n.id == sb.node && n.id != best.owner && n.liveness == Liveness::Alive)
-            && assess(spec, node, nodes).is_ok()
+            && sb.node != best.owner
+            && !known_gone(nodes, sb.node)
         {
-            if sb.node == me && sb.witnessed {
+            let fits = || {
+                nodes
+                    .iter()
+                    .find(|n| n.id == me)
+                    .is_some_and(|n| assess(spec, n, nodes).is_ok())
+            };
+            if sb.node == me && sb.witnessed && fits() {
                 actions.push(Action::Adopt {
                     id,
                     from: best.owner,
@@ -445,8 +461,8 @@ pub fn plan_with_standbys<'a>(
 /// Which node takes over the thing `name` whose manager is `manager`, as
 /// node `me` sees the cluster at `now_ms`: nobody while the manager is up
 /// (or gone for less than [`ADOPT_GRACE_MS`]) or this node sees no
-/// majority; the standby a contract names while it is alive (once the
-/// death is witnessed); for a thing managed by a workload, the node that
+/// majority; the standby a contract names unless this node knows it is
+/// gone (once the death is witnessed); for a thing managed by a workload, the node that
 /// runs the workload now (`follows`: while it is still the dead manager,
 /// the workload has not failed over yet, and the thing waits for it up to
 /// [`FOLLOW_WAIT_MS`]); else the live node with the highest rendezvous
@@ -475,7 +491,7 @@ pub fn thing_adopter(
     };
     if let Some(sb) = standby
         && sb.node != manager
-        && alive(sb.node)
+        && !known_gone(nodes, sb.node)
     {
         return sb.witnessed.then_some(sb.node);
     }

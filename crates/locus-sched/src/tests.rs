@@ -240,6 +240,52 @@ fn a_dead_owner_has_exactly_one_successor_and_a_stale_copy_yields() {
             "only the standby adopts"
         );
     }
+    // A standby that others see as unable to run it (their view of its
+    // capacity lags) still leaves it to the standby alone.
+    let mut full = nodes.clone();
+    if let Some(cap) = full
+        .iter_mut()
+        .find(|n| n.id == standby)
+        .and_then(|n| n.capacity.as_mut())
+    {
+        cap.allocated.cpu_millicores = cap.cpu_millicores;
+    }
+    for n in full
+        .iter()
+        .filter(|n| n.id != standby && n.id != nodes[0].id)
+    {
+        assert!(
+            plan_with_standbys(n.id, &full, &copies, |_| Some(&s), named(true), 10_000).is_empty(),
+            "a node other than the alive standby adopts"
+        );
+    }
+    // Nor does one that is only suspected for a moment.
+    let mut suspected = nodes.clone();
+    suspected
+        .iter_mut()
+        .find(|n| n.id == standby)
+        .unwrap()
+        .liveness = Liveness::Suspect;
+    for n in suspected
+        .iter()
+        .filter(|n| n.id != standby && n.id != nodes[0].id)
+    {
+        assert!(
+            plan_with_standbys(n.id, &suspected, &copies, |_| Some(&s), named(true), 10_000)
+                .is_empty(),
+            "a node adopts while the standby is only suspected"
+        );
+    }
+    // Nor does one this node left out of its view (its certificate is not
+    // checked here yet).
+    let unseen: Vec<ClusterNode> = nodes.iter().filter(|n| n.id != standby).cloned().collect();
+    for n in unseen.iter().filter(|n| n.id != nodes[0].id) {
+        assert!(
+            plan_with_standbys(n.id, &unseen, &copies, |_| Some(&s), named(true), 10_000)
+                .is_empty(),
+            "a node adopts while the standby is out of its view"
+        );
+    }
     // A standby that is gone leaves it to the usual successor.
     let mut gone = nodes.clone();
     gone.iter_mut().find(|n| n.id == standby).unwrap().liveness = Liveness::Dead;
@@ -403,6 +449,25 @@ fn a_dead_managers_thing_has_one_adopter_or_its_witnessed_standby() {
         thing_adopter("t1", manager, &nodes, standby(true), None, 11_000),
         Some(sb)
     );
+    // A standby suspected for a moment still holds it: nobody else takes it.
+    let mut suspected = nodes.clone();
+    suspected[3].liveness = Liveness::Suspect;
+    assert_eq!(
+        thing_adopter("t1", manager, &suspected, standby(false), None, 11_000),
+        None
+    );
+    let unseen: Vec<ClusterNode> = nodes.iter().filter(|n| n.id != sb).cloned().collect();
+    assert_eq!(
+        thing_adopter("t1", manager, &unseen, standby(false), None, 11_000),
+        None,
+        "the standby is out of this node's view, not gone"
+    );
+    // A standby known to be gone leaves it to the usual successor.
+    let mut gone = nodes.clone();
+    gone[3].liveness = Liveness::Dead;
+    gone[3].since_unix_ms = 0;
+    gone.push(node(5, "lab", Liveness::Alive, 2000, 0));
+    assert!(thing_adopter("t1", manager, &gone, standby(false), None, 11_000).is_some());
     // A thing managed by a workload goes where the workload runs now,
     // waits while it has not moved, and not forever.
     let home = nodes[2].id;
