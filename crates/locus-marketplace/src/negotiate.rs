@@ -284,25 +284,15 @@ impl Market {
     async fn consider_held(&self, proposal: &Proposal) -> Result<Answer, MarketError> {
         let reject = |why: String| Ok(Answer::refused(why));
         let t = &proposal.terms;
-        let Some(seen) = self.wait_for_round(t.round).await else {
+        // Two nodes that each believe they clear first sign two rounds of
+        // one number: any of them that checks here and holds the match will
+        // do, and one that has not arrived yet may still come.
+        let Some(seen) = self.wait_for_match(t).await else {
             return Ok(Answer::not_yet(format!(
-                "round {} has not reached this node or does not check here yet",
+                "no round {} holding this match at these prices has reached this node and checked here",
                 t.round
             )));
         };
-        let matched = seen.signed.body.matches.iter().any(|m| {
-            m.request == t.request
-                && m.offer == t.offer
-                && m.buyer_pays == t.buyer_pays
-                && m.seller_gets == t.seller_gets
-                && m.class == t.class
-        });
-        if !matched {
-            return reject(format!(
-                "round {} has no such match at these prices",
-                t.round
-            ));
-        }
         let candidates = seen.entries.iter().map(|e| (e.author(), e.org()));
         let expected = arbitrator(
             &t.request,
@@ -384,17 +374,23 @@ impl Market {
         });
     }
 
-    /// The checked round `number`, waiting a little for it to arrive.
-    async fn wait_for_round(&self, number: u64) -> Option<Seen> {
+    /// A round numbered as the terms say, checked here, holding their
+    /// match at their prices; waiting a little for it to arrive.
+    async fn wait_for_match(&self, t: &Terms) -> Option<Seen> {
         let until = Instant::now() + ROUND_WAIT;
+        let holds = |s: &Seen| {
+            s.signed.body.number == t.round
+                && s.verdict.is_ok()
+                && s.signed.body.matches.iter().any(|m| {
+                    m.request == t.request
+                        && m.offer == t.offer
+                        && m.buyer_pays == t.buyer_pays
+                        && m.seller_gets == t.seller_gets
+                        && m.class == t.class
+                })
+        };
         loop {
-            let found = self
-                .state()
-                .rounds
-                .iter()
-                .rev()
-                .find(|s| s.signed.body.number == number && s.verdict.is_ok())
-                .cloned();
+            let found = self.state().rounds.iter().rev().find(|s| holds(s)).cloned();
             if found.is_some() || Instant::now() >= until {
                 return found;
             }
