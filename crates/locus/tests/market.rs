@@ -275,7 +275,19 @@ fn verify_offline(dir: &Path, m: &Member, id: &str, orgs: &[&Member]) {
     let out = locus(&["verify", "contract", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     // Credits are conserved: every org's balance as its receipts prove
-    // it, summed over the orgs, is 0, and each node's view agrees.
+    // it, summed over the orgs, is 0 once the receipts reached each org
+    // (the last release reaches its party by gossip), and each node's view
+    // agrees.
+    wait_until(
+        "the receipts reach every org",
+        Duration::from_secs(20),
+        || {
+            orgs.iter()
+                .map(|o| account(o)["balance"].as_i64().unwrap_or(i64::MAX / 4))
+                .sum::<i64>()
+                == 0
+        },
+    );
     let mut sum = 0;
     for o in orgs {
         let a = account(o);
@@ -825,7 +837,18 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     // The provider hands back the readings it took on a1's behalf, with
     // their proofs: a1 checks them against b1's signed log and keeps them.
     let handed_back = || {
-        let v = get_json(&a1.agent, &format!("/api/v1/readings/imports/{b_id}"));
+        // 404 until the first hand back, 3 s after the takeover ends.
+        let r = a1
+            .agent
+            .http()
+            .get(a1.agent.url(&format!("/api/v1/readings/imports/{b_id}")))
+            .send()
+            .unwrap();
+        if r.status() == 404 {
+            return (false, 0);
+        }
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().unwrap();
         let all = v.as_array().cloned().unwrap_or_default();
         let of = |t: &str| all.iter().filter(|r| r["reading"]["thing"] == t).count();
         let t1_there = all
