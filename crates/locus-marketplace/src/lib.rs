@@ -84,6 +84,12 @@ pub const OBSERVATION_REFRESH_SECS: u64 = 20;
 /// A customer must be back this long before a provider hands its work
 /// back.
 pub const HAND_BACK_AFTER_MS: u64 = 2000;
+/// Receipts and settlements stay on the fabric this long after this node
+/// completed them, and contracts this long after they end: every node up
+/// meanwhile took them, the parties keep theirs in their stores, and a
+/// node's fabric records stay bounded whatever its history (a node owns
+/// at most `locus_fabric::records::MAX_RECORDS_PER_OWNER`).
+pub const SPREAD_SECS: u64 = 3600;
 /// Longest a provider waits for the round a proposal names.
 pub const ROUND_WAIT: Duration = Duration::from_secs(2);
 /// Times a customer proposes a request again to a provider that could not
@@ -229,6 +235,22 @@ pub(crate) struct State {
     pub settle_now: BTreeSet<RecordId>,
     /// When each settlement call was last tried (unix seconds).
     pub tries: BTreeMap<(RecordId, settlement::Call), u64>,
+    /// Documents this node withdraws from the fabric in time: key →
+    /// (chunks, when, unix seconds).
+    pub spread: BTreeMap<String, (usize, u64)>,
+}
+
+/// The documents of `spread` whose time on the fabric is over at `now`,
+/// removed from it: (key, chunks) of each.
+fn withdrawn(spread: &mut BTreeMap<String, (usize, u64)>, now: u64) -> Vec<(String, usize)> {
+    let due: Vec<String> = spread
+        .iter()
+        .filter(|(_, (_, until))| *until <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    due.into_iter()
+        .filter_map(|k| spread.remove(&k).map(|(n, _)| (k, n)))
+        .collect()
 }
 
 impl State {
@@ -430,8 +452,33 @@ impl Market {
     async fn publish_contract(&self, c: &Contract) {
         let id = c.id();
         let key = format!("{}{}", documents::CONTRACT_PREFIX, id.short());
-        if let Some(n) = documents::publish(&self.inner.fabric, &key, &c.to_bytes(), 0).await {
+        let until = c.terms.end.saturating_add(SPREAD_SECS);
+        if let Some(n) = self.publish_until(key, &c.to_bytes(), until).await {
             self.state().published.insert(id, n);
+        }
+    }
+
+    /// Publish a document that leaves the fabric at `until` (unix
+    /// seconds); nothing when that time is past. Answers its chunks.
+    pub(crate) async fn publish_until(
+        &self,
+        key: String,
+        bytes: &[u8],
+        until: u64,
+    ) -> Option<usize> {
+        if until <= now_secs() {
+            return None;
+        }
+        let n = documents::publish(&self.inner.fabric, &key, bytes, 0).await?;
+        self.state().spread.insert(key, (n, until));
+        Some(n)
+    }
+
+    /// Withdraw the documents whose time on the fabric is over.
+    pub(crate) async fn withdraw_spread(&self) {
+        let due = withdrawn(&mut self.state().spread, now_secs());
+        for (key, chunks) in due {
+            documents::unpublish(&self.inner.fabric, &key, chunks).await;
         }
     }
 
@@ -495,5 +542,29 @@ impl Market {
     /// Wake the loop (a record of ours changed).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_leave_the_fabric_when_their_time_is_over() {
+        let mut spread: BTreeMap<String, (usize, u64)> = [
+            ("mkt/l/a".to_owned(), (1, 100)),
+            ("mkt/s/b".to_owned(), (4, 200)),
+            ("mkt/c/c".to_owned(), (2, 100)),
+        ]
+        .into();
+        assert!(withdrawn(&mut spread, 99).is_empty());
+        assert_eq!(
+            withdrawn(&mut spread, 100),
+            vec![("mkt/c/c".to_owned(), 2), ("mkt/l/a".to_owned(), 1)]
+        );
+        assert_eq!(spread.len(), 1, "what is withdrawn is forgotten");
+        assert!(withdrawn(&mut spread, 150).is_empty());
+        assert_eq!(withdrawn(&mut spread, 300), vec![("mkt/s/b".to_owned(), 4)]);
+        assert!(spread.is_empty());
     }
 }

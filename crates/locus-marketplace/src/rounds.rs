@@ -49,6 +49,7 @@ impl Market {
                         round_chunks = n;
                     }
                     self.expire().await;
+                    self.withdraw_spread().await;
                     self.settle_tick().await;
                 }
                 _ = self.inner.wake.notified() => {}

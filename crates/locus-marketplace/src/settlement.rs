@@ -25,9 +25,9 @@ use locus_market::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::documents::{self, RECEIPT_PREFIX, SETTLEMENT_PREFIX};
+use crate::documents::{RECEIPT_PREFIX, SETTLEMENT_PREFIX};
 use crate::table::{Kind, MarketTable};
-use crate::{Market, MarketError, State, now_ms, now_secs};
+use crate::{Market, MarketError, SPREAD_SECS, State, now_ms, now_secs};
 
 /// The node-to-node route of every settlement message.
 pub(crate) const SETTLEMENT_PATH: &str = "/api/v1/market/settlement";
@@ -348,7 +348,12 @@ impl Market {
 
     async fn publish_settlement(&self, s: &Settlement) {
         let key = format!("{SETTLEMENT_PREFIX}{}", s.contract.id().short());
-        documents::publish(&self.inner.fabric, &key, &s.to_bytes(), 0).await;
+        let completed = match &s.ending {
+            Ending::Countersigned(r) => r.body.at,
+            Ending::Ruled(r) => r.body.at,
+        };
+        self.publish_until(key, &s.to_bytes(), completed.saturating_add(SPREAD_SECS))
+            .await;
     }
 
     /// Take a receipt: the accounts, then the store; published when this
@@ -369,7 +374,8 @@ impl Market {
             .await?;
         if publish {
             let key = format!("{RECEIPT_PREFIX}{}", &hash[..16]);
-            documents::publish(&self.inner.fabric, &key, &r.to_bytes(), 0).await;
+            self.publish_until(key, &r.to_bytes(), now_secs().saturating_add(SPREAD_SECS))
+                .await;
         }
         Ok(())
     }
