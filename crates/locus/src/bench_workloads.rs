@@ -39,6 +39,7 @@ const POLL: Duration = Duration::from_millis(2);
 pub(crate) struct Stats {
     pub(crate) runs: usize,
     pub(crate) p50_ms: f64,
+    pub(crate) p95_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) min_ms: f64,
     pub(crate) max_ms: f64,
@@ -56,6 +57,7 @@ pub(crate) fn stats(mut samples: Vec<f64>) -> Stats {
     Stats {
         runs: samples.len(),
         p50_ms: pick(0.50),
+        p95_ms: pick(0.95),
         p99_ms: pick(0.99),
         min_ms: samples.first().copied().unwrap_or(f64::NAN),
         max_ms: samples.last().copied().unwrap_or(f64::NAN),
