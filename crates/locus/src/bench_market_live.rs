@@ -17,6 +17,9 @@ use crate::bench_workloads::stats;
 
 /// Longest wait for any one step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A takeover slower than this (the p99 target) keeps the agents'
+/// logs of that moment for a post-mortem.
+const TAKEOVER_TARGET: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Agent {
@@ -147,6 +150,19 @@ impl Orgs {
                     .any(|w| w["name"] == name && w["owner"] == node && w["state"] == "running")
             })
         })
+    }
+
+    /// Copy every agent's log so far into a directory of the system's
+    /// temporary directory that outlives the run; answers it.
+    pub(crate) fn keep_logs(&self, what: &str) -> PathBuf {
+        let to =
+            std::env::temp_dir().join(format!("locus-bench-market-{}-{what}", std::process::id()));
+        if std::fs::create_dir_all(&to).is_ok() {
+            for (i, a) in self.agents.iter().enumerate() {
+                let _ = std::fs::copy(a.dir.with_extension("log"), to.join(format!("m{i}.log")));
+            }
+        }
+        to
     }
 
     pub(crate) fn contracts(&self, i: usize) -> usize {
@@ -372,6 +388,9 @@ pub(crate) fn live(
         }
         kill_marked(&marker);
         let killed = Instant::now();
+        let killed_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         orgs.wait("svc runs at the provider", || {
             orgs.running_at(watcher, "svc", &provider_id)
         })?;
@@ -380,6 +399,16 @@ pub(crate) fn live(
             manager_of(&orgs, watcher, "t1").as_deref() == Some(provider_id.as_str())
         })?;
         thing_takeover.push(killed.elapsed().as_secs_f64() * 1000.0);
+        if killed.elapsed() > TAKEOVER_TARGET {
+            let kept = orgs.keep_logs(&format!("takeover-{}", k + 1));
+            eprintln!(
+                "market: kill {} took {:?} (killed at unix {} ms); logs kept in {}",
+                k + 1,
+                killed.elapsed(),
+                killed_at_ms,
+                kept.display()
+            );
+        }
         orgs.spawn(0)?;
         let restarted = Instant::now();
         orgs.wait("svc runs on its customer again", || {
