@@ -186,6 +186,20 @@ impl Agent {
     }
 }
 
+/// Kills every process whose command line holds its marker when dropped,
+/// even when the test fails: a process workload outlives its agent (a
+/// SIGKILL of the agent leaves it running), and a test's workloads must
+/// not outlive the test.
+pub struct KillMarked(pub String);
+
+impl Drop for KillMarked {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.0])
+            .status();
+    }
+}
+
 /// Lines of an agent's log a failing test shows.
 const LOG_TAIL: usize = 60;
 

@@ -537,6 +537,7 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     let a1 = member(dirs[0].path(), 200, "lab", &[]);
     let a_id = node_id(&a1);
     let marker = format!("locus-market-takeover-{}", std::process::id());
+    let _cleanup = locus_testkit::KillMarked(marker.clone());
     let spec = serde_json::json!({
         "name": "svc", "kind": "process", "source": "/bin/sh",
         "args": ["-c", format!("while :; do sleep 1; done # {marker}")],

@@ -1343,6 +1343,7 @@ fn things_managed_by_a_workload_follow_it_when_it_fails_over() {
     let gateway = gateway.to_str().unwrap();
     let a = member_with(dir.path(), 34, "lab", &[], &["--config", gateway]);
     let marker = format!("locus-things-follow-{}", std::process::id());
+    let _cleanup = locus_testkit::KillMarked(marker.clone());
     let spec = serde_json::json!({
         "name": "gw", "kind": "process", "source": "/bin/sh",
         "args": ["-c", format!("while :; do sleep 1; done # {marker}")],
