@@ -295,7 +295,7 @@ impl Market {
         let party = self.inner.party.party().ok_or(MarketError::NoCertificate)?;
         let state = self.node_state(party.org()).await?;
         let rules = &self.inner.rules.provider;
-        let lifetime = ask.lifetime_secs.unwrap_or(DEFAULT_LIFETIME_SECS);
+        let lifetime = lifetime(ask.lifetime_secs)?;
         let mut offer = rules
             .offer(&state, self.next_seq(), now_secs(), lifetime)
             .map_err(|v| {
@@ -391,7 +391,7 @@ impl Market {
             },
             exclude: BTreeSet::new(),
             issued_at: now,
-            expires_at: now + ask.lifetime_secs.unwrap_or(DEFAULT_LIFETIME_SECS),
+            expires_at: now + lifetime(ask.lifetime_secs)?,
         };
         request
             .validate()
@@ -696,6 +696,19 @@ impl Market {
     }
 }
 
+/// An offer's or request's seconds on the book: the default, or what was
+/// asked within 1..=[`locus_market::book::MAX_LIFETIME_SECS`].
+fn lifetime(asked: Option<u64>) -> Result<u64, MarketError> {
+    let max = locus_market::book::MAX_LIFETIME_SECS;
+    match asked {
+        None => Ok(DEFAULT_LIFETIME_SECS),
+        Some(s) if (1..=max).contains(&s) => Ok(s),
+        Some(s) => Err(MarketError::Invalid(format!(
+            "lifetime_secs {s} is not within 1..={max}"
+        ))),
+    }
+}
+
 /// Where `c`'s settlement stands in `st`.
 fn settlement_view(st: &crate::State, c: &Contract) -> SettlementView {
     let id = c.id();
@@ -750,4 +763,22 @@ fn settlement_view(st: &crate::State, c: &Contract) -> SettlementView {
         .into();
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lifetime_on_the_book_is_within_its_bounds() {
+        assert_eq!(lifetime(None).unwrap(), DEFAULT_LIFETIME_SECS);
+        assert_eq!(lifetime(Some(1)).unwrap(), 1);
+        for bad in [0, locus_market::book::MAX_LIFETIME_SECS + 1] {
+            let e = lifetime(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("lifetime_secs") && e.contains(&bad.to_string()),
+                "{e}"
+            );
+        }
+    }
 }
