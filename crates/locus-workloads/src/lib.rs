@@ -265,7 +265,13 @@ struct Owned {
     entries: BTreeMap<WorkloadId, Entry>,
     /// Keys to tombstone on the fabric (workloads that left this node).
     forget: Vec<(WorkloadId, u32)>,
+    /// Copies this node handed back, counted as their new owner's until
+    /// that owner's own records hold them (see [`Replicas::remember`]).
+    handed: BTreeMap<WorkloadId, Workload>,
 }
+
+/// Handed-back copies remembered at once, at most.
+const MAX_HANDED: usize = 1024;
 
 struct Inner {
     me: NodeId,
@@ -426,6 +432,7 @@ impl Workloads {
             owned: Mutex::new(Owned {
                 entries,
                 forget: Vec::new(),
+                handed: BTreeMap::new(),
             }),
             wake: Notify::new(),
             hold_until: Instant::now() + setup.hold,

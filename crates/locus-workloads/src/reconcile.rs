@@ -52,7 +52,14 @@ impl Workloads {
     /// One pass of the loop. Public for tests and benchmarks.
     pub async fn reconcile(&self) -> Result<(), WorkloadError> {
         let nodes = self.cluster().await;
-        let replicas = self.replicas(&nodes).await;
+        let mut replicas = self.replicas(&nodes).await;
+        {
+            let mut owned = self.inner.owned.lock().await;
+            let Owned {
+                entries, handed, ..
+            } = &mut *owned;
+            handed.retain(|id, w| !entries.contains_key(id) && !replicas.remember(w));
+        }
         let copies = replicas.copies();
         self.fence_and_adopt(&nodes, &copies, &replicas).await?;
         self.place_pending(&nodes).await?;
@@ -229,6 +236,10 @@ impl Workloads {
                 Ok(_) => {
                     tracing::info!(workload = %id, %to, epoch = back.epoch, "handed back");
                     self.drop_owned(id).await?;
+                    let mut owned = self.inner.owned.lock().await;
+                    if owned.handed.len() < MAX_HANDED {
+                        owned.handed.insert(id, back);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(workload = %id, %to, error = %e, "hand back failed; running it again here");
@@ -336,6 +347,32 @@ impl Replicas {
         }
     }
 
+    /// Count `w`, a copy this node handed to `w.owner`, as that owner's,
+    /// unless the owner's own records hold it or a newer copy; answers
+    /// whether they do (then `w` need not be remembered). A node may die
+    /// right after taking a workload back, and the records of a dead node
+    /// spread only by anti-entropy: without this, its standby would find
+    /// nothing newer to adopt from until they arrived.
+    pub(crate) fn remember(&mut self, w: &Workload) -> bool {
+        let records = self.by_owner.entry(w.owner).or_default();
+        let held = records
+            .get(&summary_key(w.id))
+            .and_then(|v| serde_json::from_slice::<WorkloadSummary>(v).ok())
+            .is_some_and(|s| s.owner == w.owner && s.epoch >= w.epoch);
+        if held {
+            return true;
+        }
+        let chunks = crate::records::spec_chunks(&w.spec.to_json());
+        let summary = w.summary(chunks.len() as u32);
+        for (i, c) in chunks.into_iter().enumerate() {
+            records.insert(chunk_key(w.id, i), c);
+        }
+        if let Ok(json) = serde_json::to_vec(&summary) {
+            records.insert(summary_key(w.id), json);
+        }
+        false
+    }
+
     /// Every copy of every workload (each owner's summaries).
     pub(crate) fn copies(&self) -> Vec<WorkloadSummary> {
         let mut out = Vec::new();
@@ -363,5 +400,56 @@ impl Replicas {
         }
         let spec: WorkloadSpec = serde_json::from_slice(&json).ok()?;
         (spec.digest() == s.spec_digest).then_some(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locus_core::workload::SpecFormat;
+
+    fn node(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 10])
+    }
+
+    #[test]
+    fn a_handed_back_copy_counts_as_its_owners_until_its_records_hold_it() {
+        let spec = WorkloadSpec::parse(
+            "name = \"svc\"\nkind = \"process\"\nsource = \"/bin/sh\"\n",
+            SpecFormat::Toml,
+        )
+        .unwrap();
+        let (customer, provider) = (node(1), node(2));
+        let mut old = Workload::new(WorkloadId([7; 8]), spec, customer, 1_000);
+        old.epoch = 9;
+        let mut back = old.clone();
+        back.epoch = 11;
+        // The customer's records still show its copy before the hand back.
+        let records = vec![(
+            summary_key(old.id),
+            1,
+            serde_json::to_vec(&old.summary(1)).unwrap(),
+        )];
+        let mut replicas = Replicas::of(customer, records);
+        assert!(!replicas.remember(&back), "its records do not hold it yet");
+        let copies = replicas.copies();
+        assert_eq!(copies.len(), 1);
+        assert_eq!((copies[0].owner, copies[0].epoch), (customer, 11));
+        assert_eq!(
+            replicas.spec(&copies[0]).map(|s| s.digest()),
+            Some(back.spec.digest()),
+            "a standby can adopt it from what it remembers"
+        );
+        // Once the customer's own records hold that copy, it is forgotten.
+        let records = vec![(
+            summary_key(back.id),
+            2,
+            serde_json::to_vec(&back.summary(1)).unwrap(),
+        )];
+        assert!(Replicas::of(customer, records).remember(&back));
+        // A copy handed to a node this view has no records of still counts.
+        let mut empty = Replicas::of(provider, Vec::new());
+        assert!(!empty.remember(&back));
+        assert_eq!(empty.copies().len(), 1);
     }
 }

@@ -4,6 +4,14 @@
 
 use super::*;
 
+/// A spec's JSON in the chunks its owner publishes.
+pub(crate) fn spec_chunks(json: &[u8]) -> Vec<Vec<u8>> {
+    json.chunks(SPEC_CHUNK)
+        .map(<[u8]>::to_vec)
+        .take(MAX_SPEC_CHUNKS)
+        .collect()
+}
+
 impl Workloads {
     /// Publish what changed to the fabric, and tombstone what left.
     pub(crate) async fn publish(&self) {
@@ -16,10 +24,7 @@ impl Workloads {
                 let chunks: Vec<Vec<u8>> = if e.w.destroyed_unix_ms.is_some() {
                     Vec::new()
                 } else {
-                    json.chunks(SPEC_CHUNK)
-                        .map(<[u8]>::to_vec)
-                        .take(MAX_SPEC_CHUNKS)
-                        .collect()
+                    spec_chunks(&json)
                 };
                 let digest = if e.w.destroyed_unix_ms.is_some() {
                     "destroyed".to_owned()

@@ -14,7 +14,7 @@ use locus_core::NodeId;
 use locus_core::cluster::{ClusterNode, Liveness};
 use locus_core::thing::Thing;
 
-use super::{ThingEvent, Things, generations_in, things_in};
+use super::{MOVED_MEMORY, ThingEvent, Things, generations_in, things_in};
 
 /// Period of the failover pass.
 pub const FAILOVER_TICK: std::time::Duration = std::time::Duration::from_millis(250);
@@ -96,9 +96,14 @@ impl Things {
             let Ok(records) = self.inner.fabric.records_of(n.id).await else {
                 continue;
             };
+            // What this node handed to `n` moments ago is `n`'s even before
+            // `n`'s own records bring it: a node may die right after taking
+            // a thing back, and the records of a dead node spread only by
+            // anti-entropy.
+            let sent = self.sent_to(n.id).await;
             // Headers first: a thing is assembled only when this node adopts it.
             let mut mine: Vec<String> = Vec::new();
-            for (name, _, workload) in generations_in(&records) {
+            for (name, _, workload) in newest(generations_in(&records), &sent) {
                 let standby = standbys.standby(n.id, &name);
                 let follows = match workload {
                     Some(w) => home(homes, &mut homes_seen, w).await,
@@ -113,7 +118,15 @@ impl Things {
             if mine.is_empty() {
                 continue;
             }
-            for t in things_in(&records)
+            let mut bodies = things_in(&records);
+            for t in sent {
+                match bodies.iter_mut().find(|b| b.spec.name == t.spec.name) {
+                    Some(b) if b.generation >= t.generation => {}
+                    Some(b) => *b = t,
+                    None => bodies.push(t),
+                }
+            }
+            for t in bodies
                 .into_iter()
                 .filter(|t| t.manager == n.id && mine.contains(t.spec.name.get()))
             {
@@ -145,6 +158,18 @@ impl Things {
                 }
             }
         }
+    }
+
+    /// The things this node handed to `to` within [`MOVED_MEMORY`].
+    async fn sent_to(&self, to: NodeId) -> Vec<Thing> {
+        self.inner
+            .moved
+            .lock()
+            .await
+            .values()
+            .filter(|(t, at)| t.manager == to && at.elapsed() < MOVED_MEMORY)
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     /// Take over `t` from its dead manager `from`, unless this node holds
@@ -215,4 +240,60 @@ fn api_of(nodes: &[ClusterNode], id: NodeId) -> Option<String> {
         .find(|n| n.id == id && n.liveness == Liveness::Alive)
         .and_then(|n| n.info.as_ref())
         .map(|i| i.api_addr.clone())
+}
+
+/// The headers (name, generation, workload) of an owner's records, with
+/// the things this node sent it counted where they are newer.
+fn newest(
+    mut heads: Vec<(String, u64, Option<String>)>,
+    sent: &[Thing],
+) -> Vec<(String, u64, Option<String>)> {
+    for t in sent {
+        let head = (t.spec.name.get().clone(), t.generation, t.workload.clone());
+        match heads.iter_mut().find(|h| h.0 == head.0) {
+            Some(h) if h.1 >= head.1 => {}
+            Some(h) => *h = head,
+            None => heads.push(head),
+        }
+    }
+    heads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locus_core::thing::ThingSpec;
+
+    fn thing(name: &str, generation: u64) -> Thing {
+        let spec = ThingSpec::parse(
+            &format!("name = \"{name}\"\nprotocol = \"http\"\n"),
+            locus_core::workload::SpecFormat::Toml,
+        )
+        .unwrap();
+        Thing {
+            spec,
+            password_hash: None,
+            manager: NodeId::from_bytes([3; 10]),
+            workload: Some("svc".into()),
+            generation,
+            created_unix_ms: 1,
+            updated_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_thing_sent_moments_ago_counts_where_the_records_are_older_or_silent() {
+        let heads = vec![("t1".to_owned(), 10, None), ("t2".to_owned(), 5, None)];
+        let sent = [thing("t1", 11), thing("t2", 4), thing("t3", 1)];
+        let mut got = newest(heads, &sent);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("t1".to_owned(), 11, Some("svc".to_owned())),
+                ("t2".to_owned(), 5, None),
+                ("t3".to_owned(), 1, Some("svc".to_owned())),
+            ]
+        );
+    }
 }
