@@ -243,9 +243,19 @@ impl Workloads {
                 }
                 Err(e) => {
                     tracing::warn!(workload = %id, %to, error = %e, "hand back failed; running it again here");
+                    // Its instance is gone and it is stopped: scheduled
+                    // again, it runs here until a hand back succeeds
+                    // (stopped, a workload that restarts only on failure
+                    // would stay down, even once the customer died again).
                     self.update_entry(id, |en| {
                         en.busy = false;
-                        en.w.reason = format!("hand back to {to} failed: {e}; retrying");
+                        let _ = en.w.transition(
+                            State::Scheduled,
+                            format!(
+                                "hand back to {to} failed: {e}; running here until it succeeds"
+                            ),
+                            now_ms(),
+                        );
                     })
                     .await?;
                 }
