@@ -109,12 +109,16 @@ validated!(
     constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(86_400.into()); }
 );
 
+/// Most witnesses a takeover may need: a usage statement carries at most
+/// this many observations per takeover (`locus_market::settle::MAX_EVIDENCE`).
+pub const MAX_WITNESSES: u64 = 4;
+
 validated!(
-    /// Witnesses a takeover needs: 1–4.
+    /// Witnesses a takeover needs: 1–[`MAX_WITNESSES`].
     #[derive(Copy, Eq)]
     Witnesses(u64, "u64"), schema = u64,
-    check = |v| if (1..=4).contains(v) { Ok(()) } else { Err(format!("witnesses {v} is out of range 1..=4")) },
-    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(4.into()); }
+    check = |v| if (1..=MAX_WITNESSES).contains(v) { Ok(()) } else { Err(format!("witnesses {v} is out of range 1..={MAX_WITNESSES}")) },
+    constrain = |o| { o.minimum = Some(1.into()); o.maximum = Some(MAX_WITNESSES.into()); }
 );
 
 fn default_round_secs() -> RoundSecs {

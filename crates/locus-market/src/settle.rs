@@ -51,9 +51,9 @@ pub const RULING_DOMAIN: &[u8] = b"locus/market/ruling/v1\0";
 pub const ANSWER_WITHIN_SECS: u64 = 60;
 /// Most activations one statement lists.
 pub const MAX_ACTIVATIONS: usize = 32;
-/// Most observations kept as evidence of one activation (and so the
-/// most witnesses a node may ask for: `[market] witnesses` ≤ 4).
-pub const MAX_EVIDENCE: usize = 4;
+/// Most observations kept as evidence of one activation: the most
+/// witnesses a node may ask for (`[market] witnesses`).
+pub const MAX_EVIDENCE: usize = locus_core::config::MAX_WITNESSES as usize;
 /// Largest encoded statement, reply, ruling or settlement accepted. A
 /// settlement of [`MAX_ACTIVATIONS`] activations of [`MAX_EVIDENCE`]
 /// observations each, disputed with the longest reason, fits (tested):

@@ -763,7 +763,7 @@ pub struct VerifyContractArgs {
     /// The contract or settlement file.
     pub file: PathBuf,
     /// Witnesses a takeover needed (the agents' `[market] witnesses`).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=locus_core::config::MAX_WITNESSES))]
     pub witnesses: u64,
 }
 
