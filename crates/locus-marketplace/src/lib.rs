@@ -200,8 +200,6 @@ pub(crate) struct State {
     pub mine: BTreeMap<RecordId, Mine>,
     pub rounds: VecDeque<Seen>,
     pub contracts: Contracts,
-    /// Chunks of each contract this node published.
-    pub published: BTreeMap<RecordId, usize>,
     /// Records in a negotiation now.
     pub busy: BTreeSet<RecordId>,
     /// What happened to a record, newest last (for `explain`).
@@ -453,9 +451,7 @@ impl Market {
         let id = c.id();
         let key = format!("{}{}", documents::CONTRACT_PREFIX, id.short());
         let until = c.terms.end.saturating_add(SPREAD_SECS);
-        if let Some(n) = self.publish_until(key, &c.to_bytes(), until).await {
-            self.state().published.insert(id, n);
-        }
+        self.publish_until(key, &c.to_bytes(), until).await;
     }
 
     /// Publish a document that leaves the fabric at `until` (unix
