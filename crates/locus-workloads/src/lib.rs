@@ -267,7 +267,7 @@ struct Owned {
     forget: Vec<(WorkloadId, u32)>,
     /// Copies this node handed back, counted as their new owner's until
     /// that owner's own records hold them (see [`Replicas::remember`]).
-    handed: BTreeMap<WorkloadId, Workload>,
+    handed: BTreeMap<WorkloadId, reconcile::HandedCopy>,
 }
 
 /// Handed-back copies remembered at once, at most.

@@ -238,7 +238,7 @@ impl Workloads {
                     self.drop_owned(id).await?;
                     let mut owned = self.inner.owned.lock().await;
                     if owned.handed.len() < MAX_HANDED {
-                        owned.handed.insert(id, back);
+                        owned.handed.insert(id, HandedCopy::of(&back));
                     }
                 }
                 Err(e) => {
@@ -344,6 +344,36 @@ struct Leaving {
 
 /// Every known node's records, as fetched for one pass: the copies of
 /// every workload and the specs behind them come from here.
+/// A copy this node handed over, as its new owner publishes it: its spec
+/// chunks and its summary, encoded once when handed.
+pub(crate) struct HandedCopy {
+    owner: NodeId,
+    id: WorkloadId,
+    epoch: u64,
+    records: Vec<(String, Vec<u8>)>,
+}
+
+impl HandedCopy {
+    pub(crate) fn of(w: &Workload) -> HandedCopy {
+        let chunks = crate::records::spec_chunks(&w.spec.to_json());
+        let summary = w.summary(chunks.len() as u32);
+        let mut records: Vec<(String, Vec<u8>)> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (chunk_key(w.id, i), c))
+            .collect();
+        if let Ok(json) = serde_json::to_vec(&summary) {
+            records.push((summary_key(w.id), json));
+        }
+        HandedCopy {
+            owner: w.owner,
+            id: w.id,
+            epoch: w.epoch,
+            records,
+        }
+    }
+}
+
 pub(crate) struct Replicas {
     by_owner: BTreeMap<NodeId, BTreeMap<String, Vec<u8>>>,
 }
@@ -357,30 +387,22 @@ impl Replicas {
         }
     }
 
-    /// Count `w`, a copy this node handed to `w.owner`, as that owner's,
+    /// Count `h`, a copy this node handed to its owner, as that owner's,
     /// unless the owner's own records hold it or a newer copy; answers
-    /// whether they do (then `w` need not be remembered). A node may die
+    /// whether they do (then `h` need not be remembered). A node may die
     /// right after taking a workload back, and the records of a dead node
     /// spread only by anti-entropy: without this, its standby would find
     /// nothing newer to adopt from until they arrived.
-    pub(crate) fn remember(&mut self, w: &Workload) -> bool {
-        let records = self.by_owner.entry(w.owner).or_default();
+    pub(crate) fn remember(&mut self, h: &HandedCopy) -> bool {
+        let records = self.by_owner.entry(h.owner).or_default();
         let held = records
-            .get(&summary_key(w.id))
+            .get(&summary_key(h.id))
             .and_then(|v| serde_json::from_slice::<WorkloadSummary>(v).ok())
-            .is_some_and(|s| s.owner == w.owner && s.epoch >= w.epoch);
-        if held {
-            return true;
+            .is_some_and(|s| s.owner == h.owner && s.epoch >= h.epoch);
+        if !held {
+            records.extend(h.records.iter().cloned());
         }
-        let chunks = crate::records::spec_chunks(&w.spec.to_json());
-        let summary = w.summary(chunks.len() as u32);
-        for (i, c) in chunks.into_iter().enumerate() {
-            records.insert(chunk_key(w.id, i), c);
-        }
-        if let Ok(json) = serde_json::to_vec(&summary) {
-            records.insert(summary_key(w.id), json);
-        }
-        false
+        held
     }
 
     /// Every copy of every workload (each owner's summaries).
@@ -441,7 +463,11 @@ mod tests {
             serde_json::to_vec(&old.summary(1)).unwrap(),
         )];
         let mut replicas = Replicas::of(customer, records);
-        assert!(!replicas.remember(&back), "its records do not hold it yet");
+        let handed = HandedCopy::of(&back);
+        assert!(
+            !replicas.remember(&handed),
+            "its records do not hold it yet"
+        );
         let copies = replicas.copies();
         assert_eq!(copies.len(), 1);
         assert_eq!((copies[0].owner, copies[0].epoch), (customer, 11));
@@ -456,10 +482,10 @@ mod tests {
             2,
             serde_json::to_vec(&back.summary(1)).unwrap(),
         )];
-        assert!(Replicas::of(customer, records).remember(&back));
+        assert!(Replicas::of(customer, records).remember(&handed));
         // A copy handed to a node this view has no records of still counts.
         let mut empty = Replicas::of(provider, Vec::new());
-        assert!(!empty.remember(&back));
+        assert!(!empty.remember(&handed));
         assert_eq!(empty.copies().len(), 1);
     }
 }
