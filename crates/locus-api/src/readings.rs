@@ -113,6 +113,10 @@ pub(crate) enum EdgexValueType {
 
 /// Add an event from an EdgeX device service: its readings (the thing is
 /// the device) are sealed and committed to the store before the answer.
+/// An http thing managed by another live node is redirected there (307,
+/// the same method and body), so its readings are sealed by its manager:
+/// after a failover or a market handover, a device service pointed at any
+/// node reaches the new manager.
 #[utoipa::path(
     post,
     path = "/api/v3/event/{service}/{profile}/{device}/{source}",
@@ -127,6 +131,7 @@ pub(crate) enum EdgexValueType {
     request_body(content = EdgexAddEvent, description = "EdgeX v3 AddEventRequest"),
     responses(
         (status = 201, description = "Stored: `{apiVersion, statusCode, id}`", body = Object),
+        (status = 307, description = "An http thing another live node manages: `Location` is the same path there"),
         (status = 400, description = "Not an EdgeX v3 event; `message` names the field", body = ErrorBody),
         (status = 409, description = "Fields that disagree: the path's device and the event's, a value and its valueType", body = ErrorBody),
         (status = 503, description = "The store did not commit the readings; nothing is stored, retry", body = ErrorBody),
@@ -136,6 +141,7 @@ pub(crate) async fn add_event(
     State(node): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path((_service, _profile, device, _source)): Path<(String, String, String, String)>,
+    uri: axum::http::Uri,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if device.starts_with(locus_trust::audit::RESERVED_PREFIX) {
@@ -148,9 +154,9 @@ pub(crate) async fn add_event(
             ),
         ));
     }
+    let located = node.things().locate(&device).await.ok();
     // A registered thing's readings are its tenant's to send.
-    if let Ok(Located::Local(t) | Located::Remote { thing: t, .. }) =
-        node.things().locate(&device).await
+    if let Some(Located::Local(t) | Located::Remote { thing: t, .. }) = &located
         && !caller.reaches(node.access().org(), t.spec.tenant.get())
     {
         return Err(ApiError::new(
@@ -158,6 +164,19 @@ pub(crate) async fn add_event(
             "forbidden",
             format!("thing {device} belongs to another tenant"),
         ));
+    }
+    if let Some(Located::Remote {
+        thing,
+        owner,
+        api_addr,
+    }) = &located
+        && let Some(location) = manager_url(&node, thing, *owner, api_addr, &uri).await
+    {
+        return Ok((
+            StatusCode::TEMPORARY_REDIRECT,
+            [(axum::http::header::LOCATION, location)],
+        )
+            .into_response());
     }
     // JSON Schema counts 5.0 as an integer: so does this endpoint.
     let body = match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -204,6 +223,33 @@ pub(crate) async fn add_event(
         Json(serde_json::json!({ "apiVersion": "v3", "statusCode": 201, "id": event.id })),
     )
         .into_response())
+}
+
+/// Where an http thing's events go instead of here: the same path and
+/// query at its manager, while the fabric sees that node alive. A thing
+/// of another protocol, or one whose manager is not known alive, is
+/// taken here (sealed by this node) rather than sent to a dead address.
+async fn manager_url(
+    node: &Node,
+    thing: &locus_core::thing::Thing,
+    owner: locus_core::NodeId,
+    api_addr: &str,
+    uri: &axum::http::Uri,
+) -> Option<HeaderValue> {
+    if thing.spec.protocol != locus_core::thing::ThingProtocol::Http || api_addr.is_empty() {
+        return None;
+    }
+    let alive = node
+        .fabric()
+        .nodes()
+        .await
+        .iter()
+        .any(|n| n.id == owner && matches!(n.liveness, locus_core::cluster::Liveness::Alive));
+    if !alive {
+        return None;
+    }
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    HeaderValue::from_str(&format!("http://{api_addr}{path}")).ok()
 }
 
 /// A reading query.

@@ -1242,6 +1242,127 @@ fn http_thing_commands_go_to_its_edgex_device_service() {
     );
 }
 
+/// POST one EdgeX event for `device` to `m` with curl, following
+/// redirects and sending the token along: (status, redirects, final URL).
+fn curl_event(m: &Member, device: &str, value: f64) -> (u16, u32, String) {
+    let body = serde_json::json!({
+        "apiVersion": "v3",
+        "event": {
+            "apiVersion": "v3", "id": format!("ev-{value}"), "deviceName": device,
+            "profileName": "valve", "sourceName": "flow", "origin": 1,
+            "readings": [{"resourceName": "flow", "valueType": "Float64",
+                "value": value.to_string(), "origin": 1}],
+        }
+    });
+    let token = m.agent.token().or_else(test_token).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--location-trusted",
+            "--max-time",
+            "10",
+        ])
+        .args(["-w", "%{http_code} %{num_redirects} %{url_effective}"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+        ])
+        .arg(
+            m.agent
+                .url(&format!("/api/v3/event/valve-svc/valve/{device}/flow")),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = text.split(' ');
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let redirects = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (
+        status,
+        redirects,
+        parts.next().unwrap_or_default().to_owned(),
+    )
+}
+
+/// An http thing's device service may post its events to any node: a node
+/// that does not manage the thing redirects them (307, kept a POST) to the
+/// node that does, which seals them; when that node dies, the events
+/// reach the node that adopted the thing.
+#[test]
+fn an_http_things_events_are_redirected_to_its_manager_and_follow_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(dir.path(), 208, "lab", &[]);
+    let b = member(dir.path(), 209, "lab", &[a.gossip]);
+    let c = member(dir.path(), 210, "lab", &[a.gossip]);
+    wait_cluster(&[&a, &b, &c], 3);
+    let file = dir.path().join("valve.toml");
+    std::fs::write(
+        &file,
+        "name = \"valve-1\"\nprotocol = \"http\"\nurl = \"http://127.0.0.1:9\"\n\
+         [[resources]]\nname = \"flow\"\ntype = \"float\"\n",
+    )
+    .unwrap();
+    ok(&cli(&a.agent, &["thing", "add", file.to_str().unwrap()]));
+    let id = |m: &Member| {
+        get_json(&m.agent, "/api/v1/node")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let manager = |m: &Member| -> Option<String> {
+        let r = m
+            .agent
+            .http()
+            .get(m.agent.url("/api/v1/things/valve-1"))
+            .send()
+            .ok()?;
+        r.json::<Value>().ok()?["manager"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let a_id = id(&a);
+    wait_until("b sees a manage it", Duration::from_secs(10), || {
+        manager(&b).as_deref() == Some(a_id.as_str())
+    });
+    let stored_at = |m: &Member| {
+        get_json(&m.agent, "/api/v1/readings?thing=valve-1&limit=100")
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+
+    // Posted to b: redirected once, stored and sealed at a.
+    let (status, redirects, url) = curl_event(&b, "valve-1", 1.5);
+    assert_eq!((status, redirects), (201, 1), "{url}");
+    assert!(url.starts_with(&a.agent.api()), "{url}");
+    assert_eq!(stored_at(&a), 1);
+    // Posted to its manager: stored there at once.
+    let (status, redirects, _) = curl_event(&a, "valve-1", 2.5);
+    assert_eq!((status, redirects), (201, 0));
+    assert_eq!(stored_at(&a), 2);
+
+    // The manager dies: one node adopts the thing; the other redirects.
+    let mut a = a;
+    a.agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = a.agent.wait_exit(Duration::from_secs(5));
+    drop(a);
+    wait_until("one live node manages it", Duration::from_secs(20), || {
+        manager(&b).is_some_and(|m| m != a_id) && manager(&c) == manager(&b)
+    });
+    let new = manager(&b).unwrap();
+    let (adopter, other) = if id(&b) == new { (&b, &c) } else { (&c, &b) };
+    let (status, redirects, url) = curl_event(other, "valve-1", 3.5);
+    assert_eq!((status, redirects), (201, 1), "{url}");
+    assert!(url.starts_with(&adopter.agent.api()), "{url}");
+    let (status, redirects, _) = curl_event(adopter, "valve-1", 4.5);
+    assert_eq!((status, redirects), (201, 0));
+    assert_eq!(stored_at(adopter), 2, "both events sealed by the adopter");
+}
+
 /// A thing whose manager dies is taken over by one live node (the
 /// rendezvous rule workloads use, keyed by its name): its MQTT login and
 /// readings work there; the old manager, back, yields to the newer
