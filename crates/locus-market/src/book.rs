@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::class::{Class, Resources, Tier};
 use crate::signed::{Authored, RecordId, Signed};
 
-/// Domain of a node's signature over an offer.
-pub const OFFER_DOMAIN: &[u8] = b"locus/market/offer/v1\0";
-/// Domain of a node's signature over a request.
-pub const REQUEST_DOMAIN: &[u8] = b"locus/market/request/v1\0";
+/// Domain of a node's signature over an offer (v2: with the site RTTs,
+/// so an offer signed in the layout before them never checks as one).
+pub const OFFER_DOMAIN: &[u8] = b"locus/market/offer/v2\0";
+/// Domain of a node's signature over a request (v2: with `near`).
+pub const REQUEST_DOMAIN: &[u8] = b"locus/market/request/v2\0";
 /// Largest encoded offer or request accepted.
 pub const MAX_RECORD_BYTES: usize = 8 * 1024;
 /// Longest a record may live.
@@ -37,6 +38,13 @@ pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 pub const MAX_HANDOVER_SECS: u32 = 3600;
 /// Longest name of a site, interface, workload or thing in a record.
 pub const MAX_NAME: usize = 128;
+/// Most sites an offer gives its round-trip time to (with 16 interfaces
+/// of [`MAX_NAME`] characters, the largest offer stays well within
+/// [`MAX_RECORD_BYTES`]).
+pub const MAX_SITE_RTTS: usize = 16;
+/// Largest round-trip time an offer names or a request bounds, ms (a
+/// minute: farther than that is no longer "near").
+pub const MAX_RTT_MS: u32 = 60_000;
 
 /// Where a node's power comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,6 +90,47 @@ pub struct Offer {
     pub site: String,
     pub issued_at: u64,
     pub expires_at: u64,
+    /// Round-trip time from the provider to each site it knows, ms: the
+    /// least its fabric coordinates estimate to an alive node of the
+    /// site, 0 for its own. At most [`MAX_SITE_RTTS`] sites, the nearest.
+    #[serde(default)]
+    pub site_rtt_ms: BTreeMap<String, u32>,
+}
+
+/// A request's bound on latency: the provider within `max_rtt_ms` of a
+/// node of `site`, by the provider's own [`Offer::site_rtt_ms`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Near {
+    pub site: String,
+    /// At most [`MAX_RTT_MS`].
+    pub max_rtt_ms: u32,
+}
+
+impl Near {
+    /// Whether an offer whose provider measured `site_rtt_ms` is near
+    /// enough: a site it gives no time for is not.
+    pub fn met_by(&self, site_rtt_ms: &BTreeMap<String, u32>) -> bool {
+        site_rtt_ms
+            .get(&self.site)
+            .is_some_and(|rtt| *rtt <= self.max_rtt_ms)
+    }
+
+    fn validate(&self) -> Result<(), BookError> {
+        check_name("near", &self.site)?;
+        if self.max_rtt_ms > MAX_RTT_MS {
+            return Err(invalid(
+                "near",
+                format!("{} ms is more than {MAX_RTT_MS} ms", self.max_rtt_ms),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Near {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "within {} ms of {}", self.max_rtt_ms, self.site)
+    }
 }
 
 /// What a request asks to be covered.
@@ -133,6 +182,10 @@ pub struct Request {
     pub exclude: BTreeSet<OrgId>,
     pub issued_at: u64,
     pub expires_at: u64,
+    /// The provider within this many ms of a site, by its offer's
+    /// measured RTTs; `None`: anywhere in [`Request::site`].
+    #[serde(default)]
+    pub near: Option<Near>,
 }
 
 impl Authored for Offer {
@@ -240,6 +293,24 @@ impl Offer {
         if self.interfaces.len() > 16 {
             return Err(invalid("interfaces", "more than 16"));
         }
+        if self.site_rtt_ms.len() > MAX_SITE_RTTS {
+            return Err(invalid(
+                "site_rtt_ms",
+                format!(
+                    "{} sites, more than {MAX_SITE_RTTS}",
+                    self.site_rtt_ms.len()
+                ),
+            ));
+        }
+        for (site, rtt) in &self.site_rtt_ms {
+            check_name("site_rtt_ms", site)?;
+            if *rtt > MAX_RTT_MS {
+                return Err(invalid(
+                    "site_rtt_ms",
+                    format!("{site}: {rtt} ms is more than {MAX_RTT_MS} ms"),
+                ));
+            }
+        }
         if self.uptime_permille > 1000 {
             return Err(invalid(
                 "uptime_permille",
@@ -333,6 +404,9 @@ impl Request {
         }
         if self.exclude.len() > 64 {
             return Err(invalid("exclude", "more than 64 orgs"));
+        }
+        if let Some(near) = &self.near {
+            near.validate()?;
         }
         self.class().map(|_| ())
     }
@@ -503,6 +577,7 @@ pub(crate) mod testing {
                 site: "lab".into(),
                 issued_at: at,
                 expires_at: at + 600,
+                site_rtt_ms: [("lab".to_owned(), 0)].into(),
             },
             n.party.clone(),
             &n.key,
@@ -538,6 +613,7 @@ pub(crate) mod testing {
                 exclude: Default::default(),
                 issued_at: at,
                 expires_at: at + 600,
+                near: None,
             },
             n.party.clone(),
             &n.key,

@@ -39,7 +39,8 @@
 //! Winning buyers and sellers of a class are then paired where a buyer
 //! may contract with a seller ([`Trader::accepts`]: not its own org, not
 //! an org it excludes, at least its minimum uptime, renewable power if it
-//! requires it), by a maximum matching grown one buyer at a time, best
+//! requires it, within its bound on round-trip time to a site by the
+//! seller's measured RTTs if it has one), by a maximum matching grown one buyer at a time, best
 //! buyer first, each taking the cheapest seller it can; a buyer left
 //! without one does not trade. Individual rationality and budget balance
 //! hold whatever the constraints (one price per class); truthfulness and
@@ -68,7 +69,7 @@ use locus_access::OrgId;
 use locus_core::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::book::{Entry, Offer, Request};
+use crate::book::{Entry, Near, Offer, Request};
 use crate::class::Class;
 use crate::signed::{Authored, RecordId, Signed};
 
@@ -85,6 +86,10 @@ pub struct Trader {
     pub uptime_permille: u16,
     /// Renewable power: had (a seller) or required (a buyer).
     pub renewable: bool,
+    /// A bound on the seller's RTT to a site (buyers only).
+    pub near: Option<Near>,
+    /// Measured RTT to each site it knows, ms (sellers only).
+    pub site_rtt_ms: BTreeMap<String, u32>,
 }
 
 impl Trader {
@@ -94,6 +99,10 @@ impl Trader {
             && !self.exclude.contains(&seller.org)
             && seller.uptime_permille >= self.uptime_permille
             && (seller.renewable || !self.renewable)
+            && self
+                .near
+                .as_ref()
+                .is_none_or(|near| near.met_by(&seller.site_rtt_ms))
     }
 }
 
@@ -333,6 +342,8 @@ fn buyer(id: RecordId, r: &Request) -> Trader {
         exclude: r.exclude.clone(),
         uptime_permille: r.min_uptime_permille,
         renewable: r.renewable,
+        near: r.near.clone(),
+        site_rtt_ms: BTreeMap::new(),
     }
 }
 
@@ -344,6 +355,8 @@ fn seller(id: RecordId, o: &Offer) -> Trader {
         exclude: BTreeSet::new(),
         uptime_permille: o.uptime_permille,
         renewable: o.energy.renewable(),
+        near: None,
+        site_rtt_ms: o.site_rtt_ms.clone(),
     }
 }
 
@@ -430,9 +443,9 @@ pub fn explain<'a>(
     let buyer = matches!(me, Entry::Request(_));
     // The market of the class the record is in, and its sellers then.
     let (outcomes, all_matches) = clear_class_markets(&class, buyers, sellers);
-    let excluded = match me {
-        Entry::Request(r) => r.body.exclude.clone(),
-        Entry::Offer(_) => BTreeSet::new(),
+    let (excluded, near) = match me {
+        Entry::Request(r) => (r.body.exclude.clone(), r.body.near.clone()),
+        Entry::Offer(_) => (BTreeSet::new(), None),
     };
     let outcome = outcomes.iter().find(|o| o.excluded == excluded)?.clone();
     let matches: Vec<Match> = all_matches;
@@ -491,8 +504,11 @@ pub fn explain<'a>(
             "left out by trade reduction: the {k}th pair gives way so that the others' price ({} / {}) does not depend on their own reports",
             outcome.buyer_pays, outcome.seller_gets
         ),
-        (None, _) if outcome.excluded.is_empty() && !buyer => "won, but no winning buyer accepts it (its own org, uptime or renewable power)".to_owned(),
-        (None, _) => "won, but no winner of the other side meets its constraints (own org, excluded orgs, uptime, renewable power)".to_owned(),
+        (None, _) if outcome.excluded.is_empty() && !buyer => "won, but no winning buyer accepts it (its own org, uptime, renewable power or latency to a site)".to_owned(),
+        (None, _) => format!(
+            "won, but no winner of the other side meets its constraints (own org, excluded orgs, uptime, renewable power{})",
+            near.as_ref().map_or_else(String::new, |n| format!(", {n}"))
+        ),
     };
     Some(Explanation {
         record: *id,

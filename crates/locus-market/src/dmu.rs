@@ -316,6 +316,7 @@ impl ProviderRules {
             site: state.site.clone(),
             issued_at: now,
             expires_at: now.saturating_add(lifetime_secs.clamp(1, crate::book::MAX_LIFETIME_SECS)),
+            site_rtt_ms: Default::default(),
         })
     }
 

@@ -10,6 +10,9 @@
 //! - resource classes, which reduce a multi-dimensional need or offer to
 //!   one good ([`class`]);
 //! - offers and requests, the expiring records of the book ([`book`]);
+//! - what a node measures of a provider from its fabric view: uptime from
+//!   liveness transitions, the customer's check of a claimed uptime, RTTs
+//!   to sites ([`measure`]);
 //! - clearing: McAfee's trade reduction per class, the choice of the
 //!   clearing node, and the check of a signed round ([`clearing`]);
 //! - each side's decision rules, read from TOML, with the reasons of each
@@ -37,6 +40,7 @@ pub mod clearing;
 pub mod contract;
 pub mod dmu;
 pub mod ledger;
+pub mod measure;
 pub mod reputation;
 pub mod settle;
 pub mod signed;
@@ -45,7 +49,7 @@ pub mod witness;
 #[cfg(test)]
 mod simulation;
 
-pub use book::{Book, BookError, Cover, EnergySource, Entry, Offer, Request, Sla};
+pub use book::{Book, BookError, Cover, EnergySource, Entry, Near, Offer, Request, Sla};
 pub use class::{Class, Resources, Tier};
 pub use clearing::{
     Clearing, Explanation, Match, PriceRule, Round, RoundError, check_round, clear, clearers,
@@ -57,6 +61,7 @@ pub use ledger::{
     Accounts, Checkpoint, LedgerError, PairBalance, PairChain, Reason, Receipt, SignedCheckpoint,
     SignedReceipt, prove_balances, verify_pair,
 };
+pub use measure::{Uptime, UptimeOverclaimed, check_claimed_uptime};
 pub use reputation::{Outcome, Reputation, reputation};
 pub use settle::{
     Activation, Answer, Awards, Close, Ending, Reply, Ruling, SettleError, Settlement, Transfer,

@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use locus_core::cluster::{Liveness, Transition, estimate_rtt};
 use locus_market::dmu::NodeState;
+use locus_market::measure::{self, UPTIME_WINDOW_MS};
 use locus_market::{
-    Contract, Cover, EnergySource, Entry, RecordId, Request, Resources, Signed, Sla,
+    Contract, Cover, EnergySource, Entry, Near, RecordId, Request, Resources, Signed, Sla,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -71,6 +73,9 @@ pub struct RequestAsk {
     pub standby: Option<bool>,
     #[schema(maximum = 1000)]
     pub min_uptime_permille: Option<u16>,
+    /// Only a provider within this round-trip time of a site, by the
+    /// RTTs its offer measured (default: anywhere in `site`).
+    pub near: Option<NearAsk>,
     #[serde(default)]
     pub renewable: bool,
     /// Covered workloads running at the provider within this many seconds
@@ -83,6 +88,36 @@ pub struct RequestAsk {
     /// Seconds on the book (default 600, at most 86400).
     #[schema(minimum = 1, maximum = 86400)]
     pub lifetime_secs: Option<u64>,
+}
+
+/// A request's bound on latency: the provider within `max_rtt_ms` of a
+/// node of `site`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NearAsk {
+    #[schema(value_type = BookName)]
+    pub site: String,
+    /// Milliseconds, at most 60000.
+    #[schema(maximum = 60000)]
+    pub max_rtt_ms: u32,
+}
+
+impl From<NearAsk> for Near {
+    fn from(n: NearAsk) -> Near {
+        Near {
+            site: n.site,
+            max_rtt_ms: n.max_rtt_ms,
+        }
+    }
+}
+
+impl From<&Near> for NearAsk {
+    fn from(n: &Near) -> NearAsk {
+        NearAsk {
+            site: n.site.clone(),
+            max_rtt_ms: n.max_rtt_ms,
+        }
+    }
 }
 
 /// A record of the book.
@@ -101,6 +136,11 @@ pub struct EntryView {
     pub expires_at: u64,
     /// Whether this node signed it.
     pub mine: bool,
+    /// Offer: the provider's measured round-trip time to each site it
+    /// knows, ms (its own site 0); request: empty.
+    pub site_rtt_ms: BTreeMap<String, u32>,
+    /// Request: its bound on latency to a site, if any.
+    pub near: Option<NearAsk>,
     /// The signed record.
     #[schema(value_type = Object)]
     pub record: Entry,
@@ -139,6 +179,9 @@ pub struct Explained {
     /// What this node did about it (negotiation, rules, contract), oldest
     /// first.
     pub notes: Vec<String>,
+    /// The record as this node holds it (on its book or in that round),
+    /// with its latency terms.
+    pub entry: Option<EntryView>,
 }
 
 /// A name on the book (a covered workload or thing, a tenant, a site):
@@ -261,9 +304,21 @@ pub struct EscrowView {
 }
 
 fn entry_view(id: &RecordId, e: &Entry, mine: bool) -> EntryView {
-    let (kind, price, class) = match e {
-        Entry::Offer(o) => ("offer", o.body.price, o.body.class()),
-        Entry::Request(r) => ("request", r.body.max_price, r.body.class()),
+    let (kind, price, class, site_rtt_ms, near) = match e {
+        Entry::Offer(o) => (
+            "offer",
+            o.body.price,
+            o.body.class(),
+            o.body.site_rtt_ms.clone(),
+            None,
+        ),
+        Entry::Request(r) => (
+            "request",
+            r.body.max_price,
+            r.body.class(),
+            BTreeMap::new(),
+            r.body.near.as_ref().map(NearAsk::from),
+        ),
     };
     EntryView {
         id: id.to_string(),
@@ -275,6 +330,8 @@ fn entry_view(id: &RecordId, e: &Entry, mine: bool) -> EntryView {
         issued_at: e.issued_at(),
         expires_at: e.expires_at(),
         mine,
+        site_rtt_ms,
+        near,
         record: e.clone(),
     }
 }
@@ -304,6 +361,7 @@ impl Market {
                     v.refusal().unwrap_or_default()
                 ))
             })?;
+        offer.site_rtt_ms = self.site_rtts(&offer.site).await;
         if let Some(price) = ask.price {
             if price < rules.min_price {
                 return Err(MarketError::Conflict(format!(
@@ -392,6 +450,7 @@ impl Market {
             exclude: BTreeSet::new(),
             issued_at: now,
             expires_at: now + lifetime(ask.lifetime_secs)?,
+            near: ask.near.map(Near::from),
         };
         request
             .validate()
@@ -473,11 +532,20 @@ impl Market {
                 "record {id} is in no round, book or note of this node"
             )));
         }
+        let entry = st
+            .book
+            .get(&record)
+            .map(|h| entry_view(&record, &h.entry, h.owner == self.inner.me))
+            .or_else(|| {
+                last.and_then(|s| s.entries.iter().find(|e| e.id() == record))
+                    .map(|e| entry_view(&record, e, e.author() == self.inner.me))
+            });
         Ok(Explained {
             record: record.to_string(),
             round: last.map(|s| s.signed.body.number),
             clearing: last.and_then(|s| locus_market::explain(s.entries.iter(), &record)),
             notes,
+            entry,
         })
     }
 
@@ -610,7 +678,8 @@ impl Market {
     }
 
     /// What this node knows of itself to offer: resources from its
-    /// published capacity, uptime from its boots, energy from its info.
+    /// published capacity, uptime from its fabric entry and its boots
+    /// (see [`Market::uptime_permille`]), energy from its info.
     async fn node_state(&self, org: locus_access::OrgId) -> Result<NodeState, MarketError> {
         let nodes = self.inner.fabric.nodes().await;
         let me = nodes
@@ -649,18 +718,26 @@ impl Market {
                 bandwidth_kbps: cap.allocated.bandwidth_mbps.saturating_mul(1000),
             },
             interfaces: cap.interfaces.iter().cloned().collect(),
-            uptime_permille: self.uptime_permille().await,
+            uptime_permille: self.uptime_permille(&me.transitions).await,
             energy,
             battery_percent: cap.battery_percent,
         })
     }
 
-    /// Share of the time since this data dir's first start that the agent
-    /// ran, per mille, from the store's record of boots. A run that ended
-    /// without closing the store counts as no time at all (its end is not
-    /// known), so a node that crashes scores low.
-    async fn uptime_permille(&self) -> u16 {
+    /// The uptime this node offers, per mille, over the last
+    /// [`UPTIME_WINDOW_MS`]: the least of what the fabric's history of
+    /// itself shows (`own`: its entry's transitions) and what its store's
+    /// record of boots shows. A node's own entry starts `alive` when this
+    /// run started and never shows it down (no node observes itself
+    /// down), so alone it would claim 1000 ‰ for any node just
+    /// restarted; the boots cover the time before, where a run that ended
+    /// without closing the store counts as down (its end is not known)
+    /// and so do the gaps between runs. Peers record the same downtime in
+    /// their histories of this node, which is what customers check the
+    /// claim against ([`locus_market::check_claimed_uptime`]).
+    async fn uptime_permille(&self, own: &[Transition]) -> u16 {
         let now = now_ms();
+        let fabric = measure::uptime(own, now, UPTIME_WINDOW_MS).map_or(1000, |u| u.permille);
         let boots = self
             .inner
             .store
@@ -675,25 +752,54 @@ impl Market {
             })
             .await
             .unwrap_or_default();
-        let Some(first) = boots.first().map(|b| b.0.max(0) as u64) else {
-            return 0;
-        };
-        let last = boots.len() - 1;
-        let up: u64 = boots
-            .iter()
-            .enumerate()
-            .map(|(i, (start, stop))| {
-                let start = (*start).max(0) as u64;
-                match stop {
-                    Some(stop) => ((*stop).max(0) as u64).saturating_sub(start),
-                    None if i == last => now.saturating_sub(start),
-                    None => 0,
-                }
-            })
-            .sum();
-        let span = now.saturating_sub(first).max(1);
-        (up.saturating_mul(1000) / span).min(1000) as u16
+        fabric.min(boots_uptime_permille(&boots, now, UPTIME_WINDOW_MS))
     }
+
+    /// The provider's round-trip time to each site for its offer, from
+    /// the fabric's coordinates: the least estimate to an alive node of
+    /// each site (see [`measure::site_rtts`]); `own_site` at 0.
+    async fn site_rtts(&self, own_site: &str) -> BTreeMap<String, u32> {
+        let nodes = self.inner.fabric.nodes().await;
+        let Some(me) = nodes.iter().find(|n| n.is_self || n.id == self.inner.me) else {
+            return measure::site_rtts(own_site, []);
+        };
+        let estimates = nodes.iter().filter_map(|n| {
+            if n.id == me.id || n.liveness != Liveness::Alive {
+                return None;
+            }
+            let site = n.info.as_ref()?.site.name.get().as_str();
+            Some((site, estimate_rtt(me, n)?.rtt_ms))
+        });
+        measure::site_rtts(own_site, estimates)
+    }
+}
+
+/// Share of the last `window_ms` before `now` that the agent ran, per
+/// mille, from its runs (`boots`: start and stop, unix ms, oldest first;
+/// no stop: the current run if last, else a run that crashed, counted as
+/// down). Measured since the first start when that is within the window;
+/// 0 with no run at all.
+fn boots_uptime_permille(boots: &[(i64, Option<i64>)], now: u64, window_ms: u64) -> u16 {
+    let Some(first) = boots.first().map(|b| b.0.max(0) as u64) else {
+        return 0;
+    };
+    let from = first.max(now.saturating_sub(window_ms));
+    let last = boots.len() - 1;
+    let up: u64 = boots
+        .iter()
+        .enumerate()
+        .map(|(i, (start, stop))| {
+            let start = ((*start).max(0) as u64).max(from);
+            let stop = match stop {
+                Some(stop) => ((*stop).max(0) as u64).min(now),
+                None if i == last => now,
+                None => return 0,
+            };
+            stop.saturating_sub(start)
+        })
+        .sum();
+    let span = now.saturating_sub(from).max(1);
+    (up.saturating_mul(1000) / span).min(1000) as u16
 }
 
 /// An offer's or request's seconds on the book: the default, or what was
@@ -768,6 +874,28 @@ fn settlement_view(st: &crate::State, c: &Contract) -> SettlementView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uptime_from_boots_counts_crashed_runs_and_gaps_as_down_within_the_window() {
+        const H: i64 = 3_600_000;
+        let now = 100 * H as u64;
+        // No run recorded: nothing to claim.
+        assert_eq!(boots_uptime_permille(&[], now, UPTIME_WINDOW_MS), 0);
+        // Running for 2 h since the first start: all of it.
+        let fresh = [(98 * H, None)];
+        assert_eq!(boots_uptime_permille(&fresh, now, UPTIME_WINDOW_MS), 1000);
+        // The window starts at 76 h: a run stopped cleanly at 78 h (2 h
+        // of it in the window), one that crashed (no stop: down), one of
+        // 6 h, and the current run of 4 h.
+        let runs = [
+            (70 * H, Some(78 * H)),
+            (79 * H, None),
+            (84 * H, Some(90 * H)),
+            (96 * H, None),
+        ];
+        // 2 + 6 + 4 = 12 h up of 24 h.
+        assert_eq!(boots_uptime_permille(&runs, now, UPTIME_WINDOW_MS), 500);
+    }
 
     #[test]
     fn a_lifetime_on_the_book_is_within_its_bounds() {

@@ -60,7 +60,7 @@ fn book(n: usize, constrained: f64, who: &[Member], rng: &mut StdRng, now: u64) 
     for i in 0..n {
         let m = &who[rng.random_range(0..who.len() as u64) as usize];
         let tier = TIERS[rng.random_range(0..3) as usize];
-        let offer = Offer {
+        let mut offer = Offer {
             provider: m.party.node(),
             org: m.party.org(),
             seq: i as u64,
@@ -80,7 +80,9 @@ fn book(n: usize, constrained: f64, who: &[Member], rng: &mut StdRng, now: u64) 
             site: SITES[rng.random_range(0..2) as usize].to_owned(),
             issued_at: now,
             expires_at: now + 600,
+            site_rtt_ms: BTreeMap::new(),
         };
+        offer.site_rtt_ms.insert(offer.site.clone(), 0);
         out.push(Entry::Offer(Signed::sign(offer, m.party.clone(), &m.key)));
     }
     for i in 0..n {
@@ -111,6 +113,7 @@ fn book(n: usize, constrained: f64, who: &[Member], rng: &mut StdRng, now: u64) 
             exclude: BTreeSet::new(),
             issued_at: now,
             expires_at: now + 600,
+            near: None,
         };
         out.push(Entry::Request(Signed::sign(
             request,
@@ -417,6 +420,8 @@ mod tests {
             exclude: BTreeSet::new(),
             uptime_permille: 0,
             renewable: false,
+            near: None,
+            site_rtt_ms: BTreeMap::new(),
         };
         assert_eq!(
             optimum(&[t(1, 9), t(2, 8), t(3, 3)], &[t(4, 1), t(5, 2), t(6, 5)]),

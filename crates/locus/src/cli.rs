@@ -849,6 +849,10 @@ pub struct MarketRequestArgs {
     /// Minimum measured uptime of the provider, in per mille (990 = 99 %).
     #[arg(long)]
     pub min_uptime: Option<u16>,
+    /// Only a provider within this round-trip time of a site, by the RTTs
+    /// its offer measured: `SITE:MS` (edge:20; at most 60000 ms).
+    #[arg(long, value_name = "SITE:MS")]
+    pub near: Option<String>,
     /// Only a provider on renewable power.
     #[arg(long)]
     pub renewable: bool,

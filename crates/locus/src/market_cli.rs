@@ -71,12 +71,64 @@ fn request_body(a: &MarketRequestArgs) -> Result<Value, Failure> {
     if let Some(u) = a.min_uptime {
         body.insert("min_uptime_permille".into(), u.into());
     }
+    if let Some(n) = &a.near {
+        let (site, max_rtt_ms) = parse_near(n).map_err(|e| usage("--near", e))?;
+        body.insert(
+            "near".into(),
+            json!({ "site": site, "max_rtt_ms": max_rtt_ms }),
+        );
+    }
     if let Some(h) = a.handover_within {
         body.insert("handover_within_secs".into(), h.into());
     }
     body.insert("standby".into(), (!a.active).into());
     body.insert("renewable".into(), a.renewable.into());
     Ok(Value::Object(body))
+}
+
+/// Largest `--near` bound, ms (the book's `MAX_RTT_MS`).
+const MAX_NEAR_MS: u32 = 60_000;
+
+/// `SITE:MS` of `--near`: a site name and a round-trip time in ms, at
+/// most [`MAX_NEAR_MS`].
+fn parse_near(text: &str) -> Result<(String, u32), String> {
+    let wrong = || {
+        format!(
+            "{text:?} must be SITE:MS, a site name and a round-trip time of at most {MAX_NEAR_MS} ms (edge:20)"
+        )
+    };
+    let (site, ms) = text.rsplit_once(':').ok_or_else(wrong)?;
+    let ms: u32 = ms.trim().parse().map_err(|_| wrong())?;
+    let site = site.trim();
+    if site.is_empty() || ms > MAX_NEAR_MS {
+        return Err(wrong());
+    }
+    Ok((site.to_owned(), ms))
+}
+
+/// A record's latency terms as `locus market book|explain` show them: an
+/// offer's measured RTT per site (`lab 0 ms, edge 12 ms`), a request's
+/// bound (`within 20 ms of edge`); `-` when it has none.
+fn latency(e: &Value) -> String {
+    if let Some(n) = e["near"].as_object() {
+        return format!(
+            "within {} ms of {}",
+            n.get("max_rtt_ms")
+                .map_or_else(|| "?".to_owned(), Value::to_string),
+            n.get("site").and_then(Value::as_str).unwrap_or("?")
+        );
+    }
+    let rtts: Vec<String> = e["site_rtt_ms"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(site, ms)| format!("{site} {ms} ms"))
+        .collect();
+    if rtts.is_empty() {
+        "-".to_owned()
+    } else {
+        rtts.join(", ")
+    }
 }
 
 fn s(v: &Value, k: &str) -> String {
@@ -180,12 +232,15 @@ pub async fn market(client: &Client, json: bool, command: &MarketCommand) -> Res
                             ""
                         }
                         .to_owned(),
+                        latency(e),
                     ]
                 });
                 print!(
                     "{}",
                     table(
-                        &["ID", "KIND", "CLASS", "PRICE", "ORG", "NODE", "MINE"],
+                        &[
+                            "ID", "KIND", "CLASS", "PRICE", "ORG", "NODE", "MINE", "LATENCY"
+                        ],
                         &rows
                     )
                 );
@@ -241,6 +296,14 @@ pub async fn market(client: &Client, json: bool, command: &MarketCommand) -> Res
                         println!("  {}", s(c, "reason"));
                     }
                     _ => println!("{}: in no checked round yet", short(record)),
+                }
+                if e["entry"].is_object() {
+                    let what = if e["entry"]["kind"] == "request" {
+                        "near"
+                    } else {
+                        "measured RTT"
+                    };
+                    println!("  {what}: {}", latency(&e["entry"]));
                 }
                 for n in e["notes"].as_array().into_iter().flatten() {
                     println!("  - {}", n.as_str().unwrap_or_default());
@@ -491,4 +554,36 @@ pub async fn account(client: &Client, json: bool) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_is_a_site_and_a_bounded_round_trip_time() {
+        assert_eq!(parse_near("edge:20"), Ok(("edge".to_owned(), 20)));
+        assert_eq!(parse_near("lab:0"), Ok(("lab".to_owned(), 0)));
+        assert_eq!(parse_near("edge:60000"), Ok(("edge".to_owned(), 60_000)));
+        for bad in ["edge", "edge:", ":20", "edge:-1", "edge:20ms", "edge:60001"] {
+            let e = parse_near(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("SITE:MS"),
+                "{e}"
+            );
+        }
+        let Failure::Usage(e) = usage("--near", parse_near("edge").unwrap_err()) else {
+            panic!("a usage error")
+        };
+        assert!(e.to_string().starts_with("--near: \"edge\""), "{e}");
+    }
+
+    #[test]
+    fn latency_shows_an_offers_rtts_and_a_requests_bound() {
+        let offer = json!({ "site_rtt_ms": { "edge": 12, "lab": 0 }, "near": null });
+        assert_eq!(latency(&offer), "edge 12 ms, lab 0 ms");
+        let request = json!({ "site_rtt_ms": {}, "near": { "site": "edge", "max_rtt_ms": 20 } });
+        assert_eq!(latency(&request), "within 20 ms of edge");
+        assert_eq!(latency(&json!({ "site_rtt_ms": {}, "near": null })), "-");
+    }
 }

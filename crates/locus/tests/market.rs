@@ -107,7 +107,55 @@ fn a_request_meets_an_offer_and_both_orgs_sign_a_contract_anyone_verifies() {
         offer["class"].as_str().unwrap().contains("@lab standby"),
         "{offer}"
     );
+    // Each provider measured its own site at 0 ms.
+    assert_eq!(offer["site_rtt_ms"]["lab"], 0, "{offer}");
     ok(&cli(&c1.agent, &["market", "offer", "--price", "600"]));
+
+    // A request near a site no offer measured wins its class and stays
+    // unmatched: no winning seller is near it.
+    let far = json_of(&cli(
+        &a1.agent,
+        &[
+            "--json",
+            "market",
+            "request",
+            "--cpu",
+            "500m",
+            "--memory",
+            "256MiB",
+            "--max-price",
+            "800",
+            "--near",
+            "nowhere:50",
+        ],
+    ));
+    assert_eq!(far["near"]["site"], "nowhere", "{far}");
+    let far_id = far["id"].as_str().unwrap().to_owned();
+    wait_until(
+        "a round clears the far request, unmatched",
+        Duration::from_secs(20),
+        || {
+            let e = json_of(&cli(&a1.agent, &["--json", "market", "explain", &far_id]));
+            e["clearing"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("within 50 ms of nowhere"))
+        },
+    );
+    let explained = ok(&cli(&a1.agent, &["market", "explain", &far_id]));
+    assert!(
+        explained.contains("near: within 50 ms of nowhere"),
+        "{explained}"
+    );
+    assert!(contracts(&a1).is_empty());
+    ok(&cli(&a1.agent, &["market", "withdraw", &far_id]));
+    let bad = cli(&a1.agent, &["market", "request", "--near", "lab"]);
+    assert!(!bad.status.success(), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--near: \"lab\""),
+        "{bad:?}"
+    );
+
+    // Near a site its providers are in: it trades.
     let request = json_of(&cli(
         &a1.agent,
         &[
@@ -122,6 +170,8 @@ fn a_request_meets_an_offer_and_both_orgs_sign_a_contract_anyone_verifies() {
             "800",
             "--duration",
             "1h",
+            "--near",
+            "lab:50",
         ],
     ));
     let request_id = request["id"].as_str().unwrap().to_owned();

@@ -1,6 +1,7 @@
 use super::*;
 use crate::book::BookError;
 use crate::book::testing::{offer, request};
+use crate::book::{MAX_RECORD_BYTES, MAX_RTT_MS, MAX_SITE_RTTS, Near};
 use crate::class::Tier;
 use crate::signed::testing::{TestNode, node};
 use proptest::prelude::*;
@@ -34,6 +35,8 @@ fn traders(buyers: &[u64], sellers: &[u64]) -> (Vec<Trader>, Vec<Trader>) {
         exclude: BTreeSet::new(),
         uptime_permille: 0,
         renewable: false,
+        near: None,
+        site_rtt_ms: BTreeMap::new(),
     };
     let b = buyers.iter().enumerate().map(|(i, &p)| t(i, p)).collect();
     let s = sellers
@@ -191,16 +194,28 @@ proptest! {
     /// buyer is never left out for a worse one.
     #[test]
     fn winners_are_paired_by_a_maximum_matching_best_buyer_first(
-        b in prop::collection::vec((0u16..1000, any::<bool>(), 0usize..4), 1..7),
-        s in prop::collection::vec((0u16..1000, any::<bool>(), 0usize..4), 1..7),
+        b in prop::collection::vec((0u16..1000, any::<bool>(), 0usize..4, prop::option::of(0u32..100)), 1..7),
+        s in prop::collection::vec((0u16..1000, any::<bool>(), 0usize..4, prop::option::of(0u32..100)), 1..7),
     ) {
-        let t = |i: usize, (uptime, renewable, o): (u16, bool, usize)| Trader {
+        // The fourth part: a buyer's bound on the RTT to site `edge`, a
+        // seller's measured RTT to it (none: it does not know the site).
+        let t = |i: usize, (uptime, renewable, o, rtt): (u16, bool, usize, Option<u32>)| Trader {
             id: id(i),
             org: org(o),
             price: 0,
             exclude: BTreeSet::new(),
             uptime_permille: uptime,
             renewable,
+            near: (i < 100).then_some(()).and(rtt).map(|max_rtt_ms| Near {
+                site: "edge".into(),
+                max_rtt_ms,
+            }),
+            site_rtt_ms: (i >= 100)
+                .then_some(())
+                .and(rtt)
+                .map(|ms| ("edge".to_owned(), ms))
+                .into_iter()
+                .collect(),
         };
         let buyers: Vec<Trader> = b.iter().enumerate().map(|(i, &x)| t(i, x)).collect();
         let sellers: Vec<Trader> = s.iter().enumerate().map(|(i, &x)| t(100 + i, x)).collect();
@@ -478,4 +493,163 @@ fn a_request_relisted_without_an_org_trades_with_the_next_sellers() {
             .iter()
             .all(|m| m.request != id(0) || m.offer != id(1000))
     );
+}
+
+/// `n`'s offer of `testing::offer`, re-signed with `rtt` as its measured
+/// round-trip times.
+fn offer_with_rtts(n: &TestNode, seq: u64, price: u64, rtt: &[(&str, u32)]) -> Entry {
+    let Entry::Offer(o) = offer(n, seq, price, 100) else {
+        unreachable!()
+    };
+    let mut body = o.body;
+    body.site_rtt_ms
+        .extend(rtt.iter().map(|(s, ms)| ((*s).to_owned(), *ms)));
+    Entry::Offer(Signed::sign(body, n.party.clone(), &n.key))
+}
+
+/// `n`'s request of `testing::request`, re-signed with `near`.
+fn request_near(n: &TestNode, max_price: u64, near: Option<(&str, u32)>) -> Entry {
+    let Entry::Request(r) = request(n, 1, max_price, 100) else {
+        unreachable!()
+    };
+    let mut body = r.body;
+    body.near = near.map(|(site, max_rtt_ms)| Near {
+        site: site.to_owned(),
+        max_rtt_ms,
+    });
+    Entry::Request(Signed::sign(body, n.party.clone(), &n.key))
+}
+
+#[test]
+fn a_request_near_a_site_meets_only_an_offer_measured_near_it() {
+    let n: Vec<TestNode> = (1..=5).map(|o| node(o, 1)).collect();
+    // Sellers 100 (35 ms from `edge`), 200 (12 ms), 300 (edge unknown);
+    // buyers 900 (near `edge`) and 800 (anywhere in `lab`): k = 2, every
+    // buyer wins at the first losing seller's cost, 300.
+    let offers = [
+        offer_with_rtts(&n[2], 1, 100, &[("edge", 35)]),
+        offer_with_rtts(&n[3], 1, 200, &[("edge", 12)]),
+        offer_with_rtts(&n[4], 1, 300, &[]),
+    ];
+    let book = |near: Option<(&str, u32)>| -> Vec<Entry> {
+        let mut all = vec![
+            request_near(&n[0], 900, near),
+            request_near(&n[1], 800, None),
+        ];
+        all.extend(offers.iter().cloned());
+        all
+    };
+    let paired = |entries: &[Entry]| -> Vec<(RecordId, RecordId)> {
+        clear(entries)
+            .matches
+            .iter()
+            .map(|m| (m.request, m.offer))
+            .collect()
+    };
+
+    // Within 20 ms: the near buyer takes the 12 ms seller, not the
+    // cheaper one 35 ms away, which goes to the other buyer.
+    let entries = book(Some(("edge", 20)));
+    assert_eq!(
+        paired(&entries),
+        vec![
+            (entries[0].id(), entries[3].id()),
+            (entries[1].id(), entries[2].id())
+        ]
+    );
+    // Within 12 ms is still met (the bound is inclusive); 11 ms is not,
+    // and a site no offer measured is never met.
+    let entries = book(Some(("edge", 12)));
+    assert!(paired(&entries).contains(&(entries[0].id(), entries[3].id())));
+    for near in [("edge", 11), ("nowhere", MAX_RTT_MS)] {
+        let entries = book(Some(near));
+        let pairs = paired(&entries);
+        assert!(
+            pairs.iter().all(|(r, _)| *r != entries[0].id()),
+            "{near:?}: {pairs:?}"
+        );
+        assert_eq!(pairs, vec![(entries[1].id(), entries[2].id())], "{near:?}");
+        let e = explain(entries.iter(), &entries[0].id()).unwrap();
+        assert!(
+            e.reason
+                .contains(&format!("within {} ms of {}", near.1, near.0)),
+            "{}",
+            e.reason
+        );
+    }
+    // Its own site is 0 ms from every provider in it.
+    let entries = book(Some(("lab", 0)));
+    assert_eq!(paired(&entries).len(), 2);
+}
+
+#[test]
+fn site_rtts_and_near_are_bounded_and_named_when_refused() {
+    let n = node(1, 1);
+    let Entry::Offer(o) = offer(&n, 1, 100, 100) else {
+        unreachable!()
+    };
+    let mut body = o.body;
+    body.site_rtt_ms = (0..MAX_SITE_RTTS)
+        .map(|i| (format!("site-{i}"), MAX_RTT_MS))
+        .collect();
+    body.validate().unwrap();
+    body.site_rtt_ms.insert("one-more".into(), 1);
+    let err = body.validate().unwrap_err().to_string();
+    assert!(
+        err.starts_with("site_rtt_ms:") && err.contains("17 sites, more than 16"),
+        "{err}"
+    );
+    body.site_rtt_ms = [("far".to_owned(), MAX_RTT_MS + 1)].into();
+    let err = body.validate().unwrap_err().to_string();
+    assert!(
+        err.starts_with("site_rtt_ms:") && err.contains("far"),
+        "{err}"
+    );
+    body.site_rtt_ms = [("bad\nname".to_owned(), 1)].into();
+    assert!(
+        body.validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("site_rtt_ms:")
+    );
+
+    let Entry::Request(r) = request(&n, 1, 100, 100) else {
+        unreachable!()
+    };
+    let mut body = r.body;
+    for (site, max_rtt_ms, ok) in [
+        ("edge", MAX_RTT_MS, true),
+        ("edge", MAX_RTT_MS + 1, false),
+        ("", 10, false),
+    ] {
+        body.near = Some(Near {
+            site: site.into(),
+            max_rtt_ms,
+        });
+        match body.validate() {
+            Ok(()) => assert!(ok, "{site:?} {max_rtt_ms}"),
+            Err(e) => assert!(!ok && e.to_string().starts_with("near:"), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn the_largest_offer_fits_a_record() {
+    let n = node(1, 1);
+    let Entry::Offer(o) = offer(&n, 1, 100, 100) else {
+        unreachable!()
+    };
+    let mut body = o.body;
+    let name = |i: usize| format!("{i:0>128}");
+    body.site = name(99);
+    body.interfaces = (0..16).map(name).collect();
+    body.site_rtt_ms = (0..MAX_SITE_RTTS)
+        .map(|i| (name(100 + i), MAX_RTT_MS))
+        .collect();
+    body.validate().unwrap();
+    let entry = Entry::Offer(Signed::sign(body, n.party.clone(), &n.key));
+    let bytes = entry.to_bytes();
+    assert!(bytes.len() <= MAX_RECORD_BYTES, "{} bytes", bytes.len());
+    assert_eq!(Entry::from_bytes(&bytes).unwrap(), entry);
+    entry.check(150).unwrap();
 }
