@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use locus_access::OrgId;
 use locus_access::encoding::{self, encode};
 use locus_core::NodeId;
@@ -381,7 +381,7 @@ impl Proposal {
             &self.terms,
             self.by,
             &self.signature,
-            &encode(&self.terms),
+            &signed_message(&self.terms),
             None,
         )
     }
@@ -401,20 +401,50 @@ impl Proposal {
     }
 }
 
+/// What both parties sign: `CONTRACT_DOMAIN ‖ postcard(terms)`.
+fn signed_message(terms: &Terms) -> Vec<u8> {
+    let body = encode(terms);
+    let mut message = Vec::with_capacity(CONTRACT_DOMAIN.len() + body.len());
+    message.extend_from_slice(CONTRACT_DOMAIN);
+    message.extend_from_slice(&body);
+    message
+}
+
+/// The encoded terms within a [`signed_message`].
+fn body_of(message: &[u8]) -> &[u8] {
+    message.get(CONTRACT_DOMAIN.len()..).unwrap_or_default()
+}
+
+/// The contract's id from its [`signed_message`].
+fn id_of(message: &[u8]) -> RecordId {
+    RecordId(*blake3::hash(body_of(message)).as_bytes())
+}
+
+/// The node and org that must sign for `side`.
+fn signer(terms: &Terms, side: Side) -> (NodeId, OrgId) {
+    match side {
+        Side::Customer => (terms.customer, terms.customer_org),
+        Side::Provider => (terms.provider, terms.provider_org),
+    }
+}
+
 fn check_side(
     terms: &Terms,
     side: Side,
     signature: &PartySignature,
-    body: &[u8],
+    message: &[u8],
     verifier: Option<&mut Verifier>,
 ) -> Result<(), ContractError> {
-    let (node, org) = match side {
-        Side::Customer => (terms.customer, terms.customer_org),
-        Side::Provider => (terms.provider, terms.provider_org),
-    };
+    let (node, org) = signer(terms, side);
     let result = match verifier {
-        Some(v) => v.check(signature, body, node, org, terms.proposed_at),
-        None => signature.verify_bytes(CONTRACT_DOMAIN, body, node, org, terms.proposed_at),
+        Some(v) => v.check(signature, message, node, org, terms.proposed_at),
+        None => signature.verify_bytes(
+            CONTRACT_DOMAIN,
+            body_of(message),
+            node,
+            org,
+            terms.proposed_at,
+        ),
     };
     result.map_err(|source| ContractError::Signature {
         side: side.as_str(),
@@ -515,18 +545,33 @@ impl Contract {
         self.verify_inner(Some(verifier))
     }
 
-    fn verify_inner(&self, mut verifier: Option<&mut Verifier>) -> Result<RecordId, ContractError> {
+    fn verify_inner(&self, verifier: Option<&mut Verifier>) -> Result<RecordId, ContractError> {
         self.terms.validate()?;
-        let body = encode(&self.terms);
+        let message = signed_message(&self.terms);
+        self.check_signatures(&message, verifier)?;
+        Ok(id_of(&message))
+    }
+
+    /// Both signatures over `message`, the contract's [`signed_message`].
+    fn check_signatures(
+        &self,
+        message: &[u8],
+        mut verifier: Option<&mut Verifier>,
+    ) -> Result<(), ContractError> {
         check_side(
             &self.terms,
             Side::Customer,
             &self.customer,
-            &body,
+            message,
             verifier.as_deref_mut(),
         )?;
-        check_side(&self.terms, Side::Provider, &self.provider, &body, verifier)?;
-        Ok(RecordId(*blake3::hash(&body).as_bytes()))
+        check_side(
+            &self.terms,
+            Side::Provider,
+            &self.provider,
+            message,
+            verifier,
+        )
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -543,46 +588,252 @@ impl Contract {
 /// node verifies many contracts of few parties). Bounded.
 #[derive(Debug, Default)]
 pub struct Verifier {
-    certs: HashMap<[u8; 32], VerifyingKey>,
+    /// By the org's signature of the certificate; the whole party is
+    /// compared before a remembered key is used.
+    certs: HashMap<[u8; 64], Known>,
+}
+
+/// A party whose certificate checked, and the node key it vouches for.
+#[derive(Debug)]
+struct Known {
+    party: Party,
+    key: VerifyingKey,
+    /// Whether the key is free of any torsion component (so neither of
+    /// small order), as a batch requires; found on first use in a batch.
+    batchable: Option<bool>,
+}
+
+/// Most contracts whose signatures [`Verifier::verify_many`] checks in
+/// one batch equation.
+pub const MAX_BATCH: usize = 64;
+
+/// ℓ, the order of ed25519's prime-order subgroup, little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Whether the little-endian scalar `s` is canonical (below ℓ).
+fn canonical_scalar(s: &[u8; 32]) -> bool {
+    for (a, l) in s.iter().rev().zip(GROUP_ORDER.iter().rev()) {
+        if a != l {
+            return a < l;
+        }
+    }
+    false
+}
+
+/// Whether an encoded point's y coordinate (its low 255 bits) is below
+/// p = 2²⁵⁵ − 19, i.e. the encoding is the one compression gives.
+fn canonical_y(point: &[u8; 32]) -> bool {
+    !(point[31] & 0x7f == 0x7f && point[1..31].iter().all(|&b| b == 0xff) && point[0] >= 0xed)
+}
+
+/// Whether a signature `R ‖ s` passes what `verify_strict` refuses on
+/// its own, whatever the key and message: `s` canonical, and `R` the
+/// canonical encoding of a point not of small order.
+fn batchable_signature(signature: &[u8; 64]) -> bool {
+    let (Some(r), Some(s)) = (signature.first_chunk::<32>(), signature.last_chunk::<32>()) else {
+        return false;
+    };
+    canonical_scalar(s) && canonical_y(r) && VerifyingKey::from_bytes(r).is_ok_and(|r| !r.is_weak())
+}
+
+/// Strict ed25519 verification of `message` (domain included).
+fn strict(key: &VerifyingKey, message: &[u8], signature: &[u8; 64]) -> bool {
+    key.verify_strict(message, &Signature::from_bytes(signature))
+        .is_ok()
+}
+
+/// A contract of a batch: its signed message and both parties' keys.
+struct Pending<'a> {
+    index: usize,
+    contract: &'a Contract,
+    message: Vec<u8>,
+    keys: [VerifyingKey; 2],
 }
 
 impl Verifier {
+    /// The remembered entry of `party` if it signs as `node` of `org` and
+    /// its certificate is valid at `at` (the window is part of the
+    /// certificate: a remembered key is reused only inside it).
+    fn known(&mut self, party: &Party, node: NodeId, org: OrgId, at: u64) -> Option<&mut Known> {
+        let c = &party.cert.cert;
+        if party.node() != node || party.org() != org || at < c.not_before || at >= c.not_after {
+            return None;
+        }
+        self.certs
+            .get_mut(&party.cert.signature)
+            .filter(|k| k.party == *party)
+    }
+
+    /// Check `signature` over `message` (`CONTRACT_DOMAIN ‖ body`).
     fn check(
         &mut self,
         signature: &PartySignature,
-        body: &[u8],
+        message: &[u8],
         node: NodeId,
         org: OrgId,
         at: u64,
     ) -> Result<(), SignatureError> {
-        let party = &signature.party;
-        let c = &party.cert.cert;
-        // The certificate's validity window is part of its bytes: a
-        // remembered key is reused only inside it.
-        if party.node() == node && party.org() == org && c.not_before <= at && at < c.not_after {
-            let key = blake3::hash(&encode(party));
-            if let Some(node_key) = self.certs.get(key.as_bytes()) {
-                return if locus_access::org::verify(
-                    node_key,
-                    CONTRACT_DOMAIN,
-                    body,
-                    &signature.signature,
-                ) {
-                    Ok(())
-                } else {
-                    Err(SignatureError::BadSignature(node))
-                };
-            }
-            signature.verify_bytes(CONTRACT_DOMAIN, body, node, org, at)?;
-            if self.certs.len() >= MAX_CACHED_CERTS {
-                self.certs.clear();
-            }
-            if let Ok(node_key) = party.check(at) {
-                self.certs.insert(*key.as_bytes(), node_key);
-            }
-            return Ok(());
+        if let Some(known) = self.known(&signature.party, node, org, at) {
+            return if strict(&known.key, message, &signature.signature) {
+                Ok(())
+            } else {
+                Err(SignatureError::BadSignature(node))
+            };
         }
-        signature.verify_bytes(CONTRACT_DOMAIN, body, node, org, at)
+        let key = signature.verify_bytes_key(CONTRACT_DOMAIN, body_of(message), node, org, at)?;
+        if self.certs.len() >= MAX_CACHED_CERTS {
+            self.certs.clear();
+        }
+        self.certs.insert(
+            signature.party.cert.signature,
+            Known {
+                party: signature.party.clone(),
+                key,
+                batchable: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// The node key to check `signature` with in a batch: only for a
+    /// known party, a key free of torsion and a signature that passes
+    /// [`batchable_signature`].
+    fn batch_key(
+        &mut self,
+        signature: &PartySignature,
+        node: NodeId,
+        org: OrgId,
+        at: u64,
+    ) -> Option<VerifyingKey> {
+        if !batchable_signature(&signature.signature) {
+            return None;
+        }
+        let known = self.known(&signature.party, node, org, at)?;
+        let key = known.key;
+        let batchable = *known
+            .batchable
+            .get_or_insert_with(|| !key.is_weak() && key.to_edwards().is_torsion_free());
+        batchable.then_some(key)
+    }
+
+    /// Check many contracts, each as [`Contract::verify_with`] would, and
+    /// answer in their order.
+    ///
+    /// A contract whose parties are both known to this verifier has its
+    /// two signatures checked with those of other such contracts in one
+    /// ed25519 batch equation, [`MAX_BATCH`] contracts at a time. When a
+    /// batch fails, each of its contracts is checked alone, so each
+    /// answer names what is wrong with that contract. A contract with a
+    /// party not known yet is checked alone, as by
+    /// [`Contract::verify_with`], and its certificates are remembered.
+    ///
+    /// A signature joins a batch only if it passes what `verify_strict`
+    /// refuses on its own: `s` canonical (below ℓ), `R` the canonical
+    /// encoding of a point not of small order, the node key not of small
+    /// order; and only if the node key also has no torsion component
+    /// (checked once per certificate). Anything else is checked alone,
+    /// strictly.
+    ///
+    /// One difference with checking each alone remains (besides the
+    /// batch's chance of about 2⁻¹²⁸ to accept errors of prime order that
+    /// cancel). `verify_strict` accepts only if `R = [s]B − [k]A`
+    /// exactly; the batch accepts if `Σ zᵢ·(Rᵢ − [sᵢ]B + [kᵢ]Aᵢ) = 0`,
+    /// with 128-bit weights `zᵢ` derived from the batch's contents
+    /// (ed25519-dalek's `verify_batch`). With the checks above, a
+    /// signature's error term can still be a non-zero torsion point `T`
+    /// (of order 2, 4 or 8) when `R` is a prime-order point plus `T`.
+    /// `verify_strict` refuses such a signature; the batch accepts it
+    /// when the weighted torsion terms cancel: with probability
+    /// `1/order(T)`, at most ½, for one such signature, and since the
+    /// weights are a function of the batch, its maker can search for a
+    /// batch where they do. Making such a signature takes the node's
+    /// private key (`s` must equal `r + k·a`), so no one can pass off a
+    /// node's signature it did not make; a node can make a contract that
+    /// a batch accepts and a check alone refuses. Refusing a torsion
+    /// component of `R` would cost a scalar multiplication per
+    /// signature, about as much as checking it alone.
+    pub fn verify_many(&mut self, contracts: &[Contract]) -> Vec<Result<RecordId, ContractError>> {
+        let mut results: Vec<Option<Result<RecordId, ContractError>>> = vec![None; contracts.len()];
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH.min(contracts.len()));
+        for (index, contract) in contracts.iter().enumerate() {
+            let t = &contract.terms;
+            if let Err(e) = t.validate() {
+                results[index] = Some(Err(e));
+                continue;
+            }
+            let message = signed_message(t);
+            let keys = [
+                (Side::Customer, &contract.customer),
+                (Side::Provider, &contract.provider),
+            ]
+            .map(|(side, signature)| {
+                let (node, org) = signer(t, side);
+                self.batch_key(signature, node, org, t.proposed_at)
+            });
+            let [Some(customer), Some(provider)] = keys else {
+                results[index] = Some(
+                    contract
+                        .check_signatures(&message, Some(self))
+                        .map(|()| id_of(&message)),
+                );
+                continue;
+            };
+            batch.push(Pending {
+                index,
+                contract,
+                message,
+                keys: [customer, provider],
+            });
+            if batch.len() >= MAX_BATCH {
+                self.settle(&mut batch, &mut results);
+            }
+        }
+        self.settle(&mut batch, &mut results);
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ContractError::Malformed("left unchecked".into()))))
+            .collect()
+    }
+
+    /// Check the signatures of `batch` together, each contract alone if
+    /// they fail, and answer each into `results`.
+    fn settle(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        results: &mut [Option<Result<RecordId, ContractError>>],
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let together = {
+            let mut messages = Vec::with_capacity(2 * batch.len());
+            let mut signatures = Vec::with_capacity(2 * batch.len());
+            let mut keys = Vec::with_capacity(2 * batch.len());
+            for p in batch.iter() {
+                for (signature, key) in [&p.contract.customer, &p.contract.provider]
+                    .into_iter()
+                    .zip(p.keys)
+                {
+                    messages.push(p.message.as_slice());
+                    signatures.push(Signature::from_bytes(&signature.signature));
+                    keys.push(key);
+                }
+            }
+            ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+        };
+        for p in batch.drain(..) {
+            let result = if together {
+                Ok(())
+            } else {
+                p.contract.check_signatures(&p.message, Some(self))
+            };
+            if let Some(slot) = results.get_mut(p.index) {
+                *slot = Some(result.map(|()| id_of(&p.message)));
+            }
+        }
     }
 }
 
@@ -598,6 +849,34 @@ impl Contracts {
     /// Register a verified contract at `now`.
     pub fn admit(&mut self, contract: Contract, now: u64) -> Result<RecordId, ContractError> {
         let id = contract.verify()?;
+        self.insert(contract, id, now)
+    }
+
+    /// Register contracts, each at its own time, as [`admit`](Self::admit)
+    /// would one after the other; their signatures are checked together
+    /// through `verifier` ([`Verifier::verify_many`]). Answers in order.
+    pub fn admit_many(
+        &mut self,
+        verifier: &mut Verifier,
+        contracts: Vec<(Contract, u64)>,
+    ) -> Vec<Result<RecordId, ContractError>> {
+        let (contracts, times): (Vec<Contract>, Vec<u64>) = contracts.into_iter().unzip();
+        let checked = verifier.verify_many(&contracts);
+        contracts
+            .into_iter()
+            .zip(times)
+            .zip(checked)
+            .map(|((contract, now), checked)| checked.and_then(|id| self.insert(contract, id, now)))
+            .collect()
+    }
+
+    /// Register `contract`, whose signatures checked and whose id is `id`.
+    fn insert(
+        &mut self,
+        contract: Contract,
+        id: RecordId,
+        now: u64,
+    ) -> Result<RecordId, ContractError> {
         if self.by_id.contains_key(&id) {
             return Err(ContractError::Replayed(id));
         }

@@ -150,6 +150,20 @@ impl PartySignature {
         org: OrgId,
         at: u64,
     ) -> Result<(), SignatureError> {
+        self.verify_bytes_key(domain, body, node, org, at)
+            .map(|_| ())
+    }
+
+    /// As [`verify_bytes`](Self::verify_bytes), answering the node key
+    /// the certificate vouches for.
+    pub fn verify_bytes_key(
+        &self,
+        domain: &[u8],
+        body: &[u8],
+        node: NodeId,
+        org: OrgId,
+        at: u64,
+    ) -> Result<VerifyingKey, SignatureError> {
         if self.party.node() != node || self.party.org() != org {
             return Err(SignatureError::WrongSigner {
                 signer: self.party.node(),
@@ -160,7 +174,7 @@ impl PartySignature {
         }
         let node_key = self.party.check(at)?;
         if org::verify(&node_key, domain, body, &self.signature) {
-            Ok(())
+            Ok(node_key)
         } else {
             Err(SignatureError::BadSignature(node))
         }

@@ -72,12 +72,14 @@ impl Market {
                 Err(e) => tracing::debug!(%owner, error = %e, "undecodable round"),
             }
         }
+        let mut published = Vec::new();
         for (key, bytes) in documents::assemble(&records, CONTRACT_PREFIX) {
             match Contract::from_bytes(&bytes) {
-                Ok(c) => self.take_published_contract(c).await,
+                Ok(c) => published.push(c),
                 Err(e) => tracing::debug!(%key, error = %e, "undecodable contract"),
             }
         }
+        self.take_published_contracts(published).await;
         let mut seen = BTreeMap::new();
         for (key, bytes) in documents::assemble(&records, OBSERVATION_PREFIX) {
             match Signed::<Observation>::from_bytes(&bytes, MAX_OBSERVATION_BYTES) {
@@ -105,24 +107,54 @@ impl Market {
         self.take_published(receipts, settlements).await;
     }
 
-    /// A contract another node published: kept when this node arbitrates
-    /// it (or is a party and lost it).
+    /// Contracts another node published. Those of other pairs are
+    /// watched, so this node can witness for them: the new ones are
+    /// checked together. One naming this node is kept when this node
+    /// arbitrates it (or is a party and lost it).
+    async fn take_published_contracts(&self, contracts: Vec<Contract>) {
+        let me = self.inner.me;
+        let (mine, others): (Vec<Contract>, Vec<Contract>) = contracts.into_iter().partition(|c| {
+            let t = &c.terms;
+            [t.arbitrator, t.customer, t.provider].contains(&me)
+        });
+        let new: Vec<Contract> = {
+            let st = self.state();
+            others
+                .into_iter()
+                .filter(|c| !st.watched.contains_key(&c.id()))
+                .collect()
+        };
+        if !new.is_empty() {
+            // Checked without holding the state; a rescan running at the
+            // same time checks with a verifier of its own.
+            let mut verifier = std::mem::take(&mut self.state().verifier);
+            let checked = verifier.verify_many(&new);
+            let mut st = self.state();
+            st.verifier = verifier;
+            for (c, checked) in new.into_iter().zip(checked) {
+                match checked {
+                    Ok(id) => {
+                        if st.watched.len() >= MAX_WATCHED {
+                            st.watched.pop_first();
+                        }
+                        st.watched.insert(id, c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(contract = %c.id().short(), error = %e, "published contract refused")
+                    }
+                }
+            }
+        }
+        for c in mine {
+            self.take_published_contract(c).await;
+        }
+    }
+
+    /// A published contract naming this node: kept when this node
+    /// arbitrates it (or is a party and lost it).
     async fn take_published_contract(&self, c: Contract) {
         let me = self.inner.me;
         let t = &c.terms;
-        if ![t.arbitrator, t.customer, t.provider].contains(&me) {
-            // Another pair's: watched, so this node can witness for it.
-            let id = c.id();
-            let known = self.state().watched.contains_key(&id);
-            if !known && c.verify().is_ok() {
-                let mut st = self.state();
-                if st.watched.len() >= MAX_WATCHED {
-                    st.watched.pop_first();
-                }
-                st.watched.insert(id, c);
-            }
-            return;
-        }
         let known = self.state().contracts.get(&c.id()).is_some();
         if known {
             return;

@@ -38,6 +38,7 @@ use std::time::Duration;
 use locus_core::NodeId;
 use locus_core::cluster::Liveness;
 use locus_fabric::udp::FabricHandle;
+use locus_market::contract::Verifier;
 use locus_market::{
     Contract, Contracts, Entry, Observation, PartySigner, RecordId, Resources, Round, Rules, Signed,
 };
@@ -214,6 +215,8 @@ pub(crate) struct State {
     /// Contracts other nodes published (this node is no party): whose
     /// customers this node watches as a witness.
     pub watched: BTreeMap<RecordId, Contract>,
+    /// The certificates of parties whose contracts checked, remembered.
+    pub verifier: Verifier,
     /// The latest observation of each (observer, subject), from the fabric.
     pub observations: BTreeMap<(NodeId, NodeId), Signed<Observation>>,
     /// The subjects this node published an observation of: its chunks and
@@ -357,25 +360,35 @@ impl Market {
                 }
             }
         }
+        let mut ids = Vec::new();
+        let mut stored = Vec::new();
         for (id, body) in self.inner.store.market(Kind::Contract).await? {
             match Contract::from_bytes(&body) {
                 Ok(c) => {
-                    let end = c.terms.end;
-                    let admitted = self
-                        .state()
-                        .contracts
-                        .admit(c.clone(), now.min(end.saturating_sub(1)));
-                    match admitted {
-                        Ok(_) => {
-                            self.publish_contract(&c).await;
-                            if c.terms.provider == self.inner.me && end > now {
-                                self.prepare(&c);
-                            }
-                        }
-                        Err(e) => tracing::warn!(%id, error = %e, "stored contract not taken"),
-                    }
+                    let at = now.min(c.terms.end.saturating_sub(1));
+                    ids.push(id);
+                    stored.push((c, at));
                 }
                 Err(e) => tracing::error!(%id, error = %e, "unreadable contract left in the store"),
+            }
+        }
+        // Checked together: each party's certificate once, the
+        // signatures in batches.
+        let contracts: Vec<Contract> = stored.iter().map(|(c, _)| c.clone()).collect();
+        let admitted = {
+            let mut guard = self.state();
+            let st = &mut *guard;
+            st.contracts.admit_many(&mut st.verifier, stored)
+        };
+        for ((id, c), admitted) in ids.into_iter().zip(contracts).zip(admitted) {
+            match admitted {
+                Ok(_) => {
+                    self.publish_contract(&c).await;
+                    if c.terms.provider == self.inner.me && c.terms.end > now {
+                        self.prepare(&c);
+                    }
+                }
+                Err(e) => tracing::warn!(%id, error = %e, "stored contract not taken"),
             }
         }
         self.load_settlement().await

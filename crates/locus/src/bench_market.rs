@@ -3,11 +3,12 @@
 //! classes, some requests with uptime or renewable constraints), timing
 //! [`locus_market::clear`] and comparing its gains from trade with the
 //! exact optimum (a maximum-weight matching per class, Hungarian method,
-//! with every constraint); then verifies signed contracts, each alone
-//! (both certificates and both signatures) and with the certificates of
-//! known parties remembered. Prints one JSON object on stdout.
+//! with every constraint); then verifies signed contracts on one thread,
+//! each alone (both certificates and both signatures), with the
+//! certificates of known parties remembered, and in batches of 64
+//! ([`Verifier::verify_many`]). Prints one JSON object on stdout.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
@@ -338,29 +339,66 @@ fn contracts_case(args: &MarketBenchArgs, who: &[Member], now: u64) -> anyhow::R
         contracts.push(proposal.accept(p.party.clone(), &p.key));
     }
     let bytes = contracts.first().map_or(0, |c| c.to_bytes().len());
-    let rate = |f: &mut dyn FnMut(&Contract) -> bool| -> anyhow::Result<f64> {
+    // Contracts verified per second on this thread, `chunk` at a time,
+    // and the share of that time the thread was on a core.
+    let rate = |chunk: usize,
+                f: &mut dyn FnMut(&[Contract]) -> bool|
+     -> anyhow::Result<(f64, Option<f64>)> {
+        let cpu = thread_cpu_ns();
         let t = Instant::now();
         let mut n = 0usize;
         while t.elapsed().as_secs_f64() < 1.0 || n < contracts.len() {
-            for c in &contracts {
+            for c in contracts.chunks(chunk) {
                 ensure!(f(c), "a contract did not verify");
-                n += 1;
+                n += c.len();
             }
         }
-        Ok(n as f64 / t.elapsed().as_secs_f64())
+        let wall = t.elapsed().as_secs_f64();
+        let share = cpu
+            .zip(thread_cpu_ns())
+            .map(|(a, b)| b.saturating_sub(a) as f64 / 1e9 / wall);
+        Ok((n as f64 / wall, share))
     };
-    let cold = rate(&mut |c| c.verify().is_ok())?;
+    // Every rate runs on this one thread: verification spawns none.
+    let cold = rate(1, &mut |c| c.iter().all(|c| c.verify().is_ok()))?;
     let mut verifier = Verifier::default();
-    let warm = rate(&mut |c| c.verify_with(&mut verifier).is_ok())?;
+    let warm = rate(1, &mut |c| {
+        c.iter().all(|c| c.verify_with(&mut verifier).is_ok())
+    })?;
+    let mut verifier = Verifier::default();
+    let batched = rate(BATCH, &mut |c| {
+        verifier.verify_many(c).iter().all(Result::is_ok)
+    })?;
     Ok(json!({
         "contracts": contracts.len(),
         "parties": who.len(),
         "contract_bytes": bytes,
+        "batch": BATCH,
         "verify_per_sec_one_core": {
-            "each_alone": cold,
-            "known_parties": warm,
+            "each_alone": cold.0,
+            "known_parties": warm.0,
+            "batched": batched.0,
+        },
+        "thread_on_core_share": {
+            "each_alone": cold.1,
+            "known_parties": warm.1,
+            "batched": batched.1,
         },
     }))
+}
+
+/// Contracts per [`Verifier::verify_many`] call in the batched rate.
+const BATCH: usize = 64;
+
+/// Time this thread has spent on a core, ns (Linux's
+/// `/proc/thread-self/schedstat`); `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn market(args: &MarketBenchArgs) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@ use super::*;
 use crate::book::{EnergySource, Entry};
 use crate::class::{Resources, Tier};
 use crate::clearing::clear;
+use crate::signed::PartySignature;
 use crate::signed::Signed;
 use crate::signed::testing::{TestNode, node};
 use proptest::prelude::*;
@@ -336,5 +337,289 @@ proptest! {
         if let Ok(c) = Contract::from_bytes(&bytes) {
             let _ = c.verify();
         }
+    }
+}
+
+/// `n` contracts of the deal's customer with two providers, each its own
+/// terms.
+fn many(d: &Deal, n: u64) -> Vec<Contract> {
+    let other = node(4, 1);
+    (0..n)
+        .map(|i| {
+            let provider = if i % 3 == 2 { &other } else { &d.provider };
+            let mut t = first_terms(d);
+            t.buyer_pays += i;
+            t.provider = provider.node();
+            t.provider_org = provider.org();
+            Proposal::sign(t, Side::Customer, d.customer.party.clone(), &d.customer.key)
+                .accept(provider.party.clone(), &provider.key)
+        })
+        .collect()
+}
+
+fn each_alone(contracts: &[Contract]) -> Vec<Result<RecordId, ContractError>> {
+    contracts.iter().map(Contract::verify).collect()
+}
+
+/// A scalar of the type of `like` (curve25519's, which this crate does
+/// not name) from an integer.
+fn scalar<S: From<u64>>(_like: &S, v: u64) -> S {
+    S::from(v)
+}
+
+/// Little-endian `bytes` reduced modulo ℓ.
+fn reduce<S>(like: &S, bytes: &[u8]) -> S
+where
+    S: From<u64> + Copy + std::ops::Mul<Output = S> + std::ops::Add<Output = S>,
+{
+    bytes.iter().rev().fold(scalar(like, 0), |acc, &b| {
+        acc * scalar(like, 256) + scalar(like, u64::from(b))
+    })
+}
+
+/// A signature of `key` over `message` whose R is `nonce`'s public point
+/// plus the point encoded by `torsion` (R is that point alone without a
+/// nonce): `s = r + k·a`, so `[s]B − [k]A` is R less the torsion.
+fn crafted(
+    key: &SigningKey,
+    nonce: Option<&SigningKey>,
+    torsion: &[u8; 32],
+    message: &[u8],
+) -> [u8; 64] {
+    use ed25519_dalek::{Digest, Sha512};
+    let t = VerifyingKey::from_bytes(torsion).unwrap().to_edwards();
+    let a = key.to_scalar();
+    let (r, point) = match nonce {
+        Some(n) => (n.to_scalar(), n.verifying_key().to_edwards() + t),
+        None => (scalar(&a, 0), t),
+    };
+    let r_bytes = point.compress().to_bytes();
+    let mut h = Sha512::new();
+    h.update(r_bytes);
+    h.update(key.verifying_key().as_bytes());
+    h.update(message);
+    let k = reduce(&a, &h.finalize());
+    let s = r + k * a;
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&r_bytes);
+    signature[32..].copy_from_slice(&s.to_bytes());
+    signature
+}
+
+/// The encoding of the identity (order 1) and of a point of order 4.
+const IDENTITY: [u8; 32] = {
+    let mut b = [0u8; 32];
+    b[0] = 1;
+    b
+};
+const ORDER_4: [u8; 32] = [0u8; 32];
+
+#[test]
+fn the_batch_agrees_with_each_alone_on_valid_contracts() {
+    let d = deal();
+    let contracts = many(&d, 2 * MAX_BATCH as u64 + 7);
+    let alone = each_alone(&contracts);
+    assert!(alone.iter().all(Result::is_ok));
+    assert_eq!(
+        alone,
+        contracts.iter().map(|c| Ok(c.id())).collect::<Vec<_>>()
+    );
+    let mut v = Verifier::default();
+    // Cold (parties learned on the way), then every party known.
+    assert_eq!(v.verify_many(&contracts), alone);
+    assert_eq!(v.verify_many(&contracts), alone);
+    assert_eq!(v.verify_many(&[]), vec![]);
+}
+
+#[test]
+fn one_bad_contract_among_many_is_the_only_one_refused_and_for_its_own_reason() {
+    let d = deal();
+    let mut contracts = many(&d, 100);
+    // A tampered price.
+    contracts[5].terms.buyer_pays += 1000;
+    // Signed by another node of the provider's org, and by another org.
+    for (i, by) in [(40, node(2, 2)), (41, node(5, 1))] {
+        let c = &mut contracts[i];
+        c.provider = PartySignature::sign(by.party.clone(), &by.key, CONTRACT_DOMAIN, &c.terms);
+    }
+    // A forged signature.
+    contracts[60].provider.signature[40] ^= 1;
+    // The same signature with s + ℓ (not canonical).
+    {
+        let s = &mut contracts[70].customer.signature[32..];
+        let mut carry = 0u16;
+        for (b, l) in s.iter_mut().zip(GROUP_ORDER) {
+            let sum = u16::from(*b) + u16::from(l) + carry;
+            *b = sum as u8;
+            carry = sum >> 8;
+        }
+    }
+    // Terms out of bounds, refused before any signature.
+    contracts[80].terms.end = contracts[80].terms.start;
+    let alone = each_alone(&contracts);
+    let refused: Vec<usize> = (0..alone.len()).filter(|&i| alone[i].is_err()).collect();
+    assert_eq!(refused, vec![5, 40, 41, 60, 70, 80]);
+    assert!(matches!(
+        alone[5],
+        Err(ContractError::Signature {
+            side: "customer",
+            source: SignatureError::BadSignature(_)
+        })
+    ));
+    assert!(matches!(
+        alone[41],
+        Err(ContractError::Signature {
+            side: "provider",
+            source: SignatureError::WrongSigner { .. }
+        })
+    ));
+
+    let mut warm = Verifier::default();
+    assert!(warm.verify_many(&many(&d, 3)).iter().all(Result::is_ok));
+    assert_eq!(warm.verify_many(&contracts), alone);
+    // Alone through a verifier, and in batches cold.
+    let mut v = Verifier::default();
+    let with: Vec<_> = contracts.iter().map(|c| c.verify_with(&mut v)).collect();
+    assert_eq!(with, alone);
+    assert_eq!(Verifier::default().verify_many(&contracts), alone);
+}
+
+#[test]
+fn what_a_raw_batch_takes_from_a_small_order_r_or_weak_key_verify_many_refuses() {
+    let d = deal();
+    let mut v = Verifier::default();
+    let good = many(&d, 4);
+    assert!(v.verify_many(&good).iter().all(Result::is_ok));
+
+    // R the identity and s = k·a: [s]B − [k]A = R holds exactly.
+    let mut small_r = good[0].clone();
+    small_r.terms.buyer_pays += 7;
+    let message = signed_message(&small_r.terms);
+    small_r.customer = PartySignature::sign(
+        d.customer.party.clone(),
+        &d.customer.key,
+        CONTRACT_DOMAIN,
+        &small_r.terms,
+    );
+    small_r.provider.signature = crafted(&d.provider.key, None, &IDENTITY, &message);
+    let sig = Signature::from_bytes(&small_r.provider.signature);
+    let a = d.provider.key.verifying_key();
+    assert!(ed25519_dalek::verify_batch(&[&message], &[sig], &[a]).is_ok());
+    assert!(a.verify_strict(&message, &sig).is_err());
+    assert!(!batchable_signature(&small_r.provider.signature));
+
+    // A node key of small order (the identity), certified by its org: R
+    // the identity and s = 0 pass the batch equation for any message.
+    let org_key = SigningKey::from_bytes(&[2; 32]);
+    let weak = VerifyingKey::from_bytes(&IDENTITY).unwrap();
+    assert!(weak.is_weak());
+    let cert = locus_access::NodeCertificate::new(
+        &weak,
+        OrgId::from_public_key(&org_key.verifying_key()),
+        [locus_access::NodeRole::Worker].into(),
+        1,
+        0,
+        u64::MAX,
+    )
+    .sign(&org_key);
+    let weak_party = Party::new(&org_key.verifying_key(), cert);
+    let mut weak_key = good[1].clone();
+    weak_key.terms.provider = weak_party.node();
+    let message = signed_message(&weak_key.terms);
+    weak_key.customer = PartySignature::sign(
+        d.customer.party.clone(),
+        &d.customer.key,
+        CONTRACT_DOMAIN,
+        &weak_key.terms,
+    );
+    let mut zero = [0u8; 64];
+    zero[..32].copy_from_slice(&IDENTITY);
+    weak_key.provider = PartySignature {
+        party: weak_party,
+        signature: zero,
+    };
+    let sig = Signature::from_bytes(&zero);
+    assert!(ed25519_dalek::verify_batch(&[&message], &[sig], &[weak]).is_ok());
+
+    let batch = [good[2].clone(), small_r, weak_key, good[3].clone()];
+    let alone = each_alone(&batch);
+    assert!(alone[0].is_ok() && alone[3].is_ok());
+    for bad in &alone[1..3] {
+        assert!(
+            matches!(
+                bad,
+                Err(ContractError::Signature {
+                    side: "provider",
+                    source: SignatureError::BadSignature(_)
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(v.verify_many(&batch), alone);
+    }
+}
+
+#[test]
+fn a_torsion_component_of_r_is_the_difference_a_batch_keeps() {
+    // As documented on `verify_many`: R = [r]B + T with T of order 4 is
+    // not of small order and is canonical, so it joins a batch; the check
+    // alone refuses it, the batch takes it when its weight is a multiple
+    // of 4.
+    let d = deal();
+    let mut v = Verifier::default();
+    let base = many(&d, 1);
+    assert!(v.verify_many(&base).iter().all(Result::is_ok));
+    let mut taken = 0;
+    for i in 0..32u64 {
+        let mut c = base[0].clone();
+        c.terms.buyer_pays += 1 + i;
+        c.customer = PartySignature::sign(
+            d.customer.party.clone(),
+            &d.customer.key,
+            CONTRACT_DOMAIN,
+            &c.terms,
+        );
+        let nonce = SigningKey::from_bytes(&[i as u8 + 50; 32]);
+        let message = signed_message(&c.terms);
+        c.provider.signature = crafted(&d.provider.key, Some(&nonce), &ORDER_4, &message);
+        assert!(batchable_signature(&c.provider.signature));
+        assert!(c.verify().is_err());
+        if v.verify_many(std::slice::from_ref(&c))[0].is_ok() {
+            taken += 1;
+        }
+    }
+    assert!(0 < taken && taken < 32, "{taken} of 32 taken");
+}
+
+#[test]
+fn the_precheck_knows_the_canonical_encodings() {
+    let a = node(1, 1).key.to_scalar();
+    assert_eq!(reduce(&a, &GROUP_ORDER), scalar(&a, 0), "GROUP_ORDER is ℓ");
+    let mut below = GROUP_ORDER;
+    below[0] -= 1;
+    assert!(canonical_scalar(&below));
+    assert!(canonical_scalar(&[0; 32]));
+    assert!(!canonical_scalar(&GROUP_ORDER));
+    assert!(!canonical_scalar(&[0xff; 32]));
+    // p = 2²⁵⁵ − 19 and p + 1 (y = 0 and y = 1 again), either sign.
+    let mut p = [0xff; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    for sign in [0, 0x80] {
+        for low in [0xec, 0xed, 0xee] {
+            let mut y = p;
+            y[0] = low;
+            y[31] |= sign;
+            assert_eq!(canonical_y(&y), low == 0xec, "{y:02x?}");
+        }
+    }
+    assert!(canonical_y(&IDENTITY) && canonical_y(&ORDER_4));
+    // Small order R, whatever s.
+    for r in [IDENTITY, ORDER_4] {
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&r);
+        assert!(!batchable_signature(&sig));
     }
 }
