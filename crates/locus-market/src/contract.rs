@@ -186,11 +186,20 @@ impl Terms {
             revision: 0,
             proposed_at: now,
         };
-        terms.stakes = Stakes {
-            customer: terms.standby_cost(duration).max(1),
-            provider: request.sla.penalty.max(1),
-        };
+        terms.restake();
         terms
+    }
+
+    /// Set the stakes from the SLA and the window: the provider stakes
+    /// one penalty, the customer the standby fee of the whole window (at
+    /// least one millicredit each).
+    pub fn restake(&mut self) {
+        self.stakes = Stakes {
+            customer: self
+                .standby_cost(self.end.saturating_sub(self.start))
+                .max(1),
+            provider: self.sla.penalty.max(1),
+        };
     }
 
     /// The contract's id: BLAKE3 of the encoded terms.

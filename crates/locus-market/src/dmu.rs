@@ -10,12 +10,16 @@
 //! min_customer_reputation = 300  # per mille
 //! standby_min_battery = 40       # percent; no standby offer below
 //! max_duration_secs = 86400
+//! min_handover_secs = 0          # fastest handover promised
+//! # max_penalty = 5000           # largest penalty per missed handover
 //!
 //! [customer]
 //! max_price = 1000
 //! min_provider_reputation = 400
 //! max_rtt_ms = 50
 //! min_score = 0.5
+//! max_handover_secs = 30         # slowest handover taken in a counter
+//! min_penalty = 0
 //! weights = { price = 1.0, latency = 1.0, reputation = 1.0, renewable = 0.5 }
 //! ```
 //!
@@ -26,6 +30,16 @@
 //! customer's rules score a matched provider on price, latency,
 //! reputation and renewable power, with hard limits on each
 //! ([`CustomerRules::judge`]).
+//!
+//! Price, reputation and battery are not negotiable: the clearing set the
+//! price, and the others are facts. The SLA and the window are: terms
+//! that ask a faster handover, a larger penalty or a longer contract than
+//! the provider's rules allow get a counter-proposal
+//! ([`ProviderRules::respond`]) that moves each to the provider's limit
+//! and no further. The customer takes it or walks away
+//! ([`CustomerRules::judge_counter`]); countering back could only ask for
+//! terms the provider's rules refuse, so an exchange ends after one
+//! counter, well within [`crate::contract::MAX_REVISIONS`].
 
 use std::collections::BTreeSet;
 
@@ -131,6 +145,11 @@ pub struct ProviderRules {
     pub min_customer_reputation: u16,
     pub standby_min_battery: u8,
     pub max_duration_secs: u64,
+    /// The fastest handover this node promises, seconds (0: any).
+    pub min_handover_secs: u32,
+    /// The largest penalty per missed handover it accepts, millicredits
+    /// (none: any).
+    pub max_penalty: Option<u64>,
 }
 
 impl Default for ProviderRules {
@@ -146,6 +165,8 @@ impl Default for ProviderRules {
             min_customer_reputation: 0,
             standby_min_battery: 30,
             max_duration_secs: 24 * 3600,
+            min_handover_secs: 0,
+            max_penalty: None,
         }
     }
 }
@@ -177,6 +198,10 @@ pub struct CustomerRules {
     pub min_provider_reputation: u16,
     pub max_rtt_ms: u32,
     pub min_score: f64,
+    /// The slowest handover this node takes in a provider's counter.
+    pub max_handover_secs: u32,
+    /// The smallest penalty per missed handover it takes in a counter.
+    pub min_penalty: u64,
     pub weights: Weights,
     /// How this node answers a provider's usage statement.
     pub countersign: Countersign,
@@ -202,6 +227,8 @@ impl Default for CustomerRules {
             min_provider_reputation: 0,
             max_rtt_ms: 100,
             min_score: 0.0,
+            max_handover_secs: 30,
+            min_penalty: 0,
             weights: Weights::default(),
             countersign: Countersign::Auto,
         }
@@ -342,7 +369,21 @@ impl ProviderRules {
                 self.max_duration_secs,
                 terms.end.saturating_sub(terms.start) <= self.max_duration_secs,
             ),
+            check(
+                "handover_within_secs ≥ min_handover_secs",
+                terms.sla.handover_within_secs,
+                self.min_handover_secs,
+                terms.sla.handover_within_secs >= self.min_handover_secs,
+            ),
         ];
+        if let Some(max) = self.max_penalty {
+            checks.push(check(
+                "penalty ≤ max_penalty",
+                terms.sla.penalty,
+                max,
+                terms.sla.penalty <= max,
+            ));
+        }
         if terms.class.standby {
             let b = battery_percent.map_or("none".to_owned(), |b| format!("{b} %"));
             checks.push(check(
@@ -354,6 +395,65 @@ impl ProviderRules {
         }
         Verdict::of(checks, None)
     }
+
+    /// The terms moved to these rules' limits: the handover no faster than
+    /// `min_handover_secs`, the penalty no larger than `max_penalty`, the
+    /// window no longer than `max_duration_secs`, stakes to match. `None`
+    /// when nothing needs to move.
+    pub fn limit(&self, terms: &Terms) -> Option<Terms> {
+        let mut t = terms.clone();
+        t.sla.handover_within_secs = t.sla.handover_within_secs.max(self.min_handover_secs);
+        if let Some(max) = self.max_penalty {
+            t.sla.penalty = t.sla.penalty.min(max);
+        }
+        let longest = self.max_duration_secs.max(1);
+        if t.end.saturating_sub(t.start) > longest {
+            t.end = t.start.saturating_add(longest);
+        }
+        t.restake();
+        (t != *terms).then_some(t)
+    }
+
+    /// The answer to `terms` at `now`: sign them, counter with the terms
+    /// moved to these rules' limits (only when that alone makes them
+    /// acceptable, and revisions are left), or refuse.
+    pub fn respond(
+        &self,
+        terms: &Terms,
+        reputation: u16,
+        battery_percent: Option<u8>,
+        now: u64,
+    ) -> Response {
+        let verdict = self.judge(terms, reputation, battery_percent);
+        if verdict.accept {
+            return Response::Accept(verdict);
+        }
+        let Some(mut counter) = self.limit(terms) else {
+            return Response::Refuse(verdict);
+        };
+        counter.revision = terms.revision + 1;
+        counter.proposed_at = now.max(terms.proposed_at);
+        if counter.revision > crate::contract::MAX_REVISIONS
+            || !self.judge(&counter, reputation, battery_percent).accept
+        {
+            return Response::Refuse(verdict);
+        }
+        Response::Counter {
+            terms: Box::new(counter),
+            verdict,
+        }
+    }
+}
+
+/// A side's answer to proposed terms.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    /// Sign them.
+    Accept(Verdict),
+    /// Sign these instead; `verdict` says what the proposal broke.
+    Counter { terms: Box<Terms>, verdict: Verdict },
+    /// Walk away.
+    Refuse(Verdict),
 }
 
 /// What the customer knows of a matched provider.
@@ -423,6 +523,26 @@ impl CustomerRules {
         ];
         Verdict::of(checks, Some(score))
     }
+
+    /// Whether to sign a provider's counter-proposal: the checks of
+    /// [`CustomerRules::judge`] and this side's limits on the SLA.
+    pub fn judge_counter(&self, countered: &Terms, view: &ProviderView) -> Verdict {
+        let mut verdict = self.judge(countered, view);
+        verdict.checks.push(check(
+            "handover_within_secs ≤ max_handover_secs",
+            countered.sla.handover_within_secs,
+            self.max_handover_secs,
+            countered.sla.handover_within_secs <= self.max_handover_secs,
+        ));
+        verdict.checks.push(check(
+            "penalty ≥ min_penalty",
+            countered.sla.penalty,
+            self.min_penalty,
+            countered.sla.penalty >= self.min_penalty,
+        ));
+        verdict.accept = verdict.checks.iter().all(|c| c.ok);
+        verdict
+    }
 }
 
 #[cfg(test)]
@@ -477,6 +597,123 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("weights.price"), "{e}");
+    }
+
+    #[test]
+    fn a_provider_counters_terms_beyond_its_limits_once_and_the_customer_takes_or_leaves_it() {
+        use crate::contract::tests::{deal, first_terms};
+        use crate::contract::{Negotiation, Proposal, Side, check_counter};
+        let d = deal();
+        let asked = first_terms(&d);
+        assert_eq!(asked.sla.handover_within_secs, 3);
+        assert_eq!(asked.sla.penalty, 5000);
+        assert_eq!(asked.end - asked.start, 3600);
+        let rules = ProviderRules {
+            min_handover_secs: 10,
+            max_penalty: Some(2000),
+            max_duration_secs: 1800,
+            ..ProviderRules::default()
+        };
+        let Response::Counter { terms, verdict } = rules.respond(&asked, 500, Some(80), 250) else {
+            panic!("{:?}", rules.respond(&asked, 500, Some(80), 250))
+        };
+        assert!(
+            verdict.refusal().unwrap().contains("duration"),
+            "{verdict:?}"
+        );
+        let countered = *terms;
+        assert_eq!(countered.sla.handover_within_secs, 10);
+        assert_eq!(countered.sla.penalty, 2000);
+        assert_eq!(countered.end - countered.start, 1800);
+        assert_eq!((countered.revision, countered.proposed_at), (1, 250));
+        assert_eq!(countered.stakes.provider, 2000);
+        assert_eq!(
+            countered.stakes.customer,
+            countered.standby_cost(1800).max(1)
+        );
+        check_counter(&asked, &countered).unwrap();
+        // The counter meets the rules: proposed back, it is signed.
+        assert!(matches!(
+            rules.respond(&countered, 500, Some(80), 260),
+            Response::Accept(_)
+        ));
+        // Terms already within the limits are signed as they are.
+        assert!(matches!(
+            ProviderRules::default().respond(&asked, 500, Some(80), 250),
+            Response::Accept(_)
+        ));
+        // What is not negotiable is refused, not countered.
+        let strict = ProviderRules {
+            min_customer_reputation: 600,
+            ..rules.clone()
+        };
+        assert!(matches!(
+            strict.respond(&asked, 500, Some(80), 250),
+            Response::Refuse(_)
+        ));
+        let dear = ProviderRules {
+            min_price: asked.seller_gets + 1,
+            price: asked.seller_gets + 1,
+            ..rules.clone()
+        };
+        assert!(matches!(
+            dear.respond(&asked, 500, Some(80), 250),
+            Response::Refuse(_)
+        ));
+        // No revisions left: refused.
+        let mut late = asked.clone();
+        late.revision = crate::contract::MAX_REVISIONS;
+        assert!(matches!(
+            rules.respond(&late, 500, Some(80), 250),
+            Response::Refuse(_)
+        ));
+
+        // The customer's side: its limits on the SLA decide.
+        let view = ProviderView {
+            reputation: 500,
+            rtt_ms: Some(1),
+            renewable: false,
+        };
+        assert!(
+            CustomerRules::default()
+                .judge_counter(&countered, &view)
+                .accept
+        );
+        let hurried = CustomerRules {
+            max_handover_secs: 5,
+            ..CustomerRules::default()
+        };
+        let v = hurried.judge_counter(&countered, &view);
+        assert!(!v.accept);
+        assert!(v.refusal().unwrap().contains("max_handover_secs"), "{v:?}");
+        let Response::Accept(_) = ProviderRules::default().respond(&asked, 500, None, 250) else {
+            panic!()
+        };
+
+        // The whole exchange through the negotiation's state machine.
+        let first = Proposal::sign(
+            asked.clone(),
+            Side::Customer,
+            d.customer.party.clone(),
+            &d.customer.key,
+        );
+        let counter = Proposal::sign(
+            countered.clone(),
+            Side::Provider,
+            d.provider.party.clone(),
+            &d.provider.key,
+        );
+        let n = Negotiation::start(first)
+            .unwrap()
+            .counter(counter.clone())
+            .unwrap();
+        let contract = counter.accept(d.customer.party.clone(), &d.customer.key);
+        assert!(matches!(
+            n.agree(contract.clone()),
+            Ok(Negotiation::Agreed(_))
+        ));
+        contract.verify().unwrap();
+        assert_eq!(contract.terms.revision, 1);
     }
 
     #[test]

@@ -3,16 +3,20 @@
 //! A refusal re-lists the request without that provider's org, so the
 //! next round can match it elsewhere; a provider that cannot answer yet
 //! (the round has not reached it) is proposed to again in a later round.
+//! A provider whose rules allow less than the terms ask (a slower
+//! handover, a smaller penalty, a shorter window) counters with the terms
+//! moved to its limits; the customer's rules take the counter, proposed
+//! back and countersigned, or walk away as from a refusal.
 
 use std::time::{Duration, Instant};
 
-use locus_market::contract::{Proposal, Side, Terms, arbitrator};
-use locus_market::dmu::ProviderView;
+use locus_market::contract::{Negotiation, Proposal, Side, Terms, arbitrator};
+use locus_market::dmu::{ProviderView, Response};
 use locus_market::{Contract, Entry, Match, RecordId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{MAX_NOT_YET, Market, MarketError, ROUND_WAIT, Seen, now_secs};
+use crate::{MAX_NOT_YET, Market, MarketError, ROUND_WAIT, Seen, now_ms, now_secs};
 
 /// The provider's answer to a proposal.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -28,6 +32,12 @@ pub struct Answer {
     /// provider's org.
     #[serde(default)]
     pub not_yet: bool,
+    /// The provider's counter-proposal (JSON of
+    /// `locus_market::Proposal`): terms it signs, moved to its rules'
+    /// limits. Proposed back by the customer, it is countersigned.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub counter: Option<Proposal>,
 }
 
 impl Answer {
@@ -36,6 +46,7 @@ impl Answer {
             contract: None,
             rejected: Some(why),
             not_yet: false,
+            counter: None,
         }
     }
 
@@ -44,6 +55,7 @@ impl Answer {
             contract: None,
             rejected: Some(why),
             not_yet: true,
+            counter: None,
         }
     }
 }
@@ -103,6 +115,29 @@ impl Market {
             );
             return;
         };
+        // The offer's uptime against what this node saw of its provider.
+        let transitions = self
+            .inner
+            .fabric
+            .nodes()
+            .await
+            .into_iter()
+            .find(|n| n.id == offer.body.provider)
+            .map(|n| n.transitions)
+            .unwrap_or_default();
+        if let Err(e) = locus_market::check_claimed_uptime(&offer.body, &transitions, now_ms()) {
+            self.relist(
+                m.request,
+                offer.body.org,
+                format!(
+                    "round {}: offer {} is refused: {e}",
+                    round.number,
+                    m.offer.short()
+                ),
+            )
+            .await;
+            return;
+        }
         let terms = Terms::from_match(round.number, m, &request.body, &offer.body, arb, now_secs());
         let view = ProviderView {
             reputation: self.reputation_of(offer.body.org),
@@ -128,7 +163,40 @@ impl Market {
         else {
             return;
         };
-        let answer = self.call_provider(offer.body.provider, &proposal).await;
+        let mut proposal = proposal;
+        let mut answer = self.call_provider(offer.body.provider, &proposal).await;
+        if let Ok(Answer {
+            counter: Some(counter),
+            ..
+        }) = &answer
+        {
+            let change = describe_counter(&proposal.terms, &counter.terms);
+            match self.take_counter(&proposal, counter, &view) {
+                Ok(back) => {
+                    self.state().note(
+                        m.request,
+                        format!(
+                            "round {}: provider {} counters ({change}); this node's rules take it",
+                            round.number, offer.body.provider
+                        ),
+                    );
+                    proposal = back;
+                    answer = self.call_provider(offer.body.provider, &proposal).await;
+                }
+                Err(why) => {
+                    self.relist(
+                        m.request,
+                        offer.body.org,
+                        format!(
+                            "round {}: provider {} counters ({change}), and this node's rules refuse: {why}",
+                            round.number, offer.body.provider
+                        ),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
         match answer {
             Ok(Answer {
                 contract: Some(c), ..
@@ -170,6 +238,19 @@ impl Market {
                 );
             }
             Ok(Answer {
+                counter: Some(_), ..
+            }) => {
+                self.relist(
+                    m.request,
+                    offer.body.org,
+                    format!(
+                        "round {}: provider {} counters its own counter-proposal",
+                        round.number, offer.body.provider
+                    ),
+                )
+                .await;
+            }
+            Ok(Answer {
                 rejected: Some(why),
                 ..
             }) => {
@@ -195,6 +276,33 @@ impl Market {
                 ),
             ),
         }
+    }
+
+    /// Check a provider's counter to `mine` and judge it by this node's
+    /// rules: the customer's proposal of the countered terms, or why not.
+    fn take_counter(
+        &self,
+        mine: &Proposal,
+        counter: &Proposal,
+        view: &ProviderView,
+    ) -> Result<Proposal, String> {
+        Negotiation::start(mine.clone())
+            .and_then(|n| n.counter(counter.clone()))
+            .map_err(|e| format!("not a valid counter-proposal: {e}"))?;
+        let verdict = self
+            .inner
+            .rules
+            .customer
+            .judge_counter(&counter.terms, view);
+        if !verdict.accept {
+            return Err(verdict.refusal().unwrap_or_default());
+        }
+        Proposal::sign_with(
+            counter.terms.clone(),
+            Side::Customer,
+            self.inner.party.as_ref(),
+        )
+        .ok_or_else(|| "this node has no certificate to sign with".to_owned())
     }
 
     /// The round trip to `node` the fabric's coordinates estimate, once
@@ -308,18 +416,43 @@ impl Market {
             Some(Entry::Offer(o)) => o.body.battery_percent,
             _ => None,
         };
-        let verdict =
-            self.inner
-                .rules
-                .provider
-                .judge(t, self.reputation_of(t.customer_org), battery);
-        if !verdict.accept {
-            let why = verdict.refusal().unwrap_or_default();
-            self.state().note(
-                t.offer,
-                format!("refused request {}: {why}", t.request.short()),
-            );
-            return reject(format!("the provider's rules refuse: {why}"));
+        match self.inner.rules.provider.respond(
+            t,
+            self.reputation_of(t.customer_org),
+            battery,
+            now_secs(),
+        ) {
+            Response::Accept(_) => {}
+            Response::Refuse(verdict) => {
+                let why = verdict.refusal().unwrap_or_default();
+                self.state().note(
+                    t.offer,
+                    format!("refused request {}: {why}", t.request.short()),
+                );
+                return reject(format!("the provider's rules refuse: {why}"));
+            }
+            Response::Counter { terms, verdict } => {
+                let why = verdict.refusal().unwrap_or_default();
+                let Some(counter) =
+                    Proposal::sign_with(*terms, Side::Provider, self.inner.party.as_ref())
+                else {
+                    return Err(MarketError::NoCertificate);
+                };
+                self.state().note(
+                    t.offer,
+                    format!(
+                        "countered request {} ({why}): {}",
+                        t.request.short(),
+                        describe_counter(t, &counter.terms)
+                    ),
+                );
+                return Ok(Answer {
+                    contract: None,
+                    rejected: None,
+                    not_yet: false,
+                    counter: Some(counter),
+                });
+            }
         }
         let Some(contract) = proposal.accept_with(self.inner.party.as_ref()) else {
             return Err(MarketError::NoCertificate);
@@ -342,6 +475,7 @@ impl Market {
             contract: Some(contract),
             rejected: None,
             not_yet: false,
+            counter: None,
         })
     }
 
@@ -396,5 +530,32 @@ impl Market {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// What a counter-proposal changed, in words.
+fn describe_counter(asked: &Terms, countered: &Terms) -> String {
+    let mut changes = Vec::new();
+    let (a, c) = (&asked.sla, &countered.sla);
+    if a.handover_within_secs != c.handover_within_secs {
+        changes.push(format!(
+            "handover within {} s instead of {} s",
+            c.handover_within_secs, a.handover_within_secs
+        ));
+    }
+    if a.penalty != c.penalty {
+        changes.push(format!("penalty {} instead of {}", c.penalty, a.penalty));
+    }
+    let (da, dc) = (
+        asked.end.saturating_sub(asked.start),
+        countered.end.saturating_sub(countered.start),
+    );
+    if da != dc {
+        changes.push(format!("{dc} s long instead of {da} s"));
+    }
+    if changes.is_empty() {
+        "the same terms".to_owned()
+    } else {
+        changes.join(", ")
     }
 }

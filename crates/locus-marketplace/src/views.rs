@@ -220,9 +220,14 @@ pub struct ContractView {
     pub seller_gets: u64,
     pub start: u64,
     pub end: u64,
+    /// Covered workloads, by id.
     pub workloads: Vec<String>,
     pub things: Vec<String>,
     pub handover_within_secs: u32,
+    /// Paid by the provider per missed handover, millicredits.
+    pub penalty: u64,
+    /// Counter-proposals before both signed (0: the first proposal).
+    pub revision: u32,
     /// What this node did about it (as provider: the placement dry run and
     /// the prefetch of each covered workload).
     pub notes: Vec<String>,
@@ -613,6 +618,8 @@ impl Market {
             workloads: t.cover.workloads.iter().cloned().collect(),
             things: t.cover.things.iter().cloned().collect(),
             handover_within_secs: t.sla.handover_within_secs,
+            penalty: t.sla.penalty,
+            revision: t.revision,
             notes: st
                 .notes
                 .get(&c.id())

@@ -423,11 +423,15 @@ pub async fn contract(
                     s(&c, "end")
                 );
                 println!(
-                    "  covers workloads {} and things {}; handover within {} s",
+                    "  covers workloads {} and things {}; handover within {} s or a penalty of {} mc",
                     c["workloads"],
                     c["things"],
-                    s(&c, "handover_within_secs")
+                    s(&c, "handover_within_secs"),
+                    s(&c, "penalty")
                 );
+                if c["revision"].as_u64().is_some_and(|r| r > 0) {
+                    println!("  signed after {} counter-proposal(s)", s(&c, "revision"));
+                }
                 print_settlement(&c["settlement"]);
                 if let Some(path) = output {
                     println!(

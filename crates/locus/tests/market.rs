@@ -469,7 +469,16 @@ fn a_rejected_negotiation_restarts_in_the_next_round_with_another_provider() {
         &[a1.gossip],
         &["--config", &picky],
     );
-    let c1 = member(dirs[2].path(), 196, "lab", &[a1.gossip]);
+    // C1 promises no handover faster than 10 s: it counters the 3 s the
+    // request asks, and the customer's rules (up to 30 s) take it.
+    let slow = rules_config(dirs[2].path(), "[provider]\nmin_handover_secs = 10\n");
+    let c1 = member_with(
+        dirs[2].path(),
+        196,
+        "lab",
+        &[a1.gossip],
+        &["--config", &slow],
+    );
     let c2 = member(dirs[2].path(), 197, "lab", &[a1.gossip]);
     wait_cluster(&[&a1, &b1, &c1, &c2], 4);
     admit_each_other(&[&a1, &b1, &c1]);
@@ -507,11 +516,33 @@ fn a_rejected_negotiation_restarts_in_the_next_round_with_another_provider() {
         "priced by the first losing seller left"
     );
     assert_eq!(c["arbitrator_org"], org_id(&b1).as_str());
+    assert_eq!(c["revision"], 1, "signed after the provider's counter");
+    assert_eq!(c["handover_within_secs"], 10, "the provider's limit");
     let explained = ok(&cli(&a1.agent, &["market", "explain", &request_id]));
     assert!(
         explained.contains("rejects") && explained.contains("re-listed"),
         "{explained}"
     );
+    // The counter is the re-listed request's story.
+    let relisted = c["contract"]["terms"]["request"].as_str().unwrap();
+    let explained = ok(&cli(&a1.agent, &["market", "explain", relisted]));
+    assert!(
+        explained.contains("counters (handover within 10 s instead of 3 s)"),
+        "{explained}"
+    );
+    // Both signed the countered terms: the contract checks offline.
+    let file = dirs[0].path().join("countered.json");
+    ok(&cli(
+        &a1.agent,
+        &[
+            "contract",
+            "show",
+            c["id"].as_str().unwrap(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    ));
+    assert!(ok(&locus(&["verify", "contract", file.to_str().unwrap()])).contains("valid"));
     // b1's offer stays on the book, unsold.
     let book = json_of(&cli(&a1.agent, &["--json", "market", "book"]));
     assert!(

@@ -80,7 +80,7 @@ pub(crate) fn deal() -> Deal {
     }
 }
 
-fn first_terms(d: &Deal) -> Terms {
+pub(crate) fn first_terms(d: &Deal) -> Terms {
     let entries = [
         Entry::Request(d.request.clone()),
         Entry::Offer(d.offer.clone()),
