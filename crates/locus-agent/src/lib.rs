@@ -833,8 +833,9 @@ impl locus_marketplace::CoverSource for CoverOf {
     async fn estimate(
         &self,
         names: &std::collections::BTreeSet<String>,
-    ) -> Result<locus_market::Resources, String> {
+    ) -> Result<(locus_market::Resources, std::collections::BTreeSet<String>), String> {
         let me = self.me;
+        let mut ids = std::collections::BTreeSet::new();
         let usage = self.workloads.usage().await;
         let all = self.workloads.list().await;
         let mut sum = locus_market::Resources::default();
@@ -855,6 +856,7 @@ impl locus_marketplace::CoverSource for CoverOf {
                 .ok_or_else(|| {
                     format!("workloads.{name}: not measured yet (it must run for about 10 s first)")
                 })?;
+            ids.insert(w.summary.id.to_string());
             sum = sum.plus(&locus_market::Resources {
                 cpu_millis: (u.cpu_cores_peak * 1000.0)
                     .ceil()
@@ -864,7 +866,7 @@ impl locus_marketplace::CoverSource for CoverOf {
                 bandwidth_kbps: 0,
             });
         }
-        Ok(sum)
+        Ok((sum, ids))
     }
 
     async fn prepare(
@@ -893,7 +895,13 @@ impl locus_marketplace::CoverSource for CoverOf {
                 }
                 _ => String::new(),
             };
-            lines.push(format!("{name}: {fits}{source}"));
+            // A contract names workloads by id: say which one it is.
+            let label = if spec.name.get() == name {
+                name.clone()
+            } else {
+                format!("{} ({name})", spec.name.get())
+            };
+            lines.push(format!("{label}: {fits}{source}"));
         }
         lines
     }

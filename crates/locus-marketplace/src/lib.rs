@@ -117,9 +117,13 @@ pub enum MarketError {
 #[async_trait::async_trait]
 pub trait CoverSource: Send + Sync + 'static {
     /// The sum of what `workloads` (names or ids of workloads this node
-    /// owns) use now, measured; an error names a workload that is not
-    /// here or not measured yet.
-    async fn estimate(&self, workloads: &BTreeSet<String>) -> Result<Resources, String>;
+    /// owns) use now, measured, and their ids: a contract covers these
+    /// workloads, not whatever carries their names elsewhere. An error
+    /// names a workload that is not here or not measured yet.
+    async fn estimate(
+        &self,
+        workloads: &BTreeSet<String>,
+    ) -> Result<(Resources, BTreeSet<String>), String>;
 
     /// A provider prepares to take `customer`'s `workloads` over: checks
     /// that each would run here (a placement dry run) and starts fetching

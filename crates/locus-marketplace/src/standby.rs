@@ -11,10 +11,11 @@ use locus_market::{Contract, Observation, Signed};
 use crate::documents::{self, OBSERVATION_PREFIX};
 use crate::{HAND_BACK_AFTER_MS, Market, OBSERVATION_REFRESH_SECS, State, now_ms, now_secs};
 
-/// Whether contract `c` covers workload `w` (at any time).
+/// Whether contract `c` covers workload `w` (at any time): by its id, which
+/// the customer pinned when it asked, so a provider's own workload of the
+/// same name is never taken for the customer's.
 fn covers(c: &Contract, w: &WorkloadSummary) -> bool {
-    let cover = &c.terms.cover.workloads;
-    cover.contains(&w.name) || cover.contains(&w.id.to_string())
+    c.terms.cover.workloads.contains(&w.id.to_string())
 }
 
 /// Whether contract `c` covers thing `name` (at any time).

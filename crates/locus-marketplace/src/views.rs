@@ -41,7 +41,7 @@ pub struct OfferAsk {
 #[serde(deny_unknown_fields)]
 pub struct RequestAsk {
     /// Workloads of this node to cover (names or ids); their needs are
-    /// measured.
+    /// measured, and the request and its contract name their ids.
     #[serde(default)]
     #[schema(value_type = Vec<BookName>)]
     pub workloads: Vec<String>,
@@ -410,13 +410,13 @@ impl Market {
     pub async fn request(&self, ask: RequestAsk) -> Result<EntryView, MarketError> {
         self.own_room()?;
         let party = self.inner.party.party().ok_or(MarketError::NoCertificate)?;
-        let workloads: BTreeSet<String> = ask.workloads.iter().cloned().collect();
-        let mut needs = if workloads.is_empty() {
-            Resources::default()
+        let asked: BTreeSet<String> = ask.workloads.iter().cloned().collect();
+        let (mut needs, workloads) = if asked.is_empty() {
+            (Resources::default(), BTreeSet::new())
         } else {
             self.inner
                 .cover
-                .estimate(&workloads)
+                .estimate(&asked)
                 .await
                 .map_err(MarketError::Conflict)?
         };

@@ -276,7 +276,11 @@ pub(crate) fn live(
     let marker = format!("locus-bench-market-{}", std::process::id());
     let spec = json!({"name": "svc", "kind": "process", "source": "/bin/sh",
         "args": ["-c", format!("while :; do sleep 1; done # {marker}")]});
-    orgs.call(0, reqwest::Method::POST, "/api/v1/workloads", Some(&spec))?;
+    let created = orgs.call(0, reqwest::Method::POST, "/api/v1/workloads", Some(&spec))?;
+    let svc_id = created["workload"]["id"]
+        .as_str()
+        .context("the created workload has no id")?
+        .to_owned();
     let sensor = json!({"name": "t1", "protocol": "mqtt", "credentials": {"password": SENSOR_PASSWORD},
         "resources": [{"name": "temperature", "unit": "Cel"}]});
     orgs.call(0, reqwest::Method::POST, "/api/v1/things", Some(&sensor))?;
@@ -347,14 +351,14 @@ pub(crate) fn live(
     orgs.wait("a contract covers svc", || {
         orgs.get(0, "/api/v1/market/contracts").is_ok_and(|v| {
             v.as_array()
-                .is_some_and(|a| a.iter().any(|c| c["workloads"] == json!(["svc"])))
+                .is_some_and(|a| a.iter().any(|c| c["workloads"] == json!([svc_id])))
         })
     })?;
     let _ = covered;
     let contract = orgs.get(0, "/api/v1/market/contracts")?;
     let provider_id = contract
         .as_array()
-        .and_then(|a| a.iter().find(|c| c["workloads"] == json!(["svc"])))
+        .and_then(|a| a.iter().find(|c| c["workloads"] == json!([svc_id])))
         .and_then(|c| c["provider"].as_str())
         .context("no provider")?
         .to_owned();

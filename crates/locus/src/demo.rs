@@ -142,7 +142,7 @@ fn run(json: bool, root: &std::path::Path) -> anyhow::Result<()> {
             n.as_array()?
                 .iter()
                 .filter_map(Value::as_str)
-                .find(|l| l.starts_with("svc: would"))
+                .find(|l| l.starts_with("svc (") && l.contains("): would"))
                 .map(str::to_owned)
         }) {
             prepared = line;

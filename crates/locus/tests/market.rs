@@ -717,7 +717,9 @@ fn a_provider_takes_over_a_dead_customers_service_once_witnessed_and_hands_it_ba
     });
     let id = contracts(&a1)[0]["id"].as_str().unwrap().to_owned();
     assert_eq!(contracts(&a1)[0]["provider"], b_id.as_str());
-    assert_eq!(contracts(&a1)[0]["workloads"], serde_json::json!(["svc"]));
+    // Pinned by id: a workload of the provider's named svc is not covered.
+    let svc_id = workload_on(&a1, "svc").unwrap()["id"].clone();
+    assert_eq!(contracts(&a1)[0]["workloads"], serde_json::json!([svc_id]));
     assert_eq!(contracts(&a1)[0]["things"], serde_json::json!(["t1", "t2"]));
     wait_until(
         "everyone knows the contract",
