@@ -388,21 +388,35 @@ impl Replicas {
     }
 
     /// Count `h`, a copy this node handed to its owner, as that owner's,
-    /// unless the owner's own records hold it or a newer copy; answers
-    /// whether they do (then `h` need not be remembered). A node may die
-    /// right after taking a workload back, and the records of a dead node
-    /// spread only by anti-entropy: without this, its standby would find
-    /// nothing newer to adopt from until they arrived.
+    /// unless the owner's own records hold it or a newer copy, with the
+    /// whole spec behind it; answers whether they do (then `h` need not be
+    /// remembered). A node may die right after taking a workload back, and
+    /// the records of a dead node spread only by anti-entropy: without
+    /// this, its standby would find nothing newer to adopt from until they
+    /// arrived. Its summary alone is not enough: a standby that has the
+    /// summary but not every spec chunk cannot adopt it either.
     pub(crate) fn remember(&mut self, h: &HandedCopy) -> bool {
         let records = self.by_owner.entry(h.owner).or_default();
-        let held = records
+        let summary = records
             .get(&summary_key(h.id))
             .and_then(|v| serde_json::from_slice::<WorkloadSummary>(v).ok())
-            .is_some_and(|s| s.owner == h.owner && s.epoch >= h.epoch);
-        if !held {
-            records.extend(h.records.iter().cloned());
+            .filter(|s| s.owner == h.owner && s.epoch >= h.epoch);
+        match summary {
+            Some(s) if spec_in(records, &s).is_some() => true,
+            // The owner's summary is here (maybe newer): fill in only the
+            // chunks it lacks.
+            Some(_) => {
+                let summary = summary_key(h.id);
+                for (k, v) in h.records.iter().filter(|(k, _)| *k != summary) {
+                    records.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                false
+            }
+            None => {
+                records.extend(h.records.iter().cloned());
+                false
+            }
         }
-        held
     }
 
     /// Every copy of every workload (each owner's summaries).
@@ -425,14 +439,19 @@ impl Replicas {
     /// A copy's spec from its owner's chunks; `None` unless every chunk is
     /// there and the digest matches.
     pub(crate) fn spec(&self, s: &WorkloadSummary) -> Option<WorkloadSpec> {
-        let records = self.by_owner.get(&s.owner)?;
-        let mut json = Vec::new();
-        for i in 0..s.spec_chunks as usize {
-            json.extend_from_slice(records.get(&chunk_key(s.id, i))?);
-        }
-        let spec: WorkloadSpec = serde_json::from_slice(&json).ok()?;
-        (spec.digest() == s.spec_digest).then_some(spec)
+        spec_in(self.by_owner.get(&s.owner)?, s)
     }
+}
+
+/// Copy `s`'s spec from its owner's `records`; `None` unless every chunk
+/// is there and the digest matches.
+fn spec_in(records: &BTreeMap<String, Vec<u8>>, s: &WorkloadSummary) -> Option<WorkloadSpec> {
+    let mut json = Vec::new();
+    for i in 0..s.spec_chunks as usize {
+        json.extend_from_slice(records.get(&chunk_key(s.id, i))?);
+    }
+    let spec: WorkloadSpec = serde_json::from_slice(&json).ok()?;
+    (spec.digest() == s.spec_digest).then_some(spec)
 }
 
 #[cfg(test)]
@@ -476,12 +495,23 @@ mod tests {
             Some(back.spec.digest()),
             "a standby can adopt it from what it remembers"
         );
-        // Once the customer's own records hold that copy, it is forgotten.
-        let records = vec![(
+        // The customer's summary of that copy arrived, but not its spec:
+        // still remembered, and still adoptable.
+        let summary = (
             summary_key(back.id),
             2,
             serde_json::to_vec(&back.summary(1)).unwrap(),
-        )];
+        );
+        let mut replicas = Replicas::of(customer, vec![summary.clone()]);
+        assert!(!replicas.remember(&handed), "its spec is not here yet");
+        let copies = replicas.copies();
+        assert_eq!((copies.len(), copies[0].epoch), (1, 11));
+        assert!(replicas.spec(&copies[0]).is_some());
+        // Once the customer's own records hold that copy and its spec, it
+        // is forgotten.
+        let chunks = crate::records::spec_chunks(&back.spec.to_json());
+        assert_eq!(chunks.len(), 1);
+        let records = vec![summary, (chunk_key(back.id, 0), 2, chunks[0].clone())];
         assert!(Replicas::of(customer, records).remember(&handed));
         // A copy handed to a node this view has no records of still counts.
         let mut empty = Replicas::of(provider, Vec::new());
