@@ -249,6 +249,8 @@ struct Entry {
     restart: bool,
     /// Pending until a live node holds this source artifact.
     awaiting: Option<locus_core::ArtifactId>,
+    /// A hand back failed: not tried again before this instant.
+    hand_back_after: Option<Instant>,
 }
 
 impl Owned {
@@ -272,6 +274,11 @@ struct Owned {
 
 /// Handed-back copies remembered at once, at most.
 const MAX_HANDED: usize = 1024;
+/// How long a workload runs here after a failed hand back before the next
+/// try: each try stops it, so a customer that cannot take it yet (its
+/// address not known, its API not up) must not make it restart on every
+/// reconcile pass.
+const HAND_BACK_RETRY: Duration = Duration::from_secs(2);
 
 struct Inner {
     me: NodeId,
@@ -523,6 +530,7 @@ impl Entry {
             published: None,
             restart: false,
             awaiting: None,
+            hand_back_after: None,
         }
     }
 }

@@ -184,7 +184,10 @@ impl Workloads {
             let mut owned = self.inner.owned.lock().await;
             let mut out = Vec::new();
             for e in owned.entries.values_mut() {
-                if e.busy || e.w.destroyed_unix_ms.is_some() {
+                if e.busy
+                    || e.w.destroyed_unix_ms.is_some()
+                    || e.hand_back_after.is_some_and(|t| Instant::now() < t)
+                {
                     continue;
                 }
                 let summary =
@@ -249,6 +252,7 @@ impl Workloads {
                     // would stay down, even once the customer died again).
                     self.update_entry(id, |en| {
                         en.busy = false;
+                        en.hand_back_after = Some(Instant::now() + crate::HAND_BACK_RETRY);
                         let _ = en.w.transition(
                             State::Scheduled,
                             format!(
