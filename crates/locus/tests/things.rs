@@ -1242,6 +1242,19 @@ fn http_thing_commands_go_to_its_edgex_device_service() {
     );
 }
 
+/// The node that manages `thing`, as `m` sees it.
+fn manager_of(m: &Member, thing: &str) -> Option<String> {
+    let r = m
+        .agent
+        .http()
+        .get(m.agent.url(&format!("/api/v1/things/{thing}")))
+        .send()
+        .ok()?;
+    r.json::<Value>().ok()?["manager"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// POST one EdgeX event for `device` to `m` with curl, following
 /// redirects and sending the token along: (status, redirects, final URL).
 fn curl_event(m: &Member, device: &str, value: f64) -> (u16, u32, String) {
@@ -1314,17 +1327,7 @@ fn an_http_things_events_are_redirected_to_its_manager_and_follow_a_failover() {
             .unwrap()
             .to_owned()
     };
-    let manager = |m: &Member| -> Option<String> {
-        let r = m
-            .agent
-            .http()
-            .get(m.agent.url("/api/v1/things/valve-1"))
-            .send()
-            .ok()?;
-        r.json::<Value>().ok()?["manager"]
-            .as_str()
-            .map(str::to_owned)
-    };
+    let manager = |m: &Member| manager_of(m, "valve-1");
     let a_id = id(&a);
     wait_until("b sees a manage it", Duration::from_secs(10), || {
         manager(&b).as_deref() == Some(a_id.as_str())
@@ -1380,17 +1383,7 @@ fn a_dead_managers_thing_is_adopted_by_one_node_and_the_manager_yields_when_back
         .as_str()
         .unwrap()
         .to_owned();
-    let manager = |m: &Member| -> Option<String> {
-        let r = m
-            .agent
-            .http()
-            .get(m.agent.url("/api/v1/things/orphan-1"))
-            .send()
-            .ok()?;
-        r.json::<Value>().ok()?["manager"]
-            .as_str()
-            .map(str::to_owned)
-    };
+    let manager = |m: &Member| manager_of(m, "orphan-1");
     wait_until("b sees a manage it", Duration::from_secs(10), || {
         manager(&b).as_deref() == Some(a_id.as_str())
     });
@@ -1496,17 +1489,7 @@ fn things_managed_by_a_workload_follow_it_when_it_fails_over() {
         let file = thing_file(dir.path(), name);
         ok(&cli(&a.agent, &["thing", "add", &file, "--workload", "gw"]));
     }
-    let manager = |m: &Member, name: &str| -> Option<String> {
-        let r = m
-            .agent
-            .http()
-            .get(m.agent.url(&format!("/api/v1/things/{name}")))
-            .send()
-            .ok()?;
-        r.json::<Value>().ok()?["manager"]
-            .as_str()
-            .map(str::to_owned)
-    };
+    let manager = manager_of;
     wait_until("b sees a manage them", Duration::from_secs(10), || {
         names
             .iter()
