@@ -817,7 +817,8 @@ pub struct MarketOfferArgs {
 
 #[derive(Debug, Args)]
 pub struct MarketRequestArgs {
-    /// A workload of this node to cover (repeat or comma-separate).
+    /// A workload of this node to cover, by name or id (repeat or
+    /// comma-separate); the request and its contract name it by id.
     #[arg(long = "workload", value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// A thing to cover (repeat or comma-separate).
