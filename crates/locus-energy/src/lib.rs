@@ -1,0 +1,17 @@
+//! Energy as data: what the sun gives a node, read from the irradiance
+//! files solar engineering uses.
+//!
+//! # What this crate owns
+//!
+//! - Irradiance years ([`irradiance`]): NREL's Typical Meteorological Year
+//!   files (TMY3 CSV) parsed into a [`Station`](irradiance::Station) and
+//!   its hours of global, direct and diffuse irradiance and air
+//!   temperature, every refusal naming its line, column and value.
+//!
+//! # What it must never do
+//!
+//! Do I/O (it is given text, not paths), read a clock (the hour a reading
+//! belongs to is in the data), panic on a file from outside, or hold more
+//! than [`irradiance::MAX_HOURS`] hours of one file.
+
+pub mod irradiance;
