@@ -1,7 +1,11 @@
-//! Irradiance years from NREL's Typical Meteorological Year files (TMY3
-//! CSV, Wilcox and Marion, *Users Manual for TMY3 Data Sets*, NREL/TP-581-
-//! 43156, 2008).
+//! Irradiance years from NREL's files: Typical Meteorological Year files
+//! in their TMY3 CSV ([`parse_tmy3`]) and TMY2 fixed-width ([`parse_tmy2`])
+//! layouts, and NSRDB PSM3 CSV ([`parse_psm3`]); [`parse`] tells them
+//! apart. Each gives a [`Year`]: the station and its hours, in calendar
+//! order, stamped with the hour they end.
 //!
+//! TMY3 (Wilcox and Marion, *Users Manual for TMY3 Data Sets*, NREL/TP-581-
+//! 43156, 2008):
 //! Line 1 is the station: its USAF id, its name (quoted), its state, its
 //! offset from UTC in hours, its latitude and longitude in degrees and its
 //! elevation in metres. Line 2 names the columns. Then one row per hour,
@@ -122,6 +126,98 @@ fn fields(line: &str) -> Vec<String> {
     out
 }
 
+mod psm3;
+mod tmy2;
+
+pub use psm3::parse_psm3;
+pub use tmy2::parse_tmy2;
+
+/// Which layout a file is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Tmy3,
+    Tmy2,
+    Psm3,
+}
+
+/// The layout of `text`, from its first lines: PSM3 starts with its
+/// metadata names (`Source,Location ID,…`), TMY3 names its columns on
+/// line 2 (`Date (MM/DD/YYYY),…`), anything else is read as TMY2.
+pub fn format_of(text: &str) -> Format {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let second = lines.next().unwrap_or_default();
+    if first.starts_with("Source,") {
+        Format::Psm3
+    } else if second.contains(DATE) {
+        Format::Tmy3
+    } else {
+        Format::Tmy2
+    }
+}
+
+/// Parse a TMY3, TMY2 or PSM3 file, whichever it is.
+pub fn parse(text: &str) -> Result<Year, ParseError> {
+    match format_of(text) {
+        Format::Tmy3 => parse_tmy3(text),
+        Format::Tmy2 => parse_tmy2(text),
+        Format::Psm3 => parse_psm3(text),
+    }
+}
+
+/// A number of `what` in `range`, or why not.
+fn in_range(text: &str, range: std::ops::RangeInclusive<f64>) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !range.contains(&v) {
+        return Err(format!(
+            "{v} is not within {}..={}",
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(v)
+}
+
+/// Whether `day` of `month` exists in `year`.
+fn day_exists(year: u16, month: u8, day: u8) -> bool {
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
+/// Append `hour` to `hours`, refusing one out of calendar order or past
+/// [`MAX_HOURS`].
+fn push_hour(hours: &mut Vec<Hour>, hour: Hour, line: usize) -> Result<(), ParseError> {
+    if hours.len() == MAX_HOURS {
+        return Err(at_line(
+            line,
+            format!("more than {MAX_HOURS} hours (a leap year)"),
+        ));
+    }
+    if let Some(prev) = hours.last()
+        && (prev.month, prev.day, prev.hour) >= (hour.month, hour.day, hour.hour)
+    {
+        return Err(at_line(
+            line,
+            format!(
+                "{:02}/{:02} {:02}:00 does not follow {:02}/{:02} {:02}:00: hours must follow the calendar",
+                hour.month, hour.day, hour.hour, prev.month, prev.day, prev.hour
+            ),
+        ));
+    }
+    hours.push(hour);
+    Ok(())
+}
+
 /// Parse a TMY3 CSV file.
 pub fn parse_tmy3(text: &str) -> Result<Year, ParseError> {
     let mut lines = text
@@ -165,18 +261,7 @@ pub fn parse_tmy3(text: &str) -> Result<Year, ParseError> {
         }
         check_length(n, line)?;
         let hour = row(n, &fields(line), &cols, &names)?;
-        if let Some(prev) = hours.last()
-            && (prev.month, prev.day, prev.hour) >= (hour.month, hour.day, hour.hour)
-        {
-            return Err(at_line(
-                n,
-                format!(
-                    "{:02}/{:02} {:02}:00 does not follow {:02}/{:02} {:02}:00: hours must follow the calendar",
-                    hour.month, hour.day, hour.hour, prev.month, prev.day, prev.hour
-                ),
-            ));
-        }
-        hours.push(hour);
+        push_hour(&mut hours, hour, n)?;
     }
     if hours.is_empty() {
         return Err(at_line(3, "no hours after the column names"));
@@ -227,23 +312,11 @@ fn station(n: usize, line: &str) -> Result<Station, ParseError> {
         ));
     }
     let number = |i: usize, range: std::ops::RangeInclusive<f64>| {
-        let bad = |why: String| ParseError {
+        in_range(&f[i], range).map_err(|why| ParseError {
             line: n,
             column: Some((i + 1, NAMES[i].to_owned())),
             reason: why,
-        };
-        let v: f64 = f[i]
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("{:?} is not a number", f[i])))?;
-        if !range.contains(&v) {
-            return Err(bad(format!(
-                "{v} is not within {}..={}",
-                range.start(),
-                range.end()
-            )));
-        }
-        Ok(v)
+        })
     };
     Ok(Station {
         id: f[0].trim().to_owned(),
@@ -269,17 +342,7 @@ fn row(n: usize, f: &[String], c: &Columns, names: &[String]) -> Result<Hour, Pa
         reason: why,
     };
     let number = |i: usize, range: std::ops::RangeInclusive<f64>| -> Result<f64, ParseError> {
-        let v: f64 = f[i]
-            .trim()
-            .parse()
-            .map_err(|_| bad(i, format!("{:?} is not a number", f[i])))?;
-        if !range.contains(&v) {
-            return Err(bad(
-                i,
-                format!("{v} is not within {}..={}", range.start(), range.end()),
-            ));
-        }
-        Ok(v)
+        in_range(&f[i], range).map_err(|why| bad(i, why))
     };
     let (month, day, year) = date(&f[c.date]).ok_or_else(|| {
         bad(
@@ -313,15 +376,7 @@ fn date(s: &str) -> Option<(u8, u8, u16)> {
         return None;
     }
     let (month, day, year): (u8, u8, u16) = (m.parse().ok()?, d.parse().ok()?, y.parse().ok()?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    (1..=days).contains(&day).then_some((month, day, year))
+    day_exists(year, month, day).then_some((month, day, year))
 }
 
 /// `HH:00`, an hour ending from 01:00 to 24:00.

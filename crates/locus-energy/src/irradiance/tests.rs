@@ -172,3 +172,155 @@ proptest! {
         }
     }
 }
+
+/// The first `n` hours of the shipped year, as TMY3 reads them.
+fn first_hours(n: usize) -> (Station, Vec<Hour>) {
+    let year = parse_tmy3(&shipped()).unwrap();
+    (year.station, year.hours[..n].to_vec())
+}
+
+/// `hours` written as a TMY2 file, field by field at the manual's columns.
+fn as_tmy2(hours: &[Hour]) -> String {
+    let mut s = "13881 GREENSBORO NC -5 N 36 6 W 79 57 273\n".to_owned();
+    for h in hours {
+        s.push_str(&format!(
+            " {:2}{:2}{:2}{:2}{:4}{:4}{:4}A7{:4}A7{:4}A7{}{:4}{}\n",
+            h.year % 100,
+            h.month,
+            h.day,
+            h.hour,
+            0,
+            0,
+            h.ghi,
+            h.dni,
+            h.dhi,
+            " ".repeat(32),
+            (h.temp_air_c * 10.0).round(),
+            "A7 ".repeat(20)
+        ));
+    }
+    s
+}
+
+/// `hours` written as a half-hourly PSM3 file: two rows per hour, whose
+/// mean is the hour.
+fn as_psm3(hours: &[Hour]) -> String {
+    let mut s = "Source,Location ID,City,State,Country,Latitude,Longitude,Time Zone,Elevation,Local Time Zone\n\
+        NSRDB,1004541,-,-,-,36.1,-79.95,-5,273,-5\n\
+        Year,Month,Day,Hour,Minute,Temperature,GHI,DNI,DHI,Wind Speed\n"
+        .to_owned();
+    for h in hours {
+        for (minute, delta) in [(0, -10.0), (30, 10.0)] {
+            let shift = |v: f64| if v >= 10.0 { v + delta } else { v };
+            s.push_str(&format!(
+                "{},{},{},{},{minute},{},{},{},{},1.5\n",
+                h.year,
+                h.month,
+                h.day,
+                h.hour - 1,
+                h.temp_air_c + delta / 10.0,
+                shift(h.ghi),
+                shift(h.dni),
+                shift(h.dhi),
+            ));
+        }
+    }
+    s
+}
+
+#[test]
+fn tmy2_and_psm3_give_the_hours_tmy3_gives() {
+    let (station, hours) = first_hours(72);
+    for (text, format) in [
+        (as_tmy2(&hours), Format::Tmy2),
+        (as_psm3(&hours), Format::Psm3),
+    ] {
+        assert_eq!(format_of(&text), format);
+        let year = parse(&text).unwrap();
+        assert_eq!(year.hours.len(), 72, "{format:?}");
+        for (a, b) in year.hours.iter().zip(&hours) {
+            assert_eq!(
+                (a.month, a.day, a.hour),
+                (b.month, b.day, b.hour),
+                "{format:?}"
+            );
+            for (x, y) in [
+                (a.ghi, b.ghi),
+                (a.dni, b.dni),
+                (a.dhi, b.dhi),
+                (a.temp_air_c, b.temp_air_c),
+            ] {
+                assert!((x - y).abs() < 1e-9, "{format:?}: {x} != {y}");
+            }
+        }
+        let s = &year.station;
+        assert!(
+            (s.latitude - station.latitude).abs() < 0.01,
+            "{format:?} {s:?}"
+        );
+        assert!(
+            (s.longitude - station.longitude).abs() < 0.01,
+            "{format:?} {s:?}"
+        );
+        assert_eq!((s.utc_offset_hours, s.elevation_m), (-5.0, 273.0));
+    }
+    assert_eq!(format_of(&shipped()), Format::Tmy3);
+}
+
+#[test]
+fn bad_tmy2_and_psm3_files_name_their_line_and_field() {
+    let (_, hours) = first_hours(3);
+    let err = |text: &str| parse(text).unwrap_err().to_string();
+    // TMY2: a letter in the global irradiance, a short line, a bad header.
+    let good = as_tmy2(&hours);
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines[2].replace_range(17..21, "  x1");
+    let e = err(&lines.join("\n"));
+    assert!(
+        e.contains("line 3, column 18 (global horizontal): \"  x1\" is not a number"),
+        "{e}"
+    );
+    let e = err(&format!("{}\n 88 1 1 1", lines[0]));
+    assert!(e.contains("line 2: a TMY2 hour is 71 or more"), "{e}");
+    let e = err(&good.replacen(" N 36", " Q 36", 1));
+    assert!(
+        e.contains("line 1, column 5 (N/S): \"Q\" is neither N nor S"),
+        "{e}"
+    );
+    // PSM3: a missing column, a bad value, an hour out of order.
+    let good = as_psm3(&hours);
+    let e = err(&good.replace(",DHI,", ",DHX,"));
+    assert!(e.contains("line 3: no column named \"DHI\""), "{e}");
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines[4] = lines[4].replacen(",1.5", ",1.5,extra", 1);
+    let e = err(&lines.join("\n"));
+    assert!(
+        e.contains("line 5: 11 fields, the column names line has 10"),
+        "{e}"
+    );
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    let mut f: Vec<String> = lines[5].split(',').map(str::to_owned).collect();
+    f[6] = "-4".into();
+    lines[5] = f.join(",");
+    let e = err(&lines.join("\n"));
+    assert!(
+        e.contains("line 6, column 7 (GHI): -4 is not within"),
+        "{e}"
+    );
+    let mut lines: Vec<String> = good.lines().map(str::to_owned).collect();
+    lines.swap(3, 5);
+    let e = err(&lines.join("\n"));
+    assert!(e.contains("does not follow"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any text, read as TMY2 or as PSM3, is read or refused, never a panic.
+    #[test]
+    fn any_text_is_read_or_refused_as_tmy2_or_psm3(text in ".{0,400}") {
+        let _ = parse_tmy2(&text);
+        let _ = parse_psm3(&text);
+        let _ = parse_psm3(&format!("Source,Location ID,Latitude,Longitude,Time Zone,Elevation\n{text}"));
+    }
+}
