@@ -794,6 +794,18 @@ pub(crate) async fn join_token(
             format!("ttl_secs {ttl}: 1 to {MAX_JOIN_SECS}"),
         ));
     }
+    if let Some(names) = &req.roles
+        && names.len() > NodeRole::ALL.len()
+    {
+        return Err(bad(
+            "invalid_role",
+            format!(
+                "roles: {} named, at most {} (worker, issuer, storage, each once)",
+                names.len(),
+                NodeRole::ALL.len()
+            ),
+        ));
+    }
     let roles: BTreeSet<NodeRole> = match req.roles {
         None => NodeRole::ALL.into_iter().collect(),
         Some(names) => names

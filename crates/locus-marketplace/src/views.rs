@@ -32,8 +32,20 @@ pub struct OfferAsk {
     pub lifetime_secs: Option<u64>,
     /// The unit to sell: `nano`, `small`, `medium`, `large` or `xlarge`
     /// (default: the largest the spare resources fill).
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<TierName>)]
     pub tier: Option<locus_market::Tier>,
+}
+
+/// A size tier, as the API names it (`locus_market::Tier`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // only its schema is used
+pub enum TierName {
+    Nano,
+    Small,
+    Medium,
+    Large,
+    Xlarge,
 }
 
 /// What to ask for.
