@@ -220,10 +220,7 @@ fn push_hour(hours: &mut Vec<Hour>, hour: Hour, line: usize) -> Result<(), Parse
 
 /// Parse a TMY3 CSV file.
 pub fn parse_tmy3(text: &str) -> Result<Year, ParseError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let mut lines = numbered_lines(text);
     let (n, first) = lines
         .next()
         .ok_or_else(|| at_line(1, "the file is empty: no station line"))?;
@@ -253,12 +250,6 @@ pub fn parse_tmy3(text: &str) -> Result<Year, ParseError> {
         if line.trim().is_empty() {
             continue;
         }
-        if hours.len() == MAX_HOURS {
-            return Err(at_line(
-                n,
-                format!("more than {MAX_HOURS} hours (a leap year)"),
-            ));
-        }
         check_length(n, line)?;
         let hour = row(n, &fields(line), &cols, &names)?;
         push_hour(&mut hours, hour, n)?;
@@ -269,6 +260,14 @@ pub fn parse_tmy3(text: &str) -> Result<Year, ParseError> {
     Ok(Year { station, hours })
 }
 
+/// The lines of `text`, numbered from 1, without a CR before their LF.
+fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+}
+
+/// Refuse line `n` when it is longer than [`MAX_LINE_BYTES`].
 fn check_length(n: usize, line: &str) -> Result<(), ParseError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(at_line(

@@ -8,8 +8,8 @@
 //! which ends an hour after the row's `Hour`.
 
 use super::{
-    AIR_TEMPERATURE_C, Hour, MAX_IRRADIANCE, MAX_LINE_BYTES, ParseError, Station, Year, at_line,
-    day_exists, fields, in_range, push_hour,
+    AIR_TEMPERATURE_C, Hour, MAX_IRRADIANCE, ParseError, Station, Year, at_line, check_length,
+    day_exists, fields, in_range, numbered_lines, push_hour,
 };
 
 /// Most rows of one hour (one a minute).
@@ -22,10 +22,7 @@ type OpenHour = ((u16, u8, u8, u8), [f64; 4], usize, usize);
 
 /// Parse a PSM3 CSV file.
 pub fn parse_psm3(text: &str) -> Result<Year, ParseError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let mut lines = numbered_lines(text);
     let mut next = |what: &str, line: usize| {
         lines
             .next()
@@ -35,9 +32,7 @@ pub fn parse_psm3(text: &str) -> Result<Year, ParseError> {
     let (n, values) = next("metadata values", 2)?;
     let station = station(n, names, values)?;
     let (n, columns) = next("column names", 3)?;
-    if columns.len() > MAX_LINE_BYTES {
-        return Err(at_line(n, format!("more than {MAX_LINE_BYTES} bytes")));
-    }
+    check_length(n, columns)?;
     let columns = fields(columns);
     let col = |name: &str| {
         columns
@@ -63,9 +58,7 @@ pub fn parse_psm3(text: &str) -> Result<Year, ParseError> {
         if line.trim().is_empty() {
             continue;
         }
-        if line.len() > MAX_LINE_BYTES {
-            return Err(at_line(n, format!("more than {MAX_LINE_BYTES} bytes")));
-        }
+        check_length(n, line)?;
         let f = fields(line);
         if f.len() != columns.len() {
             return Err(at_line(
@@ -161,9 +154,8 @@ fn close(
 }
 
 fn station(n: usize, names: &str, values: &str) -> Result<Station, ParseError> {
-    if names.len() > MAX_LINE_BYTES || values.len() > MAX_LINE_BYTES {
-        return Err(at_line(n, format!("more than {MAX_LINE_BYTES} bytes")));
-    }
+    check_length(n - 1, names)?;
+    check_length(n, values)?;
     let (names, values) = (fields(names), fields(values));
     let get = |name: &str| -> Result<(usize, &str), ParseError> {
         let i = names

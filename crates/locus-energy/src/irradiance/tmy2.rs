@@ -10,8 +10,8 @@
 //! dry-bulb temperature in tenths of °C (68–71).
 
 use super::{
-    AIR_TEMPERATURE_C, Hour, MAX_IRRADIANCE, MAX_LINE_BYTES, ParseError, Station, Year, at_line,
-    day_exists, in_range, push_hour,
+    AIR_TEMPERATURE_C, Hour, MAX_IRRADIANCE, ParseError, Station, Year, at_line, check_length,
+    day_exists, in_range, numbered_lines, push_hour,
 };
 
 /// A field of a data line: its name and its columns (1-based, inclusive).
@@ -64,10 +64,7 @@ const DRY_BULB: Field = Field {
 
 /// Parse a TMY2 file.
 pub fn parse_tmy2(text: &str) -> Result<Year, ParseError> {
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let mut lines = numbered_lines(text);
     let (n, first) = lines
         .next()
         .ok_or_else(|| at_line(1, "the file is empty: no station line"))?;
@@ -87,9 +84,7 @@ pub fn parse_tmy2(text: &str) -> Result<Year, ParseError> {
 }
 
 fn station(n: usize, line: &str) -> Result<Station, ParseError> {
-    if line.len() > MAX_LINE_BYTES {
-        return Err(at_line(n, format!("more than {MAX_LINE_BYTES} bytes")));
-    }
+    check_length(n, line)?;
     let f: Vec<&str> = line.split_whitespace().collect();
     let [
         wban,
@@ -147,9 +142,7 @@ fn station(n: usize, line: &str) -> Result<Station, ParseError> {
 }
 
 fn row(n: usize, line: &str) -> Result<Hour, ParseError> {
-    if line.len() > MAX_LINE_BYTES {
-        return Err(at_line(n, format!("more than {MAX_LINE_BYTES} bytes")));
-    }
+    check_length(n, line)?;
     if !line.is_ascii() || line.len() < DRY_BULB.to {
         return Err(at_line(
             n,
