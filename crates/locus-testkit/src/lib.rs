@@ -279,6 +279,19 @@ pub fn get_json(agent: &Agent, path: &str) -> serde_json::Value {
     r.json().expect("JSON body")
 }
 
+/// The node that manages `thing`, as `m` sees it (`None` while `m` does
+/// not answer or does not know the thing).
+pub fn manager_of(m: &Member, thing: &str) -> Option<String> {
+    let r = m
+        .agent
+        .http()
+        .get(m.agent.url(&format!("/api/v1/things/{thing}")))
+        .send()
+        .ok()?;
+    let v: serde_json::Value = r.json().ok()?;
+    v["manager"].as_str().map(str::to_owned)
+}
+
 /// Run the CLI to completion (with this test's token, if an agent made
 /// one).
 pub fn locus(args: &[&str]) -> Output {

@@ -580,17 +580,6 @@ fn publish(m: &Member, user: &str, msg: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn manager_of(m: &Member, thing: &str) -> Option<String> {
-    let r = m
-        .agent
-        .http()
-        .get(m.agent.url(&format!("/api/v1/things/{thing}")))
-        .send()
-        .ok()?;
-    let v: Value = r.json().ok()?;
-    v["manager"].as_str().map(str::to_owned)
-}
-
 fn workload_on(m: &Member, name: &str) -> Option<Value> {
     let list = get_json(&m.agent, "/api/v1/workloads");
     list.as_array()?.iter().find(|w| w["name"] == name).cloned()

@@ -1242,19 +1242,6 @@ fn http_thing_commands_go_to_its_edgex_device_service() {
     );
 }
 
-/// The node that manages `thing`, as `m` sees it.
-fn manager_of(m: &Member, thing: &str) -> Option<String> {
-    let r = m
-        .agent
-        .http()
-        .get(m.agent.url(&format!("/api/v1/things/{thing}")))
-        .send()
-        .ok()?;
-    r.json::<Value>().ok()?["manager"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 /// POST one EdgeX event for `device` to `m` with curl, following
 /// redirects and sending the token along: (status, redirects, final URL).
 fn curl_event(m: &Member, device: &str, value: f64) -> (u16, u32, String) {
