@@ -116,16 +116,10 @@ impl Market {
             return;
         };
         // The offer's uptime against what this node saw of its provider.
-        let transitions = self
-            .inner
-            .fabric
-            .nodes()
-            .await
-            .into_iter()
-            .find(|n| n.id == offer.body.provider)
-            .map(|n| n.transitions)
-            .unwrap_or_default();
-        if let Err(e) = locus_market::check_claimed_uptime(&offer.body, &transitions, now_ms()) {
+        let nodes = self.inner.fabric.nodes().await;
+        let provider = nodes.iter().find(|n| n.id == offer.body.provider);
+        let transitions = provider.map_or(&[][..], |n| &n.transitions[..]);
+        if let Err(e) = locus_market::check_claimed_uptime(&offer.body, transitions, now_ms()) {
             self.relist(
                 m.request,
                 offer.body.org,
@@ -141,7 +135,7 @@ impl Market {
         let terms = Terms::from_match(round.number, m, &request.body, &offer.body, arb, now_secs());
         let view = ProviderView {
             reputation: self.reputation_of(offer.body.org),
-            rtt_ms: self.rtt_ms_to(offer.body.provider).await,
+            rtt_ms: self.rtt_ms_to(&nodes, provider),
             renewable: offer.body.energy.renewable(),
         };
         let verdict = self.inner.rules.customer.judge(&terms, &view);
@@ -305,13 +299,15 @@ impl Market {
         .ok_or_else(|| "this node has no certificate to sign with".to_owned())
     }
 
-    /// The round trip to `node` the fabric's coordinates estimate, once
-    /// both have one.
-    async fn rtt_ms_to(&self, node: locus_core::NodeId) -> Option<u32> {
-        let nodes = self.inner.fabric.nodes().await;
+    /// The round trip to `them` (one of `nodes`, this node's view) the
+    /// fabric's coordinates estimate, once both have one.
+    fn rtt_ms_to(
+        &self,
+        nodes: &[locus_core::cluster::ClusterNode],
+        them: Option<&locus_core::cluster::ClusterNode>,
+    ) -> Option<u32> {
         let me = nodes.iter().find(|n| n.id == self.inner.me)?;
-        let them = nodes.iter().find(|n| n.id == node)?;
-        locus_core::cluster::estimate_rtt(me, them)
+        locus_core::cluster::estimate_rtt(me, them?)
             .map(|e| e.rtt_ms.ceil().clamp(0.0, f64::from(u32::MAX)) as u32)
     }
 
