@@ -861,6 +861,18 @@ impl Contracts {
         self.insert(contract, id, now)
     }
 
+    /// As [`admit`](Self::admit), checking the signatures through
+    /// `verifier`, which remembers the certificates of known parties.
+    pub fn admit_with(
+        &mut self,
+        verifier: &mut Verifier,
+        contract: Contract,
+        now: u64,
+    ) -> Result<RecordId, ContractError> {
+        let id = contract.verify_with(verifier)?;
+        self.insert(contract, id, now)
+    }
+
     /// Register contracts, each at its own time, as [`admit`](Self::admit)
     /// would one after the other; their signatures are checked together
     /// through `verifier` ([`Verifier::verify_many`]). Answers in order.

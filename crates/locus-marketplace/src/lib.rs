@@ -448,14 +448,20 @@ impl Market {
 
     /// Keep a contract: store first, then the register and the fabric.
     pub(crate) async fn keep_contract(&self, c: &Contract) -> Result<RecordId, MarketError> {
-        let id = c
-            .verify()
-            .map_err(|e| MarketError::Invalid(e.to_string()))?;
+        let id = {
+            let mut st = self.state();
+            c.verify_with(&mut st.verifier)
+                .map_err(|e| MarketError::Invalid(e.to_string()))?
+        };
         self.inner
             .store
             .put_market(Kind::Contract, id.to_string(), c.to_bytes(), now_ms())
             .await?;
-        let admitted = self.state().contracts.admit(c.clone(), now_secs());
+        let admitted = {
+            let st = &mut *self.state();
+            st.contracts
+                .admit_with(&mut st.verifier, c.clone(), now_secs())
+        };
         match admitted {
             Ok(_) | Err(locus_market::ContractError::Replayed(_)) => {}
             Err(e) => return Err(MarketError::Conflict(e.to_string())),

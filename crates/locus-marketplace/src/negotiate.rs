@@ -194,10 +194,9 @@ impl Market {
         match answer {
             Ok(Answer {
                 contract: Some(c), ..
-            }) if c.terms == proposal.terms && c.verify().is_ok() => {
-                match self.keep_contract(&c).await {
-                    Ok(id) => {
-                        self.state().note(
+            }) if c.terms == proposal.terms => match self.keep_contract(&c).await {
+                Ok(id) => {
+                    self.state().note(
                         m.request,
                         format!(
                             "round {}: contract {} signed with provider {} (org {}) at {} per unit-hour",
@@ -208,16 +207,15 @@ impl Market {
                             c.terms.buyer_pays
                         ),
                     );
-                        if let Err(e) = self.withdraw_entry(m.request).await {
-                            tracing::warn!(error = %e, "cannot withdraw a contracted request");
-                        }
+                    if let Err(e) = self.withdraw_entry(m.request).await {
+                        tracing::warn!(error = %e, "cannot withdraw a contracted request");
                     }
-                    Err(e) => self.state().note(
-                        m.request,
-                        format!("the provider's contract is not kept: {e}"),
-                    ),
                 }
-            }
+                Err(e) => self.state().note(
+                    m.request,
+                    format!("the provider's contract is not kept: {e}"),
+                ),
+            },
             Ok(Answer {
                 rejected: Some(why),
                 not_yet: true,
